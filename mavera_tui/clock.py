@@ -1,0 +1,139 @@
+"""The one clock everything that waits asks, and a fast-forwarding event loop for tests.
+
+``Clock.now()`` is the running loop's monotonic time; ``Clock.wall()`` is Unix time derived
+from it, so that under ``VirtualTimeLoop`` an hour of traffic (the scheduler, the simulator,
+the ledger's timestamps) runs in a fraction of a second and stays self-consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import selectors
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Clock:
+    """Monotonic seconds from the running loop, plus Unix time that moves with it."""
+
+    def __init__(self, wall0: float | None = None):
+        self._wall0 = wall0
+        self._mono0: float | None = None
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def wall(self) -> float:
+        loop_now = self.now()
+        if self._mono0 is None:
+            self._mono0 = loop_now
+            if self._wall0 is None:
+                self._wall0 = time.time()
+        assert self._wall0 is not None
+        return self._wall0 + (loop_now - self._mono0)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class _FastForwardSelector(selectors.BaseSelector):
+    """Wraps the real selector: when the loop would block for a timer, jump time instead."""
+
+    def __init__(self, real: selectors.BaseSelector, loop: VirtualTimeLoop):
+        self._real = real
+        self._loop = loop
+
+    def register(self, fileobj, events, data=None):  # type: ignore[no-untyped-def]
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj):  # type: ignore[no-untyped-def]
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj, events, data=None):  # type: ignore[no-untyped-def]
+        return self._real.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        loop = self._loop
+        if loop.external_pending > 0:
+            # A thread (aiosqlite) is working for us: wait for it in real time, and do not
+            # let virtual time run ahead of it.
+            real_timeout = 0.005 if timeout is None else min(timeout, 0.005)
+            return self._real.select(real_timeout)
+        events = self._real.select(0)
+        if events or timeout is None or timeout <= 0:
+            if not events and timeout is None:
+                return self._real.select(None)
+            return events
+        loop.advance(timeout)
+        return []
+
+    def close(self) -> None:
+        self._real.close()
+
+    def get_map(self):  # type: ignore[no-untyped-def]
+        return self._real.get_map()
+
+    def get_key(self, fileobj):  # type: ignore[no-untyped-def]
+        return self._real.get_key(fileobj)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer whenever nothing else is ready.
+
+    Only for in-process work (the simulator over ASGITransport, the scheduler, the store);
+    real sockets still work but time is not meaningful for them. Code that hands work to a
+    thread wraps it in ``external()`` so that time does not run ahead of the thread.
+    """
+
+    def __init__(self, start: float = 1_000.0):
+        selector = selectors.DefaultSelector()
+        self._virtual_now = start
+        self.external_pending = 0
+        super().__init__(_FastForwardSelector(selector, self))
+
+    def time(self) -> float:
+        return self._virtual_now
+
+    def advance(self, seconds: float) -> None:
+        self._virtual_now += max(0.0, seconds)
+
+
+@contextlib.contextmanager
+def external() -> Iterator[None]:
+    """Mark work done by another thread, so a VirtualTimeLoop waits for it in real time."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if isinstance(loop, VirtualTimeLoop):
+        loop.external_pending += 1
+        try:
+            yield
+        finally:
+            loop.external_pending -= 1
+    else:
+        yield
+
+
+async def run_external(fn: Callable[[], Awaitable[T]]) -> T:
+    """Await ``fn()`` inside ``external()``."""
+    with external():
+        return await fn()
+
+
+def run_virtual(main: Coroutine[Any, Any, T], start: float = 1_000.0) -> T:
+    """Run ``main`` to completion on a fresh VirtualTimeLoop."""
+    loop = VirtualTimeLoop(start)
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -1,0 +1,149 @@
+"""The snapshot: one immutable value holding everything a person looks at, and job states.
+
+The engine builds a Snapshot a few times a second; the Textual panes, the recorder, the
+replay and the reports read only this. Counters are cumulative (requests_total,
+credits_used_total, ...) so that any consumer can turn two snapshots into a rate, and a
+recording of snapshots alone is enough to redraw every chart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# Job states. "Waiting" states are where a queued job is held, and why.
+QUEUED = "queued"                    # ready: waits only for the dispatcher
+WAITING_WINDOW = "waiting_window"    # the key's sliding window (or a key-wide 429 hold)
+WAITING_SLOT = "waiting_slot"        # the endpoint's concurrency cap (or its 429 hold)
+BACKOFF = "backoff"                  # retry back-off after a 5xx / timeout / drop
+WAITING_CREDITS = "waiting_credits"  # parked by a 402 or by pre-flight, polls the balance
+PAUSED = "paused"                    # dispatch paused by the operator
+IN_FLIGHT = "in_flight"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+BLOCKED = "blocked_preflight"        # refused by pre-flight: never sent
+OUTCOME_UNKNOWN = "outcome_unknown"  # was in flight when the process died
+
+WAITING_STATES = (QUEUED, WAITING_WINDOW, WAITING_SLOT, BACKOFF, WAITING_CREDITS, PAUSED)
+ACTIVE_STATES = WAITING_STATES + (IN_FLIGHT,)
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, BLOCKED, OUTCOME_UNKNOWN)
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """One endpoint as the slots pane shows it."""
+
+    key: str
+    path: str
+    cap: int | None
+    in_flight: int = 0
+    waiting: int = 0
+    hold_s: float = 0.0          # seconds left of a concurrency-429 hold on this endpoint
+    sent_total: int = 0
+    credits_used_total: int = 0
+    estimated_total: int = 0     # sum of estimates of settled jobs (calibration)
+    max_in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job as the jobs pane shows it."""
+
+    id: str
+    endpoint: str
+    method: str
+    path: str
+    state: str
+    priority: int = 0
+    estimate: int = 0
+    actual: int | None = None
+    attempts: int = 0
+    created: float = 0.0         # wall-clock unix time
+    updated: float = 0.0
+    reason: str = ""             # why it waits or failed; may hold server text: render literally
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """One alert or event: budget thresholds, 402s, 429 storms, parked/resumed jobs."""
+
+    t: float                     # wall-clock unix time
+    level: str                   # "info" | "warning" | "error"
+    kind: str                    # e.g. "budget_50", "credits_exhausted", "429_storm"
+    message: str                 # may hold server text: render literally
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the panes show, at one instant. Build with ``Snapshot(...)``; never mutate."""
+
+    t: float = 0.0                       # wall-clock unix time
+    elapsed: float = 0.0                 # seconds since the engine started
+    mode: str = "live"                   # live | demo | replay | record
+    target: str = ""                     # base URL (never the key) or "embedded simulator"
+    simulated: bool = False
+    paused: bool = False
+    # Rate-limit window.
+    limit: int = 60
+    window_seconds: float = 60.0
+    window_used: int = 0                 # requests counted in the window (ours + foreign)
+    foreign: int = 0                     # estimated requests of other clients on the key
+    remaining: int | None = None         # last X-RateLimit-Remaining seen
+    reset_in: float = 0.0                # seconds until the window next has room
+    key_hold_s: float = 0.0              # seconds left of a key-wide 429 hold
+    requests_total: int = 0
+    responses_429_total: int = 0
+    retries_total: int = 0
+    status_counts: dict[str, int] = field(default_factory=dict)
+    endpoints: tuple[EndpointState, ...] = ()
+    # Queue depth by state (WAITING_STATES + IN_FLIGHT), and totals by final state.
+    queue: dict[str, int] = field(default_factory=dict)
+    jobs_total: int = 0
+    finished: dict[str, int] = field(default_factory=dict)
+    # Credits.
+    balance: int | None = None           # total remaining: plan allocation + purchased
+    plan_remaining: int | None = None
+    purchased: int | None = None
+    allocation: int | None = None        # monthly plan allocation
+    month_used: int | None = None        # allocation used this billing month
+    credits_used_total: int = 0          # what this engine's requests were charged
+    reserved: int = 0                    # estimates held by admitted / in-flight jobs
+    estimated_total: int = 0             # estimates of settled jobs (calibration)
+    burn_1m: float = 0.0                 # credits per minute
+    burn_5m: float = 0.0
+    burn_15m: float = 0.0
+    eta_s: float | None = None           # until credits run out at burn_5m (auto-recharge counted)
+    month_projection: int | None = None  # credits this month at the current rate
+    recharge_spent_eur: float = 0.0
+    jobs: tuple[JobView, ...] = ()       # recent jobs, newest first
+    alerts: tuple[AlertView, ...] = ()   # recent alerts, newest first
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Snapshot:
+        """Inverse of to_dict; unknown keys (from a newer version) are ignored."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["endpoints"] = tuple(
+            EndpointState(**_known(EndpointState, e)) for e in d.get("endpoints", ()))
+        kw["jobs"] = tuple(JobView(**_known(JobView, j)) for j in d.get("jobs", ()))
+        kw["alerts"] = tuple(AlertView(**_known(AlertView, a)) for a in d.get("alerts", ()))
+        return cls(**kw)
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs not yet finished and not in flight."""
+        return sum(v for k, v in self.queue.items() if k != IN_FLIGHT)
+
+    @property
+    def in_flight(self) -> int:
+        return self.queue.get(IN_FLIGHT, 0)
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
