@@ -1,0 +1,612 @@
+"""The Mavera API simulator: a raw ASGI app that rate-limits, bills and misbehaves on purpose.
+
+Drive it in-process with ``httpx.ASGITransport`` (see :func:`sim_transport`) or serve it with
+uvicorn (:mod:`mavera_tui.sim.server`). All time comes from the :class:`~mavera_tui.clock.Clock`
+(latencies are ``asyncio.sleep``), so under ``VirtualTimeLoop`` an hour runs in milliseconds.
+
+Routes are every endpoint in :data:`catalog.ENDPOINTS`, served under ``/api/v1``, under
+``/api`` (the packs page says ``GET /api/billing/credits``) and at the root.
+
+The order a request goes through, and the documented choices:
+
+1. **Auth.** ``Authorization: Bearer <key>``; a missing/empty key or one in
+   ``config.rejected_keys`` gets 401 (``authentication_error`` / ``invalid_api_key``) with no
+   X-RateLimit-* headers (there is no key to count against) and is not counted anywhere.
+2. **Window** (per key, sliding): a request is admitted if fewer than ``limit`` requests were
+   counted in ``(now - W, now]``. Choice: a window 429 is **not** counted (it did no work and
+   the server refused it before any processing). During a 429 storm fault every request gets
+   a window 429, also uncounted. Foreign phantom arrivals (fault) are counted like ours.
+3. **Everything admitted by the window counts**, whatever happens next: 404s, 400s,
+   concurrency 429s (choice: the request arrived and was processed up to the concurrency
+   check, so it counts), 402s, 5xx and drops.
+4. Headers: every response to a keyed request carries X-RateLimit-Limit, -Remaining (after
+   counting this request, so 0 on a window 429) and -Reset. Choice (see catalog): Reset is
+   the Unix time, rounded up to a whole second, at which Remaining next grows: the oldest
+   counted arrival + W (now + W if the window is empty). Choice: the three values are
+   computed **at arrival** (as a rate-limit middleware in front of the handler would) and
+   sent unchanged when the response leaves, even after a long latency.
+5. 429 for the window: Retry-After = seconds until a request would be admitted (oldest + W
+   - now), rounded up, at least 1; body ``rate_limit_error`` / ``rate_limit_exceeded`` with
+   "Please retry after N seconds.". Concurrency 429: ``rate_limit_error`` /
+   ``concurrency_limit_exceeded`` with a short Retry-After (``concurrency_retry_seconds`` ×
+   time_scale, rounded up, at least 1). Caps are per key and per ``Endpoint.slot_key``; the
+   slot is held for the whole latency.
+6. Route (404 ``invalid_request_error`` / ``not_found``), body (POST: JSON object, an empty
+   body reads as ``{}``; otherwise 400 ``invalid_request_error`` / ``invalid_json``), then the
+   estimator's field checks (400 ``invalid_parameter`` with ``param`` = the field): a body
+   the estimator cannot price is refused, so no charge can ever exceed its upper bound.
+7. Billing: the charge is drawn deterministically from (seed, endpoint, path, body) within
+   ``max(ep.low, est.low) .. min(ep.high, est.high)`` (see :func:`charge_range`), so a retry
+   of the same job costs the same. It is checked at arrival (402, nothing charged) and taken
+   when the work completes; if by then the balance or budget cannot cover it (concurrent
+   work spent it), the answer is 402 and nothing is charged. Workspace budget before balance.
+8. Success: ``{"id": "<prefix>_<n>", "object": ..., "usage": {"credits_used", "input_tokens",
+   "output_tokens", "total_tokens"}}``. ``GET /billing/credits`` answers
+   :meth:`Account.to_dict` plus a zero ``usage``.
+9. If the client gives up while the work runs (cancellation under ASGITransport), the work
+   still completes in the background and is charged (``record.client_gone``);
+   :meth:`Simulator.drain` waits for such work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+from collections import deque
+from email.utils import formatdate
+from typing import Any
+
+import httpx
+
+from .. import catalog
+from ..catalog import Endpoint
+from ..clock import Clock
+from ..estimate import EstimateError, estimate_for
+from .config import SimConfig
+from .records import Records, RequestRecord, fingerprint
+from .state import Account
+
+#: What ``Faults.hostile_text`` puts into messages: a screen clear, a window-title change,
+#: a Textual action link and Rich markup.
+HOSTILE_TEXT = "\x1b[2J\x1b]0;pwned\x07 [@click=app.quit]x[/] [bold red]boom[/]"
+
+#: Mount prefixes stripped before routing (the root works too).
+PREFIXES = ("/api/v1", "/api")
+
+#: Response id prefix and ``object`` per endpoint key (the simulator's own naming).
+KINDS: dict[str, tuple[str, str]] = {
+    "responses": ("resp", "response"),
+    "mave": ("mave", "mave.chat"),
+    "focus_groups": ("fg", "focus_group"),
+    "video_analyses": ("va", "video_analysis"),
+    "generations": ("gen", "generation"),
+    "personas_list": ("list", "list"),
+    "personas_create": ("persona", "persona"),
+    "brand_voices": ("bv", "brand_voice"),
+    "news_analyze": ("news", "news_analysis"),
+    "billing_credits": ("bal", "credit_balance"),
+}
+
+_H_LIMIT = catalog.HEADER_LIMIT.lower().encode()
+_H_REMAINING = catalog.HEADER_REMAINING.lower().encode()
+_H_RESET = catalog.HEADER_RESET.lower().encode()
+_H_RETRY = catalog.HEADER_RETRY_AFTER.lower().encode()
+_JSON_CT = (b"content-type", b"application/json")
+_HUGE_RETRY_AFTER = "1000000000"
+
+
+class SimulatedDrop(httpx.RemoteProtocolError):
+    """Raised by the app for a dropped connection; the client sees an httpx transport error."""
+
+    def __init__(self) -> None:
+        super().__init__("Server disconnected without sending a complete response "
+                         "(simulated drop).")
+
+
+def unit(seed: int, *parts: object) -> float:
+    """A deterministic number in [0, 1) from the seed and ``parts``."""
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 18446744073709551616.0
+
+
+def charge_range(ep: Endpoint, body: dict[str, Any]) -> tuple[int, int]:
+    """What the simulator may charge for ``body``: inside the endpoint's documented range
+    and never above the estimator's upper bound. Raises EstimateError for an unpriceable body.
+    """
+    if ep.cost == "free":
+        return 0, 0
+    est = estimate_for(ep, body)
+    hi = min(ep.high, est.high)
+    lo = min(max(ep.low, est.low), hi)
+    return lo, hi
+
+
+def charge_for(ep: Endpoint, body: dict[str, Any], seed: int, path: str | None = None) -> int:
+    """The deterministic charge for this job (same seed, endpoint, path and body: same charge)."""
+    lo, hi = charge_range(ep, body)
+    if lo == hi:
+        return lo
+    canon = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    u = unit(seed, "charge", ep.key, path or ep.path, canon)
+    return min(hi, lo + int(u * (hi - lo + 1)))
+
+
+class _Window:
+    """One key's sliding window: our counted arrivals and foreign phantom arrivals."""
+
+    __slots__ = ("limit", "w", "real", "phantom", "rpm", "next_phantom")
+
+    def __init__(self, limit: int, w: float):
+        self.limit = limit
+        self.w = w
+        self.real: deque[float] = deque()
+        self.phantom: deque[float] = deque()
+        self.rpm = 0.0
+        self.next_phantom = 0.0
+
+    def _evict(self, t: float) -> None:
+        cutoff = t - self.w
+        real, phantom = self.real, self.phantom
+        while real and real[0] <= cutoff:
+            real.popleft()
+        while phantom and phantom[0] <= cutoff:
+            phantom.popleft()
+
+    def settle(self, now: float, foreign_rpm: float) -> None:
+        """Bring the window to ``now``: add due phantom arrivals, drop what left the window."""
+        if foreign_rpm != self.rpm:
+            self.rpm = foreign_rpm
+            self.next_phantom = now
+        if foreign_rpm > 0:
+            interval = 60.0 / foreign_rpm  # per minute
+            cutoff = now - self.w
+            if self.next_phantom <= cutoff:  # long idle: skip arrivals that already left
+                skip = math.floor((cutoff - self.next_phantom) / interval) + 1
+                self.next_phantom += skip * interval
+            while self.next_phantom <= now:
+                tp = self.next_phantom
+                self._evict(tp)
+                if len(self.real) + len(self.phantom) < self.limit:
+                    self.phantom.append(tp)
+                self.next_phantom = tp + interval
+        self._evict(now)
+
+    @property
+    def count(self) -> int:
+        return len(self.real) + len(self.phantom)
+
+    def oldest(self) -> float | None:
+        if self.real and self.phantom:
+            return min(self.real[0], self.phantom[0])
+        if self.real:
+            return self.real[0]
+        if self.phantom:
+            return self.phantom[0]
+        return None
+
+
+class _KeyState:
+    __slots__ = ("fp", "window", "inflight")
+
+    def __init__(self, fp: str, limit: int, w: float):
+        self.fp = fp
+        self.window = _Window(limit, w)
+        self.inflight: dict[str, int] = {}
+
+
+class Simulator:
+    """The ASGI app. ``config``, ``records`` (the API side's log) and ``state`` (the account)."""
+
+    def __init__(self, config: SimConfig | None = None, clock: Clock | None = None):
+        self.config = config or SimConfig()
+        self.clock = clock or Clock()
+        self.records = Records(self.config.window_seconds)
+        self.state = Account(self.config)
+        self._keys: dict[str, _KeyState] = {}
+        self._n = 0
+        self._t0: float | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- public helpers -------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        return self.config.effective_limit
+
+    @property
+    def window_seconds(self) -> float:
+        return self.config.window_seconds
+
+    def in_flight(self, endpoint: str) -> int:
+        """Requests holding ``endpoint``'s slot right now, over all keys (key or slot path)."""
+        ep = catalog.ENDPOINTS.get(endpoint)
+        slot = ep.slot_key if ep else endpoint
+        return sum(ks.inflight.get(slot, 0) for ks in self._keys.values())
+
+    def window_count(self, key: str) -> int:
+        """Requests counted in ``key``'s window now (needs a running loop)."""
+        ks = self._keys.get(key)
+        if ks is None:
+            return 0
+        ks.window.settle(self.clock.now(), self.config.faults.foreign_rpm)
+        return ks.window.count
+
+    async def drain(self) -> None:
+        """Wait for work the client abandoned (it still completes and is charged)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # --- ASGI -----------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await self.drain()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        cfg = self.config
+        faults = cfg.faults
+        seed = cfg.seed
+        clock = self.clock
+        now = clock.now()
+        wall = clock.wall()
+        if self._t0 is None:
+            self._t0 = now
+        n = self._n
+        self._n += 1
+        method = scope["method"]
+        rel = _relative(scope["path"])
+        key = _bearer(scope["headers"])
+
+        if not key or key in cfg.rejected_keys:
+            self.records.append(RequestRecord(
+                n, now, wall, fingerprint(key) if key else "-", method, rel,
+                status=401, code="invalid_api_key", done=now))
+            await self._send(send, 401, self._envelope(
+                "Invalid API key. Send 'Authorization: Bearer <your API key>'.",
+                "authentication_error", "invalid_api_key"), [])
+            return
+
+        limit = cfg.effective_limit
+        w = cfg.window_seconds
+        ks = self._keys.get(key)
+        if ks is None:
+            ks = self._keys[key] = _KeyState(fingerprint(key), limit, w)
+        rec = RequestRecord(n, now, wall, ks.fp, method, rel)
+        self.records.append(rec)
+        win = ks.window
+        win.settle(now, faults.foreign_rpm)
+
+        # --- the window (rejections here are not counted) ---
+        if faults.storm_seconds > 0:
+            s0 = self._t0 + faults.storm_start
+            s1 = s0 + faults.storm_seconds
+            if s0 <= now < s1:
+                rec.window_count = win.count
+                rec.fault = "storm"
+                await self._window_429(send, rec, n, wall, s1 - now)
+                return
+        if win.count >= limit:
+            rec.window_count = win.count
+            oldest = win.oldest()
+            assert oldest is not None
+            await self._window_429(send, rec, n, wall, oldest + w - now)
+            return
+        win.real.append(now)
+        rec.counted = True
+        count = rec.window_count = win.count
+        oldest = win.oldest()
+        assert oldest is not None
+        headers = self._rate_headers(n, limit - count, wall + (oldest + w - now))
+
+        # --- route and body ---
+        ep = catalog.find_endpoint(method, rel)
+        if ep is None:
+            await self._error(send, rec, headers, 404, f"Unknown route: {method} {rel}",
+                              "invalid_request_error", "not_found")
+            return
+        rec.endpoint = ep.key
+        body: Any = {}
+        if method == "POST":
+            raw = await _read_body(receive)
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    await self._error(send, rec, headers, 400,
+                                      "The request body is not valid JSON.",
+                                      "invalid_request_error", "invalid_json")
+                    return
+            if not isinstance(body, dict):
+                await self._error(send, rec, headers, 400,
+                                  "The request body must be a JSON object.",
+                                  "invalid_request_error", "invalid_json")
+                return
+        try:
+            charge = charge_for(ep, body, seed, rel)
+        except EstimateError as exc:
+            await self._error(send, rec, headers, 400, str(exc), "invalid_request_error",
+                              "invalid_parameter", exc.field)
+            return
+
+        # --- concurrency (a rejection here is counted) ---
+        slot = ep.slot_key
+        inflight = ks.inflight.get(slot, 0)
+        if ep.cap is not None and inflight >= ep.cap:
+            rec.in_flight = inflight
+            retry = max(1, math.ceil(cfg.concurrency_retry_seconds * cfg.time_scale))
+            await self._error(
+                send, rec, headers + self._retry_after(retry, wall), 429,
+                f"Too many concurrent requests to {ep.path} (at most {ep.cap} at a time). "
+                f"Please retry after {retry} seconds.",
+                "rate_limit_error", catalog.CODE_CONCURRENCY)
+            return
+
+        # --- pre-flight billing ---
+        if charge:
+            code = self.state.check(charge)
+            if code is not None:
+                await self._error(send, rec, headers, 402, *_insufficient(code))
+                return
+
+        # --- faults decided at admission ---
+        fault: str | None = None
+        if faults.error_5xx_rate and unit(seed, "5xx", n) < faults.error_5xx_rate:
+            fault = "503" if unit(seed, "5xx-kind", n) < 0.5 else "500"
+        elif faults.drop_rate and unit(seed, "drop", n) < faults.drop_rate:
+            fault = "drop-before" if unit(seed, "drop-kind", n) < 0.5 else "drop-after"
+        if fault == "503":
+            rec.fault = fault
+            await self._error(send, rec, headers, 503,
+                              "The service is temporarily unavailable. Please try again.",
+                              "api_error", "service_unavailable")
+            return
+        if fault == "drop-before":
+            rec.fault = fault
+            rec.status, rec.code, rec.done = 0, "dropped", now
+            await _drop(send)
+        lo, hi = ep.latency
+        latency = (lo + unit(seed, "latency", n) * (hi - lo)) * cfg.time_scale
+        if faults.slow_rate and unit(seed, "slow", n) < faults.slow_rate:
+            latency += faults.slow_seconds
+            fault = fault or "slow"
+        rec.fault = fault
+        rec.latency = latency
+        ks.inflight[slot] = inflight + 1
+        rec.in_flight = inflight + 1
+
+        # --- the work ---
+        if latency > 0:
+            try:
+                await asyncio.sleep(latency)
+            except asyncio.CancelledError:
+                rec.client_gone = True
+                self._spawn(self._finish_later(ks, slot, rec, ep, body, charge, fault,
+                                               now + latency))
+                raise
+        status, payload = self._finish(ks, slot, rec, ep, body, charge, fault)
+
+        if fault == "drop-after":
+            rec.status, rec.code = 0, "dropped"
+            await _drop(send)
+        data = json.dumps(payload).encode()
+        if status == 200 and faults.bad_body_rate and (
+                unit(seed, "bad-body", n) < faults.bad_body_rate):
+            rec.fault = "bad-body"
+            if unit(seed, "bad-body-kind", n) < 0.5:
+                data = data[: max(1, len(data) // 2)]
+            else:
+                data = b"<html><body>upstream proxy hiccup</body></html>"
+        await self._send(send, status, data, headers)
+
+    # --- completing work ------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _finish_later(self, ks: _KeyState, slot: str, rec: RequestRecord, ep: Endpoint,
+                            body: dict[str, Any], charge: int, fault: str | None,
+                            done_at: float) -> None:
+        await asyncio.sleep(max(0.0, done_at - self.clock.now()))
+        self._finish(ks, slot, rec, ep, body, charge, fault)
+
+    def _finish(self, ks: _KeyState, slot: str, rec: RequestRecord, ep: Endpoint,
+                body: dict[str, Any], charge: int, fault: str | None,
+                ) -> tuple[int, dict[str, Any]]:
+        """Release the slot, take (or refund) the charge, fill the record, build the answer."""
+        ks.inflight[slot] -= 1
+        rec.done = self.clock.now()
+        wall = self.clock.wall()
+        prefix, obj = KINDS[ep.key]
+        rid = f"{prefix}_{rec.index}"
+        resource = f"{rec.path} {rid}"
+        state = self.state
+        if fault == "500":
+            if charge and state.check(charge) is None:
+                state.refund(state.deduct(charge, resource, wall), wall)
+                rec.refunded = charge
+            rec.status, rec.code, rec.response_id = 500, "internal_error", rid
+            return 500, self._envelope_obj(
+                "The server had an error while processing your request. "
+                "Any credits taken were refunded.", "api_error", "internal_error")
+        if charge:
+            code = state.check(charge)
+            if code is not None:
+                rec.status, rec.code = 402, code
+                return 402, self._envelope_obj(*_insufficient(code))
+            state.deduct(charge, resource, wall)
+            rec.credits = charge
+        rec.status, rec.response_id = 200, rid
+        return 200, self._success(ep, body, rid, obj, charge, rec, wall)
+
+    def _success(self, ep: Endpoint, body: dict[str, Any], rid: str, obj: str, charge: int,
+                 rec: RequestRecord, wall: float) -> dict[str, Any]:
+        hostile = self.config.faults.hostile_text
+        text = "Simulated answer." + (" " + HOSTILE_TEXT if hostile else "")
+        out: dict[str, Any]
+        if ep.key == "billing_credits":
+            out = self.state.to_dict()
+        elif ep.key == "personas_list":
+            out = {"id": rid, "object": "list", "data": [
+                {"id": f"persona_{i}", "object": "persona",
+                 "name": f"Simulated persona {i}" + (" " + HOSTILE_TEXT if hostile else "")}
+                for i in (1, 2, 3)]}
+        else:
+            out = {"id": rid, "object": obj, "created": int(wall), "status": "completed"}
+            if ep.key == "responses":
+                out["output"] = [{"type": "message", "role": "assistant",
+                                  "content": [{"type": "output_text", "text": text}]}]
+            elif ep.key == "news_analyze":
+                out["story_id"] = rec.path.split("/")[-2]
+                out["analysis"] = text
+            else:
+                out["output"] = text
+            for name in ("name", "sample_size", "video_seconds", "complexity", "thread_id"):
+                if name in body:
+                    out[name] = body[name]
+        if charge:
+            inp = 16 + len(json.dumps(body, default=str)) // 4
+            outp = charge * 32 + int(unit(self.config.seed, "tokens", rec.index) * 32)
+        else:
+            inp = outp = 0
+        out["usage"] = {"credits_used": charge, "input_tokens": inp, "output_tokens": outp,
+                        "total_tokens": inp + outp}
+        return out
+
+    # --- responses ------------------------------------------------------------------------
+
+    def _envelope_obj(self, message: str, type_: str, code: str,
+                      param: str | None = None) -> dict[str, Any]:
+        if self.config.faults.hostile_text:
+            message = f"{HOSTILE_TEXT} {message} {HOSTILE_TEXT}"
+            param = HOSTILE_TEXT
+        return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+
+    def _envelope(self, message: str, type_: str, code: str, param: str | None = None) -> bytes:
+        return json.dumps(self._envelope_obj(message, type_, code, param)).encode()
+
+    async def _error(self, send: Any, rec: RequestRecord, headers: list[tuple[bytes, bytes]],
+                     status: int, message: str, type_: str, code: str,
+                     param: str | None = None) -> None:
+        rec.status, rec.code, rec.done = status, code, rec.t
+        await self._send(send, status, self._envelope(message, type_, code, param), headers)
+
+    async def _window_429(self, send: Any, rec: RequestRecord, n: int, wall: float,
+                          wait: float) -> None:
+        retry = max(1, math.ceil(wait))
+        headers = self._rate_headers(n, 0, wall + wait) + self._retry_after(retry, wall)
+        await self._error(send, rec, headers, 429,
+                          f"Rate limit exceeded. Please retry after {retry} seconds.",
+                          "rate_limit_error", catalog.CODE_RATE_LIMIT)
+
+    def _rate_headers(self, n: int, remaining: int, reset_wall: float,
+                      ) -> list[tuple[bytes, bytes]]:
+        lim = str(self.config.effective_limit)
+        rem = str(max(0, remaining))
+        rst = str(math.ceil(reset_wall))
+        faults = self.config.faults
+        seed = self.config.seed
+        if faults.bad_headers and unit(seed, "headers", n) < faults.bad_headers:
+            variant = int(unit(seed, "headers-kind", n) * 4)
+            if variant == 0:  # all missing
+                return []
+            if variant == 1:  # one missing
+                pairs = [(_H_LIMIT, lim), (_H_REMAINING, rem), (_H_RESET, rst)]
+                del pairs[int(unit(seed, "headers-which", n) * 3)]
+                return [(k, v.encode()) for k, v in pairs]
+            if variant == 2:  # malformed
+                lim, rem, rst = f"{lim} per minute", "plenty", f"{reset_wall:.3f}s"
+            else:  # negative
+                lim, rem, rst = f"-{lim}", f"-{int(rem) + 1}", f"-{rst}"
+        return [(_H_LIMIT, lim.encode()), (_H_REMAINING, rem.encode()),
+                (_H_RESET, rst.encode())]
+
+    def _retry_after(self, seconds: int, wall: float) -> list[tuple[bytes, bytes]]:
+        mode = self.config.faults.retry_after_mode
+        if mode == "absent":
+            return []
+        if mode == "http-date":
+            value = formatdate(math.ceil(wall + seconds), usegmt=True)
+        elif mode == "negative":
+            value = f"-{seconds}"
+        elif mode == "huge":
+            value = _HUGE_RETRY_AFTER
+        else:
+            value = str(seconds)
+        return [(_H_RETRY, value.encode())]
+
+    @staticmethod
+    async def _send(send: Any, status: int, data: bytes,
+                    headers: list[tuple[bytes, bytes]]) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [_JSON_CT, (b"content-length", str(len(data)).encode()),
+                                *headers]})
+        await send({"type": "http.response.body", "body": data})
+
+
+def _insufficient(code: str) -> tuple[str, str, str]:
+    if code == catalog.CODE_BUDGET_EXCEEDED:
+        return ("The workspace budget is exhausted: this request would exceed the workspace's "
+                "usage limit for this billing period.", "insufficient_credits", code)
+    return ("Insufficient credits. Please upgrade your subscription or wait for your next "
+            "billing cycle.", "insufficient_credits", code)
+
+
+async def _drop(send: Any) -> None:
+    # The status line goes out, then the connection is cut mid-body: uvicorn closes the
+    # socket (it cannot send a 500 after a response started); ASGITransport re-raises.
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [_JSON_CT, (b"content-length", b"4096")]})
+    raise SimulatedDrop()
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            break
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            text = value.decode("latin-1").strip()
+            if text[:7].lower() == "bearer ":
+                return text[7:].strip() or None
+            return None
+    return None
+
+
+def _relative(path: str) -> str:
+    for prefix in PREFIXES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return path[len(prefix):] or "/"
+    return path
+
+
+def create_sim(config: SimConfig | None = None, clock: Clock | None = None) -> Simulator:
+    """A simulator for ``config`` (defaults: starter tier, basic plan) on ``clock``."""
+    return Simulator(config, clock)
+
+
+def sim_transport(sim: Simulator) -> httpx.ASGITransport:
+    """An httpx transport that drives ``sim`` in-process (app exceptions reach the client)."""
+    return httpx.ASGITransport(app=sim)
