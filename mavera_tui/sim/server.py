@@ -1,0 +1,139 @@
+"""Serve the simulator on a real port with uvicorn (real loop time): ``mavera-tui sim``.
+
+The CLI wires ``add_arguments`` into its ``sim`` sub-command and calls ``main(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from .. import catalog
+from .app import SimulatedDrop, Simulator, create_sim
+from .config import RETRY_AFTER_MODES, AutoRecharge, Faults, SimConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulator's options: where to listen, the account, and the common faults."""
+    parser.add_argument("--port", type=int, required=True, help="port to listen on (0: any)")
+    parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    parser.add_argument("--tier", choices=list(catalog.TIERS), default=catalog.DEFAULT_TIER,
+                        help="rate-limit tier (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="requests per window, overriding the tier")
+    parser.add_argument("--plan", choices=list(catalog.PLANS), default=catalog.DEFAULT_PLAN,
+                        help="credit plan (default %(default)s)")
+    parser.add_argument("--allocation", type=int, default=None,
+                        help="monthly credits, overriding the plan (required for enterprise)")
+    parser.add_argument("--period-used", type=int, default=0,
+                        help="allocation already used this month")
+    parser.add_argument("--window-seconds", type=float, default=catalog.WINDOW_SECONDS,
+                        help="sliding window length (default %(default)g)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for charges, latencies, faults")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="multiplies simulated latencies (0: instant)")
+    parser.add_argument("--purchased", type=int, default=0, help="purchased credits at start")
+    parser.add_argument("--auto-recharge", action="store_true", help="enable auto-recharge")
+    parser.add_argument("--budget-cap", type=int, default=None,
+                        help="workspace hard cap in credits (402 budget_exceeded beyond)")
+    f = parser.add_argument_group("faults")
+    f.add_argument("--error-rate", type=float, default=0.0, help="share of 500/503 answers")
+    f.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped connections")
+    f.add_argument("--slow-rate", type=float, default=0.0, help="share of very slow answers")
+    f.add_argument("--slow-seconds", type=float, default=120.0,
+                   help="extra delay of a slow answer (default %(default)g)")
+    f.add_argument("--bad-headers", type=float, default=0.0,
+                   help="share of answers with wrong X-RateLimit-* headers")
+    f.add_argument("--retry-after", choices=RETRY_AFTER_MODES, default="seconds",
+                   help="how 429s carry Retry-After (default %(default)s)")
+    f.add_argument("--storm-start", type=float, default=0.0,
+                   help="seconds after the first request when a 429 storm starts")
+    f.add_argument("--storm-seconds", type=float, default=0.0, help="429 storm length")
+    f.add_argument("--foreign-rpm", type=float, default=0.0,
+                   help="other traffic on the same key, requests per minute")
+    f.add_argument("--runs-out-after", type=int, default=None,
+                   help="credits after which the balance is exhausted")
+    f.add_argument("--hostile-text", action="store_true",
+                   help="escape sequences and markup in messages")
+    f.add_argument("--bad-body-rate", type=float, default=0.0,
+                   help="share of 200s with a non-JSON or truncated body")
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """A SimConfig from parsed ``add_arguments`` options (ValueError if inconsistent)."""
+    faults = Faults(
+        error_5xx_rate=args.error_rate, drop_rate=args.drop_rate, slow_rate=args.slow_rate,
+        slow_seconds=args.slow_seconds, bad_headers=args.bad_headers,
+        retry_after_mode=args.retry_after, storm_start=args.storm_start,
+        storm_seconds=args.storm_seconds, foreign_rpm=args.foreign_rpm,
+        balance_runs_out_after=args.runs_out_after, hostile_text=args.hostile_text,
+        bad_body_rate=args.bad_body_rate)
+    return SimConfig(
+        tier=args.tier, limit=args.limit, window_seconds=args.window_seconds, plan=args.plan,
+        allocation=args.allocation, period_used=args.period_used, purchased=args.purchased,
+        seed=args.seed, time_scale=args.time_scale,
+        auto_recharge=AutoRecharge(enabled=args.auto_recharge), budget_cap=args.budget_cap,
+        faults=faults)
+
+
+def describe(sim: Simulator, host: str, port: int) -> str:
+    cfg = sim.config
+    return (f"simulator listening on http://{host}:{port}/api/v1 "
+            f"(tier {cfg.tier} {cfg.effective_limit}/min, plan {cfg.plan} "
+            f"{cfg.monthly_allocation} credits, window {cfg.window_seconds:g} s)")
+
+
+class _QuietDrops(logging.Filter):
+    """Simulated drops are on purpose: keep uvicorn from logging a traceback for each."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, SimulatedDrop)
+
+
+def build_server(sim: Simulator, host: str, port: int):  # type: ignore[no-untyped-def]
+    """A uvicorn Server for ``sim`` (not started). Also used by tests."""
+    import uvicorn
+
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    config = uvicorn.Config(sim, host=host, port=port, log_level="warning", lifespan="on",
+                            access_log=False)
+    return uvicorn.Server(config)
+
+
+def bound_port(server) -> int:  # type: ignore[no-untyped-def]
+    """The port a started uvicorn Server listens on (useful with port 0)."""
+    for srv in server.servers:
+        for sock in srv.sockets:
+            return int(sock.getsockname()[1])
+    raise RuntimeError("server has no listening socket")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C. Returns the exit status."""
+    try:
+        sim = create_sim(config_from_args(args))
+    except ValueError as exc:
+        print(f"mavera-tui sim: {exc}")
+        return 2
+    server = build_server(sim, args.host, args.port)
+
+    async def serve() -> None:
+        task = asyncio.ensure_future(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            print(describe(sim, args.host, bound_port(server)), flush=True)
+        await task
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exc:  # uvicorn exits when it cannot bind
+        return int(exc.code or 1) if not isinstance(exc.code, str) else 1
+    if not server.started:
+        return 1
+    print("simulator stopped", flush=True)
+    return 0
