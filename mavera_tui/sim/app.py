@@ -55,6 +55,7 @@ import hashlib
 import json
 import math
 from collections import deque
+from collections.abc import MutableMapping
 from email.utils import formatdate
 from typing import Any
 
@@ -240,7 +241,8 @@ class Simulator:
 
     # --- ASGI -----------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any,
+                       ) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -254,7 +256,8 @@ class Simulator:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _http(self, scope: MutableMapping[str, Any], receive: Any, send: Any,
+                    ) -> None:
         cfg = self.config
         faults = cfg.faults
         seed = cfg.seed

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import overload
 
 from .. import catalog
 
@@ -50,12 +51,29 @@ class RequestRecord:
     client_gone: bool = False
 
 
-class Records(list[RequestRecord]):
-    """Every request the simulator saw, in arrival order, with summary helpers."""
+class Records:
+    """Every request the simulator saw, in arrival order (iterable, indexable), with helpers."""
 
     def __init__(self, window_seconds: float = catalog.WINDOW_SECONDS):
-        super().__init__()
+        self._rows: list[RequestRecord] = []
         self.window_seconds = window_seconds
+        self.append = self._rows.append
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        return iter(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> RequestRecord: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RequestRecord]: ...
+    def __getitem__(self, i: int | slice) -> RequestRecord | list[RequestRecord]:
+        return self._rows[i]
+
+    def __repr__(self) -> str:
+        return f"Records({self._rows!r})"
 
     def _select(self, endpoint: str | None = None, key: str | None = None,
                 ) -> Iterable[RequestRecord]:
