@@ -1,0 +1,176 @@
+"""A frozen engine and a deterministic demo state, for tests, snapshots and screenshots.
+
+``FrozenEngine`` implements EngineControl over a fixed Snapshot and records the commands it
+receives; ``demo_snapshot()`` is a realistic busy moment; ``demo_history()`` the fifteen
+minutes of snapshots that led to it, so the charts have something to draw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .. import catalog
+from ..estimate import Estimate, Verdict, preflight
+from ..history import History
+from ..jobs import JobSpec
+from ..snapshot import (
+    BACKOFF,
+    CANCELLED,
+    FAILED,
+    IN_FLIGHT,
+    QUEUED,
+    SUCCEEDED,
+    WAITING_CREDITS,
+    WAITING_SLOT,
+    WAITING_WINDOW,
+    AlertView,
+    EndpointState,
+    JobView,
+    Snapshot,
+)
+
+#: A fixed instant (2026-01-15 09:30:00 UTC) so that rendered times never depend on "now".
+DEMO_T = 1_768_469_400.0
+
+
+class FrozenEngine:
+    """EngineControl over a snapshot that changes only when a test says so."""
+
+    def __init__(self, snapshot: Snapshot | None = None):
+        self.snap = snapshot if snapshot is not None else demo_snapshot()
+        self.submitted: list[JobSpec] = []
+        self.pauses = 0
+        self.resumes = 0
+        self.cancelled: list[str] = []
+        self.polls = 0
+
+    def snapshot(self) -> Snapshot:
+        self.polls += 1
+        return self.snap
+
+    async def submit(self, spec: JobSpec) -> str:
+        if any(s.id == spec.id for s in self.submitted):
+            raise ValueError(f"duplicate job id {spec.id!r}")
+        self.submitted.append(spec)
+        est = spec.estimate()
+        job = JobView(spec.id, spec.endpoint.key, spec.method, spec.path, QUEUED,
+                      spec.priority, est.high, created=self.snap.t, updated=self.snap.t)
+        self.snap = dataclasses.replace(self.snap, jobs=(job,) + self.snap.jobs,
+                                        jobs_total=self.snap.jobs_total + 1)
+        return spec.id
+
+    def pause(self) -> None:
+        self.pauses += 1
+        self.snap = dataclasses.replace(self.snap, paused=True)
+
+    def resume(self) -> None:
+        self.resumes += 1
+        self.snap = dataclasses.replace(self.snap, paused=False)
+
+    def cancel(self, job_id: str) -> bool:
+        self.cancelled.append(job_id)
+        return any(j.id == job_id for j in self.snap.jobs)
+
+    def preflight(self, est: Estimate) -> Verdict:
+        return preflight(est, self.snap.balance or 0, self.snap.reserved)
+
+
+_JOBS = (
+    # id, endpoint key, state, estimate, actual, attempts, age s, reason
+    ("fg-q3-brand-014", "focus_groups", IN_FLIGHT, 135, None, 1, 52, ""),
+    ("fg-q3-brand-015", "focus_groups", WAITING_SLOT, 135, None, 0, 47, "5/5 slots busy"),
+    ("mave-competitors-07", "mave", IN_FLIGHT, 75, None, 1, 21, ""),
+    ("resp-support-2231", "responses", SUCCEEDED, 5, 3, 1, 64, ""),
+    ("video-launch-cut", "video_analyses", IN_FLIGHT, 350, None, 1, 95, ""),
+    ("gen-tagline-88", "generations", WAITING_WINDOW, 30, None, 0, 12,
+     "window full: next slot in 4s"),
+    ("mave-pricing-02", "mave", BACKOFF, 75, None, 2, 130,
+     "503 from server; retry 2 in 8s"),
+    ("persona-cfo", "personas_create", WAITING_CREDITS, 300, None, 0, 210,
+     "parked: needs 360 with buffer, 310 available"),
+    ("resp-support-2230", "responses", SUCCEEDED, 5, 2, 1, 140, ""),
+    ("news-ai-act", "news_analyze", SUCCEEDED, 20, 14, 1, 180, ""),
+    ("fg-q3-brand-013", "focus_groups", SUCCEEDED, 135, 118, 1, 260, ""),
+    ("gen-tagline-87", "generations", FAILED, 30, None, 3, 300,
+     "400 invalid_request: 'prompt' too long"),
+    ("brand-voice-nordic", "brand_voices", SUCCEEDED, 50, 50, 1, 420, ""),
+    ("resp-support-2229", "responses", CANCELLED, 5, None, 0, 500, "cancelled by operator"),
+    ("mave-competitors-06", "mave", SUCCEEDED, 75, 41, 1, 560, ""),
+)
+
+
+def demo_snapshot(t: float = DEMO_T, *, step: int = 90) -> Snapshot:
+    """A busy, deterministic moment: the ``step``-th of 90 ten-second steps of demo traffic."""
+    elapsed = 900.0 * step / 90
+    requests = _requests(step)
+    credits = _credits(step)
+    window_used = requests - _requests(step - 6)
+    r429 = sum(1 for i in range(step) if i % 17 == 5)
+    retries = r429 + sum(1 for i in range(step) if i % 11 == 3)
+    limit = catalog.TIERS["basic"]
+    allocation = catalog.PLANS["basic"] or 0
+    month_used = 400 + credits
+    caps = {e.key: e.cap for e in catalog.ENDPOINTS.values()}
+    in_flight = {"mave": 7, "focus_groups": 5, "video_analyses": 1, "responses": 2,
+                 "generations": 1}
+    waiting = {"mave": 3, "focus_groups": 4, "generations": 1}
+    endpoints = tuple(
+        EndpointState(e.key, e.path, caps[e.key], in_flight=in_flight.get(e.key, 0),
+                      waiting=waiting.get(e.key, 0),
+                      hold_s=6.0 if e.key == "focus_groups" else 0.0)
+        for e in catalog.ENDPOINTS.values() if e.key != "billing_credits")
+    wave = int(3 + 3 * math.sin(step / 8.0))
+    queue = {QUEUED: 2 + wave, WAITING_WINDOW: 3, WAITING_SLOT: 8 - wave // 2, BACKOFF: 1,
+             WAITING_CREDITS: 1, IN_FLIGHT: sum(in_flight.values())}
+    jobs = tuple(
+        JobView(jid, ep, catalog.ENDPOINTS[ep].method, catalog.ENDPOINTS[ep].path, state,
+                0, est, actual, att, created=t - age, updated=t - max(0, age - 30),
+                reason=reason)
+        for jid, ep, state, est, actual, att, age, reason in _JOBS)
+    alerts = (
+        AlertView(t - 35, "warning", "429_storm", "6 responses 429 in 60s; holding the key 8s"),
+        AlertView(t - 120, "info", "resumed", "job mave-pricing-02 resumed after back-off"),
+        AlertView(t - 210, "warning", "parked", "persona-cfo parked: waiting for credits"),
+        AlertView(t - 400, "warning", "budget_75", "75% of the monthly allocation used"),
+        AlertView(t - 800, "info", "budget_50", "50% of the monthly allocation used"),
+    )
+    burn_5m = (credits - _credits(step - 30)) / 5.0
+    plan_remaining = max(0, allocation - month_used)
+    purchased = 500
+    balance = plan_remaining + purchased
+    return Snapshot(
+        t=t, elapsed=elapsed, mode="demo", target="embedded simulator", simulated=True,
+        limit=limit, window_used=window_used, foreign=6, remaining=limit - window_used,
+        reset_in=4.0,
+        requests_total=requests, responses_429_total=r429, retries_total=retries,
+        status_counts={"200": requests - r429, "429": r429},
+        endpoints=endpoints, queue=queue, jobs_total=412,
+        finished={SUCCEEDED: 371, FAILED: 6, CANCELLED: 2},
+        balance=balance, plan_remaining=plan_remaining, purchased=purchased,
+        allocation=allocation, month_used=month_used, credits_used_total=credits,
+        reserved=560, estimated_total=int(credits * 1.31),
+        burn_1m=float(credits - _credits(step - 6)), burn_5m=burn_5m,
+        burn_15m=(credits - _credits(step - 90)) / 15.0,
+        eta_s=balance / burn_5m * 60 if burn_5m else None,
+        month_projection=int(month_used + burn_5m * 60 * 24 * 16),
+        jobs=jobs, alerts=alerts,
+    )
+
+
+def _requests(step: int) -> int:
+    # Cumulative counters grow with a slow wave so the charts have shape.
+    return int(sum(7 + 5 * math.sin(i / 6.0) for i in range(max(0, step))))
+
+
+def _credits(step: int) -> int:
+    return int(sum(9 + 7 * math.sin(i / 9.0 + 1) + (40 if i % 23 == 0 else 0)
+                   for i in range(max(0, step))))
+
+
+def demo_history(t: float = DEMO_T) -> History:
+    """The fifteen minutes of ten-second snapshots that led to ``demo_snapshot(t)``."""
+    h = History()
+    for step in range(0, 91):
+        h.add(demo_snapshot(t - 900 + step * 10, step=step))
+    return h

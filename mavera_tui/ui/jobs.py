@@ -1,0 +1,140 @@
+"""Jobs pane: recent jobs in a DataTable, filterable with ``/``; the cursor picks a job."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.content import Content
+from textual.widgets import DataTable, Input
+
+from ..history import History
+from ..snapshot import ACTIVE_STATES, FINAL_STATES, IN_FLIGHT, JobView, Snapshot
+from .pane import Pane
+from .text import clean, duration
+
+COLUMNS = ("id", "state", "endpoint", "est", "actual", "att", "age", "reason")
+ALL_STATES = ACTIVE_STATES + FINAL_STATES
+STATE_WIDTH = max(len(s) for s in ALL_STATES)
+STATE_STYLE = {"succeeded": "$success", "failed": "$error", "blocked_preflight": "$error",
+               "cancelled": "$foreground-muted", "outcome_unknown": "$warning",
+               IN_FLIGHT: "$primary bold", "waiting_credits": "$warning"}
+
+
+def job_row(job: JobView, now: float) -> tuple[Text | Content, ...]:
+    """The cells of one job; every string from the engine is cleaned and literal.
+
+    Plain cells are rich ``Text`` (literal, and measurable by DataTable for auto widths);
+    the state is ``Content`` so it can take a theme colour, in a fixed-width column.
+    """
+    end = job.updated if job.state in FINAL_STATES and job.updated else now
+    return (
+        Text(clean(job.id, limit=40)),
+        Content.styled(clean(job.state, limit=STATE_WIDTH), STATE_STYLE.get(job.state, "")),
+        Text(clean(job.endpoint, limit=24)),
+        Text(str(job.estimate), justify="right"),
+        Text("—" if job.actual is None else str(job.actual), justify="right"),
+        Text(str(job.attempts), justify="right"),
+        Text(duration(end - job.created) if job.created else "—", justify="right"),
+        Text(clean(job.reason, limit=120)),
+    )
+
+
+class JobsPane(Pane):
+    """Recent jobs, newest first. ``/`` filters by any text in the row."""
+
+    TITLE = "Jobs"
+    BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False,
+                        id="jobs.clear_filter")]
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.filter = ""
+        self._jobs: tuple[JobView, ...] = ()
+        self._now = 0.0
+        self._shown: list[tuple[str, tuple[Text | Content, ...]]] = []
+
+    def compose(self) -> ComposeResult:
+        table: DataTable = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Input(placeholder="filter jobs (id, state, endpoint, reason)", id="jobs-filter")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        table = self.query_one(DataTable)
+        for col in COLUMNS:
+            table.add_column(col, key=col, width=STATE_WIDTH if col == "state" else None)
+        self.query_one("#jobs-filter", Input).display = False
+
+    @property
+    def selected_job(self) -> str | None:
+        """The id of the job under the cursor, if any."""
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return key.value
+
+    def open_filter(self) -> None:
+        box = self.query_one("#jobs-filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#jobs-filter", Input)
+        box.value = ""
+        box.display = False
+        self.query_one(DataTable).focus()
+
+    @on(Input.Changed, "#jobs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter = event.value.strip().lower()
+        self._render_rows()
+
+    @on(Input.Submitted, "#jobs-filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            event.input.display = False
+        self.query_one(DataTable).focus()
+
+    def update_snapshot(self, snap: Snapshot, history: History) -> None:
+        self._now = snap.t
+        if snap.jobs is self._jobs and not any(j.state not in FINAL_STATES for j in snap.jobs):
+            return
+        self._jobs = snap.jobs
+        self._render_rows()
+
+    def _render_rows(self) -> None:
+        rows = []
+        seen: set[str] = set()
+        for job in self._jobs:
+            if job.id in seen:
+                continue  # a row key must be unique; the newest copy wins
+            seen.add(job.id)
+            cells = job_row(job, self._now)
+            if self.filter and self.filter not in " ".join(c.plain for c in cells).lower():
+                continue
+            rows.append((job.id, cells))
+        self.border_subtitle = (f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
+                                if self.filter else f"{len(self._jobs)}")
+        if rows == self._shown:
+            return
+        table = self.query_one(DataTable)
+        if [k for k, _ in rows] == [k for k, _ in self._shown]:
+            for (key, cells), (_, old) in zip(rows, self._shown, strict=True):
+                for col, new, was in zip(COLUMNS, cells, old, strict=True):
+                    if new != was:
+                        table.update_cell(key, col, new)
+        else:
+            selected = self.selected_job
+            table.clear()
+            for key, cells in rows:
+                table.add_row(*cells, key=key)
+            keys = [k for k, _ in rows]
+            if selected in keys:
+                table.move_cursor(row=keys.index(selected), animate=False)
+        self._shown = rows
