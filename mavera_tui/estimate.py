@@ -67,11 +67,8 @@ MAX_VIDEO_SECONDS = 4 * 3600
 
 def focus_group_cost(sample_size: int, questions: int) -> int:
     """The cookbook's upper-bound formula: 75/125/200 by sample size, plus 2 per question."""
-    for limit, base in catalog.FOCUS_GROUP_BASES:
-        if sample_size <= limit:
-            break
-    else:
-        base = catalog.FOCUS_GROUP_BASE_LARGE
+    base = next((b for limit, b in catalog.FOCUS_GROUP_BASES if sample_size <= limit),
+                catalog.FOCUS_GROUP_BASE_LARGE)
     return base + questions * catalog.FOCUS_GROUP_PER_QUESTION
 
 

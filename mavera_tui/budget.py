@@ -1,0 +1,217 @@
+"""The money: balance (plan allocation first, then purchased credits), burn rate, alerts, ETA.
+
+Pure bookkeeping over a clock's numbers: the scheduler feeds it the balance from
+``GET /billing/credits`` and every response's ``usage.credits_used``; it answers what
+remains, how fast it goes, when it runs out (auto-recharge counted) and which alerts fire.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections import deque
+from dataclasses import dataclass
+
+from . import catalog
+from .client import Balance
+
+
+@dataclass(frozen=True)
+class RechargeConfig:
+    """Auto-recharge as set in the dashboard (the API does not expose it)."""
+
+    enabled: bool = False
+    threshold: int = catalog.DEFAULT_RECHARGE_THRESHOLD
+    credits: int = catalog.DEFAULT_RECHARGE_CREDITS
+    pack: str = catalog.DEFAULT_RECHARGE_PACK
+    monthly_limit_eur: float = catalog.DEFAULT_RECHARGE_MONTHLY_LIMIT_EUR
+
+    @property
+    def price_eur(self) -> float:
+        return float(catalog.CREDIT_PACKS[self.pack].price_eur)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Client-side budgets and alert settings."""
+
+    allocation: int | None = None          # monthly allocation; None: from the plan / API
+    thresholds: tuple[float, ...] = catalog.ALERT_THRESHOLDS
+    # The docs' example alerts above 10 credits; that fires on every Mave query, so the
+    # default here is a focus-group-sized request. Set it with --alert-single.
+    single_request: int = 150
+    workspace_alert: int | None = None     # credits spent by this workspace: warn
+    workspace_cap: int | None = None       # credits spent by this workspace: hard cap
+    spike_factor: float = 3.0              # burn over the recent pattern that raises an alert
+    recharge: RechargeConfig = RechargeConfig()
+
+
+@dataclass(frozen=True)
+class Alert:
+    level: str
+    kind: str
+    message: str
+
+
+class Budget:
+    """Balance, spending and alerts. Times are loop seconds."""
+
+    def __init__(self, config: BudgetConfig | None = None):
+        self.config = config or BudgetConfig()
+        self.total: int | None = None
+        self.plan_remaining: int | None = None
+        self.purchased: int | None = None
+        self.allocation: int | None = self.config.allocation
+        self.period_used: int | None = None
+        self.spent = 0                       # credits charged to this engine's requests
+        self.recharge_spent_eur = 0.0
+        self._events: deque[tuple[float, int]] = deque()   # (time, credits), last 24 h
+        self._fired: set[str] = set()
+        self._start: float | None = None
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def set_balance(self, b: Balance) -> list[Alert]:
+        """Adopt the server's numbers (GET /billing/credits)."""
+        self.total = b.total
+        self.plan_remaining = b.plan_remaining
+        self.purchased = b.purchased
+        if b.allocation is not None and self.config.allocation is None:
+            self.allocation = b.allocation
+        if b.period_used is not None:
+            self.period_used = b.period_used
+        elif self.allocation is not None and b.plan_remaining is not None:
+            self.period_used = max(0, self.allocation - b.plan_remaining)
+        return self._threshold_alerts()
+
+    def charge(self, credits: int, now: float) -> list[Alert]:
+        """One response's usage.credits_used: plan allocation first, then purchased."""
+        if self._start is None:
+            self._start = now
+        if credits <= 0:
+            return []
+        self.spent += credits
+        self._events.append((now, credits))
+        while self._events and self._events[0][0] < now - 86400:
+            self._events.popleft()
+        if self.total is not None:
+            from_plan = credits
+            if self.plan_remaining is not None:
+                from_plan = min(credits, self.plan_remaining)
+                self.plan_remaining -= from_plan
+                if self.purchased is not None:
+                    self.purchased = max(0, self.purchased - (credits - from_plan))
+            self.total = max(0, self.total - credits)
+            if self.period_used is not None:
+                self.period_used += from_plan
+        alerts = self._threshold_alerts()
+        if credits > self.config.single_request:
+            alerts.append(Alert("warning", "single_request",
+                                f"one request used {credits} credits "
+                                f"(alert above {self.config.single_request})"))
+        cfg = self.config
+        if cfg.workspace_alert is not None and self.spent >= cfg.workspace_alert \
+                and "workspace_alert" not in self._fired:
+            self._fired.add("workspace_alert")
+            alerts.append(Alert("warning", "workspace_alert",
+                                f"workspace spending reached {self.spent} credits "
+                                f"(alert at {cfg.workspace_alert})"))
+        spike = self._spike(now)
+        if spike:
+            alerts.append(spike)
+        return alerts
+
+    def note_started(self, now: float) -> None:
+        if self._start is None:
+            self._start = now
+
+    def exhausted(self) -> None:
+        """A 402 said there is not enough: the balance is (effectively) zero."""
+        self.total = 0 if self.total is None else min(self.total, 0)
+
+    # --- answers ---------------------------------------------------------------------------
+
+    def burn(self, now: float, minutes: float) -> float:
+        """Credits per minute over the last ``minutes`` (over the elapsed time if shorter)."""
+        span = minutes * 60.0
+        start = now - span
+        total = 0
+        for t, c in reversed(self._events):
+            if t < start:
+                break
+            total += c
+        elapsed = now - (self._start if self._start is not None else now)
+        denom = max(min(span, elapsed), 60.0)
+        return total * 60.0 / denom
+
+    def recharges_left(self) -> int:
+        r = self.config.recharge
+        if not r.enabled or r.price_eur <= 0:
+            return 0
+        return max(0, int((r.monthly_limit_eur - self.recharge_spent_eur) // r.price_eur))
+
+    def eta_seconds(self, now: float) -> float | None:
+        """Seconds until credits run out at the 5-minute burn rate, counting auto-recharge."""
+        rate = self.burn(now, 5)
+        if self.total is None or rate <= 0:
+            return None
+        effective = self.total + self.recharges_left() * self.config.recharge.credits
+        return effective / rate * 60.0
+
+    def month_projection(self, now: float, wall: float) -> int | None:
+        """Allocation used by the end of the calendar month at the current rate."""
+        if self.period_used is None:
+            return None
+        d = dt.datetime.fromtimestamp(wall, dt.UTC)
+        last = calendar.monthrange(d.year, d.month)[1]
+        end = dt.datetime(d.year, d.month, last, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+        return int(self.period_used + self.burn(now, 15) * max(0.0, end - wall) / 60.0)
+
+    def thresholds_crossed(self, cost: int) -> list[float]:
+        """Which alert thresholds a job costing ``cost`` would cross (for the form)."""
+        if self.allocation is None or self.period_used is None or self.allocation <= 0:
+            return []
+        before = self.period_used / self.allocation
+        after = (self.period_used + cost) / self.allocation
+        return [t for t in self.config.thresholds if before < t <= after]
+
+    def cap_refusal(self, reserved: int, estimate: int) -> str | None:
+        """The workspace hard cap's refusal message, or None if within the cap."""
+        cap = self.config.workspace_cap
+        if cap is None or estimate <= 0:
+            return None
+        if self.spent + reserved + estimate > cap:
+            return (f"workspace budget cap {cap} credits: {self.spent} spent, {reserved} "
+                    f"reserved, this job may use {estimate}; raise --budget-cap or wait")
+        return None
+
+    def _threshold_alerts(self) -> list[Alert]:
+        out: list[Alert] = []
+        if self.allocation is None or self.period_used is None or self.allocation <= 0:
+            return out
+        share = self.period_used / self.allocation
+        for t in self.config.thresholds:
+            key = f"budget_{int(t * 100)}"
+            if share >= t and key not in self._fired:
+                self._fired.add(key)
+                out.append(Alert("warning" if t < 0.9 else "error", key,
+                                 f"{int(t * 100)}% of the monthly allocation used "
+                                 f"({self.period_used} of {self.allocation} credits)"))
+        return out
+
+    def _spike(self, now: float) -> Alert | None:
+        """Usage far above the normal pattern: last 15 min vs the average before it (>= 1 h)."""
+        if self._start is None or now - self._start < 3600 or "spike" in self._fired:
+            return None
+        recent = self.burn(now, 15)
+        before = [c for t, c in self._events if t < now - 900]
+        hist_span = (now - 900) - max(self._start, now - 86400)
+        if hist_span <= 0:
+            return None
+        normal = sum(before) * 60.0 / hist_span
+        if normal > 0 and recent > self.config.spike_factor * normal:
+            self._fired.add("spike")
+            return Alert("warning", "usage_spike",
+                         f"burning {recent:.1f} credits/min, over {self.config.spike_factor:g}x "
+                         f"the usual {normal:.1f}/min")
+        return None

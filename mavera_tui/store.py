@@ -1,0 +1,405 @@
+"""The durable store: jobs, the ledger of every attempt, alerts and recorded snapshots (SQLite).
+
+One aiosqlite connection in WAL mode. Writes go through a single writer task that commits
+whatever is pending in one transaction (group commit), so persisting "in flight" before
+every send stays cheap at thousands of jobs per second. ``mark_dispatch`` is awaited (the
+job is durably in flight before its request leaves); results and alerts are write-behind
+and flushed within a few milliseconds or on ``flush()``/``close()``.
+
+The file is created readable by its owner only, and one writer process at a time holds it
+(an exclusive ``flock``); readers (report, replay) open it read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .clock import external
+
+SCHEMA_VERSION = 1
+APP_ID = "mavera-tui"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    body TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    estimate INTEGER NOT NULL DEFAULT 0,
+    actual INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY,
+    t REAL NOT NULL,             -- wall time the request was sent
+    t_done REAL NOT NULL,        -- wall time the outcome was known
+    job_id TEXT,                 -- NULL for the engine's own requests (balance polls)
+    endpoint TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status INTEGER,              -- HTTP status; NULL for timeouts and dropped connections
+    kind TEXT NOT NULL,          -- 'ok' or an error kind (client.py)
+    code TEXT,                   -- the server's error code
+    credits_used INTEGER,        -- usage.credits_used; NULL when not reported
+    tokens INTEGER,
+    estimate INTEGER NOT NULL DEFAULT 0,
+    latency REAL,
+    rl_limit INTEGER,
+    rl_remaining INTEGER,
+    rl_reset REAL,
+    retry_after REAL,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS ledger_t ON ledger(t);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    t REAL NOT NULL,
+    level TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    t REAL PRIMARY KEY,          -- wall time of the snapshot
+    data BLOB NOT NULL           -- encoded by the recorder (see record.py)
+);
+"""
+
+
+class StoreError(Exception):
+    """The database cannot be used: the message says what and what to do."""
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A job row as loaded for resuming."""
+
+    id: str
+    seq: int
+    method: str
+    path: str
+    body: dict[str, Any]
+    priority: int
+    state: str
+    estimate: int
+    actual: int | None
+    attempts: int
+    reason: str
+    created: float
+
+
+def _create_private(path: Path) -> None:
+    """Create the file (if absent) readable and writable by its owner only."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o600)
+
+
+class Store:
+    """The SQLite store. Open with ``await Store.open(path)``; close with ``await close()``."""
+
+    def __init__(self, path: Path, db: aiosqlite.Connection, lock_fd: int | None,
+                 readonly: bool):
+        self.path = path
+        self._db = db
+        self._lock_fd = lock_fd
+        self.readonly = readonly
+        self._pending: list[tuple[str, Sequence[Any] | Iterable[Sequence[Any]], bool]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._busy = False  # a batch is being committed
+        self.write_error: str | None = None
+        self.commits = 0
+
+    # --- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
+        p = Path(path)
+        if readonly:
+            if not p.exists():
+                raise StoreError(f"no such recording or database: {p}")
+            return await cls._open_readonly(p)
+        if p.exists() and p.is_dir():
+            raise StoreError(f"{p} is a directory; give a file path for --db")
+        if not p.parent.exists():
+            raise StoreError(f"directory {p.parent} does not exist; create it or pick --db")
+        try:
+            _create_private(p)
+        except PermissionError:
+            raise StoreError(f"cannot create or write {p} (permission denied); "
+                             "pick a writable --db path") from None
+        except OSError as e:
+            raise StoreError(f"cannot create {p}: {e.strerror}") from None
+        lock_fd = os.open(p, os.O_RDONLY)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise StoreError(
+                f"{p} is in use by another mavera-tui process (run, record or the monitor); "
+                "stop it or use another --db. Reports and replays can read it meanwhile."
+            ) from None
+        try:
+            with external():
+                db = await aiosqlite.connect(p, isolation_level=None)
+            store = cls(p, db, lock_fd, False)
+            await store._init_schema()
+        except StoreError:
+            os.close(lock_fd)
+            raise
+        except sqlite3.DatabaseError as e:
+            os.close(lock_fd)
+            raise StoreError(f"{p} is not a mavera-tui database ({e}); "
+                             "pick another --db or move the file away") from None
+        store._writer = asyncio.create_task(store._write_loop(), name="store-writer")
+        return store
+
+    @classmethod
+    async def _open_readonly(cls, p: Path) -> Store:
+        try:
+            with external():
+                db = await aiosqlite.connect(f"file:{p}?mode=ro", uri=True,
+                                             isolation_level=None)
+            store = cls(p, db, None, True)
+            await store._check_schema()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{p} is not a mavera-tui recording ({e})") from None
+        return store
+
+    async def _q(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with external():
+            async with self._db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+    async def _check_schema(self) -> None:
+        tables = {r[0] for r in await self._q(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            raise StoreError(f"{self.path} is not a mavera-tui database (no meta table)")
+        meta = dict(await self._q("SELECT key, value FROM meta"))
+        if meta.get("app") != APP_ID:
+            raise StoreError(f"{self.path} was not written by mavera-tui")
+        try:
+            version = int(meta.get("schema_version", "0"))
+        except ValueError:
+            raise StoreError(f"{self.path}: unreadable schema version") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this mavera-tui "
+                f"understands ({SCHEMA_VERSION}); upgrade mavera-tui to open it")
+        if version < 1:
+            raise StoreError(f"{self.path}: schema version {version} is not supported")
+        self.schema_version = version
+
+    async def _init_schema(self) -> None:
+        with external():
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+        tables = {r[0] for r in await self._q(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise StoreError(f"{self.path} is an SQLite file of another program; "
+                             "pick another --db")
+        if "meta" in tables:
+            await self._check_schema()
+            return
+        with external():
+            await self._db.executescript(
+                "BEGIN;" + SCHEMA +
+                f"INSERT INTO meta VALUES ('app', '{APP_ID}');"
+                f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                "COMMIT;")
+        self.schema_version = SCHEMA_VERSION
+
+    # --- the writer ------------------------------------------------------------------------
+
+    def _enqueue(self, sql: str, params: Any, many: bool = False) -> None:
+        if self.readonly:
+            raise StoreError("the store is open read-only")
+        self._pending.append((sql, params, many))
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                if self._closed:
+                    return
+                continue
+            batch, self._pending = self._pending, []
+            waiters, self._waiters = self._waiters, []
+            self._busy = True
+            try:
+                with external():
+                    await self._db.execute("BEGIN")
+                    for sql, params, many in batch:
+                        if many:
+                            await self._db.executemany(sql, params)
+                        else:
+                            await self._db.execute(sql, params)
+                    await self._db.execute("COMMIT")
+                self.commits += 1
+                err: BaseException | None = None
+            except sqlite3.Error as e:
+                with contextlib.suppress(sqlite3.Error), external():
+                    await self._db.execute("ROLLBACK")
+                self.write_error = _describe_sqlite_error(self.path, e)
+                err = StoreError(self.write_error)
+                # Keep the batch: nothing is dropped; retry on the next wake-up.
+                self._pending = batch + self._pending
+            finally:
+                self._busy = False
+            for w in waiters:
+                if not w.done():
+                    if err is None:
+                        w.set_result(None)
+                    else:
+                        w.set_exception(err)
+            if self._closed and not self._pending:
+                return
+            if err is not None:
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything enqueued so far is committed."""
+        if self.readonly or (not self._pending and not self._busy):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._wake.set()
+        await fut
+
+    async def close(self) -> None:
+        """Flush, stop the writer, close the connection and release the lock."""
+        if not self.readonly and self._writer is not None:
+            with contextlib.suppress(StoreError):
+                if self._pending:
+                    await asyncio.wait_for(self.flush(), timeout=10)
+            self._closed = True
+            self._wake.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer, timeout=10)
+        with contextlib.suppress(Exception), external():
+            await self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def next_seq(self) -> int:
+        rows = await self._q("SELECT COALESCE(MAX(seq), 0) FROM jobs")
+        return int(rows[0][0])
+
+    async def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = await self._q(
+                f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update(r[0] for r in rows)
+        return found
+
+    async def add_jobs(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert jobs: (id, seq, method, path, endpoint, body_json, priority, state,
+        estimate, reason, created). Durable when this returns."""
+        self._enqueue(
+            "INSERT INTO jobs (id, seq, method, path, endpoint, body, priority, state, "
+            "estimate, reason, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [r + (r[-1],) for r in rows], many=True)
+        await self.flush()
+
+    async def mark_dispatch(self, rows: list[tuple[str, int, float]]) -> None:
+        """Durably mark jobs in flight before their requests leave: (id, attempts, wall)."""
+        self._enqueue("UPDATE jobs SET state='in_flight', attempts=?, updated=? WHERE id=?",
+                      [(a, t, i) for i, a, t in rows], many=True)
+        await self.flush()
+
+    def update_job(self, job_id: str, state: str, *, reason: str = "",
+                   actual: int | None = None, attempts: int | None = None,
+                   wall: float) -> None:
+        """Write-behind state change."""
+        self._enqueue(
+            "UPDATE jobs SET state=?, reason=?, actual=COALESCE(?, actual), "
+            "attempts=COALESCE(?, attempts), updated=? WHERE id=?",
+            (state, reason, actual, attempts, wall, job_id))
+
+    def record_attempt(self, row: dict[str, Any]) -> None:
+        """Write-behind ledger row (keys: the ledger's column names)."""
+        cols = ", ".join(row)
+        self._enqueue(f"INSERT INTO ledger ({cols}) VALUES ({','.join('?' * len(row))})",
+                      tuple(row.values()))
+
+    def add_alert(self, t: float, level: str, kind: str, message: str) -> None:
+        self._enqueue("INSERT INTO alerts (t, level, kind, message) VALUES (?,?,?,?)",
+                      (t, level, kind, message))
+
+    def add_snapshot(self, t: float, data: bytes) -> None:
+        self._enqueue("INSERT OR REPLACE INTO snapshots (t, data) VALUES (?, ?)", (t, data))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    async def meta(self) -> dict[str, str]:
+        return {k: v for k, v in await self._q("SELECT key, value FROM meta")}
+
+    async def load_jobs(self, states: Sequence[str] | None = None) -> list[StoredJob]:
+        sql = ("SELECT id, seq, method, path, body, priority, state, estimate, actual, "
+               "attempts, reason, created FROM jobs")
+        params: list[Any] = []
+        if states:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            params = list(states)
+        sql += " ORDER BY seq"
+        out = []
+        for r in await self._q(sql, params):
+            try:
+                body = json.loads(r[4])
+            except (TypeError, ValueError):
+                body = {}
+            out.append(StoredJob(r[0], r[1], r[2], r[3], body if isinstance(body, dict) else {},
+                                 r[5], r[6], r[7], r[8], r[9], r[10], r[11]))
+        return out
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only query for reports and replay."""
+        return [tuple(r) for r in await self._q(sql, params)]
+
+
+def _describe_sqlite_error(path: Path, e: sqlite3.Error) -> str:
+    text = str(e).lower()
+    if "full" in text:
+        return f"cannot write {path}: the disk is full. Free space; nothing has been lost yet."
+    if "readonly" in text or "read-only" in text:
+        return f"cannot write {path}: the database is read-only. Fix its permissions."
+    if "locked" in text or "busy" in text:
+        return f"{path} is locked by another process"
+    return f"database error on {path}: {e}"
