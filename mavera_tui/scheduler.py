@@ -67,6 +67,8 @@ class SchedulerConfig:
     resend_unknown_up_to: int = 0         # after a crash, re-send in-flight jobs costing <= this
     storm_threshold: int = 5              # 429s within a minute that make a "429 storm"
     recent_jobs: int = 200
+    keep_finished: bool = True            # False for long runs (monitor, record): finished
+                                          # jobs then live only in the store and recent list
     seed: int | None = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
@@ -809,6 +811,8 @@ class Scheduler:
         if job.state not in S.FINAL_STATES:
             self._unfinished -= 1
         job.state, job.reason = state, reason
+        if not self.config.keep_finished:
+            self.jobs.pop(job.id, None)
         job.in_heap = False
         self._count_final(job)
         self._persist_state(job)
