@@ -1,0 +1,310 @@
+"""The monitor, driven with Pilot over a frozen engine: what the operator sees and sends."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from textual.widgets import Button, DataTable, Static
+
+from mavera_tui import catalog
+from mavera_tui.snapshot import AlertView, JobView
+from mavera_tui.ui.app import MIN_SIZE, create_app
+from mavera_tui.ui.chart import ChartView
+from mavera_tui.ui.fixtures import FrozenEngine, demo_history, demo_snapshot
+from mavera_tui.ui.form import JobForm
+from mavera_tui.ui.pane import Line
+from mavera_tui.ui.screens import ConfirmQuit, HelpScreen
+
+WIDE = (200, 60)
+SMALL = (80, 24)
+
+
+def text_of(widget) -> str:
+    if isinstance(widget, Line):
+        return widget.plain
+    content = widget.content if isinstance(widget, Static) else widget.render()
+    return str(getattr(content, "plain", content))
+
+
+def pane_text(app, pane_id: str) -> str:
+    pane = app.main.query_one(f"#{pane_id}")
+    return "\n".join(line.plain for line in pane.query(Line))
+
+
+def make(engine=None, **kw):
+    engine = engine or FrozenEngine()
+    return engine, create_app(engine, history=demo_history(), watch_terminal=False, **kw)
+
+
+async def test_panes_show_the_snapshots_numbers():
+    engine, app = make()
+    snap = engine.snap
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        head = pane_text(app, "headroom")
+        assert f"{snap.window_used}/{snap.limit}" in head
+        assert f"remaining {snap.remaining}" in head
+        assert f"foreign {snap.foreign}" in head
+        slots = pane_text(app, "slots")
+        assert "■■■■■■■□□□ 7/10" in slots
+        assert "5/5" in slots and "wait 4" in slots and "hold 6s" in slots
+        burn = pane_text(app, "burn")
+        assert f"5m {snap.burn_5m:.1f}" in burn and f"1m {snap.burn_1m:.1f}" in burn
+        assert f"balance {snap.balance:,}" in burn
+        assert f"plan {snap.plan_remaining:,} + bought {snap.purchased:,}" in burn
+        assert f"{snap.month_used / snap.allocation:.0%} of {snap.allocation:,}" in burn
+        queue = pane_text(app, "queue")
+        assert f"in flight {snap.in_flight}" in queue
+        assert f"waiting {snap.queue_depth}" in queue
+        alerts = pane_text(app, "alerts-pane")
+        assert "429_storm" in alerts and "75% of the monthly allocation used" in alerts
+        table = app.main.query_one(DataTable)
+        assert table.row_count == len(snap.jobs)
+        header = text_of(app.main.query_one("#header"))
+        assert "embedded simulator" in header and "DEMO" in header
+
+
+async def test_low_remaining_puts_the_headroom_pane_in_warning():
+    snap = dataclasses.replace(demo_snapshot(), remaining=catalog.LOW_REMAINING - 1)
+    _, app = make(FrozenEngine(snap))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        pane = app.main.query_one("#headroom")
+        assert pane.has_class("-warning")
+        assert "LOW" in pane_text(app, "headroom")
+
+
+async def test_charts_redraw_only_when_their_data_changes():
+    engine, app = make(refresh=0.05)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        charts = list(app.main.query(ChartView))
+        drawn = [c.draws for c in charts]
+        assert all(d == 1 for d in drawn)
+        for _ in range(5):
+            app.poll()
+        await pilot.pause()
+        assert [c.draws for c in charts] == drawn  # frozen snapshot: nothing to redraw
+
+
+async def test_form_estimate_follows_the_fields():
+    _, app = make()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, JobForm)
+        form.query_one("#sample_size").value = "50"
+        form.query_one("#questions").value = "5"
+        await pilot.pause()
+        est = text_of(form.query_one("#form-estimate"))
+        assert "135 credits" in est  # base 125 for 26-50 respondents + 2 per question
+        form.query_one("#questions").value = "10"
+        await pilot.pause()
+        assert "145 credits" in text_of(form.query_one("#form-estimate"))
+        assert "pre-flight" in text_of(form.query_one("#form-verdict"))
+        assert not form.query_one("#submit", Button).disabled
+
+
+@pytest.mark.parametrize("sample", ["0", "5000"])
+async def test_out_of_range_sample_size_shows_an_inline_error_and_blocks_submit(sample):
+    engine, app = make()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#sample_size").value = sample
+        await pilot.pause()
+        err = form.query_one("#err-sample_size", Static)
+        assert err.display
+        assert "between 1 and 1000" in text_of(err)
+        assert form.query_one("#submit", Button).disabled
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert engine.submitted == []
+        assert isinstance(app.screen, JobForm)
+
+
+async def test_a_submitted_job_reaches_the_engine_and_shows_in_the_jobs_table():
+    engine, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#sample_size").value = "50"
+        form.query_one("#questions").value = "5"
+        form.query_one("#priority").value = "7"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not isinstance(app.screen, JobForm)
+        [spec] = engine.submitted
+        assert spec.path == "/focus-groups" and spec.priority == 7
+        assert spec.body == {"sample_size": 50, "questions": 5}
+        assert spec.id.startswith("ui-")
+        assert app.main.query_one("#jobs-pane").selected_job is not None
+        assert spec.id in {j.id for j in engine.snap.jobs}
+        assert app.main.query_one(DataTable).row_count == len(engine.snap.jobs)
+
+
+async def test_the_form_changes_fields_with_the_endpoint_and_requires_text():
+    engine, app = make()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#endpoint").value = "mave"
+        await pilot.pause()
+        assert form.query_one("#row-complexity").display
+        assert form.query_one("#row-message").display
+        assert not form.query_one("#row-sample_size").display
+        assert form.query_one("#submit", Button).disabled  # message is empty
+        assert "required" in text_of(form.query_one("#err-message"))
+        form.query_one("#message").value = "who buys oat milk?"
+        form.query_one("#complexity").value = "simple"
+        await pilot.pause()
+        assert "10–15 credits" in text_of(form.query_one("#form-estimate"))
+        form.query_one("#endpoint").value = "video_analyses"
+        await pilot.pause()
+        form.query_one("#video_seconds").value = "20"
+        await pilot.pause()
+        assert "100–150 credits" in text_of(form.query_one("#form-estimate"))
+
+
+async def test_preflight_refusal_blocks_submit_and_says_what_to_reduce():
+    snap = dataclasses.replace(demo_snapshot(), balance=150, reserved=0)
+    engine, app = make(FrozenEngine(snap))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#sample_size").value = "50"
+        await pilot.pause()
+        verdict = text_of(form.query_one("#form-verdict"))
+        assert "refuses" in verdict and "reduce sample_size" in verdict
+        assert form.query_one("#submit", Button).disabled
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, JobForm)
+        assert engine.submitted == []
+
+
+async def test_p_pauses_and_resumes_dispatch():
+    engine, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("p")
+        await pilot.pause()
+        assert engine.pauses == 1
+        assert "PAUSED" in text_of(app.main.query_one("#header"))
+        await pilot.press("p")
+        await pilot.pause()
+        assert engine.resumes == 1
+        assert "PAUSED" not in text_of(app.main.query_one("#header"))
+
+
+async def test_c_cancels_the_job_under_the_cursor():
+    engine, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        table = app.main.query_one(DataTable)
+        table.focus()
+        await pilot.press("down")
+        await pilot.press("c")
+        await pilot.pause()
+        assert engine.cancelled == [engine.snap.jobs[1].id]
+
+
+async def test_slash_filters_the_jobs_table():
+    _, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("slash")
+        await pilot.press(*"video")
+        await pilot.pause()
+        assert app.main.query_one(DataTable).row_count == 1
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.main.query_one(DataTable).row_count == len(demo_snapshot().jobs)
+
+
+HOSTILE = "[@click=app.quit]x[/] \x1b[31mred\x1b[0m \x1b]0;pwned\x07 [bold]b[/bold]"
+
+
+async def test_server_text_is_shown_literally_and_cannot_act():
+    snap = demo_snapshot()
+    snap = dataclasses.replace(
+        snap,
+        alerts=(AlertView(snap.t, "error", "credits_exhausted", HOSTILE),) + snap.alerts,
+        jobs=(JobView("evil-1", "responses", "POST", "/responses", "failed",
+                      reason=HOSTILE, created=snap.t),) + snap.jobs)
+    _, app = make(FrozenEngine(snap))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        alerts = pane_text(app, "alerts-pane")
+        assert "[@click=app.quit]x[/]" in alerts and "[bold]b[/bold]" in alerts
+        assert "\x1b" not in alerts and "\x07" not in alerts
+        table = app.main.query_one(DataTable)
+        reason = str(table.get_cell("evil-1", "reason"))
+        assert "[@click=app.quit]x[/]" in reason and "\x1b" not in reason
+        alerts_list = app.main.query_one("#alerts-list")
+        await pilot.click(alerts_list, offset=(30, 0))
+        await pilot.click(table, offset=(60, 2))
+        await pilot.pause()
+        assert app.is_running and app.return_code is None
+
+
+async def test_80x24_shows_headroom_slots_burn_and_queue():
+    engine, app = make()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert app.layout_name == "compact"
+        for pane_id in ("headroom", "slots", "burn", "queue"):
+            pane = app.main.query_one(f"#{pane_id}")
+            assert pane.display and pane.region.width >= 30 and pane.region.height >= 8
+        assert "7/10" in pane_text(app, "slots")
+        assert f"{engine.snap.window_used}/{engine.snap.limit}" in pane_text(app, "headroom")
+        assert "burn/min" in pane_text(app, "burn")
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.main.query_one("#jobs-pane").display
+        assert not app.main.query_one("#headroom").display
+
+
+async def test_too_small_terminal_says_what_it_needs():
+    _, app = make()
+    async with app.run_test(size=(50, 15)) as pilot:
+        await pilot.pause()
+        msg = app.main.query_one("#too-small", Static)
+        assert msg.display and not app.main.query_one("#root").display
+        assert f"need {MIN_SIZE[0]}x{MIN_SIZE[1]}" in text_of(msg)
+
+
+async def test_quit_asks_first_while_jobs_are_in_flight():
+    _, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and not isinstance(app.screen, ConfirmQuit)
+
+
+async def test_help_lists_every_binding():
+    _, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        keys = text_of(app.screen.query_one("#help-keys"))
+        for b in app.BINDINGS:
+            assert b.description in keys
+        assert "ctrl+p" in keys
+
+
+async def test_debug_log_receives_logging(tmp_path):
+    path = tmp_path / "debug.log"
+    _, app = make(debug_log=str(path))
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("p")
+        await pilot.pause()
+    assert "paused dispatch" in path.read_text()
