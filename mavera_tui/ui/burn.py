@@ -66,11 +66,15 @@ class BurnPane(Pane):
             month = Content("month: allocation unknown")
         self.query_one("#burn-month", Line).show(month)
 
-        eta = (f"runs out in {duration(snap.eta_s)}" if snap.eta_s is not None
-               else "no exhaustion in sight")
+        if snap.balance is not None and snap.balance <= 0:
+            eta = "credits exhausted"
+        elif snap.eta_s is not None:
+            eta = f"runs out in {duration(snap.eta_s)}"
+        else:
+            eta = "no exhaustion in sight"
         est, act = snap.estimated_total, snap.credits_used_total
         ratio = f" ({act / est:.0%})" if est else ""
-        urgent = snap.eta_s is not None and snap.eta_s < 3600
+        urgent = (snap.eta_s is not None and snap.eta_s < 3600) or eta == "credits exhausted"
         self.query_one("#burn-eta", Line).show(pack(
             [(eta, "$error bold" if urgent else ""),
              f"est {num(est)} → actual {num(act)}{ratio}"], width))

@@ -85,7 +85,7 @@ class ChartView(Static):
         self._drawn = key
         self._last_draw = now
         self.draws += 1
-        self.update(make(w, h))
+        self.update(make(w, h), layout=False)  # fixed-size widget: no layout pass
         return True
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -53,6 +55,7 @@ class JobsPane(Pane):
         self.filter = ""
         self._jobs: tuple[JobView, ...] = ()
         self._now = 0.0
+        self._last_render = 0.0
         self._shown: list[tuple[str, tuple[Text | Content, ...]]] = []
 
     def compose(self) -> ComposeResult:
@@ -101,14 +104,23 @@ class JobsPane(Pane):
             event.input.display = False
         self.query_one(DataTable).focus()
 
+    #: The table is the costliest thing to repaint: at most this often (ages tick in seconds).
+    MIN_INTERVAL = 1.0
+
     def update_snapshot(self, snap: Snapshot, history: History) -> None:
         self._now = snap.t
         if snap.jobs is self._jobs and not any(j.state not in FINAL_STATES for j in snap.jobs):
             return
+        new_ids = len(snap.jobs) != len(self._jobs) or (
+            bool(snap.jobs) and snap.jobs[0].id != self._jobs[0].id)
+        now = time.monotonic()
+        if not new_ids and now - self._last_render < self.MIN_INTERVAL:
+            return  # the next tick catches up; a new job (e.g. just submitted) shows at once
         self._jobs = snap.jobs
         self._render_rows()
 
     def _render_rows(self) -> None:
+        self._last_render = time.monotonic()
         rows = []
         seen: set[str] = set()
         for job in self._jobs:

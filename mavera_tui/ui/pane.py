@@ -39,13 +39,28 @@ class Line(Static):
 
     def show(self, content: Content | str) -> None:
         if content != self._shown:
+            # Same line count and no wider than the widget: the size cannot change, so skip
+            # the (screen-wide) layout pass. Text wraps only beyond the widget's width.
+            old = self._shown
+            same = (old is not None and _lines(old) == _lines(content)
+                    and _widest(content) <= self.content_size.width
+                    and _widest(old) <= self.content_size.width)
             self._shown = content
-            self.update(content)
+            self.update(content, layout=not same)
 
     @property
     def plain(self) -> str:
         shown = self._shown
         return "" if shown is None else (shown.plain if isinstance(shown, Content) else shown)
+
+
+def _lines(c: Content | str) -> int:
+    return (c.plain if isinstance(c, Content) else c).count("\n")
+
+
+def _widest(c: Content | str) -> int:
+    text = c.plain if isinstance(c, Content) else c
+    return max((len(line) for line in text.split("\n")), default=0)
 
 
 def pack(parts: list[Content | str | tuple[str, str]], width: int, sep: str = " · ") -> Content:

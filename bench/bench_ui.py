@@ -1,0 +1,101 @@
+"""Cost of watching: CPU (% of one core) and memory of the monitor, idle and under load.
+
+Runs the real app headless (``App.run_test``) for a while at each size, once on a frozen
+snapshot (idle) and once on a stream that changes every poll (counters, queue, jobs,
+alerts: everything a busy demo moves). The stream is built before measuring so only the
+app's own work is counted. Not a test: it prints numbers.
+
+    .venv/bin/python bench/bench_ui.py [seconds per run] [refresh]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import resource
+import sys
+import time
+
+from mavera_tui.snapshot import FINAL_STATES, IN_FLIGHT, QUEUED, JobView, Snapshot
+from mavera_tui.ui.app import create_app
+from mavera_tui.ui.fixtures import DEMO_T, FrozenEngine, demo_history, demo_snapshot
+
+SIZES = ((80, 24), (200, 50))
+
+
+class StreamEngine(FrozenEngine):
+    """Serves a precomputed stream of snapshots, one per poll, then loops it."""
+
+    def __init__(self, stream: list[Snapshot]):
+        super().__init__(stream[0])
+        self.stream = stream
+
+    def snapshot(self) -> Snapshot:
+        self.polls += 1
+        self.snap = self.stream[(self.polls - 1) % len(self.stream)]
+        return self.snap
+
+
+def build_stream(n: int, refresh: float) -> list[Snapshot]:
+    """n snapshots ``refresh`` seconds apart, as a busy engine would produce them."""
+    out = []
+    base = demo_snapshot()
+    states = (QUEUED, "waiting_slot", IN_FLIGHT, "succeeded", "backoff")
+    loop_s = n * refresh
+    for i in range(n):
+        step = 90 + int(i * refresh / 10)  # a new 10-second demo step every 10 s
+        s = demo_snapshot(DEMO_T + i * refresh, step=step)
+        jobs = tuple(
+            JobView(f"job-{i // 4 + k}", "responses", "POST", "/responses",
+                    states[(i + k) % len(states)], estimate=5,
+                    actual=3 if states[(i + k) % len(states)] in FINAL_STATES else None,
+                    attempts=1 + k % 3, created=s.t - k * 7, updated=s.t)
+            for k in range(40))
+        queue = dict(s.queue)
+        queue[QUEUED] = (i // 3) % 9
+        out.append(dataclasses.replace(
+            s, jobs=jobs, queue=queue, window_used=(i * 7) % s.limit,
+            remaining=s.limit - (i * 7) % s.limit, reset_in=(loop_s - i * refresh) % 60,
+            alerts=base.alerts if i % 40 < 20 else base.alerts[1:]))
+    return out
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def measure(engine, size, seconds: float, refresh: float) -> tuple[float, float, int]:
+    app = create_app(engine, refresh=refresh, history=demo_history(), watch_terminal=False)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        await asyncio.sleep(1.0)  # settle: first layout and chart draws are not steady state
+        c0, w0, polls0 = time.process_time(), time.perf_counter(), app.ticks
+        await asyncio.sleep(seconds)
+        cpu = time.process_time() - c0
+        wall = time.perf_counter() - w0
+        polls = app.ticks - polls0
+        mem = rss_mb()
+    return 100.0 * cpu / wall, mem, polls
+
+
+def main(seconds: float = 15.0, refresh: float = 0.5) -> int:
+    stream = build_stream(int((seconds + 5) / refresh) + 10, refresh)
+    print(f"refresh {refresh}s, {seconds:g}s per run; CPU is % of one core (process time)")
+    print(f"{'size':>8} {'state':>6} {'cpu %':>7} {'rss MB':>7} {'polls':>6}")
+    for size in SIZES:
+        for label, engine in (("idle", FrozenEngine()), ("load", StreamEngine(stream))):
+            cpu, mem, polls = asyncio.run(measure(engine, size, seconds, refresh))
+            print(f"{size[0]:>4}x{size[1]:<3} {label:>6} {cpu:>7.1f} {mem:>7.0f} {polls:>6}")
+    return 0
+
+
+if __name__ == "__main__":
+    args = [float(a) for a in sys.argv[1:3]]
+    sys.exit(main(*args))
