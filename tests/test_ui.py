@@ -308,3 +308,33 @@ async def test_debug_log_receives_logging(tmp_path):
         await pilot.press("p")
         await pilot.pause()
     assert "paused dispatch" in path.read_text()
+
+
+async def test_monitor_keys_do_nothing_behind_the_form():
+    engine, app = make()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press("p")  # focus is on the endpoint chooser, not a text field
+        await pilot.pause()
+        assert engine.pauses == 0 and isinstance(app.screen, JobForm)
+
+
+async def test_no_color_terminals_still_show_every_number(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    engine, app = make()
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        assert "7/10" in pane_text(app, "slots")
+        assert f"{engine.snap.window_used}/{engine.snap.limit}" in pane_text(app, "headroom")
+
+
+def test_a_lost_terminal_is_detected():
+    import subprocess
+    import sys
+
+    code = ("from mavera_tui.ui.app import _terminal_alive; "
+            "raise SystemExit(0 if _terminal_alive() is False else 1)")
+    done = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                          capture_output=True)
+    assert done.returncode == 0, done.stderr

@@ -212,6 +212,15 @@ class MaveraApp(App[None]):
 
     # --- actions -----------------------------------------------------------------------------
 
+    MONITOR_ACTIONS = frozenset({"quit_app", "help", "new_job", "toggle_pause", "cancel_job",
+                                 "filter_jobs", "next_view"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A modal (form, help, confirm) owns the keyboard: no pausing from behind it.
+        if action in self.MONITOR_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        return True
+
     def action_quit_app(self) -> None:
         in_flight = self.snap.in_flight if self.snap is not None else 0
         if in_flight > 0:
