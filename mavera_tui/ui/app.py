@@ -169,6 +169,8 @@ class MaveraApp(App[None]):
             self._update_header()
             return
         self._poll_error = None
+        if snap is None:  # an engine still booting may have nothing to show yet
+            return
         if snap is not self.snap:
             self.snap = snap
             self.history.add(snap)
