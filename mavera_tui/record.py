@@ -338,7 +338,9 @@ class Recorder:
             self._hurry.set()  # a second signal: do not wait for in-flight requests
 
     def _write(self, snap: Snapshot) -> None:
-        t = snap.t if snap.t > self._last_t else self._last_t + 0.001
+        # The row's key is the snapshot's own (rounded) time, kept strictly increasing.
+        t = round(snap.t, 3)
+        t = t if t > self._last_t else round(self._last_t + 0.001, 3)
         self._last_t = t
         t0 = time.perf_counter()
         blob = self.encoder.encode(snap)

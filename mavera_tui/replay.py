@@ -1,0 +1,392 @@
+"""Replay: a recording played back through the same monitor, with a REPLAY marker and a time bar.
+
+``ReplayEngine`` implements EngineControl read-only over the recorded snapshots:
+``snapshot()`` is the recorded snapshot at the cursor (mode "replay"), pause/resume are the
+replay's pause/play, submit and cancel refuse. It decodes lazily (from the nearest
+keyframe), and rebuilds the chart History from the snapshots before the cursor whenever
+the cursor jumps. ``ReplayApp`` is the monitor plus the time bar and its keys. The engine
+part never imports textual; the app is imported only when a replay is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .estimate import Estimate, Verdict
+from .history import History
+from .jobs import JobSpec
+from .record import DecodeError, SnapshotDecoder, parse_duration, state_to_snapshot
+from .snapshot import Snapshot
+
+SPEEDS = (1.0, 10.0, 60.0)
+READ_ONLY = "a replay is read-only: nothing can be submitted or cancelled"
+
+
+@dataclass(frozen=True)
+class ReplayPosition:
+    """Where the cursor is, for the time bar."""
+
+    t: float
+    index: int
+    total: int
+    start: float
+    end: float
+    playing: bool
+    speed: float
+
+
+class ReplayEngine:
+    """EngineControl over recorded snapshots ``(t, blob)`` in time order.
+
+    ``now`` is the real clock playback runs on (injectable so tests need no sleeps).
+    ``generation`` changes whenever the cursor moves other than forward in sequence: the
+    monitor then rebuilds its charts with ``history_at``.
+    """
+
+    def __init__(self, rows: list[tuple[float, bytes]], alerts: list[float] | None = None,
+                 *, now: Callable[[], float] = time.monotonic, target: str = ""):
+        rows = [(float(t), bytes(b)) for t, b in rows if b]
+        if not rows:
+            raise ValueError("the recording holds no snapshots")
+        self.times = [t for t, _ in rows]
+        self.blobs = [b for _, b in rows]
+        self.keyframes = [i for i, b in enumerate(self.blobs) if b[:1] == b"K"] or [0]
+        self.alert_times = sorted(alerts or [])
+        self.now = now
+        self.target = target
+        self.playing = False
+        self.speed = SPEEDS[0]
+        self.generation = 0
+        self._dec = SnapshotDecoder()
+        self._dec_index: int | None = None     # index the decoder's state is at
+        self.index = 0
+        self._snap: Snapshot | None = None
+        self._anchor: tuple[float, float] = (0.0, self.times[0])  # (real, recording t)
+        self._goto(0)
+        if self._snap is None:
+            raise ValueError("no snapshot in the recording can be decoded")
+
+    # --- loading ------------------------------------------------------------------------
+
+    @classmethod
+    async def load(cls, path: str, **kw: Any) -> ReplayEngine:
+        """Read a recording (read-only). Raises StoreError / ValueError with a clear message."""
+        from .report import check_recording
+        from .store import Store
+
+        check_recording(path)
+        store = await Store.open(path, readonly=True)
+        try:
+            rows = await store.query("SELECT t, data FROM snapshots ORDER BY t")
+            alerts = [r[0] for r in await store.query("SELECT t FROM alerts ORDER BY t")]
+            meta = await store.meta()
+        finally:
+            await store.close()
+        if not rows:
+            raise ValueError(f"{path} holds no snapshots (was it written by `record`?)")
+        return cls(rows, alerts, target=meta.get("recorded_target", ""), **kw)
+
+    # --- decoding -----------------------------------------------------------------------
+
+    def _keyframe_before(self, i: int) -> int:
+        k = bisect.bisect_right(self.keyframes, i) - 1
+        return self.keyframes[max(0, k)]
+
+    def _decode_to(self, i: int) -> None:
+        """Bring the decoder to index ``i``; on damage keep the last good snapshot."""
+        if self._dec_index == i:
+            self.index = i
+            return
+        start = self._dec_index
+        kf = self._keyframe_before(i)
+        if start is None or start > i or start < kf:
+            self._dec.reset()
+            start = kf - 1
+        for j in range(start + 1, i + 1):
+            try:
+                st = self._dec.decode(self.blobs[j])
+            except DecodeError:
+                self._dec_index = None
+                continue
+            self._dec_index = j
+            self.index = j
+            self._snap = replace(state_to_snapshot(st, self._dec.names), mode="replay")
+
+    def _goto(self, i: int, *, rebuild: bool = True) -> None:
+        """Move the cursor; ``rebuild`` tells the monitor to rebuild its charts."""
+        self._decode_to(max(0, min(len(self.times) - 1, i)))
+        if rebuild:
+            self.generation += 1
+        self._anchor = (self.now(), self.times[self.index])
+
+    # --- EngineControl ------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        if self.playing:
+            real0, t0 = self._anchor
+            target = t0 + (self.now() - real0) * self.speed
+            i = bisect.bisect_right(self.times, target) - 1
+            if i > self.index:
+                self._decode_to(i)
+            if self.index >= len(self.times) - 1:
+                self.playing = False
+        assert self._snap is not None
+        return replace(self._snap, paused=not self.playing)
+
+    async def submit(self, spec: JobSpec) -> str:
+        raise ValueError(READ_ONLY)
+
+    def pause(self) -> None:
+        self.playing = False
+
+    def resume(self) -> None:
+        if self.index >= len(self.times) - 1:
+            self._goto(0)
+        self.playing = True
+        self._anchor = (self.now(), self.times[self.index])
+
+    def cancel(self, job_id: str) -> bool:
+        return False
+
+    def preflight(self, est: Estimate) -> Verdict:
+        return Verdict(False, est.high, est.high, 0, 0, 0, READ_ONLY)
+
+    # --- replay controls ------------------------------------------------------------------
+
+    def toggle(self) -> bool:
+        """Play/pause; returns True if now playing."""
+        self.pause() if self.playing else self.resume()
+        return self.playing
+
+    def step(self, n: int) -> None:
+        """Move ``n`` snapshots (negative: back); pauses playback."""
+        self.playing = False
+        self._goto(self.index + n, rebuild=n != 1)
+
+    def cycle_speed(self) -> float:
+        self.speed = SPEEDS[(SPEEDS.index(self.speed) + 1) % len(SPEEDS)] \
+            if self.speed in SPEEDS else SPEEDS[0]
+        self._anchor = (self.now(), self.times[self.index])
+        return self.speed
+
+    def seek(self, t: float) -> None:
+        """Jump to the last snapshot at or before ``t`` (the first one if ``t`` is earlier)."""
+        self._goto(max(0, bisect.bisect_right(self.times, t) - 1))
+
+    def next_alert(self) -> float | None:
+        """Jump to the first snapshot showing the next alert after the cursor; its time."""
+        cur = self.times[self.index]
+        k = bisect.bisect_right(self.alert_times, cur)
+        if k >= len(self.alert_times):
+            return None
+        t = self.alert_times[k]
+        i = min(len(self.times) - 1, bisect.bisect_left(self.times, t))
+        self._goto(i)
+        return t
+
+    def position(self) -> ReplayPosition:
+        return ReplayPosition(self.times[self.index], self.index, len(self.times),
+                              self.times[0], self.times[-1], self.playing, self.speed)
+
+    def history_at(self, bucket_s: float = 10.0, span_s: float = 900.0) -> History:
+        """The charts' History as it stood at the cursor: fed with the snapshots of the
+        last ``span_s`` seconds up to it (decoded with a separate decoder)."""
+        h = History(bucket_s, span_s)
+        end = self.index
+        first = bisect.bisect_left(self.times, self.times[end] - span_s)
+        dec = SnapshotDecoder()
+        for j in range(self._keyframe_before(first), end + 1):
+            try:
+                st = dec.decode(self.blobs[j])
+            except DecodeError:
+                continue
+            if j >= first:
+                h.add(state_to_snapshot(st, dec.names, rows=False))
+        return h
+
+    def parse_goto(self, text: str) -> float:
+        """A time typed by the operator: ``+5m``/``-90s`` from the cursor, ``HH:MM[:SS]`` on
+        the recording's day, an ISO time, or unix seconds."""
+        text = text.strip()
+        m = re.fullmatch(r"([+-])\s*(.+)", text)
+        if m:
+            d = parse_duration(m.group(2))
+            return self.times[self.index] + (d if m.group(1) == "+" else -d)
+        if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?", text):
+            day = datetime.fromtimestamp(self.times[0])
+            parts = [float(p) for p in text.split(":")]
+            h, mnt, s = (parts + [0.0])[:3]
+            base = day.replace(hour=int(h), minute=int(mnt), second=0, microsecond=0)
+            return base.timestamp() + s
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            raise ValueError(f"not a time: {text!r}") from None
+
+
+# ====================================================================== the app =======
+
+def create_replay_app(engine: ReplayEngine, **kw: Any) -> Any:
+    """The monitor over ``engine`` with the time bar and replay keys (imports textual)."""
+    from textual.binding import Binding
+    from textual.widgets import Footer, Input
+
+    from .ui import app as ui_app
+    from .ui.app import MaveraApp
+    from .ui.timebar import GotoScreen, TimeBar
+
+    class ReplayApp(MaveraApp):
+        """The monitor plus the time bar; charts rebuilt when the cursor jumps."""
+
+        # Textual resolves CSS_PATH beside the module that defines the class: point at ui/.
+        CSS_PATH = str(Path(ui_app.__file__).parent / "app.tcss")
+        BINDINGS = [
+            Binding("space", "replay_toggle", "Play/pause", id="replay.toggle",
+                    priority=True),
+            Binding("left", "replay_step(-1)", "Step back", key_display="←",
+                    id="replay.back", priority=True),
+            Binding("right", "replay_step(1)", "Step", key_display="→", id="replay.step",
+                    priority=True),
+            Binding("s", "replay_speed", "Speed", id="replay.speed"),
+            Binding("g", "replay_goto", "Go to time", id="replay.goto"),
+            Binding("a", "replay_next_alert", "Next alert", id="replay.alert"),
+        ]
+        REPLAY_ACTIONS = frozenset({"replay_toggle", "replay_step", "replay_speed",
+                                    "replay_goto", "replay_next_alert"})
+
+        def __init__(self, engine: ReplayEngine, **kw: Any):
+            kw.setdefault("mode_label", "REPLAY")
+            super().__init__(engine, replay_controls=engine, **kw)
+            self.replay = engine
+            self._generation = -1
+
+        def compose(self) -> Any:
+            for w in super().compose():
+                if isinstance(w, Footer):
+                    yield TimeBar(id="timebar")
+                yield w
+
+        def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+            if action in self.REPLAY_ACTIONS:
+                # Behind a modal, or while typing in an input, the keys are the widget's.
+                return len(self.screen_stack) == 1 and not isinstance(self.focused, Input)
+            return super().check_action(action, parameters)
+
+        def poll(self) -> None:
+            if self.replay.generation != self._generation:
+                self._generation = self.replay.generation
+                old = self.history
+                new = self.replay.history_at(old.bucket_s, old.span_s)
+                # Chart panes redraw on a version change: make the new versions unseen.
+                for k in new.versions:
+                    new.versions[k] += old.versions.get(k, 0) + 1
+                self.history = new
+                self.snap = None
+            super().poll()
+            self._show_position()
+
+        def _show_position(self) -> None:
+            bars = self.main.query(TimeBar)
+            if bars:
+                bars.first().show(self.replay.position())
+
+        def _moved(self) -> None:
+            self.poll()
+
+        def action_replay_toggle(self) -> None:
+            self.replay.toggle()
+            self._moved()
+
+        def action_replay_step(self, n: int) -> None:
+            self.replay.step(int(n))
+            self._moved()
+
+        def action_replay_speed(self) -> None:
+            self.notify(f"replay speed {self.replay.cycle_speed():g}x")
+            self._moved()
+
+        def action_replay_next_alert(self) -> None:
+            if self.replay.next_alert() is None:
+                self.notify("no alert after this point", severity="warning")
+            self._moved()
+
+        def action_replay_goto(self) -> None:
+            p = self.replay.position()
+            from .ui.text import clock
+
+            hint = f"recording {clock(p.start)} → {clock(p.end)}; cursor {clock(p.t)}"
+
+            def done(text: str | None) -> None:
+                if not text:
+                    return
+                try:
+                    self.replay.seek(self.replay.parse_goto(text))
+                except ValueError as e:
+                    self.notify(str(e), severity="error")
+                    return
+                self._moved()
+
+            self.push_screen(GotoScreen(hint), done)
+
+    return ReplayApp(engine, **kw)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``replay`` subcommand's options."""
+    p.add_argument("file", help="a recording (the --db of `mavera-tui record`)")
+    p.add_argument("--at", help="start at this time (same forms as the g key)")
+    p.add_argument("--speed", type=float, choices=SPEEDS, default=1.0)
+    p.add_argument("--play", action="store_true", help="start playing at once")
+    p.add_argument("--refresh", type=float, default=0.5, help="seconds between redraws")
+    p.add_argument("--debug", metavar="LOG", help="write a debug log to this file")
+
+
+def main(args: argparse.Namespace) -> int:
+    """``mavera-tui replay``: exit code; an unreadable file is one line on stderr."""
+    import sqlite3
+
+    from .store import StoreError
+
+    try:
+        engine = asyncio.run(ReplayEngine.load(args.file))
+        if getattr(args, "at", None):
+            engine.seek(engine.parse_goto(args.at))
+    except (StoreError, ValueError) as e:
+        print(f"replay: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:
+        print(f"replay: {args.file} is damaged: {e}", file=sys.stderr)
+        return 2
+    engine.speed = float(getattr(args, "speed", 1.0) or 1.0)
+    if getattr(args, "play", False):
+        engine.resume()
+    app = create_replay_app(engine, refresh=getattr(args, "refresh", 0.5),
+                            debug_log=getattr(args, "debug", None))
+    app.run()
+    return app.return_code or 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m mavera_tui.replay``) until cli.py wires it."""
+    p = argparse.ArgumentParser(prog="mavera-tui replay",
+                                description="Replay a recording in the monitor.")
+    add_arguments(p)
+    return main(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
