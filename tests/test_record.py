@@ -1,0 +1,167 @@
+"""Record mode: snapshots at the interval, an owner-only file, a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mavera_tui.clock import Clock, run_virtual
+from mavera_tui.engine import Settings
+from mavera_tui.metrics import render
+from mavera_tui.record import (
+    Recorder,
+    SnapshotDecoder,
+    SnapshotEncoder,
+    parse_duration,
+    snapshot_state,
+)
+
+WALL0 = 1_700_000_000.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def record(db, *, duration=60.0, interval=1.0, jobs=None, **kw):
+    out = io.StringIO()
+    rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record",
+                            sim_purchased=10_000_000),
+                   duration=duration, interval=interval, jobs=jobs, grace=600,
+                   clock=Clock(wall0=WALL0), out=out, **kw)
+    rc = run_virtual(rec.run())
+    return rc, rec, out.getvalue()
+
+
+def query(db, sql):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_durations_take_seconds_or_units():
+    assert parse_duration("90") == 90 and parse_duration("90s") == 90
+    assert parse_duration("10m") == 600 and parse_duration("2h") == 7200
+    with pytest.raises(ValueError):
+        parse_duration("ten minutes")
+
+
+def test_a_snapshot_is_written_every_interval_into_an_owner_only_file(tmp_path):
+    db = tmp_path / "rec.db"
+    rc, rec, log = record(db, duration=60, interval=2.0)
+    assert rc == 0
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    ts = [r[0] for r in query(db, "SELECT t FROM snapshots ORDER BY t")]
+    # one at start, one every 2 s, and the final one after the stop
+    assert 31 <= len(ts) <= 33
+    gaps = [b - a for a, b in zip(ts, ts[1:-1], strict=False)]
+    assert all(abs(g - 2.0) < 0.01 for g in gaps)
+    meta = dict(query(db, "SELECT key, value FROM meta"))
+    assert meta["snapshot_encoding"] == "zdelta1" and meta["recorded_target"]
+    assert "embedded simulator" in log and "demo workload" in log and "stopped:" in log
+
+
+def test_every_recorded_snapshot_decodes_to_what_the_engine_showed(tmp_path):
+    db = tmp_path / "rec.db"
+    rc, rec, _ = record(db, duration=90, keyframe_every=25)
+    blobs = [bytes(r[0]) for r in query(db, "SELECT data FROM snapshots ORDER BY t")]
+    assert sum(b[:1] == b"K" for b in blobs) >= 3
+    dec = SnapshotDecoder()
+    states = [json.loads(json.dumps(dec.decode(b))) for b in blobs]
+    assert states[-1] == json.loads(json.dumps(snapshot_state(rec.latest)))
+    # Re-encoding the decoded snapshots with other keyframe spacing gives them back exactly.
+    enc2, dec2, dec3 = SnapshotEncoder(keyframe_every=7), SnapshotDecoder(), SnapshotDecoder()
+    for b in blobs:
+        snap = dec3.snapshot(b)
+        assert json.loads(json.dumps(dec2.decode(enc2.encode(snap)))) == \
+            json.loads(json.dumps(snapshot_state(snap)))
+
+
+def test_a_job_file_runs_to_the_end_and_bad_lines_are_reported(tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [json.dumps({"id": f"j{i}", "method": "POST", "path": "/responses",
+                         "body": {"input": f"q{i}"}}) for i in range(20)]
+    lines.insert(3, '{"id": "bad", "method": "POST", "path": "/nowhere"}')
+    jobs.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "rec.db"
+    rc, rec, log = record(db, duration=None, jobs=str(jobs))
+    assert rc == 0
+    assert "line 4" in log and "all jobs done" in log
+    states = dict(query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+    assert states == {"succeeded": 20}
+    assert query(db, "SELECT COUNT(DISTINCT job_id) FROM ledger WHERE job_id IS NOT NULL") \
+        == [(20,)]
+
+
+def test_metrics_expose_the_latest_snapshot_in_prometheus_format(tmp_path):
+    rc, rec, _ = record(tmp_path / "rec.db", duration=30)
+    text = render(rec.latest).decode()
+    assert f"mavera_requests_total {float(rec.latest.requests_total)}" in text
+    assert f"mavera_credits_used_total {float(rec.latest.credits_used_total)}" in text
+    assert 'mavera_queue_depth{state="queued"}' in text
+
+
+def test_metrics_are_served_on_loopback_and_stop_with_close():
+    import urllib.request
+
+    from mavera_tui.metrics import serve_metrics
+    from mavera_tui.snapshot import Snapshot
+
+    srv = serve_metrics(lambda: Snapshot(t=1.0, requests_total=7), 0)
+    try:
+        assert srv._server.server_address[0] == "127.0.0.1"
+        body = urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=5).read()
+        assert b"mavera_requests_total 7.0" in body
+    finally:
+        srv.close()
+
+
+def test_sigterm_during_a_record_loses_nothing(tmp_path):
+    db = tmp_path / "rec.db"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAVERA_API_KEY", "MAVERA_BASE_URL")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mavera_tui.record", "--db", str(db), "--interval", "0.2",
+         "--grace", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if db.exists() and os.path.getsize(db) > 0:
+                try:
+                    if query(db, "SELECT COUNT(*) FROM snapshots")[0][0] >= 5:
+                        break
+                except sqlite3.Error:
+                    pass
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopping: SIGTERM" in err and "Traceback" not in err
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    stopped = dict(query(db, "SELECT key, value FROM meta"))["recording_stopped"]
+    last_t = query(db, "SELECT MAX(t) FROM snapshots")[0][0]
+    assert abs(last_t - float(stopped)) < 0.01  # the final snapshot is there
+    # Every job the ledger mentions is in the jobs table, in a state that says what happened.
+    orphans = query(db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND job_id "
+                        "NOT IN (SELECT id FROM jobs)")
+    assert orphans == [(0,)]
+    done = query(db, "SELECT COUNT(*) FROM jobs j WHERE state IN ('succeeded', 'failed') "
+                     "AND reason NOT LIKE 'served from cache%' AND NOT EXISTS "
+                     "(SELECT 1 FROM ledger l WHERE l.job_id = j.id)")
+    assert done == [(0,)]  # nothing finished without its attempt in the ledger
+    in_flight = query(db, "SELECT COUNT(*) FROM jobs WHERE state = 'in_flight'")[0][0]
+    assert in_flight == 0 or "abandoning" in err
