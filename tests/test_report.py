@@ -70,7 +70,7 @@ def test_credits_equal_the_simulators_own_records(recorded):
 def test_error_counts_equal_the_simulators(recorded):
     db, sim = recorded
     rep = report(db)
-    assert rep["429_count"] == sim.records.count(status=429)
+    assert rep["429_count"] == sim.records.count(status=429) > 0
     assert rep["402_count"] == sim.records.count(status=402)
     assert rep["retry_count"] == ledger(
         db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND attempt > 1")[0][0]
