@@ -249,6 +249,11 @@ class Store:
             await self._wake.wait()
             self._wake.clear()
             if not self._pending:
+                # Everything a waiter asked for was committed by an earlier batch.
+                waiters, self._waiters = self._waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
                 if self._closed:
                     return
                 continue

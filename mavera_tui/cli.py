@@ -1,0 +1,555 @@
+"""Command-line entry points: the monitor (no sub-command), run, estimate, sim, record, replay,
+report, screenshots.
+
+Headless commands never import textual. Every error a user can cause ends in one clear line
+on stderr and a documented exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__, catalog
+from .budget import RechargeConfig
+from .client import ConfigError
+from .estimate import EstimateError, estimate, preflight
+from .jobs import JobFileError, JobSpec, read_job_file
+from .store import StoreError
+
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANNOT_START = 3
+EXIT_INTERRUPTED = 130
+
+RUN_EPILOG = """\
+exit status:
+  0    every job succeeded
+  1    at least one job did not succeed (failed, refused by pre-flight, waiting for
+       credits, outcome unknown after a crash, cancelled, or interrupted)
+  2    bad usage or a bad job file (with --strict: any bad line)
+  3    could not start: bad settings, unreadable job file, database in use or unusable
+  130  interrupted (Ctrl-C / SIGTERM): finished jobs are saved; rerun with the same --db
+       to resume the rest
+
+job file: one JSON object per line, {"id", "method", "path", "body"} (+ optional
+"priority", higher first); "path" is relative to the base URL, e.g. /focus-groups.
+"""
+
+FRIENDLY = {
+    "focus-group": "focus_groups", "focus-groups": "focus_groups", "fg": "focus_groups",
+    "video": "video_analyses", "video-analysis": "video_analyses",
+    "video-analyses": "video_analyses",
+    "mave": "mave", "mave-chat": "mave",
+    "response": "responses", "responses": "responses", "chat": "responses",
+    "generation": "generations", "generations": "generations",
+    "persona": "personas_create", "create-persona": "personas_create",
+    "personas": "personas_list", "list-personas": "personas_list",
+    "brand-voice": "brand_voices", "brand-voices": "brand_voices",
+    "news": "news_analyze", "news-analysis": "news_analyze",
+}
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more, got {text!r}")
+    return v
+
+
+def _add_target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", metavar="URL",
+                   help=f"API base URL (default: ${catalog.BASE_URL_ENV} or "
+                        f"{catalog.DEFAULT_BASE_URL}; with no ${catalog.API_KEY_ENV} and no "
+                        "URL, the embedded simulator)")
+    p.add_argument("--window-seconds", type=_positive_float, default=catalog.WINDOW_SECONDS,
+                   metavar="S", help="length of the rate-limit window (default 60; tests "
+                                     "and local simulators use shorter ones)")
+    p.add_argument("--tier", choices=list(catalog.TIERS),
+                   help="your key's tier, if known (else learned from X-RateLimit-Limit)")
+    p.add_argument("--max-retry-after", type=_positive_float,
+                   default=catalog.MAX_BACKOFF_SECONDS, metavar="S",
+                   help="longest Retry-After to wait out; longer is reported as a failure "
+                        "(default %(default)g)")
+    p.add_argument("--timeout", type=_positive_float, default=300.0, metavar="S",
+                   help="per-request timeout (default %(default)g)")
+    p.add_argument("--credit-poll", type=_positive_float, default=30.0, metavar="S",
+                   help="balance poll interval while jobs wait for credits (default %(default)g)")
+    p.add_argument("--budget-cap", type=_nonneg_int, metavar="CREDITS",
+                   help="workspace hard cap: refuse jobs that could spend more than this")
+    p.add_argument("--budget-alert", type=_nonneg_int, metavar="CREDITS",
+                   help="workspace alert: warn when spending reaches this")
+    p.add_argument("--alert-single", type=_nonneg_int, default=150, metavar="CREDITS",
+                   help="alert when one request uses more than this (default %(default)s)")
+    p.add_argument("--resend-unknown-up-to", type=_nonneg_int, default=0, metavar="CREDITS",
+                   help="after a crash, re-send jobs that were in flight if they cost at most "
+                        "this (default 0: never re-send anything that costs credits)")
+    p.add_argument("--auto-recharge", metavar="THRESHOLD:CREDITS[:PACK[:EUR]]",
+                   help="your account's auto-recharge (the API does not expose it), for the "
+                        "time-left estimate, e.g. 100:500:standard:50")
+    p.add_argument("--sim-time-scale", type=float, default=1.0, metavar="X",
+                   help="embedded simulator only: multiply its latencies (0: instant)")
+
+
+def _recharge(text: str | None) -> RechargeConfig:
+    if not text:
+        return RechargeConfig()
+    parts = text.split(":")
+    try:
+        threshold, credits = int(parts[0]), int(parts[1])
+        pack = parts[2] if len(parts) > 2 else catalog.DEFAULT_RECHARGE_PACK
+        eur = float(parts[3]) if len(parts) > 3 else catalog.DEFAULT_RECHARGE_MONTHLY_LIMIT_EUR
+    except (ValueError, IndexError):
+        raise ConfigError("--auto-recharge takes THRESHOLD:CREDITS[:PACK[:EUR]], "
+                          "e.g. 100:500:standard:50") from None
+    if pack not in catalog.CREDIT_PACKS:
+        raise ConfigError(f"--auto-recharge: unknown pack {pack!r}; known: "
+                          + ", ".join(catalog.CREDIT_PACKS))
+    return RechargeConfig(True, threshold, credits, pack, eur)
+
+
+def settings_from_args(args: argparse.Namespace, **overrides: Any):  # noqa: ANN201
+    """Settings for the engine from the shared target options."""
+    from .engine import Settings
+
+    s = Settings(
+        base_url=getattr(args, "base_url", None), db=getattr(args, "db", None),
+        window_seconds=args.window_seconds, tier=args.tier,
+        max_retry_after=args.max_retry_after, request_timeout=args.timeout,
+        credit_poll=args.credit_poll, resend_unknown_up_to=args.resend_unknown_up_to,
+        budget_cap=args.budget_cap, budget_alert=args.budget_alert,
+        alert_single=args.alert_single, recharge=_recharge(args.auto_recharge),
+        sim_time_scale=args.sim_time_scale)
+    for k, v in overrides.items():
+        setattr(s, k, v)
+    return s
+
+
+# ====================================================================== estimate ======
+
+def _estimate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="PATH|KIND",
+                   help="an API path such as /focus-groups, or a kind: "
+                        + ", ".join(sorted(set(FRIENDLY))))
+    p.add_argument("--body", metavar="JSON", help="the request body as JSON")
+    p.add_argument("--method", choices=["GET", "POST"], help="HTTP method (default POST, "
+                   "GET for /personas listing and /billing/credits)")
+    p.add_argument("--sample-size", type=int, help="focus groups: respondents")
+    p.add_argument("--questions", type=int, help="focus groups: number of questions")
+    p.add_argument("--video-seconds", "--seconds", type=float, dest="video_seconds",
+                   help="video analyses: length in seconds")
+    p.add_argument("--complexity", choices=list(catalog.MAVE_COMPLEXITY),
+                   help="Mave: query complexity (default complex)")
+    p.add_argument("--balance", type=int, metavar="CREDITS",
+                   help="also give the pre-flight verdict against this balance")
+    p.add_argument("--reserved", type=int, default=0, metavar="CREDITS",
+                   help="credits already reserved by running jobs (with --balance)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.body is not None:
+        try:
+            body = json.loads(args.body)
+        except json.JSONDecodeError as e:
+            return _fail(f"--body is not valid JSON: {e.msg} at column {e.colno}", EXIT_USAGE)
+        if not isinstance(body, dict):
+            return _fail("--body must be a JSON object, e.g. '{\"sample_size\": 50}'",
+                         EXIT_USAGE)
+    if args.sample_size is not None:
+        body["sample_size"] = args.sample_size
+    if args.questions is not None:
+        if args.questions < 0:
+            return _fail("--questions must be zero or more", EXIT_USAGE)
+        body["questions"] = [f"question {i + 1}" for i in range(args.questions)]
+    if args.video_seconds is not None:
+        body["video_seconds"] = args.video_seconds
+    if args.complexity is not None:
+        body["complexity"] = args.complexity
+    target = args.target
+    if target.startswith("/"):
+        path = target
+        method = args.method or ("GET" if target.rstrip("/") in ("/billing/credits",)
+                                 else "POST")
+    else:
+        key = FRIENDLY.get(target.lower())
+        if key is None:
+            return _fail(f"unknown kind {target!r}; use a path like /focus-groups or one of: "
+                         + ", ".join(sorted(set(FRIENDLY))), EXIT_USAGE)
+        ep = catalog.ENDPOINTS[key]
+        path, method = ep.path.replace("{id}", "story"), args.method or ep.method
+    try:
+        est = estimate(method, path, body)
+    except EstimateError as e:
+        return _fail(str(e), EXIT_USAGE)
+    out: dict[str, Any] = est.to_dict()
+    verdict = None
+    if args.balance is not None:
+        verdict = preflight(est, args.balance, args.reserved)
+        out["preflight"] = {"ok": verdict.ok, "needed": verdict.needed,
+                            "available": verdict.available, "message": verdict.message}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        rng = f"{est.low}-{est.high}" if est.low != est.high else f"{est.high}"
+        print(f"{est.endpoint.method} {path}: {rng} credits (upper bound {est.high}; "
+              f"{est.basis})")
+        print(f"  pre-flight needs {est.high + int(est.high * catalog.PREFLIGHT_BUFFER)} "
+              f"available (estimate + 20% buffer)")
+        if verdict is not None:
+            print(f"  {'OK' if verdict.ok else 'REFUSED'}: {verdict.message}")
+    return EXIT_OK if verdict is None or verdict.ok else EXIT_JOBS_FAILED
+
+
+# =========================================================================== run ======
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("jobs", metavar="JOBS.jsonl", help="the job file (one JSON job per line)")
+    p.add_argument("--db", metavar="PATH",
+                   help="SQLite database: jobs are persisted before they are sent and a rerun "
+                        "with the same --db resumes them (default: none, nothing persisted)")
+    p.add_argument("--summary", metavar="PATH", help="also write the summary as JSON here")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse to run anything if any line of the job file is bad")
+    p.add_argument("--credit-wait", type=float, default=120.0, metavar="S",
+                   help="stop when every remaining job has waited this long for credits "
+                        "(default %(default)g; they stay queued in --db)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", metavar="FILE", help="write a debug log to FILE")
+    _add_target_options(p)
+
+
+class _Progress:
+    """A live bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total = total
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last_line = 0.0
+        self.last_done = -1
+
+    def update(self, s: dict[str, Any], snap: Any, final: bool = False) -> None:
+        if self.quiet:
+            return
+        done = s["succeeded"] + s["failed"] + s["blocked_preflight"] + s["outcome_unknown"] \
+            + s["cancelled"]
+        parts = (f"{done}/{self.total} done  ok {s['succeeded']}  failed {s['failed']}  "
+                 f"in flight {snap.in_flight}  queued {snap.queue_depth}  "
+                 f"window {snap.window_used}/{snap.limit}  credits {s['credits_used']}")
+        if s["waiting_for_credits"]:
+            parts += f"  waiting for credits {s['waiting_for_credits']}"
+        if self.tty:
+            width = 24
+            filled = int(width * done / max(1, self.total))
+            bar = "█" * filled + "░" * (width - filled)
+            sys.stderr.write(f"\r\x1b[2K{bar} {parts}")
+            if final:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        else:
+            now = time.monotonic()
+            if final or (done != self.last_done and now - self.last_line >= 5.0):
+                print(parts, file=sys.stderr, flush=True)
+                self.last_line = now
+                self.last_done = done
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    lines = [
+        f"jobs {s['jobs']}: {s['succeeded']} succeeded, {s['failed']} failed, "
+        f"{s['blocked_preflight']} refused by pre-flight, {s['waiting_for_credits']} waiting "
+        f"for credits, {s['outcome_unknown']} outcome unknown, {s['cancelled']} cancelled"
+        + (f", {s['not_finished']} not finished" if s["not_finished"] else ""),
+        f"credits used {s['credits_used']} (estimated {s['credits_estimated']} for the jobs "
+        f"that succeeded)",
+        f"requests {s['requests']}, 429s {s['responses_429']}, 402s {s['count_402']}, "
+        f"retries {s['retries']}, statuses "
+        + ", ".join(f"{k}: {v}" for k, v in s["status_counts"].items()),
+        f"makespan {s['makespan_s']:.1f} s; max in flight "
+        + (", ".join(f"{k} {v}" for k, v in s["max_in_flight"].items()) or "-"),
+    ]
+    print("\n".join(lines))
+
+
+async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
+    from .engine import Engine
+
+    engine = Engine(settings_from_args(args, mode="run"))
+    stop = asyncio.Event()
+    aborted = {"n": 0}
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        aborted["n"] += 1
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        sched = await engine.start()
+    except (ConfigError, StoreError) as e:
+        return _fail(str(e), EXIT_CANNOT_START)
+    if not args.quiet:
+        print(engine.notice, file=sys.stderr, flush=True)
+    ids: list[str] = []
+    try:
+        accepted, errors = await sched.submit_many(specs)
+        resumed = [j for j in sched.jobs if j not in set(accepted)]
+        ids = accepted + resumed
+        for e in errors:
+            if "already exists" in e:
+                continue  # in this --db from an earlier run: resumed above, or finished
+            print(f"{args.jobs}: {e}", file=sys.stderr)
+        if resumed and not args.quiet:
+            print(f"resuming {len(resumed)} unfinished jobs from {args.db}", file=sys.stderr)
+        known = await _finished_ids_in_db(engine, specs, ids)
+        progress = _Progress(len(ids) + len(known), args.quiet)
+        waiter = asyncio.create_task(sched.wait_idle(credit_wait=args.credit_wait))
+        while not waiter.done():
+            done, _ = await asyncio.wait({waiter, asyncio.create_task(stop.wait())},
+                                         timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            progress.update(sched.summary(ids), sched.snapshot())
+            if stop.is_set():
+                break
+        if stop.is_set():
+            waiter.cancel()
+            sched.pause()
+            if not args.quiet:
+                print("\ninterrupted: waiting for requests in flight (Ctrl-C again to "
+                      "stop at once; they are then marked 'outcome unknown')",
+                      file=sys.stderr, flush=True)
+            stop.clear()
+            closing = asyncio.create_task(engine.stop())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({closing, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not closing.done():
+                await engine.stop(abort=True)
+                closing.cancel()
+            stopper.cancel()
+        summary = sched.summary(ids)
+        summary["already_finished_in_db"] = len(known)
+        progress.update(summary, sched.snapshot(), final=True)
+    finally:
+        if not stop.is_set() and not aborted["n"]:
+            await engine.stop()
+    if not args.quiet:
+        _print_summary(summary)
+    if args.summary:
+        try:
+            Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as e:
+            print(f"cannot write --summary {args.summary}: {e.strerror}", file=sys.stderr)
+    if aborted["n"]:
+        return EXIT_INTERRUPTED
+    ok = summary["succeeded"] == summary["jobs"] and (summary["jobs"] > 0 or known)
+    return EXIT_OK if ok else EXIT_JOBS_FAILED
+
+
+async def _finished_ids_in_db(engine: Any, specs: list[JobSpec], ids: list[str]) -> list[str]:
+    """Jobs of this file already finished in --db by an earlier run (not in memory)."""
+    if engine.store is None:
+        return []
+    want = {s.id for s in specs} - set(ids)
+    if not want:
+        return []
+    return sorted(await engine.store.existing_ids(want))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _setup_debug(args.debug)
+    try:
+        specs, errors = read_job_file(args.jobs)
+    except JobFileError as e:
+        return _fail(str(e), EXIT_CANNOT_START)
+    for err in errors:
+        print(f"{args.jobs}: {err}", file=sys.stderr)
+    if errors and args.strict:
+        return _fail(f"{len(errors)} bad line(s) in {args.jobs}; nothing was run (--strict)",
+                     EXIT_USAGE)
+    if not specs:
+        if errors:
+            return _fail(f"no valid jobs in {args.jobs}", EXIT_USAGE)
+        if not args.db:
+            return _fail(f"{args.jobs} holds no jobs", EXIT_USAGE)
+    if errors and not args.quiet:
+        print(f"{len(errors)} bad line(s) skipped; running the {len(specs)} valid job(s)",
+              file=sys.stderr)
+    try:
+        return asyncio.run(_run_async(args, specs))
+    except (ConfigError, StoreError) as e:
+        return _fail(str(e), EXIT_CANNOT_START)
+
+
+# ======================================================================= monitor ======
+
+def _monitor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", metavar="JOBS.jsonl", help="open the monitor on this batch")
+    p.add_argument("--db", metavar="PATH", help="SQLite database to use (reopen it later to "
+                                                 "pick up where you left)")
+    p.add_argument("--refresh", type=_positive_float, default=0.5, metavar="SECONDS",
+                   help="refresh interval of the panes (default %(default)g)")
+    p.add_argument("--debug", metavar="FILE", nargs="?", const="mavera-tui-debug.log",
+                   help="write a debug log (default file mavera-tui-debug.log)")
+    p.add_argument("--no-demo", action="store_true",
+                   help="with the embedded simulator, do not run the demo workload")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on 127.0.0.1:PORT")
+    _add_target_options(p)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    specs: list[JobSpec] = []
+    if args.jobs:
+        try:
+            specs, errors = read_job_file(args.jobs)
+        except JobFileError as e:
+            return _fail(str(e), EXIT_CANNOT_START)
+        for err in errors:
+            print(f"{args.jobs}: {err}", file=sys.stderr)
+    try:
+        from .monitor import run_monitor
+    except ImportError as e:  # pragma: no cover - broken install
+        return _fail(f"the monitor is not available: {e}", EXIT_CANNOT_START)
+    try:
+        settings = settings_from_args(args, keep_finished=False)
+        return run_monitor(settings, specs=specs, refresh=args.refresh, debug_log=args.debug,
+                           demo=not args.no_demo and not args.jobs,
+                           metrics_port=args.metrics_port)
+    except (ConfigError, StoreError) as e:
+        return _fail(str(e), EXIT_CANNOT_START)
+
+
+# ========================================================================= main =======
+
+def _fail(message: str, code: int) -> int:
+    print(f"mavera-tui: error: {message}", file=sys.stderr)
+    return code
+
+
+def _setup_debug(path: str | None) -> None:
+    if not path:
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for noisy in ("httpx", "httpcore", "aiosqlite", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    with_perm = Path(path)
+    try:
+        os.chmod(with_perm, 0o600)
+    except OSError:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mavera-tui",
+        description="Run work against the Mavera API as fast as its limits allow, and watch "
+                    "the limits and the credits live. With no command: the live monitor.",
+        epilog="With no MAVERA_API_KEY set (and no --base-url), everything runs against the "
+               "embedded simulator and says so. Run 'mavera-tui COMMAND --help' for details.",
+    )
+    p.add_argument("--version", action="version", version=f"mavera-tui {__version__}")
+    _monitor_args(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a batch of jobs from a JSONL file",
+                       description="Run every job in JOBS.jsonl as fast as the rate limit, the "
+                                   "concurrency caps and the credits allow.",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _run_args(r)
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("estimate", help="estimate the credit cost of a request",
+                       description="Upper-bound credit estimate of one request, from the "
+                                   "vendor's documented cost model.",
+                       epilog="examples:\n  mavera-tui estimate /focus-groups --body "
+                              "'{\"sample_size\": 50, \"questions\": [\"a\",\"b\"]}'\n"
+                              "  mavera-tui estimate focus-group --sample-size 50 "
+                              "--questions 5\n  mavera-tui estimate video --seconds 90 "
+                              "--balance 400\n\nexit status: 0 ok, 1 refused by pre-flight "
+                              "(with --balance), 2 bad input",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _estimate_args(e)
+    e.set_defaults(func=cmd_estimate)
+
+    from .sim import server as sim_server
+
+    s = sub.add_parser("sim", help="serve the API simulator on a local port",
+                       description="Serve the Mavera API simulator over HTTP (for trying the "
+                                   "tool, and for tests). Base URL: http://HOST:PORT/api/v1")
+    sim_server.add_arguments(s)
+    s.set_defaults(func=sim_server.main)
+
+    for name, module, helptext in (
+        ("record", "record", "run headless and record snapshots to SQLite"),
+        ("replay", "replay", "open a recording in the monitor"),
+        ("report", "report", "print the metrics of a recording or database"),
+    ):
+        try:
+            mod = __import__(f"mavera_tui.{module}", fromlist=["add_arguments", "main"])
+        except ImportError:
+            continue
+        sp = sub.add_parser(name, help=helptext, description=(mod.__doc__ or "").split("\n")[0])
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.main)
+
+    sc = sub.add_parser("screenshots", help="regenerate the screenshots in screenshots/")
+    sc.add_argument("--out", default="screenshots", help="output folder (default %(default)s)")
+    sc.set_defaults(func=lambda a: __import__(
+        "mavera_tui.ui.screenshots", fromlist=["main"]).main(a.out))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    try:
+        if func is None:
+            return cmd_monitor(args)
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ConfigError, StoreError, JobFileError) as e:
+        return _fail(str(e), EXIT_CANNOT_START)
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # never a traceback for the user; the debug log has it
+        logging.getLogger(__name__).exception("unexpected error")
+        msg = re.sub(r"\s+", " ", str(e))[:300]
+        return _fail(f"unexpected {type(e).__name__}: {msg} (run with --debug FILE for "
+                     "details, and please report it)", EXIT_CANNOT_START)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
