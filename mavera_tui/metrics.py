@@ -129,10 +129,15 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def serve_metrics(source: Callable[[], Snapshot | None], port: int,
+def serve_metrics(source: Callable[[], Snapshot | None] | int,
+                  port: int | Callable[[], Snapshot | None],
                   addr: str = "127.0.0.1") -> MetricsServer:
     """Serve ``source()``'s metrics on ``addr:port`` (loopback only by default); port 0
-    picks a free port (see ``.port``)."""
+    picks a free port (see ``.port``). ``source`` runs on the server's thread: give it
+    something that returns an already-built snapshot, not a live scheduler's method."""
+    if isinstance(source, int) and callable(port):  # (port, source), as monitor.py calls it
+        source, port = port, source
+    assert callable(source) and isinstance(port, int)
     reg = CollectorRegistry(auto_describe=False)
     reg.register(SnapshotCollector(source))
     server, thread = start_http_server(port, addr=addr, registry=reg)
