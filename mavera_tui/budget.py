@@ -39,7 +39,7 @@ class BudgetConfig:
     thresholds: tuple[float, ...] = catalog.ALERT_THRESHOLDS
     # The docs' example alerts above 10 credits; that fires on every Mave query, so the
     # default here is a focus-group-sized request. Set it with --alert-single.
-    single_request: int = 150
+    single_request: int = 300
     workspace_alert: int | None = None     # credits spent by this workspace: warn
     workspace_cap: int | None = None       # credits spent by this workspace: hard cap
     spike_factor: float = 3.0              # burn over the recent pattern that raises an alert

@@ -103,7 +103,7 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
                    help="workspace hard cap: refuse jobs that could spend more than this")
     p.add_argument("--budget-alert", type=_nonneg_int, metavar="CREDITS",
                    help="workspace alert: warn when spending reaches this")
-    p.add_argument("--alert-single", type=_nonneg_int, default=150, metavar="CREDITS",
+    p.add_argument("--alert-single", type=_nonneg_int, default=300, metavar="CREDITS",
                    help="alert when one request uses more than this (default %(default)s)")
     p.add_argument("--resend-unknown-up-to", type=_nonneg_int, default=0, metavar="CREDITS",
                    help="after a crash, re-send jobs that were in flight if they cost at most "

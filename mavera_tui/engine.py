@@ -40,16 +40,17 @@ class Settings:
     resend_unknown_up_to: int = 0
     budget_cap: int | None = None
     budget_alert: int | None = None
-    alert_single: int = 150
+    alert_single: int = 300
     recharge: RechargeConfig = field(default_factory=RechargeConfig)
     keep_finished: bool = True
     # The embedded simulator (used when no key and no base URL are given).
     sim_tier: str = "professional"
     sim_plan: str = "professional"
-    sim_purchased: int = 20_000
+    sim_purchased: int = 250_000             # a demo that can run for hours
     sim_time_scale: float = 1.0
     sim_seed: int = 1
     sim_auto_recharge: bool = True
+    force_embedded: bool = False          # use the embedded simulator whatever the env says
     mode: str = "live"
 
 
@@ -82,7 +83,7 @@ class Engine:
         s = self.settings
         key = api_key_from_env()
         base = s.base_url or os.environ.get(catalog.BASE_URL_ENV, "").strip() or None
-        if key is None and base is None:
+        if s.force_embedded or (key is None and base is None):
             from .sim import create_sim, sim_transport
             from .sim.config import AutoRecharge, SimConfig
 

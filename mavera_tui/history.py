@@ -54,6 +54,7 @@ class History:
         self.size = int(round(span_s / bucket_s))
         self._buckets: deque[_Bucket] = deque(maxlen=self.size)
         self._prev: Snapshot | None = None
+        self._minute: deque[tuple[float, int, int]] = deque()  # (t, requests, credits) deltas
         self.now: float = 0.0
         self.limit: int = 0
         #: Per-chart version; ``version`` is their sum (changes when any chart changed).
@@ -79,8 +80,14 @@ class History:
         self.limit = snap.limit
         bucket = self._bucket_for(snap.t)
         if prev is not None:
-            bucket.requests += _delta(snap.requests_total, prev.requests_total)
-            bucket.credits += _delta(snap.credits_used_total, prev.credits_used_total)
+            d_req = _delta(snap.requests_total, prev.requests_total)
+            d_cred = _delta(snap.credits_used_total, prev.credits_used_total)
+            bucket.requests += d_req
+            bucket.credits += d_cred
+            self._minute.append((snap.t, d_req, d_cred))
+        while self._minute and self._minute[0][0] <= snap.t - 60.0:
+            self._minute.popleft()
+        if prev is not None:
             bucket.r429 += _delta(snap.responses_429_total, prev.responses_429_total)
             bucket.retries += _delta(snap.retries_total, prev.retries_total)
         bucket.queue = {s: int(snap.queue.get(s, 0)) for s in QUEUE_STATES}
@@ -142,6 +149,12 @@ class History:
                 if i >= k:
                     run -= per[i - k]
                 out.append(float(run))
+            if out and counter in ("requests", "credits"):
+                # Buckets are aligned to the clock, so the newest point would cover 50 to
+                # 60 s; the last minute of snapshot deltas gives the exact 60 s ending now,
+                # which is what the server's window and the gauge count.
+                idx = 0 if counter == "requests" else 1
+                out[-1] = float(sum(d[idx + 1] for d in self._minute))
             self._cache[key] = tuple(out)
         return list(self._cache[key])
 

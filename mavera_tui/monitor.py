@@ -26,6 +26,8 @@ class LiveEngine:
         self.engine = engine
         self.error: str | None = None
         self._demo: asyncio.Task[None] | None = None
+        #: The last snapshot handed to the app: what other threads (metrics) may read.
+        self.last: Snapshot = Snapshot(mode="starting")
 
     @property
     def sched(self):  # noqa: ANN201
@@ -33,7 +35,8 @@ class LiveEngine:
 
     def snapshot(self) -> Snapshot:
         if self.sched is not None:
-            return self.sched.snapshot()
+            self.last = self.sched.snapshot()
+            return self.last
         alerts = ()
         if self.error:
             alerts = (AlertView(0.0, "error", "start", self.error),)
@@ -106,7 +109,9 @@ def run_monitor(settings: Settings, *, specs: list[JobSpec], refresh: float,
         if metrics_port:
             from .metrics import serve_metrics
 
-            server = serve_metrics(metrics_port, live.snapshot)
+            # Prometheus scrapes from its own thread: give it the last built snapshot,
+            # never a call into the scheduler.
+            server = serve_metrics(lambda: live.last, metrics_port)
         try:
             await app.run_async()
         finally:
@@ -115,7 +120,7 @@ def run_monitor(settings: Settings, *, specs: list[JobSpec], refresh: float,
             await live.shutdown()
             if server is not None:
                 with contextlib.suppress(Exception):
-                    server.shutdown()
+                    server.close()
         return int(app.return_code or 0)
 
     return asyncio.run(main())

@@ -64,6 +64,7 @@ class SchedulerConfig:
     credit_poll: float = 30.0             # balance poll while jobs wait for credits
     balance_refresh: float = 0.0          # periodic balance re-sync (0: off)
     cache_ttl: float = 30.0               # identical GETs inside this are served from cache
+    balance_max_age: float = 10.0         # re-read the balance before refusing on an older one
     resend_unknown_up_to: int = 0         # after a crash, re-send in-flight jobs costing <= this
     storm_threshold: int = 5              # 429s within a minute that make a "429 storm"
     recent_jobs: int = 200
@@ -144,6 +145,10 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._verifier: asyncio.Task[None] | None = None
+        self._balance_at = -1e18               # loop time of the last balance we read
+        self._block_alert_at = -1e18
+        self._blocked_recent = 0
         self._closing = False
         self._cache: dict[str, tuple[float, Any]] = {}
         self._recent: OrderedDict[str, Job] = OrderedDict()
@@ -165,6 +170,7 @@ class Scheduler:
         self.count_402 = 0
         self.finished: dict[str, int] = {}
         self._unfinished = 0
+        self.jobs_seen = 0                     # every job this engine took on (cumulative)
 
     # ====================================================================== lifecycle ====
 
@@ -185,7 +191,7 @@ class Scheduler:
         """Stop dispatching; wait for in-flight requests; flush the store."""
         self._closing = True
         self._wake.set()
-        for t in (self._dispatcher, self._poller):
+        for t in (self._dispatcher, self._poller, self._verifier):
             if t is not None:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -230,6 +236,7 @@ class Scheduler:
                       updated=wall)
             self.jobs[job.id] = job
             self._unfinished += 1
+            self.jobs_seen += 1
             if r.state == S.OUTCOME_UNKNOWN:
                 job.reason = r.reason
                 self._finish(job, S.OUTCOME_UNKNOWN, r.reason)
@@ -289,6 +296,7 @@ class Scheduler:
         for j in fresh:
             self.jobs[j.id] = j
             self._unfinished += 1
+            self.jobs_seen += 1
             self._enqueue(j)
         self._wake.set()
         return [j.id for j in fresh], errors
@@ -348,9 +356,16 @@ class Scheduler:
                 self._alert("warning", "balance_unreadable",
                             "GET /billing/credits answered without a balance we could read")
             return False
+        self._balance_at = self.clock.now()
         for a in self.budget.set_balance(bal):
             self._alert(a.level, a.kind, a.message)
         return True
+
+    async def _verify_balance(self) -> None:
+        """Re-read the balance, then give the jobs waiting on it their verdict again."""
+        if not await self.refresh_balance():
+            self._balance_at = self.clock.now()  # unreadable: decide on what we have
+        self._release(self._settle_wait)
 
     async def _send_engine_request(self, ep: Endpoint) -> tuple[Outcome | None, float]:
         """One request of the engine's own (not a job): waits for the window like any other."""
@@ -542,6 +557,14 @@ class Scheduler:
         if self.reserved > 0 and preflight(job.est, self.budget.total, 0).ok:
             self._wait_settle(job, "waiting for running jobs to settle: " + v.message)
             return "settle"
+        if self.clock.now() - self._balance_at > self.config.balance_max_age:
+            # Our balance is tracked from responses; purchases (auto-recharge, the
+            # dashboard) only show in GET /billing/credits. Never refuse on a stale number.
+            self._wait_settle(job, "checking the balance before refusing: " + v.message)
+            if self._verifier is None or self._verifier.done():
+                self._verifier = asyncio.create_task(self._verify_balance(),
+                                                     name="balance-verify")
+            return "settle"
         self._block(job, "pre-flight refused: " + v.message)
         return "blocked"
 
@@ -557,7 +580,14 @@ class Scheduler:
 
     def _block(self, job: Job, reason: str) -> None:
         self._finish(job, S.BLOCKED, reason)
-        self._alert("warning", "preflight", f"job {job.id} not sent: {reason}")
+        now = self.clock.now()
+        self._blocked_recent += 1
+        if now - self._block_alert_at >= 10.0:  # one alert per burst, not one per job
+            extra = self._blocked_recent - 1
+            self._alert("warning", "preflight",
+                        f"job {job.id} not sent: {reason}"
+                        + (f" (and {extra} more refused since the last alert)" if extra else ""))
+            self._block_alert_at, self._blocked_recent = now, 0
 
     def _serve_cached(self, job: Job, now: float) -> bool:
         hit = self._cache.get(_jsonable_key(job.spec.path, job.spec.body))
@@ -945,7 +975,7 @@ class Scheduler:
             key_hold_s=self.window.hold_remaining(now),
             requests_total=self.requests_total, responses_429_total=self.responses_429,
             retries_total=self.retries, status_counts=dict(self.status_counts),
-            endpoints=tuple(endpoints), queue=queue, jobs_total=len(self.jobs),
+            endpoints=tuple(endpoints), queue=queue, jobs_total=self.jobs_seen,
             finished=dict(self.finished), balance=b.total, plan_remaining=b.plan_remaining,
             purchased=b.purchased, allocation=b.allocation, month_used=b.period_used,
             credits_used_total=self.credits_used_total, reserved=self.reserved,

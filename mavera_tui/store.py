@@ -180,13 +180,21 @@ class Store:
 
     @classmethod
     async def _open_readonly(cls, p: Path) -> Store:
-        try:
-            with external():
+        with external():
+            try:
                 db = await aiosqlite.connect(f"file:{p}?mode=ro", uri=True,
                                              isolation_level=None)
-            store = cls(p, db, None, True)
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot open {p}: {e}") from None
+        store = cls(p, db, None, True)
+        try:
             await store._check_schema()
-        except sqlite3.DatabaseError as e:
+        except (StoreError, sqlite3.DatabaseError) as e:
+            # Close first: aiosqlite's thread would otherwise keep the process alive.
+            with contextlib.suppress(Exception), external():
+                await db.close()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"{p} is not a mavera-tui recording ({e})") from None
         return store
 

@@ -1,8 +1,9 @@
 """Regenerate the README screenshots: SVG from Textual, PNG via cairosvg where installed.
 
-``main(out_dir)`` builds each app through ``create_app`` exactly as the monitor does, on the
-demo state, and saves: the main screen at 200x60, the new-job form with an estimate, the
-80x24 layout and an alert state.
+``main(out_dir)`` first runs twelve minutes of the demo workload on the embedded simulator
+(real engine, fast-forwarded time, seeded: the same pictures every time), then builds each
+app through ``create_app`` exactly as the monitor does, on that state, and saves: the main
+screen at 200x60, the new-job form with an estimate, the 80x24 layout and an alert state.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from ..snapshot import AlertView
+from ..demo import simulate_demo
+from ..history import History
+from ..snapshot import AlertView, Snapshot
 from .app import MaveraApp, create_app
-from .fixtures import FrozenEngine, demo_history, demo_snapshot
+from .fixtures import FrozenEngine
 
 Setup = Callable[[Pilot], Awaitable[None]]
 
@@ -38,8 +41,7 @@ async def _open_form(pilot: Pilot) -> None:
     await pilot.pause()
 
 
-def _alert_engine() -> FrozenEngine:
-    snap = demo_snapshot()
+def _alert_engine(snap: Snapshot) -> FrozenEngine:
     alerts = (
         AlertView(snap.t - 2, "error", "credits_exhausted",
                   "402 credits_exhausted: balance 0; 3 jobs parked until credits return"),
@@ -52,7 +54,7 @@ def _alert_engine() -> FrozenEngine:
         balance=0, plan_remaining=0, purchased=0, month_used=snap.allocation, eta_s=0.0))
 
 
-SHOTS: dict[str, tuple[tuple[int, int], Callable[[], FrozenEngine], Setup]] = {
+SHOTS: dict[str, tuple[tuple[int, int], Callable[[Snapshot], FrozenEngine], Setup]] = {
     "main-200x60": ((200, 60), FrozenEngine, _nothing),
     "form-100x30": ((100, 30), FrozenEngine, _open_form),
     "compact-80x24": ((80, 24), FrozenEngine, _nothing),
@@ -60,9 +62,9 @@ SHOTS: dict[str, tuple[tuple[int, int], Callable[[], FrozenEngine], Setup]] = {
 }
 
 
-async def _shoot(name: str, out: Path) -> Path:
+async def _shoot(name: str, out: Path, snap: Snapshot, history: History) -> Path:
     size, make_engine, setup = SHOTS[name]
-    app: MaveraApp = create_app(make_engine(), history=demo_history(), watch_terminal=False)
+    app: MaveraApp = create_app(make_engine(snap), history=history, watch_terminal=False)
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
         await setup(pilot)
@@ -90,8 +92,9 @@ def main(out_dir: str = "screenshots") -> int:
     """Write every screenshot into ``out_dir``; returns a process exit code."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    snap, history = simulate_demo(12)
     for name in SHOTS:
-        svg = asyncio.run(_shoot(name, out))
+        svg = asyncio.run(_shoot(name, out, snap, history))
         png = _to_png(svg)
         print(f"wrote {svg}" + (f" and {png.name}" if png else " (no cairosvg: SVG only)"))
     return 0
