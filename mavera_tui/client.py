@@ -99,7 +99,8 @@ def _parse_int(value: str | None) -> int | None:
         n = float(value)
     except ValueError:
         return None
-    if not math.isfinite(n) or n < 0 or n > 1e12:
+    # Up to 1e14: a Reset in Unix milliseconds (1.7e12 today) must get through to the caller.
+    if not math.isfinite(n) or n < 0 or n > 1e14:
         return None
     return int(n)
 
