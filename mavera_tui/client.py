@@ -135,7 +135,13 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
 
 def parse_rate_headers(headers: httpx.Headers | dict[str, str], now_wall: float) -> RateHeaders:
     """Parse the rate headers, tolerating absent, malformed, negative and absurd values."""
-    h = headers if isinstance(headers, httpx.Headers) else httpx.Headers(headers)
+    if isinstance(headers, httpx.Headers):
+        h: Any = headers
+    else:  # plain text: httpx.Headers() would raise on non-ASCII values
+        h = {str(k).lower(): v for k, v in headers.items()}
+        h = {name: h.get(name.lower()) for name in (
+            catalog.HEADER_LIMIT, catalog.HEADER_REMAINING, catalog.HEADER_RESET,
+            catalog.HEADER_RETRY_AFTER)}
     limit = _parse_int(h.get(catalog.HEADER_LIMIT))
     if limit == 0:
         limit = None  # a zero limit would stop all traffic; treat it as malformed
