@@ -9,6 +9,7 @@ never put in an error message, a repr or a log line.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import math
 import re
@@ -201,6 +202,16 @@ def classify(status: int, body: Any, headers: RateHeaders) -> ApiError | None:
     return ApiError(CLIENT, status, code, message)
 
 
+def is_loopback_host(host: str) -> bool:
+    """localhost or a loopback IP address (127.0.0.0/8, ::1); not a name like 127.x.example."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_base_url(url: str) -> str:
     """Validate a base URL: https anywhere, plain http only to localhost / loopback."""
     try:
@@ -210,8 +221,7 @@ def check_base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"base URL {url!r} must start with https:// (or http:// for localhost)")
-    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1") \
-            and not parts.hostname.startswith("127."):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError(
             f"refusing plain http:// to {parts.hostname}: the API key would travel "
             "unencrypted. Use https://, or http:// only for localhost.")

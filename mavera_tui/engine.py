@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from . import catalog
 from .budget import BudgetConfig, RechargeConfig
-from .client import ApiClient, ConfigError, check_base_url
+from .client import ApiClient, ConfigError, check_base_url, is_loopback_host
 from .clock import Clock
 from .scheduler import Scheduler, SchedulerConfig
 from .store import Store
@@ -60,8 +60,7 @@ def api_key_from_env() -> str | None:
 
 
 def is_local(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 class Engine:
