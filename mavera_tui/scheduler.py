@@ -154,6 +154,14 @@ class Scheduler:
         self._recent: OrderedDict[str, Job] = OrderedDict()
         self._alerts: deque[S.AlertView] = deque(maxlen=100)
         self._recent_429: deque[float] = deque()
+        # After a 429 without a usable Retry-After we cannot know when the key is free:
+        # when the hold ends, send one job alone (a probe) and release the rest only when
+        # it is not answered 429 (or no 429 came within _probe_grace), so a server that is
+        # still refusing costs one 429 per hold, not one per queued job.
+        self._probe_needed = False
+        self._probe_job: Job | None = None
+        self._probe_at = 0.0
+        self._probe_grace = min(2.0, cfg.window_seconds / 30)
         self._storm_alerted_at = -1e18
         self.started_at: float | None = None
         self.first_send: float | None = None
@@ -491,6 +499,10 @@ class Scheduler:
         avail = self.window.available(now)
         if avail <= 0:
             return []
+        if self._probe_job is not None:
+            if now < self._probe_at + self._probe_grace:
+                return []
+            self._probe_job, self._probe_needed = None, False  # no quick 429: key is open
         batch: list[Job] = []
         reserve: int | None = None
         blocked_eps: set[str] = set()
@@ -531,6 +543,9 @@ class Scheduler:
             self._in_flight[job.ep.key].add(job)
             self.window.record_send(now)
             avail -= 1
+            if self._probe_needed:
+                self._probe_job, self._probe_at = job, now
+                break
         return batch
 
     def _credit_gate(self, job: Job) -> str | None:
@@ -637,6 +652,8 @@ class Scheduler:
     def _next_wakeup(self, now: float) -> float | None:
         """The next time something may become sendable without an event waking us."""
         times: list[float] = []
+        if self._probe_job is not None:
+            times.append(self._probe_at + self._probe_grace)
         if self._delayed:
             times.append(self._delayed[0][0])
         if not self._paused and any(n > 0 for n in self._ready_n.values()):
@@ -675,6 +692,10 @@ class Scheduler:
         self._ledger(job.id, job.ep, job.spec.path, job.attempts, sent_at, out, job.est.high)
         self._settle(job)
         err = out.error
+        if job is self._probe_job:
+            self._probe_job = None
+            if err is None or err.kind != api.RATE_LIMITED:
+                self._probe_needed = False
         if err is None:
             self._on_success(job, out, now)
         elif err.kind == api.RATE_LIMITED:
@@ -722,12 +743,18 @@ class Scheduler:
 
     def _key_hold(self, out: Outcome, now: float) -> float:
         ra = out.headers.retry_after
-        if ra is None:
-            # No usable Retry-After: wait until our mirror says the window has room, and
-            # at least a growing backoff so a confused server is not hammered.
+        if ra is None or ra <= 0 or ra > self.config.max_retry_after:
+            # No usable Retry-After (absent, garbage, zero/negative, or over the maximum,
+            # which _on_429 reports): wait until our mirror and the 429's own Reset say the
+            # window has room, and at least a growing backoff so a confused server is not
+            # hammered, but never longer than the maximum (a bogus 10^9 s would hang us).
             streak = len(self._recent_429)
             ra = max(self.window.next_free(now) - now,
                      min(self.config.backoff_cap, self.config.backoff_base * 2 ** min(streak, 8)))
+            if out.headers.reset_at is not None:  # whole seconds; clocks differ a little
+                ra = max(ra, out.headers.reset_at - self.clock.wall() + self.window.margin)
+            ra = min(ra, self.config.max_retry_after)
+            self._probe_needed = True
         until = now + ra
         self.window.hold(until)
         return ra
@@ -738,15 +765,18 @@ class Scheduler:
         while self._recent_429 and self._recent_429[0] < now - 60:
             self._recent_429.popleft()
         wait = self._key_hold(out, now)
-        if wait > self.config.max_retry_after:
+        asked = out.headers.retry_after
+        if asked is not None and asked > self.config.max_retry_after:
+            wait = asked
             self._finish(job, S.FAILED,
                          f"the server asked to retry after {wait:.0f} s, over the maximum of "
                          f"{self.config.max_retry_after:.0f} s (--max-retry-after); "
                          "not waited out")
             self._alert("error", "retry_after_too_long",
                         f"429 with Retry-After {wait:.0f} s "
-                        f"(max {self.config.max_retry_after:.0f} s): the key is held; "
-                        "raise --max-retry-after to wait it out")
+                        f"(max {self.config.max_retry_after:.0f} s): job {job.id} failed; the key is "
+                        "held by the window and Reset only; raise --max-retry-after to wait "
+                        "it out")
             return
         self._enqueue(job, now + wait, S.WAITING_WINDOW)
         job.reason = f"rate limited (429); retry in {wait:.1f} s"
