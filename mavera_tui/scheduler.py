@@ -133,6 +133,7 @@ class Scheduler:
         self._settle_wait: list[Job] = []      # affordable once reservations settle
         self._in_flight: dict[str, set[Job]] = {k: set() for k in catalog.ENDPOINTS}
         self._ep_hold: dict[str, float] = dict.fromkeys(catalog.ENDPOINTS, 0.0)
+        self._ep_busy: dict[str, int] = dict.fromkeys(catalog.ENDPOINTS, 0)  # 429 streak
         self._max_in_flight: dict[str, int] = dict.fromkeys(catalog.ENDPOINTS, 0)
         self._latency: dict[str, float] = {
             k: (e.latency[0] + e.latency[1]) / 2 for k, e in catalog.ENDPOINTS.items()}
@@ -701,7 +702,12 @@ class Scheduler:
         elif err.kind == api.RATE_LIMITED:
             self._on_429(job, out, now)
         elif err.kind == api.CONCURRENCY:
+            # The server's slots can be taken by requests we gave up on (timeouts) that
+            # still run there for an unknown time: back off per consecutive refusal rather
+            # than collect a 429 every Retry-After second.
             hold = out.headers.retry_after if out.headers.retry_after is not None else 1.0
+            self._ep_busy[job.ep.key] += 1
+            hold = max(hold, self.config.backoff_base * 2 ** min(self._ep_busy[job.ep.key] - 1, 4))
             self._ep_hold[job.ep.key] = max(self._ep_hold[job.ep.key], now + min(hold, 60.0))
             self._enqueue(job, self._ep_hold[job.ep.key], S.WAITING_SLOT)
             job.reason = "endpoint busy (429 concurrency limit): " + err.describe()
@@ -724,6 +730,7 @@ class Scheduler:
         self._wake.set()
 
     def _on_success(self, job: Job, out: Outcome, now: float) -> None:
+        self._ep_busy[job.ep.key] = 0
         credits = out.credits_used if out.credits_used is not None else 0
         job.actual = credits
         self.credits_used_total += credits
