@@ -8,6 +8,7 @@ never put in an error message, a repr or a log line.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import ipaddress
 import json
@@ -243,6 +244,7 @@ class ApiClient:
             raise ConfigError("the API key contains control characters; check MAVERA_API_KEY")
         self.base_url = check_base_url(base_url) if transport is None else base_url.rstrip("/")
         self.clock = clock or Clock()
+        self.timeout = timeout
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key.strip()}",
@@ -273,8 +275,12 @@ class ApiClient:
         if timeout is not None:
             kw["timeout"] = timeout
         try:
-            resp = await self._client.request(method.upper(), path, **kw)
-        except httpx.TimeoutException:
+            # httpx's timeouts are per operation (connect, each read): a server that
+            # trickles bytes, or an in-process app, is never cut off. The timeout is for the
+            # whole request.
+            async with asyncio.timeout(timeout if timeout is not None else self.timeout):
+                resp = await self._client.request(method.upper(), path, **kw)
+        except (httpx.TimeoutException, TimeoutError):
             return Outcome(None, self.clock.now() - t0,
                            error=ApiError(TIMEOUT, None, None, "request timed out"))
         except httpx.TransportError as e:
