@@ -287,7 +287,11 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"for credits, {s['outcome_unknown']} outcome unknown, {s['cancelled']} cancelled"
         + (f", {s['not_finished']} not finished" if s["not_finished"] else ""),
         f"credits used {s['credits_used']} (estimated {s['credits_estimated']} for the jobs "
-        f"that succeeded)",
+        f"that succeeded)"
+        + (f"; charge unknown for {s['credits_unknown_attempts']} attempt(s) (timeouts, "
+           f"dropped connections, unreadable answers): up to {s['credits_unknown_max']} more "
+           "may have been charged, see GET /billing/credits"
+           if s.get("credits_unknown_attempts") else ""),
         f"requests {s['requests']}, 429s {s['responses_429']}, 402s {s['count_402']}, "
         f"retries {s['retries']}, statuses "
         + ", ".join(f"{k}: {v}" for k, v in s["status_counts"].items()),

@@ -176,6 +176,12 @@ class Scheduler:
         self.credits_by_ep: dict[str, int] = dict.fromkeys(catalog.ENDPOINTS, 0)
         self.estimated_by_ep: dict[str, int] = dict.fromkeys(catalog.ENDPOINTS, 0)
         self.credits_used_total = 0
+        # Attempts whose charge we cannot know (timeouts, dropped connections, unreadable
+        # 2xx bodies: the server may have done and billed the work) and the most they can
+        # have cost (their estimates): the API may have charged up to that beyond
+        # credits_used_total; GET /billing/credits tells the truth.
+        self.credits_unknown_attempts = 0
+        self.credits_unknown_max = 0
         self.count_402 = 0
         self.finished: dict[str, int] = {}
         self._unfinished = 0
@@ -693,6 +699,9 @@ class Scheduler:
         self._ledger(job.id, job.ep, job.spec.path, job.attempts, sent_at, out, job.est.high)
         self._settle(job)
         err = out.error
+        if err is not None and err.kind in (api.TIMEOUT, api.CONNECTION, api.BAD_RESPONSE):
+            self.credits_unknown_attempts += 1
+            self.credits_unknown_max += job.est.high
         if job is self._probe_job:
             self._probe_job = None
             if err is None or err.kind != api.RATE_LIMITED:
@@ -707,7 +716,8 @@ class Scheduler:
             # than collect a 429 every Retry-After second.
             hold = out.headers.retry_after if out.headers.retry_after is not None else 1.0
             self._ep_busy[job.ep.key] += 1
-            hold = max(hold, self.config.backoff_base * 2 ** min(self._ep_busy[job.ep.key] - 1, 4))
+            streak = min(self._ep_busy[job.ep.key] - 1, 4)
+            hold = max(hold, self.config.backoff_base * 2 ** streak)
             self._ep_hold[job.ep.key] = max(self._ep_hold[job.ep.key], now + min(hold, 60.0))
             self._enqueue(job, self._ep_hold[job.ep.key], S.WAITING_SLOT)
             job.reason = "endpoint busy (429 concurrency limit): " + err.describe()
@@ -1046,6 +1056,8 @@ class Scheduler:
             "not_finished": sum(v for k, v in by_state.items()
                                 if k not in S.FINAL_STATES and k != S.WAITING_CREDITS),
             "credits_used": self.credits_used_total,
+            "credits_unknown_attempts": self.credits_unknown_attempts,
+            "credits_unknown_max": self.credits_unknown_max,
             "credits_estimated": sum(j.est.high for j in sel
                                      if j.state == S.SUCCEEDED),
             "credits_estimated_all": sum(j.est.high for j in sel),
