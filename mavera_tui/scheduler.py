@@ -791,9 +791,9 @@ class Scheduler:
                          "not waited out")
             self._alert("error", "retry_after_too_long",
                         f"429 with Retry-After {wait:.0f} s "
-                        f"(max {self.config.max_retry_after:.0f} s): job {job.id} failed; the key is "
-                        "held by the window and Reset only; raise --max-retry-after to wait "
-                        "it out")
+                        f"(max {self.config.max_retry_after:.0f} s): job {job.id} failed; the "
+                        "key is held by the window and Reset only; raise --max-retry-after "
+                        "to wait it out")
             return
         self._enqueue(job, now + wait, S.WAITING_WINDOW)
         job.reason = f"rate limited (429); retry in {wait:.1f} s"
