@@ -37,13 +37,15 @@ from mavera_tui.sim.config import Faults, SimConfig  # noqa: E402
 KEY = "mvra_test_bench"
 
 
-def realistic_mix(n: int, seed: int = 1) -> list[JobSpec]:
+def realistic_mix(n: int, seed: int = 1, responses_share: float = 0.70) -> list[JobSpec]:
     """Mostly responses, some Mave, focus groups, video analyses and generations."""
     rng = random.Random(seed)
     out = []
+    rest = (1.0 - responses_share) / 0.30
     for i in range(n):
         r = rng.random()
-        if r < 0.70:
+        r = r if r < responses_share else responses_share + (r - responses_share) / rest
+        if r < responses_share:
             spec = ("POST", "/responses", {"input": f"q{i}"})
         elif r < 0.82:
             spec = ("POST", "/mave/chat", {"message": f"m{i}",
@@ -176,8 +178,10 @@ def main() -> int:
     ap.add_argument("--tier", default="starter", choices=list(catalog.TIERS))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip-bucket", action="store_true")
+    ap.add_argument("--responses-share", type=float, default=0.70,
+                    help="share of cheap, fast /responses jobs (0.97: a window-bound batch)")
     a = ap.parse_args()
-    jobs = realistic_mix(a.jobs, a.seed)
+    jobs = realistic_mix(a.jobs, a.seed, a.responses_share)
     mix = {}
     for j in jobs:
         mix[j.path] = mix.get(j.path, 0) + 1

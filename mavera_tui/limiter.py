@@ -152,9 +152,7 @@ class SlidingWindow:
             foreign_then = max(0, server_count - own_then)
             if foreign_then or self._foreign_obs:
                 self._foreign_obs.append((now, foreign_then))
-        if headers.remaining == 0 and headers.reset_at is not None and wall_now is not None:
-            # Full as of this arrival. Reset is whole seconds (rounded either way), so it can
-            # only tell us more than the mirror when it is later by over a second.
-            wait = min(headers.reset_at - 1.0 - wall_now, self.window)
-            if wait > 0:
-                self.hold(now + wait)
+        # X-RateLimit-Reset is kept for display only. The docs' "when the window resets" has
+        # several readings in a sliding window (oldest entry + W, newest + W, a fixed
+        # minute); holding the key on the wrong one would idle for up to a whole window.
+        # The mirror is exact for our own traffic, and after a 429 Retry-After is explicit.

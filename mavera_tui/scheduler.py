@@ -488,6 +488,8 @@ class Scheduler:
     def _reserve_for_capped(self, now: float, priority: int) -> int:
         """Window admissions to keep for capped jobs whose slots free before the window does."""
         room_at = self.window.oldest_expiry(now)
+        if room_at is None:  # none of ours in the window: room comes back as others' leave
+            room_at = now + self.window.window
         need = 0
         for key, jobs in self._in_flight.items():
             ep = catalog.ENDPOINTS[key]
