@@ -20,7 +20,7 @@ class TimeBar(Static):
 
     DEFAULT_CSS = """
     TimeBar {
-        dock: bottom;
+        /* In the flow under the panes: docked, it would sit under the Footer. */
         height: 1;
         padding: 0 1;
         background: $panel;
