@@ -364,9 +364,17 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
             await engine.stop()
     if not args.quiet:
         _print_summary(summary)
+        bad = [j for i in ids if (j := sched.jobs.get(i)) is not None
+               and j.state != "succeeded"]
+        for j in bad[:20]:
+            print(f"  {printable(j.id)}: {j.state}: {printable(j.reason)[:300]}")
+        if len(bad) > 20:
+            print(f"  ... and {len(bad) - 20} more not succeeded (see --db / --summary)")
     if args.summary:
         try:
-            Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
+            fd = os.open(args.summary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(summary, indent=2) + "\n")
         except OSError as e:
             print(f"cannot write --summary {args.summary}: {e.strerror}", file=sys.stderr)
     if aborted["n"]:
@@ -451,16 +459,35 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 # ========================================================================= main =======
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """Server-provided (untrusted) text made safe for a terminal or a log: control
+    characters, escape sequences included, are shown as ``\\xNN`` instead of acting."""
+    out = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return out if newlines else out.replace("\n", "\\n").replace("\t", " ")
+
+
+class _SafeFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), newlines=True)
+
+
 def _fail(message: str, code: int) -> int:
-    print(f"mavera-tui: error: {message}", file=sys.stderr)
+    print(f"mavera-tui: error: {printable(message)}", file=sys.stderr)
     return code
 
 
 def _setup_debug(path: str | None) -> None:
     if not path:
         return
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    try:  # created owner-only before anything is written to it
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        handler = logging.FileHandler(path)
+    except OSError as e:
+        raise ConfigError(f"cannot write the debug log {path}: {e.strerror}") from None
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
