@@ -1,9 +1,11 @@
 """Cost of watching: CPU (% of one core) and memory of the monitor, idle and under load.
 
-Runs the real app headless (``App.run_test``) for a while at each size, once on a frozen
-snapshot (idle) and once on a stream that changes every poll (counters, queue, jobs,
-alerts: everything a busy demo moves). The stream is built before measuring so only the
-app's own work is counted. Not a test: it prints numbers.
+Runs the real app headless (``App.run_test``) for a while at each size: on a frozen
+snapshot (idle), on a stream that changes every poll (counters, queue, jobs, alerts:
+everything a busy demo moves; built before measuring so only the app's own work is
+counted), and on the real engine running the demo at the highest tier, beside a run of
+that engine without the app, so the difference is the cost of watching. Not a test: it
+prints numbers.
 
     .venv/bin/python bench/bench_ui.py [seconds per run] [refresh]
 """
@@ -85,14 +87,42 @@ async def measure(engine, size, seconds: float, refresh: float) -> tuple[float, 
     return 100.0 * cpu / wall, mem, polls
 
 
+async def measure_live(size, seconds: float, refresh: float,
+                       with_app: bool) -> tuple[float, float, int]:
+    """The real engine running the demo at the highest tier (enterprise, 600/min) on the
+    embedded simulator, with the monitor on it (or without, for the baseline)."""
+    from mavera_tui.engine import Engine, Settings
+    from mavera_tui.monitor import LiveEngine
+
+    live = LiveEngine(Engine(Settings(keep_finished=False, force_embedded=True,
+                                      sim_tier="enterprise")))
+    await live.boot([], demo=True)
+    try:
+        if not with_app:
+            await asyncio.sleep(1.0)
+            c0, w0 = time.process_time(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            return (100.0 * (time.process_time() - c0) / (time.perf_counter() - w0),
+                    rss_mb(), 0)
+        return await measure(live, size, seconds, refresh)
+    finally:
+        await live.shutdown()
+
+
 def main(seconds: float = 15.0, refresh: float = 0.5) -> int:
     stream = build_stream(int((seconds + 5) / refresh) + 10, refresh)
     print(f"refresh {refresh}s, {seconds:g}s per run; CPU is % of one core (process time)")
-    print(f"{'size':>8} {'state':>6} {'cpu %':>7} {'rss MB':>7} {'polls':>6}")
+    print(f"{'size':>8} {'state':>10} {'cpu %':>7} {'rss MB':>7} {'polls':>6}")
+    base, base_mem, _ = asyncio.run(measure_live(None, seconds, refresh, with_app=False))
+    print(f"{'-':>8} {'engine':>10} {base:>7.1f} {base_mem:>7.0f} {'':>6}  "
+          "(demo at 600/min on the embedded simulator, no UI: the baseline)")
     for size in SIZES:
-        for label, engine in (("idle", FrozenEngine()), ("load", StreamEngine(stream))):
+        for label, engine in (("idle", FrozenEngine()), ("stream", StreamEngine(stream))):
             cpu, mem, polls = asyncio.run(measure(engine, size, seconds, refresh))
-            print(f"{size[0]:>4}x{size[1]:<3} {label:>6} {cpu:>7.1f} {mem:>7.0f} {polls:>6}")
+            print(f"{size[0]:>4}x{size[1]:<3} {label:>10} {cpu:>7.1f} {mem:>7.0f} {polls:>6}")
+        cpu, mem, polls = asyncio.run(measure_live(size, seconds, refresh, with_app=True))
+        print(f"{size[0]:>4}x{size[1]:<3} {'live demo':>10} {cpu:>7.1f} {mem:>7.0f} {polls:>6}"
+              f"  (watching costs {cpu - base:.1f} points over the engine alone)")
     return 0
 
 

@@ -241,6 +241,7 @@ class MaveraApp(App[None]):
         def done(job_id: str | None) -> None:
             if job_id:
                 self.notify(f"submitted {job_id}", title="New job")
+                self.main.query_one(JobsPane).show_next_at_once()
                 self.poll()
 
         self.push_screen(JobForm(self.engine, self.snap), done)

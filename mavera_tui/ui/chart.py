@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-import plotext as plt
 from textual.content import Content
 from textual.widgets import Static
 
@@ -21,6 +20,10 @@ def render(xs: Sequence[float], series: Sequence[Series], width: int, height: in
            *, ymin: float = 0.0, ymax: float | None = None,
            hline: float | None = None) -> str:
     """Draw the series against xs (seconds, negative = ago) as colourless text."""
+    # Imported on first use: plotext's import costs ~0.2 s, which the first frame at
+    # 80x24 (no charts) should not pay.
+    import plotext as plt
+
     fig = plt.figure
     fig.clear()
     fig.theme("colorless")
