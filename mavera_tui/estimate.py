@@ -132,7 +132,7 @@ def estimate_for(ep: Endpoint, body: dict[str, Any]) -> Estimate:
         return Estimate(ep, low, high, basis, "analyse a shorter clip (under 30 s: up to 150)")
     if ep.cost == "mave":
         cx = body.get("complexity", catalog.DEFAULT_MAVE_COMPLEXITY)
-        if cx not in catalog.MAVE_COMPLEXITY:
+        if not isinstance(cx, str) or cx not in catalog.MAVE_COMPLEXITY:
             raise EstimateError(
                 f"'complexity' must be one of {', '.join(catalog.MAVE_COMPLEXITY)}, got {cx!r}",
                 "complexity")
