@@ -163,16 +163,20 @@ class Store:
                 f"{p} is in use by another mavera-tui process (run, record or the monitor); "
                 "stop it or use another --db. Reports and replays can read it meanwhile."
             ) from None
+        db: aiosqlite.Connection | None = None
         try:
             with external():
                 db = await aiosqlite.connect(p, isolation_level=None)
             store = cls(p, db, lock_fd, False)
             await store._init_schema()
-        except StoreError:
+        except (StoreError, sqlite3.DatabaseError) as e:
+            # Close first: aiosqlite's thread would otherwise keep the process alive.
+            if db is not None:
+                with contextlib.suppress(Exception), external():
+                    await db.close()
             os.close(lock_fd)
-            raise
-        except sqlite3.DatabaseError as e:
-            os.close(lock_fd)
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"{p} is not a mavera-tui database ({e}); "
                              "pick another --db or move the file away") from None
         store._writer = asyncio.create_task(store._write_loop(), name="store-writer")
