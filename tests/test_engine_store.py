@@ -233,3 +233,85 @@ def test_a_file_that_is_not_a_mavera_database_is_refused_clearly(tmp_path: Path)
 def _sqlite_threads() -> int:
     return sum(1 for t in threading.enumerate()
                if "_connection_worker_thread" in t.name and t.is_alive())
+
+
+# --- a real kill -9 -------------------------------------------------------------------------
+
+KILL_N = 20
+
+
+def test_kill_9_mid_run_then_rerun_sends_no_job_twice(tmp_path: Path) -> None:
+    """`mavera-tui run --db` in a subprocess against the simulator on loopback, killed with
+    SIGKILL while requests are in flight; the rerun on the same db finishes the queued jobs
+    and leaves the in-flight ones as outcome_unknown: the API side saw one request per job."""
+    import signal
+    import sqlite3
+
+    from mavera_tui.sim import server as sim_server
+
+    sim = create_sim(SimConfig(limit=10, window_seconds=2.0, time_scale=0.15, seed=4,
+                               plan="professional"))
+    server = sim_server.build_server(sim, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    db = tmp_path / "kill.db"
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text("".join(
+        json.dumps({"id": j.id, "method": j.method, "path": j.path, "body": j.body}) + "\n"
+        for j in news_jobs(KILL_N)))
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.01)
+        port = sim_server.bound_port(server)
+        env = {**os.environ, "MAVERA_API_KEY": "mvra_test_kill"}
+        env.pop("MAVERA_BASE_URL", None)
+        argv = [sys.executable, "-m", "mavera_tui", "run", str(jobs_file), "--db", str(db),
+                "--base-url", f"http://127.0.0.1:{port}/api/v1", "--window-seconds", "2",
+                "--quiet"]
+        root = Path(__file__).resolve().parents[1]
+        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+        def states() -> Counter[str]:
+            if not db.exists():
+                return Counter()
+            try:
+                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+                try:
+                    return Counter(r[0] for r in con.execute("SELECT state FROM jobs"))
+                finally:
+                    con.close()
+            except sqlite3.Error:
+                return Counter()
+
+        deadline = time.monotonic() + 30
+        while True:
+            c = states()
+            if c[S.SUCCEEDED] >= 1 and c[S.IN_FLIGHT] >= 1:
+                break
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, c
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        at_kill = states()
+        assert at_kill[S.IN_FLIGHT] >= 1
+        time.sleep(2.5)                                  # the window empties
+        rerun = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True,
+                               timeout=60)
+        assert "Traceback" not in rerun.stderr
+        assert rerun.returncode == 1                     # some outcomes are unknown
+        final = states()
+        assert sum(final.values()) == KILL_N
+        assert final[S.OUTCOME_UNKNOWN] >= 1
+        assert final[S.SUCCEEDED] + final[S.OUTCOME_UNKNOWN] == KILL_N
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    executed: Counter[str] = Counter()
+    for r in sim.records:
+        if r.path.startswith("/news/stories/") and r.status != 429:
+            executed["n" + r.path.split("/")[3][1:]] += 1
+    assert executed == Counter({j.id: 1 for j in news_jobs(KILL_N)})
