@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_crash import LoopbackSim  # the simulator on 127.0.0.1, served from a thread
 
 from mavera_tui.cli import printable
 from mavera_tui.client import ApiClient, ConfigError, check_base_url
 from mavera_tui.sim.app import HOSTILE_TEXT
-
-from test_crash import LoopbackSim  # the simulator on 127.0.0.1, served from a thread
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "mvra_test_SECRET123xyz"
