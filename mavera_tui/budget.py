@@ -11,9 +11,12 @@ import calendar
 import datetime as dt
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import catalog
-from .client import Balance
+
+if TYPE_CHECKING:  # budget stays light: the CLI imports it before anything heavy
+    from .client import Balance
 
 
 @dataclass(frozen=True)

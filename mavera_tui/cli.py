@@ -22,10 +22,9 @@ from typing import Any
 
 from . import __version__, catalog
 from .budget import RechargeConfig
-from .client import ConfigError
+from .errors import ConfigError, StoreError
 from .estimate import EstimateError, estimate, preflight
 from .jobs import JobFileError, JobSpec, read_job_file
-from .store import StoreError
 
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
@@ -500,7 +499,9 @@ def _setup_debug(path: str | None) -> None:
         pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``command`` (the sub-command about to run, if known) limits
+    the imports to what that command needs."""
     p = argparse.ArgumentParser(
         prog="mavera-tui",
         description="Run work against the Mavera API as fast as its limits allow, and watch "
@@ -532,23 +533,26 @@ def build_parser() -> argparse.ArgumentParser:
     _estimate_args(e)
     e.set_defaults(func=cmd_estimate)
 
-    from .sim import server as sim_server
-
     s = sub.add_parser("sim", help="serve the API simulator on a local port",
                        description="Serve the Mavera API simulator over HTTP (for trying the "
                                    "tool, and for tests). Base URL: http://HOST:PORT/api/v1")
-    sim_server.add_arguments(s)
-    s.set_defaults(func=sim_server.main)
+    if command is None or command == "sim":
+        from .sim import server as sim_server
 
-    for name, module, helptext in (
-        ("record", "record", "run headless and record snapshots to SQLite"),
-        ("replay", "replay", "open a recording in the monitor"),
-        ("report", "report", "print the metrics of a recording or database"),
+        sim_server.add_arguments(s)
+        s.set_defaults(func=sim_server.main)
+
+    for name, helptext in (
+        ("record", "run headless and record snapshots to SQLite"),
+        ("replay", "open a recording in the monitor"),
+        ("report", "print the metrics of a recording or database"),
     ):
-        try:
-            mod = __import__(f"mavera_tui.{module}", fromlist=["add_arguments", "main"])
-        except ImportError:
+        if command is not None and command != name:
+            # Listed in the help only: importing these modules (and the engine) for every
+            # command would delay the monitor's first frame.
+            sub.add_parser(name, help=helptext)
             continue
+        mod = __import__(f"mavera_tui.{name}", fromlist=["add_arguments", "main"])
         sp = sub.add_parser(name, help=helptext, description=(mod.__doc__ or "").split("\n")[0])
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.main)
@@ -561,7 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(command if command in ("sim", "record", "replay", "report") else "")
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     try:

@@ -22,10 +22,9 @@ import httpx
 
 from . import catalog
 from .clock import Clock
+from .errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A setting cannot be used (bad base URL, missing key): the message says how to fix it."""
+__all__ = ["ApiClient", "ApiError", "Balance", "ConfigError", "Outcome", "RateHeaders"]
 
 
 @dataclass(frozen=True)

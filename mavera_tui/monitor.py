@@ -9,21 +9,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .engine import Engine, Settings
 from .estimate import Estimate, Verdict
 from .jobs import JobSpec
 from .snapshot import AlertView, Snapshot
+
+if TYPE_CHECKING:
+    from .engine import Engine, Settings
 
 log = logging.getLogger(__name__)
 
 
 class LiveEngine:
-    """EngineControl over an Engine that starts in the background."""
+    """EngineControl over an Engine that starts in the background.
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    Give it the Engine, or the Settings to build one in ``boot()`` (after the first frame:
+    the engine's imports, httpx and aiosqlite, cost a few hundred milliseconds).
+    """
+
+    def __init__(self, engine: Engine | Settings):
+        self.engine: Any = engine if hasattr(engine, "start") else None
+        self._settings = None if self.engine is not None else engine
         self.error: str | None = None
         self._demo: asyncio.Task[None] | None = None
         #: The last snapshot handed to the app: what other threads (metrics) may read.
@@ -31,7 +38,7 @@ class LiveEngine:
 
     @property
     def sched(self):  # noqa: ANN201
-        return self.engine.scheduler
+        return self.engine.scheduler if self.engine is not None else None
 
     def snapshot(self) -> Snapshot:
         if self.sched is not None:
@@ -40,7 +47,8 @@ class LiveEngine:
         alerts = ()
         if self.error:
             alerts = (AlertView(0.0, "error", "start", self.error),)
-        return Snapshot(mode="starting", target=self.engine.target or "connecting...",
+        target = self.engine.target if self.engine is not None else ""
+        return Snapshot(mode="starting", target=target or "starting...",
                         alerts=alerts)
 
     async def submit(self, spec: JobSpec) -> str:
@@ -66,6 +74,10 @@ class LiveEngine:
 
     async def boot(self, specs: list[JobSpec], demo: bool) -> None:
         try:
+            if self.engine is None:
+                from .engine import Engine
+
+                self.engine = Engine(self._settings)
             sched = await self.engine.start()
         except Exception as e:  # shown in the alerts pane; the app stays up to say so
             log.exception("engine failed to start")
@@ -86,6 +98,8 @@ class LiveEngine:
             self._demo.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._demo
+        if self.engine is None:
+            return
         if self.sched is not None:
             self.sched.pause()
         # In-flight requests get a moment; then they are left "in flight" in the store, so a
@@ -102,9 +116,9 @@ def run_monitor(settings: Settings, *, specs: list[JobSpec], refresh: float,
     from .ui.app import create_app
 
     async def main() -> int:
-        live = LiveEngine(Engine(settings))
-        app = create_app(live, refresh=refresh, debug_log=debug_log)
-        boot = asyncio.create_task(live.boot(specs, demo))
+        live = LiveEngine(settings)
+        app = create_app(live, refresh=refresh, debug_log=debug_log,
+                         after_first_frame=lambda: live.boot(specs, demo))
         server: Any = None
         if metrics_port:
             from .metrics import serve_metrics
@@ -115,8 +129,6 @@ def run_monitor(settings: Settings, *, specs: list[JobSpec], refresh: float,
         try:
             await app.run_async()
         finally:
-            if not boot.done():
-                boot.cancel()
             await live.shutdown()
             if server is not None:
                 with contextlib.suppress(Exception):

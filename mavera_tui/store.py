@@ -26,6 +26,9 @@ from typing import Any
 import aiosqlite
 
 from .clock import external
+from .errors import StoreError
+
+__all__ = ["Store", "StoreError", "StoredJob"]
 
 SCHEMA_VERSION = 1
 APP_ID = "mavera-tui"
@@ -84,10 +87,6 @@ CREATE TABLE IF NOT EXISTS snapshots (
     data BLOB NOT NULL           -- encoded by the recorder (see record.py)
 );
 """
-
-
-class StoreError(Exception):
-    """The database cannot be used: the message says what and what to do."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual.app import App, ComposeResult
@@ -68,7 +69,8 @@ class MaveraApp(App[None]):
     def __init__(self, engine: EngineControl, *, refresh: float = 0.5,
                  mode_label: str | None = None, replay_controls: Any = None,
                  debug_log: str | None = None, history: History | None = None,
-                 watch_terminal: bool = True):
+                 watch_terminal: bool = True,
+                 after_first_frame: Callable[[], Awaitable[None]] | None = None):
         if debug_log:
             _log_to(debug_log)
         super().__init__()
@@ -83,6 +85,7 @@ class MaveraApp(App[None]):
         self.layout_name = "wide"
         self.ticks = 0
         self._poll_error: str | None = None
+        self._after_first_frame = after_first_frame
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -105,6 +108,12 @@ class MaveraApp(App[None]):
     def main(self) -> Screen:
         """The monitor's own screen (``self.screen`` may be a modal on top of it)."""
         return self.screen_stack[0]
+
+    def on_ready(self) -> None:
+        # The first frame is on screen: now start what would have delayed it (the live
+        # engine's start-up: imports, the store, the first balance request).
+        if self._after_first_frame is not None:
+            self.run_worker(self._after_first_frame(), name="after-first-frame")
 
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
@@ -296,16 +305,18 @@ def help_rows(app: App) -> list[tuple[str, str]]:
 
 def create_app(engine: EngineControl, *, refresh: float = 0.5, mode_label: str | None = None,
                replay_controls: Any = None, debug_log: str | None = None,
-               history: History | None = None, watch_terminal: bool = True) -> MaveraApp:
+               history: History | None = None, watch_terminal: bool = True,
+               after_first_frame: Callable[[], Awaitable[None]] | None = None) -> MaveraApp:
     """Build the monitor over ``engine``.
 
     ``refresh`` is the poll interval in seconds; ``mode_label`` overrides the header marker
     (DEMO/REPLAY); ``debug_log`` is a file that receives DEBUG logging; ``history`` seeds
-    the charts (replay, demo screenshots); ``watch_terminal`` exits when the TTY goes away.
+    the charts (replay, demo screenshots); ``watch_terminal`` exits when the TTY goes away;
+    ``after_first_frame`` is awaited (as a worker) once the first frame is drawn.
     """
     return MaveraApp(engine, refresh=refresh, mode_label=mode_label,
                      replay_controls=replay_controls, debug_log=debug_log, history=history,
-                     watch_terminal=watch_terminal)
+                     watch_terminal=watch_terminal, after_first_frame=after_first_frame)
 
 
 def _terminal_alive() -> bool:
