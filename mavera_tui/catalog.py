@@ -178,6 +178,11 @@ FOCUS_GROUP_LOW = 50
 VIDEO_BANDS: tuple[tuple[float, int, int], ...] = ((30.0, 100, 150), (180.0, 200, 350))
 VIDEO_LONG = (400, 600)
 
+# Choice: the packs page says "GET /api/billing/credits" (no /v1) while every other
+# endpoint lives under /api/v1. We ask {base}/billing/credits first and, on a 404, the
+# documented /api/billing/credits on the same host.
+BILLING_ALT_PATH = "/api/billing/credits"
+
 _NEWS_RE = re.compile(r"^/news/stories/[^/]+/analyze$")
 
 

@@ -258,6 +258,11 @@ class ApiClient:
     def __repr__(self) -> str:  # never show the key
         return f"ApiClient({self.base_url!r})"
 
+    def origin_path(self, path: str) -> str:
+        """An absolute URL for ``path`` on the base URL's host (outside its /api/v1)."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -345,6 +350,9 @@ def parse_balance(body: Any) -> Balance | None:
                 return int(v)
         return None
 
+    nested = body.get("balance")
+    if isinstance(nested, dict):  # {"balance": {"total": ..., "purchased": ...}}
+        body = {**body, **nested, "balance": nested.get("total", nested.get("available"))}
     plan = num("plan_credits_remaining", "plan_remaining", "allocation_remaining")
     purchased = num("purchased_credits", "purchased", "credits_purchased")
     total = num("balance", "credits", "remaining", "available", "credits_remaining")

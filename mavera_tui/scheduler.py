@@ -148,6 +148,7 @@ class Scheduler:
         self._poller: asyncio.Task[None] | None = None
         self._verifier: asyncio.Task[None] | None = None
         self._balance_at = -1e18               # loop time of the last balance we read
+        self._billing_path = catalog.ENDPOINTS["billing_credits"].path
         self._block_alert_at = -1e18
         self._blocked_recent = 0
         self._closing = False
@@ -362,7 +363,16 @@ class Scheduler:
     async def refresh_balance(self) -> bool:
         """GET /billing/credits through the window; adopt the balance. False on failure."""
         ep = catalog.ENDPOINTS["billing_credits"]
-        out, sent_at = await self._send_engine_request(ep)
+        out, sent_at = await self._send_engine_request(ep, self._billing_path)
+        if out is not None and out.status == 404 and self._billing_path == ep.path:
+            # The packs page documents GET /api/billing/credits, outside /api/v1: a server
+            # that only serves that path is found here once and remembered.
+            alt = getattr(self.transport, "origin_path", lambda p: None)(
+                catalog.BILLING_ALT_PATH)
+            if alt:
+                out2, _ = await self._send_engine_request(ep, alt)
+                if out2 is not None and out2.status != 404:
+                    self._billing_path, out = alt, out2
         if out is None:
             return False
         bal = parse_balance(out.body) if out.ok else None
@@ -382,7 +392,8 @@ class Scheduler:
             self._balance_at = self.clock.now()  # unreadable: decide on what we have
         self._release(self._settle_wait)
 
-    async def _send_engine_request(self, ep: Endpoint) -> tuple[Outcome | None, float]:
+    async def _send_engine_request(self, ep: Endpoint,
+                                   path: str | None = None) -> tuple[Outcome | None, float]:
         """One request of the engine's own (not a job): waits for the window like any other."""
         while True:
             now = self.clock.now()
@@ -394,12 +405,13 @@ class Scheduler:
         self.window.record_send(now)
         self.requests_total += 1
         self.sent_by_ep[ep.key] += 1
-        out = await self.transport.request(ep.method, ep.path, None,
+        path = path or ep.path
+        out = await self.transport.request(ep.method, path, None,
                                            timeout=min(30.0, self.config.request_timeout))
         done = self.clock.now()
         self.window.observe(now, done, out.headers, self.clock.wall())
         self._count_status(out)
-        self._ledger(None, ep, ep.path, 1, now, out, 0)
+        self._ledger(None, ep, path, 1, now, out, 0)
         if out.error is not None and out.error.kind == api.RATE_LIMITED:
             self._key_hold(out, done)
         return out, now

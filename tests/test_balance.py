@@ -1,0 +1,49 @@
+"""Reading the balance: the documented fallback path and the shapes a server may answer with."""
+
+import json
+
+import httpx
+
+from mavera_tui.client import ApiClient, parse_balance
+from mavera_tui.clock import Clock, run_virtual
+from mavera_tui.scheduler import Scheduler
+from mavera_tui.sim import create_sim, sim_transport
+
+
+def test_the_balance_is_found_at_the_documented_api_billing_credits_when_v1_has_none():
+    async def go():
+        clock = Clock()
+        sim = create_sim(None, clock)
+        inner = sim_transport(sim)
+        asked: list[str] = []
+
+        class OnlyTheDocumentedPath(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, req):
+                asked.append(req.url.path)
+                if req.url.path == "/api/v1/billing/credits":
+                    return httpx.Response(404, json={"error": {"code": "not_found"}})
+                return await inner.handle_async_request(req)
+
+        client = ApiClient("http://sim/api/v1", "k", clock=clock,
+                           transport=OnlyTheDocumentedPath())
+        sched = Scheduler(client, clock=clock)
+        assert await sched.refresh_balance()
+        first = list(asked)
+        assert await sched.refresh_balance()
+        await client.aclose()
+        return sched.budget.total, first, asked[len(first):]
+
+    total, first, second = run_virtual(go())
+    assert total == 2000  # the simulator's default plan (basic)
+    assert first == ["/api/v1/billing/credits", "/api/billing/credits"]
+    assert second == ["/api/billing/credits"]  # remembered: no second 404
+
+
+def test_parse_balance_reads_flat_nested_and_wrapped_shapes():
+    assert parse_balance({"balance": 120, "plan_credits_remaining": 20,
+                          "purchased_credits": 100}).total == 120
+    assert parse_balance({"balance": {"total": 75, "purchased": 5}}).total == 75
+    assert parse_balance({"data": {"credits_remaining": 9}}).total == 9
+    assert parse_balance({"plan_remaining": 30, "purchased": 4}).total == 34
+    assert parse_balance({"message": "no numbers here"}) is None
+    assert parse_balance(json.loads('"just a string"')) is None
