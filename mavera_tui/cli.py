@@ -392,14 +392,18 @@ async def _finished_ids_in_db(engine: Any, specs: list[JobSpec], ids: list[str])
     return sorted(await engine.store.existing_ids(want))
 
 
+def _load_jobs(path: str) -> tuple[list[JobSpec], list[Any]]:
+    """Read a job file, printing each bad line (with its line and field) to stderr.
+    JobFileError (unreadable file) propagates: main() turns it into exit 3."""
+    specs, errors = read_job_file(path)
+    for err in errors:
+        print(f"{path}: {err}", file=sys.stderr)
+    return specs, errors
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _setup_debug(args.debug)
-    try:
-        specs, errors = read_job_file(args.jobs)
-    except JobFileError as e:
-        return _fail(str(e), EXIT_CANNOT_START)
-    for err in errors:
-        print(f"{args.jobs}: {err}", file=sys.stderr)
+    specs, errors = _load_jobs(args.jobs)
     if errors and args.strict:
         return _fail(f"{len(errors)} bad line(s) in {args.jobs}; nothing was run (--strict)",
                      EXIT_USAGE)
@@ -435,14 +439,7 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    specs: list[JobSpec] = []
-    if args.jobs:
-        try:
-            specs, errors = read_job_file(args.jobs)
-        except JobFileError as e:
-            return _fail(str(e), EXIT_CANNOT_START)
-        for err in errors:
-            print(f"{args.jobs}: {err}", file=sys.stderr)
+    specs: list[JobSpec] = _load_jobs(args.jobs)[0] if args.jobs else []
     try:
         from .monitor import run_monitor
     except ImportError as e:  # pragma: no cover - broken install

@@ -546,15 +546,3 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(go())
     except KeyboardInterrupt:  # a SIGINT before the handler was installed
         return 130
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m mavera_tui.record``) until cli.py wires it."""
-    p = argparse.ArgumentParser(prog="mavera-tui record",
-                                description="Record the engine's state headlessly.")
-    add_arguments(p)
-    return main(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -378,15 +378,3 @@ def main(args: argparse.Namespace) -> int:
                             debug_log=getattr(args, "debug", None))
     app.run()
     return app.return_code or 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m mavera_tui.replay``) until cli.py wires it."""
-    p = argparse.ArgumentParser(prog="mavera-tui replay",
-                                description="Replay a recording in the monitor.")
-    add_arguments(p)
-    return main(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -112,7 +112,7 @@ def check_recording(path: str) -> None:
     import sqlite3
     from pathlib import Path
 
-    from .store import APP_ID, SCHEMA_VERSION, StoreError
+    from .store import StoreError, check_meta
 
     p = Path(path)
     if not p.exists():
@@ -139,17 +139,7 @@ def check_recording(path: str) -> None:
             db.close()
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{p} is not a readable mavera-tui recording ({e})") from None
-    if meta.get("app") != APP_ID:
-        raise StoreError(f"{p} was not written by mavera-tui")
-    try:
-        version = int(meta.get("schema_version", "0"))
-    except ValueError:
-        raise StoreError(f"{p}: unreadable schema version") from None
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"{p} has schema version {version}, newer than this mavera-tui "
-                         f"understands ({SCHEMA_VERSION}); upgrade mavera-tui to open it")
-    if version < 1:
-        raise StoreError(f"{p}: schema version {version} is not supported")
+    check_meta(p, meta)
     enc = meta.get("snapshot_encoding")
     if enc is not None and enc != ENCODING:
         raise StoreError(f"{p} holds snapshots encoded as {enc!r}; this mavera-tui reads "
@@ -411,15 +401,3 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(render_text(rep, charts=not getattr(args, "no_charts", False)))
     return 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m mavera_tui.report``) until cli.py wires it."""
-    p = argparse.ArgumentParser(prog="mavera-tui report",
-                                description="Report on a recording.")
-    add_arguments(p)
-    return main(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -212,19 +212,7 @@ class Store:
         if "meta" not in tables:
             raise StoreError(f"{self.path} is not a mavera-tui database (no meta table)")
         meta = dict(await self._q("SELECT key, value FROM meta"))
-        if meta.get("app") != APP_ID:
-            raise StoreError(f"{self.path} was not written by mavera-tui")
-        try:
-            version = int(meta.get("schema_version", "0"))
-        except ValueError:
-            raise StoreError(f"{self.path}: unreadable schema version") from None
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this mavera-tui "
-                f"understands ({SCHEMA_VERSION}); upgrade mavera-tui to open it")
-        if version < 1:
-            raise StoreError(f"{self.path}: schema version {version} is not supported")
-        self.schema_version = version
+        self.schema_version = check_meta(self.path, meta)
 
     async def _init_schema(self) -> None:
         with external():
@@ -408,6 +396,23 @@ class Store:
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only query for reports and replay."""
         return [tuple(r) for r in await self._q(sql, params)]
+
+
+def check_meta(path: Path | str, meta: dict[str, str]) -> int:
+    """The schema version of a database with this meta table; StoreError if we cannot read
+    it (another program's file, or a newer schema than this version understands)."""
+    if meta.get("app") != APP_ID:
+        raise StoreError(f"{path} was not written by mavera-tui")
+    try:
+        version = int(meta.get("schema_version", "0"))
+    except ValueError:
+        raise StoreError(f"{path}: unreadable schema version") from None
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema version {version}, newer than this mavera-tui "
+                         f"understands ({SCHEMA_VERSION}); upgrade mavera-tui to open it")
+    if version < 1:
+        raise StoreError(f"{path}: schema version {version} is not supported")
+    return version
 
 
 def _describe_sqlite_error(path: Path, e: sqlite3.Error) -> str:

@@ -130,7 +130,7 @@ def test_sigterm_during_a_record_loses_nothing(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("MAVERA_API_KEY", "MAVERA_BASE_URL")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mavera_tui.record", "--db", str(db), "--interval", "0.2",
+        [sys.executable, "-m", "mavera_tui", "record", "--db", str(db), "--interval", "0.2",
          "--grace", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

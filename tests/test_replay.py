@@ -156,7 +156,7 @@ def test_submit_and_cancel_refuse_politely(recording):
 
 
 def _replay_cli(path):
-    return subprocess.run([sys.executable, "-m", "mavera_tui.replay", str(path)],
+    return subprocess.run([sys.executable, "-m", "mavera_tui", "replay", str(path)],
                           capture_output=True, text=True, timeout=30)
 
 

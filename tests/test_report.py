@@ -126,7 +126,7 @@ def test_text_report_has_tables_and_charts(recorded):
 
 def test_json_output_is_json_only(recorded):
     db, _ = recorded
-    r = subprocess.run([sys.executable, "-m", "mavera_tui.report", str(db), "--json"],
+    r = subprocess.run([sys.executable, "-m", "mavera_tui", "report", str(db), "--json"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
@@ -136,7 +136,7 @@ def test_json_output_is_json_only(recorded):
 def test_a_foreign_file_is_one_clear_line(tmp_path):
     p = tmp_path / "notes.txt"
     p.write_text("hello")
-    r = subprocess.run([sys.executable, "-m", "mavera_tui.report", str(p)],
+    r = subprocess.run([sys.executable, "-m", "mavera_tui", "report", str(p)],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "not an SQLite file" in r.stderr
     assert "Traceback" not in r.stderr
