@@ -331,7 +331,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
             print(f"{args.jobs}: {e}", file=sys.stderr)
         if resumed and not args.quiet:
             print(f"resuming {len(resumed)} unfinished jobs from {args.db}", file=sys.stderr)
-        known = await _finished_ids_in_db(engine, specs, ids)
+        known = await _finished_in_db(engine, specs, ids)
         progress = _Progress(len(ids) + len(known), args.quiet)
         waiter = asyncio.create_task(sched.wait_idle(credit_wait=args.credit_wait))
         while not waiter.done():
@@ -356,7 +356,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
                 closing.cancel()
             stopper.cancel()
         summary = sched.summary(ids)
-        summary["already_finished_in_db"] = len(known)
+        _add_finished(summary, known)
         progress.update(summary, sched.snapshot(), final=True)
     finally:
         if not stop.is_set() and not aborted["n"]:
@@ -378,18 +378,32 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
             print(f"cannot write --summary {args.summary}: {e.strerror}", file=sys.stderr)
     if aborted["n"]:
         return EXIT_INTERRUPTED
-    ok = summary["succeeded"] == summary["jobs"] and (summary["jobs"] > 0 or known)
+    ok = summary["succeeded"] == summary["jobs"] and summary["jobs"] > 0
     return EXIT_OK if ok else EXIT_JOBS_FAILED
 
 
-async def _finished_ids_in_db(engine: Any, specs: list[JobSpec], ids: list[str]) -> list[str]:
-    """Jobs of this file already finished in --db by an earlier run (not in memory)."""
+async def _finished_in_db(engine: Any, specs: list[JobSpec], ids: list[str]) -> dict[str, str]:
+    """Jobs of this file that an earlier run with this --db already finished: id -> state."""
     if engine.store is None:
-        return []
-    want = {s.id for s in specs} - set(ids)
-    if not want:
-        return []
-    return sorted(await engine.store.existing_ids(want))
+        return {}
+    want = sorted({s.id for s in specs} - set(ids))
+    out: dict[str, str] = {}
+    for i in range(0, len(want), 500):
+        chunk = want[i:i + 500]
+        rows = await engine.store.query(
+            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        out.update((r[0], r[1]) for r in rows)
+    return out
+
+
+def _add_finished(summary: dict[str, Any], finished: dict[str, str]) -> None:
+    """Count jobs finished by an earlier run into this run's summary: the summary (and the
+    exit status) is about the whole job file, not only what ran this time."""
+    summary["already_finished_in_db"] = len(finished)
+    summary["jobs"] += len(finished)
+    for state in finished.values():
+        if state in summary and isinstance(summary[state], int):
+            summary[state] += 1
 
 
 def _load_jobs(path: str) -> tuple[list[JobSpec], list[Any]]:

@@ -41,6 +41,11 @@ class SlidingWindow:
         # gave 2.6% 429s at 30% foreign load, slack 3 gave 0.7%).
         self._foreign_obs: deque[tuple[float, int]] = deque()
         self._hold_until = 0.0                 # server said "full until" (Reset / Retry-After)
+        # Sends chosen but not yet on the wire. Each is stamped by its own task just before
+        # its request is written: stamping a burst at once would put the last of hundreds
+        # of requests (written one after another, ~1.4 ms of CPU each) far ahead of its
+        # arrival, and the server's entry would outlive ours (seen over loopback: 429s).
+        self.pending = 0
         self.last_remaining: int | None = None
         self.last_reset_at: float | None = None
 
@@ -77,14 +82,15 @@ class SlidingWindow:
 
     def used(self, now: float) -> int:
         """Requests we believe the server counts right now (ours + foreign)."""
-        return self._own_in_window(now) + self.foreign(now)
+        return self._own_in_window(now) + self.pending + self.foreign(now)
 
     def available(self, now: float) -> int:
         """How many requests may be sent now without a 429."""
         if now < self._hold_until:
             return 0
         f = self.foreign(now)
-        return max(0, self.limit - self._own_in_window(now) - f - self._slack(f))
+        return max(0, self.limit - self._own_in_window(now) - self.pending - f
+                   - self._slack(f))
 
     def next_free(self, now: float) -> float:
         """The earliest time at which ``available`` becomes positive (as far as we know)."""
@@ -94,15 +100,15 @@ class SlidingWindow:
         if self.available(t) > 0:
             return t
         f = self.foreign(t)
-        allowed_own = self.limit - f - self._slack(f)
+        allowed_own = self.limit - f - self._slack(f) - self.pending
         cut = t - self._expiry()
         first = bisect.bisect_right(self._own, cut)
         own_n = len(self._own) - first
         # Room appears when our (own_n - allowed_own + 1)-th oldest send leaves the window.
         idx = first + max(0, own_n - max(allowed_own, 0))
         if idx >= len(self._own):
-            # Foreign traffic alone fills the window: look again when observations age out.
-            return t + self.window
+            # Sends about to be stamped, or foreign traffic, fill the window by themselves.
+            return t + self._expiry()
         return max(t, self._own[idx] + self._expiry())
 
     def oldest_expiry(self, now: float) -> float | None:
@@ -111,20 +117,23 @@ class SlidingWindow:
         i = bisect.bisect_right(self._own, now - self._expiry())
         return self._own[i] + self._expiry() if i < len(self._own) else None
 
-    def restamp_last(self, n: int, t: float) -> None:
-        """Move our last ``n`` sends to ``t``: they were counted when chosen and actually
-        left at ``t`` (after being persisted). Later stamps only make the mirror safer."""
-        for i in range(len(self._own) - 1, max(-1, len(self._own) - 1 - n), -1):
-            if self._own[i] < t:
-                self._own[i] = t
-
     def hold_remaining(self, now: float) -> float:
         return max(0.0, self._hold_until - now)
 
     # --- events --------------------------------------------------------------------------
 
-    def record_send(self, now: float) -> None:
-        """Count one of our requests, sent at ``now``."""
+    def reserve(self) -> None:
+        """Count a send that has been chosen but not yet written (see ``pending``)."""
+        self.pending += 1
+
+    def release(self) -> None:
+        """A reserved send will not happen after all."""
+        self.pending = max(0, self.pending - 1)
+
+    def record_send(self, now: float, *, reserved: bool = False) -> None:
+        """Count one of our requests, written at ``now`` (``reserved``: it was reserved)."""
+        if reserved:
+            self.release()
         self._own.append(now)
 
     def hold(self, until: float) -> None:

@@ -562,7 +562,7 @@ class Scheduler:
             self.reserved += job.reserved
             batch.append(job)
             self._in_flight[job.ep.key].add(job)
-            self.window.record_send(now)
+            self.window.reserve()  # stamped by the job's own task as it is written
             avail -= 1
             if self._probe_needed:
                 self._probe_job, self._probe_at = job, now
@@ -644,6 +644,7 @@ class Scheduler:
                 await self.store.mark_dispatch([(j.id, j.attempts, wall) for j in batch])
             except Exception as e:  # cannot persist: do not send what we cannot account for
                 for job in batch:
+                    self.window.release()
                     self._in_flight[job.ep.key].discard(job)
                     self._settle(job)
                     job.attempts -= 1
@@ -653,7 +654,6 @@ class Scheduler:
                 await asyncio.sleep(0)
                 return
         now = self.clock.now()
-        self.window.restamp_last(len(batch), now)
         if self.first_send is None:
             self.first_send = now
         for job in batch:
@@ -694,7 +694,8 @@ class Scheduler:
     # ========================================================================= outcomes ===
 
     async def _attempt(self, job: Job) -> None:
-        sent_at = job.sent_at
+        sent_at = job.sent_at = self.clock.now()
+        self.window.record_send(sent_at, reserved=True)
         try:
             out = await self.transport.request(job.spec.method, job.spec.path, job.spec.body,
                                                timeout=self.config.request_timeout)
