@@ -303,13 +303,16 @@ class Store:
     async def close(self) -> None:
         """Flush, stop the writer, close the connection and release the lock."""
         if not self.readonly and self._writer is not None:
-            with contextlib.suppress(StoreError):
+            # Writes already failing (disk full, read-only): one more try, not ten seconds
+            # of them. What cannot be written was reported when it failed.
+            patience = 1.0 if self.write_error else 10.0
+            with contextlib.suppress(StoreError, TimeoutError):
                 if self._pending:
-                    await asyncio.wait_for(self.flush(), timeout=10)
+                    await asyncio.wait_for(self.flush(), timeout=patience)
             self._closed = True
             self._wake.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer, timeout=10)
+                await asyncio.wait_for(self._writer, timeout=patience)
         with contextlib.suppress(Exception), external():
             await self._db.close()
         if self._lock_fd is not None:
