@@ -63,11 +63,12 @@ def start_demo(sched: Scheduler, **kw: object) -> asyncio.Task[None]:
 
 
 def simulate_demo(minutes: float = 12.0, *, seed: int = 1, interval: float = 1.0,
-                  wall0: float = 1_795_000_000.0):  # noqa: ANN201
+                  wall0: float = 1_795_000_000.0, sim_config=None):  # noqa: ANN001, ANN201
     """Run the demo on the embedded simulator for ``minutes`` of fast-forwarded time.
 
     Returns (final snapshot, History of the run): a real, deterministic demo state for
     screenshots and snapshot tests, produced by the real engine rather than drawn by hand.
+    ``sim_config`` (a SimConfig) replaces the embedded simulator's account and faults.
     """
     from .clock import Clock, run_virtual
     from .engine import Engine, Settings
@@ -75,8 +76,13 @@ def simulate_demo(minutes: float = 12.0, *, seed: int = 1, interval: float = 1.0
 
     async def go():  # noqa: ANN202
         clock = Clock(wall0=wall0)
+        sim = None
+        if sim_config is not None:
+            from .sim import create_sim
+
+            sim = create_sim(sim_config, clock)
         engine = Engine(Settings(keep_finished=False, force_embedded=True, sim_seed=seed),
-                        clock=clock)
+                        clock=clock, sim=sim)
         sched = await engine.start()
         demo = start_demo(sched, seed=seed)
         history = History()

@@ -796,7 +796,14 @@ class Scheduler:
         self._recent_429.append(now)
         while self._recent_429 and self._recent_429[0] < now - 60:
             self._recent_429.popleft()
+        already_held = self.window.hold_remaining(now) > 0
         wait = self._key_hold(out, now)
+        if not already_held:  # one event per hold, not one per job that runs into it
+            asked = out.headers.retry_after
+            self._alert("warning", "rate_limited",
+                        f"429 rate limit on {job.ep.path}: the whole key is held "
+                        f"{wait:.0f} s" + (" (Retry-After)" if asked is not None else
+                                            " (no usable Retry-After: backing off)"))
         asked = out.headers.retry_after
         if asked is not None and asked > self.config.max_retry_after:
             wait = asked

@@ -9,7 +9,6 @@ screen at 200x60, the new-job form with an estimate, the 80x24 layout and an ale
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,7 @@ from textual.pilot import Pilot
 
 from ..demo import simulate_demo
 from ..history import History
-from ..snapshot import AlertView, Snapshot
+from ..snapshot import Snapshot
 from .app import MaveraApp, create_app
 from .fixtures import FrozenEngine
 
@@ -41,24 +40,23 @@ async def _open_form(pilot: Pilot) -> None:
     await pilot.pause()
 
 
-def _alert_engine(snap: Snapshot) -> FrozenEngine:
-    alerts = (
-        AlertView(snap.t - 2, "error", "credits_exhausted",
-                  "402 credits_exhausted: balance 0; 3 jobs parked until credits return"),
-        AlertView(snap.t - 20, "warning", "429_storm",
-                  "14 responses 429 in 60s; key held 30s (Retry-After)"),
-        AlertView(snap.t - 60, "warning", "budget_90", "90% of the monthly allocation used"),
-    ) + snap.alerts
-    return FrozenEngine(dataclasses.replace(
-        snap, alerts=alerts, remaining=2, window_used=snap.limit - 2, key_hold_s=30.0,
-        balance=0, plan_remaining=0, purchased=0, month_used=snap.allocation, eta_s=0.0))
+def _alert_state() -> tuple[Snapshot, History]:
+    """A real alert state: the demo with no auto-recharge running through its credits
+    (budget alerts, pre-flight refusals, jobs waiting for credits) and a 429 storm from the
+    simulator's fault switches (the key held on Retry-After)."""
+    from ..sim.config import AutoRecharge, Faults, SimConfig
+
+    return simulate_demo(7, sim_config=SimConfig(
+        tier="professional", plan="professional", purchased=5000, seed=3,
+        auto_recharge=AutoRecharge(enabled=False),
+        faults=Faults(storm_start=330.0, storm_seconds=25.0)))
 
 
 SHOTS: dict[str, tuple[tuple[int, int], Callable[[Snapshot], FrozenEngine], Setup]] = {
     "main-200x60": ((200, 60), FrozenEngine, _nothing),
     "form-100x30": ((100, 30), FrozenEngine, _open_form),
     "compact-80x24": ((80, 24), FrozenEngine, _nothing),
-    "alerts-200x60": ((200, 60), _alert_engine, _nothing),
+    "alerts-200x60": ((200, 60), FrozenEngine, _nothing),
 }
 
 
@@ -92,8 +90,10 @@ def main(out_dir: str = "screenshots") -> int:
     """Write every screenshot into ``out_dir``; returns a process exit code."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    snap, history = simulate_demo(12)
+    demo = simulate_demo(12)
+    alerts = _alert_state()
     for name in SHOTS:
+        snap, history = alerts if name.startswith("alerts") else demo
         svg = asyncio.run(_shoot(name, out, snap, history))
         png = _to_png(svg)
         print(f"wrote {svg}" + (f" and {png.name}" if png else " (no cairosvg: SVG only)"))
