@@ -287,9 +287,13 @@ def _print_summary(s: dict[str, Any]) -> None:
         + (f", {s['not_finished']} not finished" if s["not_finished"] else ""),
         f"credits used {s['credits_used']} (estimated {s['credits_estimated']} for the jobs "
         f"that succeeded)"
-        + (f"; charge unknown for {s['credits_unknown_attempts']} attempt(s) (timeouts, "
+        + (f"; includes {s['credits_reconciled']} read from the balance for "
+           f"{s['credits_unknown_attempts']} attempt(s) whose answer was lost"
+           if s.get("credits_reconciled") is not None else
+           f"; charge unknown for {s['credits_unknown_attempts']} attempt(s) (timeouts, "
            f"dropped connections, unreadable answers): up to {s['credits_unknown_max']} more "
            "may have been charged, see GET /billing/credits"
+           + (f" ({s['credits_reconcile_note']})" if s.get("credits_reconcile_note") else "")
            if s.get("credits_unknown_attempts") else ""),
         f"requests {s['requests']}, 429s {s['responses_429']}, 402s {s['count_402']}, "
         f"retries {s['retries']}, statuses "
@@ -355,6 +359,8 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
                 await engine.stop(abort=True)
                 closing.cancel()
             stopper.cancel()
+        else:
+            await sched.reconcile_credits()
         summary = sched.summary(ids)
         _add_finished(summary, known)
         progress.update(summary, sched.snapshot(), final=True)

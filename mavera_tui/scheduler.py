@@ -26,6 +26,7 @@ import logging
 import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from . import catalog
@@ -97,6 +98,26 @@ class Job:
     @property
     def id(self) -> str:
         return self.spec.id
+
+
+def _purchases_since(body: Any, since_wall: float) -> int:
+    """Credits purchased (auto-recharge, dashboard) after ``since_wall``, from the billing
+    answer's transaction history (absent or unreadable: 0)."""
+    txs = body.get("transactions") if isinstance(body, dict) else None
+    total = 0
+    for tx in txs if isinstance(txs, list) else []:
+        if not isinstance(tx, dict) or tx.get("type") != "purchase":
+            continue
+        amount, ts = tx.get("amount"), tx.get("timestamp")
+        if not isinstance(amount, (int, float)) or isinstance(amount, bool):
+            continue
+        try:
+            when = datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+        except (TypeError, ValueError):
+            continue
+        if when >= since_wall - 1.0:
+            total += int(abs(amount))
+    return total
 
 
 def _jsonable_key(path: str, body: dict[str, Any]) -> str:
@@ -183,6 +204,12 @@ class Scheduler:
         # credits_used_total; GET /billing/credits tells the truth.
         self.credits_unknown_attempts = 0
         self.credits_unknown_max = 0
+        # The first balance read, to reconcile unknowable charges at the end of a run.
+        self.balance_start: int | None = None
+        self.balance_start_wall = 0.0
+        self._billing_body: Any = None
+        self.credits_reconciled: int | None = None
+        self.reconcile_note = ""
         self.count_402 = 0
         self.finished: dict[str, int] = {}
         self._unfinished = 0
@@ -198,7 +225,12 @@ class Scheduler:
         if self.store is not None:
             await self._resume_from_store()
         if fetch_balance:
-            await self.refresh_balance()
+            # Pre-flight is blind without a balance: a lost answer (5xx, drop, timeout) at
+            # start is worth a couple of retries before the first job goes out.
+            for delay in (1.0, 2.0, 0.0):
+                if await self.refresh_balance() or self._closing or not delay:
+                    break
+                await self.clock.sleep(delay)
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         if self.config.balance_refresh > 0:
             self._poller = asyncio.create_task(self._refresh_loop(), name="balance-refresh")
@@ -382,9 +414,39 @@ class Scheduler:
                             "GET /billing/credits answered without a balance we could read")
             return False
         self._balance_at = self.clock.now()
+        self._billing_body = out.body
+        if self.balance_start is None and self.first_send is None:
+            # Only a balance read before our first job is a baseline for reconciling.
+            self.balance_start, self.balance_start_wall = bal.total, self.clock.wall()
         for a in self.budget.set_balance(bal):
             self._alert(a.level, a.kind, a.message)
         return True
+
+    async def reconcile_credits(self) -> None:
+        """After a run with charges we could not read (drops after the work, timeouts,
+        unreadable answers): read the balance again and, if its movement is consistent
+        with what we know (at least the known charges, at most known + the unknown
+        attempts' estimates), adopt it as what the API charged."""
+        if not self.credits_unknown_attempts:
+            return
+        if self.balance_start is None:
+            self.reconcile_note = "no balance was read before the first job: cannot reconcile"
+            return
+        if not await self.refresh_balance() or self.budget.total is None:
+            self.reconcile_note = "could not read the balance to reconcile unknown charges"
+            return
+        purchases = _purchases_since(self._billing_body, self.balance_start_wall)
+        moved = self.balance_start - self.budget.total + purchases
+        known = self.credits_used_total
+        if known <= moved <= known + self.credits_unknown_max:
+            self.credits_reconciled = moved - known
+            self.credits_used_total = moved
+            self.reconcile_note = (f"{moved - known} credits of {self.credits_unknown_attempts} "
+                                   "attempt(s) with unreadable outcomes, from the balance")
+        else:
+            self.reconcile_note = (f"the balance moved by {moved}, not between {known} and "
+                                   f"{known + self.credits_unknown_max}: other spending on "
+                                   "the account? credits_used counts only readable charges")
 
     async def _verify_balance(self) -> None:
         """Re-read the balance, then give the jobs waiting on it their verdict again."""
@@ -1078,6 +1140,8 @@ class Scheduler:
             "not_finished": sum(v for k, v in by_state.items()
                                 if k not in S.FINAL_STATES and k != S.WAITING_CREDITS),
             "credits_used": self.credits_used_total,
+            "credits_reconciled": self.credits_reconciled,
+            "credits_reconcile_note": self.reconcile_note,
             "credits_unknown_attempts": self.credits_unknown_attempts,
             "credits_unknown_max": self.credits_unknown_max,
             "credits_estimated": sum(j.est.high for j in sel
