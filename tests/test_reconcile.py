@@ -1,6 +1,5 @@
 """Charges we could not read (the answer was lost) are reconciled from the balance."""
 
-import asyncio
 
 from mavera_tui.client import ApiClient
 from mavera_tui.clock import Clock, run_virtual
