@@ -270,6 +270,8 @@ def _duration_arg(text: str) -> float:
     return v
 
 
+DEFAULT_GRACE = 120.0
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``record`` subcommand's options."""
     p.add_argument("--db", required=True, help="SQLite file to record into (created 0600)")
@@ -285,8 +287,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the rate limit's window length in seconds (default 60)")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on 127.0.0.1:PORT")
-    p.add_argument("--grace", type=float, default=10.0,
-                   help="on SIGTERM/SIGINT, seconds to let in-flight requests finish")
+    # Requests in flight are already paid for: their outcomes (and charges) belong in the
+    # ledger. Long jobs take minutes, so the default waits up to two; a second signal stops
+    # at once (they are then 'outcome unknown').
+    p.add_argument("--grace", type=float, default=DEFAULT_GRACE,
+                   help="on SIGTERM/SIGINT, seconds to let in-flight requests finish "
+                        "(default %(default)g; a second signal stops at once)")
     p.add_argument("--sim-tier", default=None,
                    help="tier of the embedded simulator (e.g. enterprise)")
 
@@ -300,7 +306,7 @@ class Recorder:
 
     def __init__(self, settings: Any, *, jobs: str | None = None,
                  duration: float | None = None, interval: float = 1.0,
-                 metrics_port: int | None = None, grace: float = 10.0,
+                 metrics_port: int | None = None, grace: float = DEFAULT_GRACE,
                  clock: Clock | None = None, sim: Any = None, out: TextIO | None = None,
                  demo_kw: dict[str, Any] | None = None,
                  keyframe_every: int = KEYFRAME_EVERY):
@@ -483,6 +489,10 @@ class Recorder:
         # waiters on an empty wake-up.
         nudger = asyncio.ensure_future(self._nudge_store())
         try:
+            waiting = sched.snapshot().in_flight
+            if waiting:
+                self.log(f"waiting up to {self.grace:g} s for {waiting} request(s) in flight "
+                         "(signal again to stop at once)")
             closing = asyncio.ensure_future(sched.close())
             hurry = asyncio.ensure_future(self._hurry.wait())
             await asyncio.wait({closing, hurry}, timeout=max(0.0, self.grace),
@@ -533,7 +543,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     rec = Recorder(settings_from_args(args), jobs=args.jobs, duration=args.duration,
                    interval=args.interval, metrics_port=args.metrics_port,
-                   grace=getattr(args, "grace", 10.0))
+                   grace=getattr(args, "grace", DEFAULT_GRACE))
 
     async def go() -> int:
         loop = asyncio.get_running_loop()
