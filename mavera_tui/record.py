@@ -469,13 +469,6 @@ class Recorder:
             if self._stop.is_set():
                 break
 
-    async def _nudge_store(self) -> None:
-        store = self.engine.store
-        while True:
-            await asyncio.sleep(0.2)
-            if store._waiters and not store._pending:
-                store.set_meta("recorder_nudge", "1")
-
     async def _shutdown(self, sched: Any) -> None:
         """Stop dispatch, give in-flight requests ``grace`` seconds, write the final
         snapshot, flush and close. Jobs still in flight after the grace stay 'in flight'
@@ -483,36 +476,28 @@ class Recorder:
         if self.stop_reason:
             self.log(f"stopping: {self.stop_reason}")
         assert self._hurry is not None
-        # Store.flush() can miss its wake-up when it is called while the writer commits a
-        # batch and nothing else is pending (store.py); a no-op write every 0.2 s while we
-        # close gives the writer a batch to carry the waiter. Remove once store.py resolves
-        # waiters on an empty wake-up.
-        nudger = asyncio.ensure_future(self._nudge_store())
-        try:
-            waiting = sched.snapshot().in_flight
-            if waiting:
-                self.log(f"waiting up to {self.grace:g} s for {waiting} request(s) in flight "
-                         "(signal again to stop at once)")
-            closing = asyncio.ensure_future(sched.close())
-            hurry = asyncio.ensure_future(self._hurry.wait())
-            await asyncio.wait({closing, hurry}, timeout=max(0.0, self.grace),
-                               return_when=asyncio.FIRST_COMPLETED)
-            hurry.cancel()
-            if not closing.done():
-                n = sched.snapshot().in_flight
-                self.log(f"{n} requests still in flight after {self.grace:g} s: abandoning "
-                         "them (they stay 'in flight' in the store: outcome unknown)")
-                await sched.abort()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await closing
-            final = sched.snapshot()
-            with contextlib.suppress(Exception):
-                self._write(final)
-            self._log_alerts(final)
-            self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
-            await self.engine.stop()
-        finally:
-            nudger.cancel()
+        waiting = sched.snapshot().in_flight
+        if waiting:
+            self.log(f"waiting up to {self.grace:g} s for {waiting} request(s) in flight "
+                     "(signal again to stop at once)")
+        closing = asyncio.ensure_future(sched.close())
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait({closing, hurry}, timeout=max(0.0, self.grace),
+                           return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if not closing.done():
+            n = sched.snapshot().in_flight
+            self.log(f"{n} requests still in flight after {self.grace:g} s: abandoning "
+                     "them (they stay 'in flight' in the store: outcome unknown)")
+            await sched.abort()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await closing
+        final = sched.snapshot()
+        with contextlib.suppress(Exception):
+            self._write(final)
+        self._log_alerts(final)
+        self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
+        await self.engine.stop()
         self.log(f"stopped: {self.snapshots_written} snapshots "
                  f"({self.bytes_written / 1024:.0f} KiB); {_progress(final)}")
 
