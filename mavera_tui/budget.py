@@ -170,14 +170,6 @@ class Budget:
         end = dt.datetime(d.year, d.month, last, 23, 59, 59, tzinfo=dt.UTC).timestamp()
         return int(self.period_used + self.burn(now, 15) * max(0.0, end - wall) / 60.0)
 
-    def thresholds_crossed(self, cost: int) -> list[float]:
-        """Which alert thresholds a job costing ``cost`` would cross (for the form)."""
-        if self.allocation is None or self.period_used is None or self.allocation <= 0:
-            return []
-        before = self.period_used / self.allocation
-        after = (self.period_used + cost) / self.allocation
-        return [t for t in self.config.thresholds if before < t <= after]
-
     def cap_refusal(self, reserved: int, estimate: int) -> str | None:
         """The workspace hard cap's refusal message, or None if within the cap."""
         cap = self.config.workspace_cap

@@ -203,11 +203,6 @@ def known_routes() -> list[str]:
     return [f"{e.method} {e.path}" for e in ENDPOINTS.values()]
 
 
-def caps() -> dict[str, int]:
-    """Concurrency cap per slot key (path), for endpoints that have one."""
-    return {e.slot_key: e.cap for e in ENDPOINTS.values() if e.cap}
-
-
 def tier_for_limit(limit: int) -> str | None:
     """The tier whose documented limit is ``limit``, if any."""
     for name, rpm in TIERS.items():

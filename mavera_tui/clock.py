@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import selectors
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -117,12 +117,6 @@ def external() -> Iterator[None]:
             loop.external_pending -= 1
     else:
         yield
-
-
-async def run_external(fn: Callable[[], Awaitable[T]]) -> T:
-    """Await ``fn()`` inside ``external()``."""
-    with external():
-        return await fn()
 
 
 def run_virtual(main: Coroutine[Any, Any, T], start: float = 1_000.0) -> T:

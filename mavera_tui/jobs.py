@@ -39,12 +39,6 @@ class JobSpec:
     def estimate(self) -> Estimate:
         return estimate(self.method, self.path, self.body)
 
-    def to_json(self) -> str:
-        return json.dumps({"id": self.id, "method": self.method, "path": self.path,
-                           "body": self.body, "priority": self.priority},
-                          separators=(",", ":"), sort_keys=True)
-
-
 @dataclass(frozen=True)
 class LineError:
     """One rejected line of a job file."""

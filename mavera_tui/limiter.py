@@ -47,7 +47,6 @@ class SlidingWindow:
         # arrival, and the server's entry would outlive ours (seen over loopback: 429s).
         self.pending = 0
         self.last_remaining: int | None = None
-        self.last_reset_at: float | None = None
 
     # --- bookkeeping -------------------------------------------------------------------
 
@@ -146,8 +145,6 @@ class SlidingWindow:
         if headers.limit is not None:
             self.limit = headers.limit
             self.limit_learned = True
-        if headers.reset_at is not None:
-            self.last_reset_at = headers.reset_at
         if headers.remaining is None:
             return
         self.last_remaining = headers.remaining
@@ -161,7 +158,7 @@ class SlidingWindow:
             foreign_then = max(0, server_count - own_then)
             if foreign_then or self._foreign_obs:
                 self._foreign_obs.append((now, foreign_then))
-        # X-RateLimit-Reset is kept for display only. The docs' "when the window resets" has
+        # X-RateLimit-Reset is deliberately not used. The docs' "when the window resets" has
         # several readings in a sliding window (oldest entry + W, newest + W, a fixed
         # minute); holding the key on the wrong one would idle for up to a whole window.
         # The mirror is exact for our own traffic, and after a 429 Retry-After is explicit.

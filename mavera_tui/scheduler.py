@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from . import catalog
 from . import client as api
 from . import snapshot as S
-from .budget import Alert, Budget, BudgetConfig
+from .budget import Budget, BudgetConfig
 from .catalog import Endpoint
 from .client import Outcome, parse_balance
 from .clock import Clock
@@ -1024,9 +1024,6 @@ class Scheduler:
         if self.store is not None:
             self.store.add_alert(wall, level, kind, message)
         log.info("alert %s %s: %s", level, kind, message)
-
-    def alert(self, a: Alert) -> None:
-        self._alert(a.level, a.kind, a.message)
 
     # ======================================================================= observing ====
 

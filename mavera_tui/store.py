@@ -131,7 +131,6 @@ class Store:
         self._closed = False
         self._busy = False  # a batch is being committed
         self.write_error: str | None = None
-        self.commits = 0
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -268,7 +267,6 @@ class Store:
                         else:
                             await self._db.execute(sql, params)
                     await self._db.execute("COMMIT")
-                self.commits += 1
                 err: BaseException | None = None
             except sqlite3.Error as e:
                 with contextlib.suppress(sqlite3.Error), external():
