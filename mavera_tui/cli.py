@@ -327,7 +327,8 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
     ids: list[str] = []
     try:
         accepted, errors = await sched.submit_many(specs)
-        resumed = [j for j in sched.jobs if j not in set(accepted)]
+        fresh = set(accepted)
+        resumed = [j for j in sched.jobs if j not in fresh]
         ids = accepted + resumed
         for e in errors:
             if "already exists" in e:
