@@ -80,6 +80,13 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+def _positive_int(text: str) -> int:
+    v = _nonneg_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {text!r}")
+    return v
+
+
 def _add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", metavar="URL",
                    help=f"API base URL (default: ${catalog.BASE_URL_ENV} or "
@@ -96,6 +103,11 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
                         "(default %(default)g)")
     p.add_argument("--timeout", type=_positive_float, default=300.0, metavar="S",
                    help="per-request timeout (default %(default)g)")
+    p.add_argument("--max-in-flight", type=_positive_int, default=256, metavar="N",
+                   help="most requests in flight at once on endpoints without a documented "
+                        "concurrency cap (default %(default)s)")
+    p.add_argument("--http-backend", choices=("aiohttp", "httpx"), default="aiohttp",
+                   help="HTTP client library for real sockets (default %(default)s)")
     p.add_argument("--credit-poll", type=_positive_float, default=30.0, metavar="S",
                    help="balance poll interval while jobs wait for credits (default %(default)g)")
     p.add_argument("--budget-cap", type=_nonneg_int, metavar="CREDITS",
@@ -139,6 +151,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any):  # noqa: ANN
         base_url=getattr(args, "base_url", None), db=getattr(args, "db", None),
         window_seconds=args.window_seconds, tier=args.tier,
         max_retry_after=args.max_retry_after, request_timeout=args.timeout,
+        max_in_flight=args.max_in_flight, http_backend=args.http_backend,
         credit_poll=args.credit_poll, resend_unknown_up_to=args.resend_unknown_up_to,
         budget_cap=args.budget_cap, budget_alert=args.budget_alert,
         alert_single=args.alert_single, recharge=_recharge(args.auto_recharge),

@@ -36,6 +36,8 @@ class Settings:
     tier: str | None = None               # the key's tier, if known (else learned from headers)
     max_retry_after: float = catalog.MAX_BACKOFF_SECONDS
     request_timeout: float = 300.0
+    max_in_flight: int = 256              # requests in flight on endpoints with no cap
+    http_backend: str = "aiohttp"         # real sockets: "aiohttp" (default) or "httpx"
     credit_poll: float = 30.0
     resend_unknown_up_to: int = 0
     budget_cap: int | None = None
@@ -114,7 +116,11 @@ class Engine:
         self.target = base
         if not self.notice:
             self.notice = f"target: {base}"
-        return ApiClient(base, key, clock=self.clock, timeout=s.request_timeout)
+        # Enough connections for every request the scheduler may have in flight: the
+        # uncapped ones, each capped endpoint's slots, and the engine's own balance reads.
+        conns = s.max_in_flight + sum(e.cap or 0 for e in catalog.ENDPOINTS.values()) + 2
+        return ApiClient(base, key, clock=self.clock, timeout=s.request_timeout,
+                         max_connections=conns, backend=s.http_backend)
 
     def _scheduler_config(self) -> SchedulerConfig:
         s = self.settings
@@ -122,7 +128,8 @@ class Engine:
             window_seconds=s.window_seconds,
             limit=catalog.TIERS[s.tier] if s.tier else None,
             max_retry_after=s.max_retry_after, request_timeout=s.request_timeout,
-            credit_poll=s.credit_poll, resend_unknown_up_to=s.resend_unknown_up_to,
+            max_in_flight=s.max_in_flight, credit_poll=s.credit_poll,
+            resend_unknown_up_to=s.resend_unknown_up_to,
             keep_finished=s.keep_finished,
             budget=BudgetConfig(workspace_cap=s.budget_cap, workspace_alert=s.budget_alert,
                                 single_request=s.alert_single, recharge=s.recharge))

@@ -48,7 +48,7 @@ class Transport(Protocol):
     """What the scheduler sends requests through (ApiClient, or an instant fake in benches)."""
 
     async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                      timeout: float | None = None) -> Outcome: ...
+                      timeout: float | None = None, on_written: Any = None) -> Outcome: ...
 
 
 @dataclass
@@ -62,6 +62,10 @@ class SchedulerConfig:
     backoff_cap: float = 60.0
     max_retry_after: float = catalog.MAX_BACKOFF_SECONDS
     request_timeout: float = 300.0
+    # Requests in flight at once on endpoints without a documented cap (responses, ...).
+    # Thousands handed to the HTTP client at once starve the loop and make every stamp
+    # late; 256 keeps >1,000 requests/s possible over loopback at a 0.2 s latency.
+    max_in_flight: int = 256
     credit_poll: float = 30.0             # balance poll while jobs wait for credits
     balance_refresh: float = 0.0          # periodic balance re-sync (0: off)
     cache_ttl: float = 30.0               # identical GETs inside this are served from cache
@@ -120,6 +124,15 @@ def _purchases_since(body: Any, since_wall: float) -> int:
     return total
 
 
+class _Stamp:
+    """When a send was written (None until it is)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+
 def _jsonable_key(path: str, body: dict[str, Any]) -> str:
     return path + "?" + json.dumps(body, sort_keys=True, separators=(",", ":"))
 
@@ -153,6 +166,7 @@ class Scheduler:
         self._parked: list[Job] = []           # waiting for credits
         self._settle_wait: list[Job] = []      # affordable once reservations settle
         self._in_flight: dict[str, set[Job]] = {k: set() for k in catalog.ENDPOINTS}
+        self._uncapped_in_flight = 0           # requests in flight on endpoints with no cap
         self._ep_hold: dict[str, float] = dict.fromkeys(catalog.ENDPOINTS, 0.0)
         self._ep_busy: dict[str, int] = dict.fromkeys(catalog.ENDPOINTS, 0)  # 429 streak
         self._max_in_flight: dict[str, int] = dict.fromkeys(catalog.ENDPOINTS, 0)
@@ -464,12 +478,19 @@ class Scheduler:
             if self.window.available(now) > 0:
                 break
             await self.clock.sleep(max(0.01, self.window.next_free(now) - now))
-        self.window.record_send(now)
+        self.window.reserve()
         self.requests_total += 1
         self.sent_by_ep[ep.key] += 1
         path = path or ep.path
-        out = await self.transport.request(ep.method, path, None,
-                                           timeout=min(30.0, self.config.request_timeout))
+        stamp, kw = self._stamper(None)
+        try:
+            out = await self.transport.request(ep.method, path, None,
+                                               timeout=min(30.0, self.config.request_timeout),
+                                               **kw)
+        finally:
+            if stamp.at is None:
+                self.window.release()
+        now = stamp.at if stamp.at is not None else now
         done = self.clock.now()
         self.window.observe(now, done, out.headers, self.clock.wall())
         self._count_status(out)
@@ -556,7 +577,7 @@ class Scheduler:
         if self._ep_hold[ep.key] > now:
             return 0
         if ep.cap is None:
-            return 1 << 30
+            return self.config.max_in_flight - self._uncapped_in_flight
         return ep.cap - len(self._in_flight[ep.key])
 
     def _reserve_for_capped(self, now: float, priority: int) -> int:
@@ -623,7 +644,7 @@ class Scheduler:
             job.reserved = job.est.high
             self.reserved += job.reserved
             batch.append(job)
-            self._in_flight[job.ep.key].add(job)
+            self._take_slot(job)
             self.window.reserve()  # stamped by the job's own task as it is written
             avail -= 1
             if self._probe_needed:
@@ -707,7 +728,7 @@ class Scheduler:
             except Exception as e:  # cannot persist: do not send what we cannot account for
                 for job in batch:
                     self.window.release()
-                    self._in_flight[job.ep.key].discard(job)
+                    self._free_slot(job)
                     self._settle(job)
                     job.attempts -= 1
                     self._enqueue(job, self.clock.now() + 1.0, S.BACKOFF)
@@ -755,21 +776,62 @@ class Scheduler:
 
     # ========================================================================= outcomes ===
 
+    def _stamper(self, job: Job | None) -> tuple[_Stamp, dict[str, Any]]:
+        """Stamp a reserved send in the window as it is written.
+
+        A transport that reports writes (real sockets) calls back as the request's headers
+        go out; the stamp is then within a write of the server's count, however long the
+        task waited for the loop or a connection. Otherwise (in-process) it is stamped now.
+        Returns the stamp (``at`` stays None until written) and the keyword arguments for
+        ``request``.
+        """
+        stamp = _Stamp()
+
+        def written() -> None:
+            if stamp.at is None:
+                stamp.at = t = self.clock.now()
+                if job is not None:
+                    job.sent_at = t
+                self.window.record_send(t, reserved=True)
+
+        if getattr(self.transport, "reports_writes", False):
+            return stamp, {"on_written": written}
+        written()
+        return stamp, {}
+
+    def _take_slot(self, job: Job) -> None:
+        self._in_flight[job.ep.key].add(job)
+        if job.ep.cap is None:
+            self._uncapped_in_flight += 1
+
+    def _free_slot(self, job: Job) -> None:
+        slots = self._in_flight[job.ep.key]
+        if job in slots:
+            slots.discard(job)
+            if job.ep.cap is None:
+                self._uncapped_in_flight -= 1
+
     async def _attempt(self, job: Job) -> None:
         sent_at = job.sent_at = self.clock.now()
-        self.window.record_send(sent_at, reserved=True)
+        stamp, kw = self._stamper(job)
         try:
             out = await self.transport.request(job.spec.method, job.spec.path, job.spec.body,
-                                               timeout=self.config.request_timeout)
+                                               timeout=self.config.request_timeout, **kw)
         except asyncio.CancelledError:
-            self._in_flight[job.ep.key].discard(job)
+            self._free_slot(job)
+            if stamp.at is None:  # it may have been written as we were cancelled
+                self.window.record_send(self.clock.now(), reserved=True)
             raise
         except Exception as e:  # the transport should not raise; never lose the job if it does
             log.exception("transport raised")
             out = Outcome(None, self.clock.now() - sent_at,
                           error=api.ApiError(api.CONNECTION, None, None, f"client error: {e}"))
         now = self.clock.now()
-        self._in_flight[job.ep.key].discard(job)
+        self._free_slot(job)
+        if stamp.at is not None:
+            sent_at = stamp.at
+        else:  # never written (refused, timed out waiting for a connection): not counted
+            self.window.release()
         self.window.observe(sent_at, now, out.headers, self.clock.wall())
         self._count_status(out)
         self.last_done = now
@@ -859,6 +921,11 @@ class Scheduler:
         while self._recent_429 and self._recent_429[0] < now - 60:
             self._recent_429.popleft()
         already_held = self.window.hold_remaining(now) > 0
+        ra = out.headers.retry_after
+        if not already_held and (ra is None or ra <= max(1.0, self.window.window / 10)):
+            # We sent it because the mirror had room: a short refusal means the server
+            # counts our sends later than we stamp them (a long one is something else).
+            self.window.unexpected_429(job.sent_at)
         wait = self._key_hold(out, now)
         if not already_held:  # one event per hold, not one per job that runs into it
             asked = out.headers.retry_after

@@ -124,13 +124,19 @@ def test_rejected_key_401(tmp_path):
         assert SECRET.encode() not in data, f"the key is in {name}"
 
 
-def test_tls_verification_stays_on():
-    client = ApiClient("https://app.mavera.io/api/v1", SECRET)
-    pool = client._client._transport._pool
-    ctx = pool._ssl_context
-    assert isinstance(ctx, ssl.SSLContext)
-    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+async def test_tls_verification_stays_on(backend):
+    client = ApiClient("https://app.mavera.io/api/v1", SECRET, backend=backend)
+    contexts = [client.ssl_context]
+    if backend == "aiohttp":
+        contexts.append(client._aiohttp_session().connector._ssl)
+    else:
+        contexts.append(client._httpx._transport._pool._ssl_context)
+    for ctx in contexts:
+        assert isinstance(ctx, ssl.SSLContext)
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert SECRET not in repr(client)
+    await client.aclose()
 
 
 @pytest.mark.parametrize("url", ["http://app.mavera.io/api/v1", "http://10.0.0.5/api",
