@@ -9,7 +9,7 @@ from .app import (
     create_sim,
     sim_transport,
 )
-from .config import AutoRecharge, Faults, SimConfig
+from .config import AutoRecharge, Faults, Readings, SimConfig
 from .records import Records, RequestRecord, fingerprint
 from .state import Account, Transaction
 
@@ -18,6 +18,7 @@ __all__ = [
     "Account",
     "AutoRecharge",
     "Faults",
+    "Readings",
     "Records",
     "RequestRecord",
     "SimConfig",

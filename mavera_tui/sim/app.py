@@ -12,22 +12,44 @@ The order a request goes through, and the documented choices:
 1. **Auth.** ``Authorization: Bearer <key>``; a missing/empty key or one in
    ``config.rejected_keys`` gets 401 (``authentication_error`` / ``invalid_api_key``) with no
    X-RateLimit-* headers (there is no key to count against) and is not counted anywhere.
-2. **Window** (per key, sliding): a request is admitted if fewer than ``limit`` requests were
-   counted in ``(now - W, now]``. Choice: a window 429 is **not** counted (it did no work and
-   the server refused it before any processing). During a 429 storm fault every request gets
-   a window 429, also uncounted. Foreign phantom arrivals (fault) are counted like ours.
+2. **Window** (per key, sliding by default): a request is admitted if fewer than ``limit``
+   requests were counted in ``(now - W, now]``. Choice: a window 429 is **not** counted (it
+   did no work and the server refused it before any processing). During a 429 storm fault
+   every request gets a window 429, also uncounted. Foreign phantom arrivals (fault) are
+   counted like ours. Reading ``window_kind="fixed"`` (``--window-kind fixed``): calendar
+   windows instead, buckets of W aligned to multiples of W in Unix time (minutes when W is
+   60 s); a request is admitted if fewer than ``limit`` were counted in its bucket, and the
+   count starts from zero at each boundary.
 3. **Everything admitted by the window counts**, whatever happens next: 404s, 400s,
    concurrency 429s (choice: the request arrived and was processed up to the concurrency
    check, so it counts), 402s, 5xx and drops.
-4. Headers: every response to a keyed request carries X-RateLimit-Limit, -Remaining (after
-   counting this request, so 0 on a window 429) and -Reset. Choice (see catalog): Reset is
-   the Unix time, rounded up to a whole second, at which Remaining next grows: the oldest
-   counted arrival + W (now + W if the window is empty). Choice: the three values are
-   computed **at arrival** (as a rate-limit middleware in front of the handler would) and
-   sent unchanged when the response leaves, even after a long latency.
-5. 429 for the window: Retry-After = seconds until a request would be admitted (oldest + W
-   - now), rounded up, at least 1; body ``rate_limit_error`` / ``rate_limit_exceeded`` with
-   "Please retry after N seconds.". Concurrency 429: ``rate_limit_error`` /
+4. Headers: every response to a keyed request carries X-RateLimit-Limit, -Remaining and
+   -Reset. The docs leave room, so each is a reading (:class:`~.config.Readings`, defaults
+   first):
+
+   - ``remaining_counts`` (``--remaining-counts``): ``after``: Remaining is what is left
+     after counting this request (0 when it took the last slot, and 0 on a window 429);
+     ``before``: what was left when it arrived, one higher for a counted request (still 0
+     on a window 429, which is not counted).
+   - ``remaining_at`` (``--remaining-at``): ``arrival``: Remaining and Reset are computed
+     when the request is admitted (as a rate-limit middleware in front of the handler
+     would) and sent unchanged when the response leaves, even after a long latency;
+     ``response``: computed again when the answer leaves, so they count every request
+     admitted meanwhile (the same client's later ones too) and no longer count those that
+     left the window meanwhile (this request itself, if the latency outlasted it).
+   - ``reset`` (``--reset``): X-RateLimit-Reset is the Unix time, rounded up to a whole
+     second, of ``oldest``: the oldest counted arrival + W, when Remaining next grows in a
+     sliding window (now + W if the window is empty; literally the same in a fixed one);
+     ``now``: the moment of computing + W; ``minute``: the next multiple of W in Unix time
+     (the next minute boundary at W = 60 s; the truth for a fixed-window server).
+
+   The records (:class:`~.records.RequestRecord`) keep the server's own count at arrival
+   (``window_count``), and the Remaining/Reset computed for the answer, whatever the reading.
+5. 429 for the window: Retry-After = seconds until a request would be admitted, rounded up,
+   at least 1: oldest + W - now in a sliding window, the time to the next boundary in a
+   fixed one; Remaining and Reset as in 4 (a storm's Reset is its end). Body
+   ``rate_limit_error`` / ``rate_limit_exceeded`` with "Please retry after N seconds.".
+   Concurrency 429: ``rate_limit_error`` /
    ``concurrency_limit_exceeded`` with a short Retry-After (``concurrency_retry_seconds`` ×
    time_scale, rounded up, at least 1). Caps are per key and per ``Endpoint.slot_key``; the
    slot is held for the whole latency.
@@ -155,7 +177,7 @@ class _Window:
         while phantom and phantom[0] <= cutoff:
             phantom.popleft()
 
-    def settle(self, now: float, foreign_rpm: float) -> None:
+    def settle(self, now: float, wall: float, foreign_rpm: float) -> None:
         """Bring the window to ``now``: add due phantom arrivals, drop what left the window."""
         if foreign_rpm != self.rpm:
             self.rpm = foreign_rpm
@@ -187,13 +209,64 @@ class _Window:
             return self.phantom[0]
         return None
 
+    def admit_wait(self, now: float, wall: float) -> float:
+        """Seconds until a full window admits a request: its oldest entry leaves."""
+        oldest = self.oldest()
+        assert oldest is not None
+        return oldest + self.w - now
+
+    def holds(self, t: float, wall_at: float, now: float) -> bool:
+        """Whether an arrival counted at loop time ``t`` (Unix ``wall_at``) is still in."""
+        return t > now - self.w
+
+
+class _FixedWindow(_Window):
+    """One key's calendar window: buckets of W aligned to multiples of W in Unix time.
+
+    Entries are loop times, as in the sliding window, but they all belong to the current
+    bucket: at each boundary the count starts from zero.
+    """
+
+    __slots__ = ("bucket",)
+
+    def __init__(self, limit: int, w: float):
+        super().__init__(limit, w)
+        self.bucket: int | None = None
+
+    def settle(self, now: float, wall: float, foreign_rpm: float) -> None:
+        w = self.w
+        bucket = math.floor(wall / w)
+        start = now - (wall - bucket * w)  # the bucket's start in loop time
+        if bucket != self.bucket:
+            self.bucket = bucket
+            self.real.clear()
+            self.phantom.clear()
+        if foreign_rpm != self.rpm:
+            self.rpm = foreign_rpm
+            self.next_phantom = now
+        if foreign_rpm > 0:
+            interval = 60.0 / foreign_rpm
+            if self.next_phantom < start:  # arrivals in earlier buckets no longer count
+                self.next_phantom += math.ceil((start - self.next_phantom) / interval) * interval
+            while self.next_phantom <= now:
+                if len(self.real) + len(self.phantom) < self.limit:
+                    self.phantom.append(self.next_phantom)
+                self.next_phantom += interval
+
+    def admit_wait(self, now: float, wall: float) -> float:
+        """Seconds until the next boundary, when the count starts from zero."""
+        return (math.floor(wall / self.w) + 1) * self.w - wall
+
+    def holds(self, t: float, wall_at: float, now: float) -> bool:
+        return math.floor(wall_at / self.w) == self.bucket
+
 
 class _KeyState:
     __slots__ = ("fp", "window", "inflight")
 
-    def __init__(self, fp: str, limit: int, w: float):
+    def __init__(self, fp: str, limit: int, w: float, kind: str = "sliding"):
         self.fp = fp
-        self.window = _Window(limit, w)
+        self.window = (_FixedWindow if kind == "fixed" else _Window)(limit, w)
         self.inflight: dict[str, int] = {}
 
 
@@ -203,7 +276,8 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None, clock: Clock | None = None):
         self.config = config or SimConfig()
         self.clock = clock or Clock()
-        self.records = Records(self.config.window_seconds)
+        self.records = Records(self.config.window_seconds,
+                               self.config.readings.window_kind)
         self.state = Account(self.config)
         self._keys: dict[str, _KeyState] = {}
         self._n = 0
@@ -231,7 +305,7 @@ class Simulator:
         ks = self._keys.get(key)
         if ks is None:
             return 0
-        ks.window.settle(self.clock.now(), self.config.faults.foreign_rpm)
+        ks.window.settle(self.clock.now(), self.clock.wall(), self.config.faults.foreign_rpm)
         return ks.window.count
 
     async def drain(self) -> None:
@@ -285,11 +359,12 @@ class Simulator:
         w = cfg.window_seconds
         ks = self._keys.get(key)
         if ks is None:
-            ks = self._keys[key] = _KeyState(fingerprint(key), limit, w)
+            ks = self._keys[key] = _KeyState(fingerprint(key), limit, w,
+                                             cfg.readings.window_kind)
         rec = RequestRecord(n, now, wall, ks.fp, method, rel)
         self.records.append(rec)
         win = ks.window
-        win.settle(now, faults.foreign_rpm)
+        win.settle(now, wall, faults.foreign_rpm)
 
         # --- the window (rejections here are not counted) ---
         if faults.storm_seconds > 0:
@@ -298,20 +373,18 @@ class Simulator:
             if s0 <= now < s1:
                 rec.window_count = win.count
                 rec.fault = "storm"
-                await self._window_429(send, rec, n, wall, s1 - now)
+                await self._window_429(send, rec, n, s1 - now,
+                                       self._rate_headers(n, 0, wall + (s1 - now), rec))
                 return
         if win.count >= limit:
             rec.window_count = win.count
-            oldest = win.oldest()
-            assert oldest is not None
-            await self._window_429(send, rec, n, wall, oldest + w - now)
+            await self._window_429(send, rec, n, win.admit_wait(now, wall),
+                                   self._window_headers(rec, win, now, wall, False))
             return
         win.real.append(now)
         rec.counted = True
-        count = rec.window_count = win.count
-        oldest = win.oldest()
-        assert oldest is not None
-        headers = self._rate_headers(n, limit - count, wall + (oldest + w - now))
+        rec.window_count = win.count
+        headers = self._window_headers(rec, win, now, wall, True)
 
         # --- route and body ---
         ep = catalog.find_endpoint(method, rel)
@@ -399,6 +472,13 @@ class Simulator:
                                                now + latency))
                 raise
         status, payload = self._finish(ks, slot, rec, ep, body, charge, fault)
+        if cfg.readings.remaining_at == "response":
+            # Read the window again as the answer leaves: requests admitted meanwhile
+            # count, those that left the window meanwhile do not.
+            later, later_wall = clock.now(), clock.wall()
+            win.settle(later, later_wall, faults.foreign_rpm)
+            headers = self._window_headers(rec, win, later, later_wall,
+                                           win.holds(now, wall, later))
 
         if fault == "drop-after":
             rec.status, rec.code = 0, "dropped"
@@ -507,19 +587,42 @@ class Simulator:
         rec.status, rec.code, rec.done = status, code, rec.t
         await self._send(send, status, self._envelope(message, type_, code, param), headers)
 
-    async def _window_429(self, send: Any, rec: RequestRecord, n: int, wall: float,
-                          wait: float) -> None:
+    async def _window_429(self, send: Any, rec: RequestRecord, n: int, wait: float,
+                          headers: list[tuple[bytes, bytes]]) -> None:
         retry = max(1, math.ceil(wait))
-        headers = self._rate_headers(n, 0, wall + wait) + self._retry_after(retry, wall)
+        headers = headers + self._retry_after(retry, rec.wall)
         await self._error(send, rec, headers, 429,
                           f"Rate limit exceeded. Please retry after {retry} seconds.",
                           "rate_limit_error", catalog.CODE_RATE_LIMIT)
 
+    def _window_headers(self, rec: RequestRecord, win: _Window, now: float, wall: float,
+                        counted: bool) -> list[tuple[bytes, bytes]]:
+        """X-RateLimit-* for the window as it is at ``now``, under the configured readings.
+
+        ``counted``: this request is among the window's entries (so ``before`` adds it back).
+        """
+        readings = self.config.readings
+        count = win.count
+        if counted and readings.remaining_counts == "before":
+            count -= 1
+        w = win.w
+        if readings.reset == "now":
+            reset_wall = wall + w
+        elif readings.reset == "minute":
+            reset_wall = (math.floor(wall / w) + 1) * w
+        else:
+            oldest = win.oldest()
+            reset_wall = wall + (w if oldest is None else oldest + w - now)
+        return self._rate_headers(rec.index, self.config.effective_limit - count, reset_wall,
+                                  rec)
+
     def _rate_headers(self, n: int, remaining: int, reset_wall: float,
-                      ) -> list[tuple[bytes, bytes]]:
+                      rec: RequestRecord | None = None) -> list[tuple[bytes, bytes]]:
         lim = str(self.config.effective_limit)
         rem = str(max(0, remaining))
         rst = str(math.ceil(reset_wall))
+        if rec is not None:
+            rec.remaining, rec.reset = max(0, remaining), math.ceil(reset_wall)
         faults = self.config.faults
         seed = self.config.seed
         if faults.bad_headers and unit(seed, "headers", n) < faults.bad_headers:

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from .. import catalog
 
 RETRY_AFTER_MODES = ("seconds", "http-date", "negative", "huge", "absent")
+REMAINING_COUNTS = ("after", "before")
+REMAINING_AT = ("arrival", "response")
+RESET_MEANINGS = ("oldest", "now", "minute")
+WINDOW_KINDS = ("sliding", "fixed")
 
 
 @dataclass
@@ -129,6 +133,54 @@ class Faults:
                 raise ValueError(f"{name} must not be negative")
 
 
+@dataclass(frozen=True)
+class Readings:
+    """How this server reads the rate-limit docs where they leave room (002: "Requests
+    remaining in current window", "Unix timestamp when the window resets", "a sliding
+    60-second window"). The defaults are the simulator's original choices; the others are
+    servers a client must also cope with. See the numbered list in :mod:`mavera_tui.sim.app`.
+
+    ``remaining_counts``
+        ``after``: X-RateLimit-Remaining is what is left once this request is counted (0
+        when the last slot was just taken); ``before``: what was left when it arrived, one
+        higher for a counted request.
+    ``remaining_at``
+        ``arrival``: Remaining and Reset are computed when the request is admitted (a
+        limiter in front of the handler); ``response``: when the answer leaves, after the
+        latency, so they also count requests admitted meanwhile (the same client's later
+        ones too) and no longer count those that left the window meanwhile.
+    ``reset``
+        X-RateLimit-Reset is ``oldest``: the oldest counted arrival + W (when Remaining next
+        grows in a sliding window); ``now``: the moment of computing + W; ``minute``: the
+        next multiple of W in Unix time (the next minute boundary when W is 60 s).
+    ``window_kind``
+        ``sliding``: a request is admitted if fewer than the limit arrived in the last W
+        seconds; ``fixed``: calendar windows, buckets of W aligned to multiples of W in Unix
+        time: the count starts from zero at each boundary, and a window 429's Retry-After is
+        the time to the next boundary.
+    """
+
+    remaining_counts: str = "after"
+    remaining_at: str = "arrival"
+    reset: str = "oldest"
+    window_kind: str = "sliding"
+
+    def __post_init__(self) -> None:
+        for name, choices in (("remaining_counts", REMAINING_COUNTS),
+                              ("remaining_at", REMAINING_AT), ("reset", RESET_MEANINGS),
+                              ("window_kind", WINDOW_KINDS)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+    def describe(self) -> str:
+        """The non-default readings as ``name=value`` words ("" for the defaults)."""
+        default = Readings()
+        return " ".join(f"{name}={getattr(self, name)}"
+                        for name in ("remaining_counts", "remaining_at", "reset", "window_kind")
+                        if getattr(self, name) != getattr(default, name))
+
+
 @dataclass
 class SimConfig:
     """The simulated account.
@@ -142,7 +194,8 @@ class SimConfig:
     a spending level (credits) at which an alert is recorded in ``sim.state.alerts``.
     ``rejected_keys`` get 401 (every other non-empty key is valid).
     ``concurrency_retry_seconds`` (× time_scale, rounded up, at least 1) is the Retry-After
-    of a concurrency-limit 429.
+    of a concurrency-limit 429. ``readings``: how the rate-limit headers and the window are
+    read (:class:`Readings`; the defaults are the simulator's original choices).
     """
 
     tier: str = catalog.DEFAULT_TIER
@@ -160,6 +213,7 @@ class SimConfig:
     rejected_keys: frozenset[str] = frozenset()
     concurrency_retry_seconds: float = 1.0
     faults: Faults = field(default_factory=Faults)
+    readings: Readings = field(default_factory=Readings)
 
     def __post_init__(self) -> None:
         if self.tier not in catalog.TIERS:

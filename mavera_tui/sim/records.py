@@ -6,6 +6,7 @@ Keys are never stored, only a fingerprint (first 8 hex digits of their SHA-256).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,11 +24,16 @@ class RequestRecord:
     """What the server saw and did for one request.
 
     ``window_count``: requests counted in the key's window (including foreign phantoms)
-    right after this arrival was, or was not, counted. ``in_flight``: requests of this key
-    holding the endpoint's concurrency slot right after this arrival (or the number that
-    refused it). ``credits``: net credits charged (0 if refunded). ``status`` 0 with code
-    ``dropped`` means the connection was dropped; ``done`` is the loop time of completion
-    (None while running). ``client_gone``: the client cancelled while the work ran.
+    right after this arrival was, or was not, counted: the last W seconds for a sliding
+    window, the current calendar bucket for a fixed one. It is the server's count at
+    arrival, whatever the rate-limit headers were told to say (see ``Readings``).
+    ``in_flight``: requests of this key holding the endpoint's concurrency slot right after
+    this arrival (or the number that refused it). ``credits``: net credits charged (0 if
+    refunded). ``status`` 0 with code ``dropped`` means the connection was dropped; ``done``
+    is the loop time of completion (None while running). ``client_gone``: the client
+    cancelled while the work ran. ``remaining`` / ``reset``: the X-RateLimit-Remaining and
+    -Reset computed for this request's answer under the server's readings (None for a 401;
+    a header fault may still have mangled or dropped them on the wire).
     """
 
     index: int
@@ -49,14 +55,22 @@ class RequestRecord:
     response_id: str | None = None
     done: float | None = None
     client_gone: bool = False
+    remaining: int | None = None
+    reset: int | None = None
 
 
 class Records:
-    """Every request the simulator saw, in arrival order (iterable, indexable), with helpers."""
+    """Every request the simulator saw, in arrival order (iterable, indexable), with helpers.
 
-    def __init__(self, window_seconds: float = catalog.WINDOW_SECONDS):
+    ``window_kind`` is the server's (``sliding`` or ``fixed``): it decides what "one window"
+    means for :meth:`max_arrivals_in_window`.
+    """
+
+    def __init__(self, window_seconds: float = catalog.WINDOW_SECONDS,
+                 window_kind: str = "sliding"):
         self._rows: list[RequestRecord] = []
         self.window_seconds = window_seconds
+        self.window_kind = window_kind
         self.append = self._rows.append
 
     def __len__(self) -> int:
@@ -100,10 +114,20 @@ class Records:
         """Most arrivals (any outcome, 401s excluded) from one key within any window.
 
         This is the client's offered load: above the limit means it sent more than the
-        window admits (and got 429s for the excess).
+        window admits (and got 429s for the excess). For a fixed-window server a window is
+        a calendar bucket (``floor(wall / W)``): up to twice the limit may arrive within W
+        seconds across a boundary, and that is allowed.
         """
         w = self.window_seconds if window is None else window
         best = 0
+        if self.window_kind == "fixed":
+            buckets: dict[tuple[str, int], int] = {}
+            for r in self._select(key=key):
+                if r.status == 401:
+                    continue
+                b = (r.key, math.floor(r.wall / w))
+                buckets[b] = buckets.get(b, 0) + 1
+            return max(buckets.values(), default=0)
         by_key: dict[str, deque[float]] = {}
         for r in self._select(key=key):
             if r.status == 401:

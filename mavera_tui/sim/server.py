@@ -11,11 +11,22 @@ import logging
 
 from .. import catalog
 from .app import SimulatedDrop, Simulator, create_sim
-from .config import RETRY_AFTER_MODES, AutoRecharge, Faults, SimConfig
+from .config import (
+    REMAINING_AT,
+    REMAINING_COUNTS,
+    RESET_MEANINGS,
+    RETRY_AFTER_MODES,
+    WINDOW_KINDS,
+    AutoRecharge,
+    Faults,
+    Readings,
+    SimConfig,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The simulator's options: where to listen, the account, and the common faults."""
+    """The simulator's options: where to listen, the account, the readings of the rate-limit
+    docs, and the common faults."""
     parser.add_argument("--port", type=int, required=True, help="port to listen on (0: any)")
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     parser.add_argument("--tier", choices=list(catalog.TIERS), default=catalog.DEFAULT_TIER,
@@ -29,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--period-used", type=int, default=0,
                         help="allocation already used this month")
     parser.add_argument("--window-seconds", type=float, default=catalog.WINDOW_SECONDS,
-                        help="sliding window length (default %(default)g)")
+                        help="window length W in seconds (default %(default)g)")
     parser.add_argument("--seed", type=int, default=0, help="seed for charges, latencies, faults")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiplies simulated latencies (0: instant)")
@@ -37,6 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auto-recharge", action="store_true", help="enable auto-recharge")
     parser.add_argument("--budget-cap", type=int, default=None,
                         help="workspace hard cap in credits (402 budget_exceeded beyond)")
+    r = parser.add_argument_group(
+        "readings", "how this server reads the rate-limit docs where they leave room "
+        "(defaults: the simulator's original choices)")
+    r.add_argument("--remaining-counts", choices=REMAINING_COUNTS, default="after",
+                   help="X-RateLimit-Remaining counted after this request or before it "
+                        "(one higher) (default %(default)s)")
+    r.add_argument("--remaining-at", choices=REMAINING_AT, default="arrival",
+                   help="Remaining and Reset computed when the request arrives or when the "
+                        "answer leaves (default %(default)s)")
+    r.add_argument("--reset", choices=RESET_MEANINGS, default="oldest",
+                   help="X-RateLimit-Reset is the oldest counted arrival + W, now + W, or "
+                        "the next multiple of W (minute) (default %(default)s)")
+    r.add_argument("--window-kind", choices=WINDOW_KINDS, default="sliding",
+                   help="a sliding window, or fixed calendar windows of W aligned to "
+                        "multiples of W (default %(default)s)")
     f = parser.add_argument_group("faults")
     f.add_argument("--error-rate", type=float, default=0.0, help="share of 500/503 answers")
     f.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped connections")
@@ -74,14 +100,19 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         allocation=args.allocation, period_used=args.period_used, purchased=args.purchased,
         seed=args.seed, time_scale=args.time_scale,
         auto_recharge=AutoRecharge(enabled=args.auto_recharge), budget_cap=args.budget_cap,
-        faults=faults)
+        faults=faults,
+        readings=Readings(remaining_counts=args.remaining_counts,
+                          remaining_at=args.remaining_at, reset=args.reset,
+                          window_kind=args.window_kind))
 
 
 def describe(sim: Simulator, host: str, port: int) -> str:
     cfg = sim.config
+    readings = cfg.readings.describe()
     return (f"simulator listening on http://{host}:{port}/api/v1 "
             f"(tier {cfg.tier} {cfg.effective_limit}/min, plan {cfg.plan} "
-            f"{cfg.monthly_allocation} credits, window {cfg.window_seconds:g} s)")
+            f"{cfg.monthly_allocation} credits, window {cfg.window_seconds:g} s"
+            + (f"; readings: {readings}" if readings else "") + ")")
 
 
 class _QuietDrops(logging.Filter):
