@@ -274,6 +274,8 @@ DEFAULT_GRACE = 120.0
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``record`` subcommand's options."""
+    from .cli import _nonneg_float, _port, _positive_float
+
     p.add_argument("--db", required=True, help="SQLite file to record into (created 0600)")
     p.add_argument("--jobs", help="JSONL job file to run (default: the demo workload on the "
                                   "embedded simulator when no key is set)")
@@ -283,14 +285,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between snapshots (default 1)")
     p.add_argument("--base-url", help="API base URL (default: MAVERA_BASE_URL or the "
                                       "vendor's; the embedded simulator without a key)")
-    p.add_argument("--window-seconds", type=float, default=None,
+    p.add_argument("--window-seconds", type=_positive_float, default=None,
                    help="the rate limit's window length in seconds (default 60)")
-    p.add_argument("--metrics-port", type=int, default=None,
+    p.add_argument("--metrics-port", type=_port, default=None,
                    help="serve Prometheus metrics on 127.0.0.1:PORT")
     # Requests in flight are already paid for: their outcomes (and charges) belong in the
     # ledger. Long jobs take minutes, so the default waits up to two; a second signal stops
     # at once (they are then 'outcome unknown').
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE,
+    p.add_argument("--grace", type=_nonneg_float, default=DEFAULT_GRACE,
                    help="on SIGTERM/SIGINT, seconds to let in-flight requests finish "
                         "(default %(default)g; a second signal stops at once)")
     p.add_argument("--sim-tier", default=None,
