@@ -672,11 +672,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     command = next((a for a in argv if a in COMMANDS), "")
     parser = build_parser(command if command in ("sim", "record", "replay", "report") else "")
     args, extra = parser.parse_known_args(argv)
+    # argparse reports leftovers from the top-level parser; name the sub-command's help.
+    owner = _subparser(parser, getattr(args, "command", None)) or parser
     if extra:
-        # argparse reports leftovers from the top-level parser; name the sub-command's help.
-        sub = _subparser(parser, getattr(args, "command", None))
-        (sub or parser).error("unrecognized arguments: " + " ".join(extra))
+        owner.error("unrecognized arguments: " + " ".join(extra))
+    _check_values(args, owner)
     return args
+
+
+#: Options some sub-commands declare as plain floats that only make sense above zero.
+_MUST_BE_POSITIVE = ("refresh", "batch_gap", "window_seconds", "interval")
+
+
+def _check_values(args: argparse.Namespace, owner: argparse.ArgumentParser) -> None:
+    """Checks that hold for every command's options, whichever module declared them."""
+    for name in _MUST_BE_POSITIVE:
+        v = getattr(args, name, None)
+        if isinstance(v, float) and not (math.isfinite(v) and v > 0):
+            owner.error(f"--{name.replace('_', '-')}: expected a positive number, got {v:g}")
+
+
+def _check_debug_log(args: argparse.Namespace) -> None:
+    """Create the --debug file (owner-only) before anything starts, whichever command owns
+    the option, so an unwritable path is one line (exit 3), not a crash later."""
+    debug = getattr(args, "debug", None)
+    if isinstance(debug, str) and debug:
+        try:
+            os.close(os.open(debug, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as e:
+            raise ConfigError(f"cannot write the debug log {debug}: {e.strerror}") from None
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str | None) -> Any:
@@ -691,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     func = getattr(args, "func", None)
     try:
+        _check_debug_log(args)
         if func is None:
             return cmd_monitor(args)
         return int(func(args) or 0)
@@ -702,7 +727,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # never a traceback for the user; the debug log has it
-        logging.getLogger(__name__).exception("unexpected error")
+        if logging.getLogger().handlers:  # else logging's last resort prints it on stderr
+            logging.getLogger(__name__).exception("unexpected error")
         msg = re.sub(r"\s+", " ", str(e))[:300]
         return _fail(f"unexpected {type(e).__name__}: {msg} (run with --debug FILE for "
                      "details, and please report it)", EXIT_CANNOT_START)

@@ -172,6 +172,8 @@ def test_unusable_job_files_are_one_clear_line(kind, tmp_path, capfd):
     (["--db", "x.db", "record", "--db", "r.db", "--foo"], "record", "--foo"),
     (["replay"], "replay", "missing file"),
     (["replay", "r.db", "--foo"], "replay", "unrecognized argument --foo"),
+    (["replay", "r.db", "--refresh", "-1"], "replay", "--refresh: expected a positive"),
+    (["report", "r.db", "--batch-gap", "0"], "report", "--batch-gap: expected a positive"),
     (["report", "r.db", "--foo"], "report", "unrecognized argument --foo"),
     (["screenshots", "--foo"], "screenshots", "unrecognized argument --foo"),
     (["--foo"], "", "unrecognized argument --foo"),
@@ -216,6 +218,16 @@ def test_sim_on_a_bad_or_busy_port_is_one_line(port, code, words):
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["--no-demo"], ["replay", "r.db"], ["run", "x.jsonl"],
+])
+def test_an_unwritable_debug_log_is_one_line_before_anything_starts(argv, tmp_path, capfd):
+    rc = cli.main([*argv, "--debug", str(tmp_path / "no-such-dir" / "debug.log")])
+    out, err = capfd.readouterr()
+    assert rc == 3 and out == "", out
+    assert err.count("\n") == 1 and "cannot write the debug log" in err
 
 
 def test_screenshots_into_an_unwritable_folder_is_one_line(tmp_path, capfd):
