@@ -91,9 +91,13 @@ class CliParser(argparse.ArgumentParser):
     """An ArgumentParser whose every error is one line on stderr, exit status 2:
     ``mavera-tui run: unrecognized argument --foo; see mavera-tui run --help``."""
 
+    #: Set on the top-level parser once the sub-command is known: argparse checks every
+    #: option against the top-level parser too (``run --d`` is "ambiguous" there).
+    command_prog: str | None = None
+
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: {printable(usage_line(message))}; "
-                              f"see {self.prog} --help\n")
+        prog = self.command_prog or self.prog
+        self.exit(EXIT_USAGE, f"{prog}: {printable(usage_line(message))}; see {prog} --help\n")
 
 
 def _port(text: str) -> int:
@@ -671,6 +675,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # before it); only that command's module is imported.
     command = next((a for a in argv if a in COMMANDS), "")
     parser = build_parser(command if command in ("sim", "record", "replay", "report") else "")
+    if command and isinstance(parser, CliParser):
+        parser.command_prog = f"{parser.prog} {command}"
     args, extra = parser.parse_known_args(argv)
     # argparse reports leftovers from the top-level parser; name the sub-command's help.
     owner = _subparser(parser, getattr(args, "command", None)) or parser

@@ -157,6 +157,7 @@ def test_unusable_job_files_are_one_clear_line(kind, tmp_path, capfd):
     (["run", "x.jsonl", "--tier", "platinum"], "run", "'platinum' is not one of"),
     (["run", "x.jsonl", "--no-such-flag"], "run", "unrecognized argument --no-such-flag"),
     (["run", "x.jsonl", "--sim-time-scale", "-1"], "run", "expected zero or more"),
+    (["run", "x.jsonl", "--d", "y"], "run", "ambiguous option: --d could match"),
     (["estimate"], "estimate", "missing PATH|KIND"),
     (["estimate", "fg", "--foo"], "estimate", "unrecognized argument --foo"),
     (["estimate", "fg", "--sample-size", "2.5"], "estimate", "expected a whole number"),
