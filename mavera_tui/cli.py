@@ -18,12 +18,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__, catalog
 from .budget import RechargeConfig
 from .errors import ConfigError, StoreError
-from .estimate import EstimateError, estimate, preflight
+from .estimate import MAX_VIDEO_SECONDS, EstimateError, estimate, preflight, with_buffer
 from .jobs import JobFileError, JobSpec, read_job_file
 
 EXIT_OK = 0
@@ -36,7 +36,8 @@ RUN_EPILOG = """\
 exit status:
   0    every job succeeded
   1    at least one job did not succeed (failed, refused by pre-flight, waiting for
-       credits, outcome unknown after a crash, cancelled, or interrupted)
+       credits, outcome unknown after a crash, cancelled, or interrupted), or a bad
+       line of the job file was skipped (the valid lines ran)
   2    bad usage or a bad job file (with --strict: any bad line)
   3    could not start: bad settings, unreadable job file, database in use or unusable
   130  interrupted (Ctrl-C / SIGTERM): finished jobs are saved; rerun with the same --db
@@ -60,6 +61,55 @@ FRIENDLY = {
 }
 
 
+_INVALID_CHOICE = re.compile(r"^argument (\S+): invalid choice: (.*?) \(choose from (.*)\)$")
+
+
+def usage_line(message: str) -> str:
+    """argparse's error message, shortened to the part a person acts on."""
+    message = " ".join(message.split())
+    if message.startswith("unrecognized arguments: "):
+        extra = message.split(": ", 1)[1].split()
+        return ("unrecognized argument " if len(extra) == 1 else "unrecognized arguments ") \
+            + " ".join(extra)
+    m = _INVALID_CHOICE.match(message)
+    if m:
+        what, got, choices = m.groups()
+        choices = choices.replace("'", "")
+        if what == "COMMAND":
+            return f"unknown command {got} (commands: {choices})"
+        return f"{what}: {got} is not one of {choices}"
+    if message.startswith("the following arguments are required: "):
+        return "missing " + message.split(": ", 1)[1]
+    m = re.match(r"^argument (\S+): invalid (int|float) value: (.*)$", message)
+    if m:
+        kind = "a whole number" if m.group(2) == "int" else "a number"
+        return f"{m.group(1)}: expected {kind}, got {m.group(3)}"
+    return re.sub(r"^argument (\S+?)(/\S+)?: ", r"\1: ", message)
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose every error is one line on stderr, exit status 2:
+    ``mavera-tui run: unrecognized argument --foo; see mavera-tui run --help``."""
+
+    #: Set on the top-level parser once the sub-command is known: argparse checks every
+    #: option against the top-level parser too (``run --d`` is "ambiguous" there).
+    command_prog: str | None = None
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        prog = self.command_prog or self.prog
+        self.exit(EXIT_USAGE, f"{prog}: {printable(usage_line(message))}; see {prog} --help\n")
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 0 to 65535, got {v}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -67,6 +117,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more, got {text!r}")
     return v
 
 
@@ -122,7 +182,7 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--auto-recharge", metavar="THRESHOLD:CREDITS[:PACK[:EUR]]",
                    help="your account's auto-recharge (the API does not expose it), for the "
                         "time-left estimate, e.g. 100:500:standard:50")
-    p.add_argument("--sim-time-scale", type=float, default=1.0, metavar="X",
+    p.add_argument("--sim-time-scale", type=_nonneg_float, default=1.0, metavar="X",
                    help="embedded simulator only: multiply its latencies (0: instant)")
 
 
@@ -176,9 +236,9 @@ def _estimate_args(p: argparse.ArgumentParser) -> None:
                    help="video analyses: length in seconds")
     p.add_argument("--complexity", choices=list(catalog.MAVE_COMPLEXITY),
                    help="Mave: query complexity (default complex)")
-    p.add_argument("--balance", type=int, metavar="CREDITS",
+    p.add_argument("--balance", type=_nonneg_int, metavar="CREDITS",
                    help="also give the pre-flight verdict against this balance")
-    p.add_argument("--reserved", type=int, default=0, metavar="CREDITS",
+    p.add_argument("--reserved", type=_nonneg_int, default=0, metavar="CREDITS",
                    help="credits already reserved by running jobs (with --balance)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -219,6 +279,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         est = estimate(method, path, body)
     except EstimateError as e:
         return _fail(str(e), EXIT_USAGE)
+    secs = body.get("video_seconds")
+    if est.endpoint.cost == "video" and isinstance(secs, (int, float)) and secs < 1:
+        # The estimator's message promises 1 and up; hold the CLI to it.
+        return _fail(f"'video_seconds' must be a number from 1 to {MAX_VIDEO_SECONDS}, "
+                     f"got {secs!r}", EXIT_USAGE)
     out: dict[str, Any] = est.to_dict()
     verdict = None
     if args.balance is not None:
@@ -231,8 +296,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         rng = f"{est.low}-{est.high}" if est.low != est.high else f"{est.high}"
         print(f"{est.endpoint.method} {path}: {rng} credits (upper bound {est.high}; "
               f"{est.basis})")
-        print(f"  pre-flight needs {est.high + int(est.high * catalog.PREFLIGHT_BUFFER)} "
-              f"available (estimate + 20% buffer)")
+        print(f"  pre-flight needs {with_buffer(est.high)} available (estimate + 20% "
+              "buffer, rounded up)")
         if verdict is not None:
             print(f"  {'OK' if verdict.ok else 'REFUSED'}: {verdict.message}")
     return EXIT_OK if verdict is None or verdict.ok else EXIT_JOBS_FAILED
@@ -317,7 +382,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
-async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
+async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: int = 0) -> int:
     from .engine import Engine
 
     engine = Engine(settings_from_args(args, mode="run"))
@@ -377,6 +442,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
             await sched.reconcile_credits()
         summary = sched.summary(ids)
         _add_finished(summary, known)
+        summary["bad_lines_skipped"] = bad_lines
         progress.update(summary, sched.snapshot(), final=True)
     finally:
         if not stop.is_set() and not aborted["n"]:
@@ -389,6 +455,8 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
             print(f"  {printable(j.id)}: {j.state}: {printable(j.reason)[:300]}")
         if len(bad) > 20:
             print(f"  ... and {len(bad) - 20} more not succeeded (see --db / --summary)")
+        if bad_lines:
+            print(f"  {bad_lines} bad line(s) of {args.jobs} skipped: not run (exit status 1)")
     if args.summary:
         try:
             fd = os.open(args.summary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -398,7 +466,8 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec]) -> int:
             print(f"cannot write --summary {args.summary}: {e.strerror}", file=sys.stderr)
     if aborted["n"]:
         return EXIT_INTERRUPTED
-    ok = summary["succeeded"] == summary["jobs"] and summary["jobs"] > 0
+    # A skipped line is a job of the file that did not run: not a success.
+    ok = summary["succeeded"] == summary["jobs"] and summary["jobs"] > 0 and not bad_lines
     return EXIT_OK if ok else EXIT_JOBS_FAILED
 
 
@@ -450,7 +519,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(errors)} bad line(s) skipped; running the {len(specs)} valid job(s)",
               file=sys.stderr)
     try:
-        return asyncio.run(_run_async(args, specs))
+        return asyncio.run(_run_async(args, specs, len(errors)))
     except (ConfigError, StoreError) as e:
         return _fail(str(e), EXIT_CANNOT_START)
 
@@ -467,7 +536,7 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
                    help="write a debug log (default file mavera-tui-debug.log)")
     p.add_argument("--no-demo", action="store_true",
                    help="with the embedded simulator, do not run the demo workload")
-    p.add_argument("--metrics-port", type=int, metavar="PORT",
+    p.add_argument("--metrics-port", type=_port, metavar="PORT",
                    help="serve Prometheus metrics on 127.0.0.1:PORT")
     _add_target_options(p)
 
@@ -533,7 +602,7 @@ def _setup_debug(path: str | None) -> None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; ``command`` (the sub-command about to run, if known) limits
     the imports to what that command needs."""
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="mavera-tui",
         description="Run work against the Mavera API as fast as its limits allow, and watch "
                     "the limits and the credits live. With no command: the live monitor.",
@@ -590,18 +659,82 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     sc = sub.add_parser("screenshots", help="regenerate the screenshots in screenshots/")
     sc.add_argument("--out", default="screenshots", help="output folder (default %(default)s)")
-    sc.set_defaults(func=lambda a: __import__(
-        "mavera_tui.ui.screenshots", fromlist=["main"]).main(a.out))
+    sc.set_defaults(func=cmd_screenshots)
     return p
+
+
+def cmd_screenshots(args: argparse.Namespace) -> int:
+    """Regenerate the screenshots; an unwritable --out is one line, exit 3."""
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".mavera-tui-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        return _fail(f"cannot write screenshots into {out}: {e.strerror or e}; "
+                     "pick another --out", EXIT_CANNOT_START)
+    from .ui.screenshots import main as shoot
+
+    return shoot(str(out))
+
+
+COMMANDS = ("run", "estimate", "sim", "record", "replay", "report", "screenshots")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; a bad flag exits 2 with one line naming the command whose help to read."""
+    # The first word naming a command is the command (a value such as `--db x.db` comes
+    # before it); only that command's module is imported.
+    command = next((a for a in argv if a in COMMANDS), "")
+    parser = build_parser(command if command in ("sim", "record", "replay", "report") else "")
+    if command and isinstance(parser, CliParser):
+        parser.command_prog = f"{parser.prog} {command}"
+    args, extra = parser.parse_known_args(argv)
+    # argparse reports leftovers from the top-level parser; name the sub-command's help.
+    owner = _subparser(parser, getattr(args, "command", None)) or parser
+    if extra:
+        owner.error("unrecognized arguments: " + " ".join(extra))
+    _check_values(args, owner)
+    return args
+
+
+#: Options some sub-commands declare as plain floats that only make sense above zero.
+_MUST_BE_POSITIVE = ("refresh", "batch_gap", "window_seconds", "interval")
+
+
+def _check_values(args: argparse.Namespace, owner: argparse.ArgumentParser) -> None:
+    """Checks that hold for every command's options, whichever module declared them."""
+    for name in _MUST_BE_POSITIVE:
+        v = getattr(args, name, None)
+        if isinstance(v, float) and not (math.isfinite(v) and v > 0):
+            owner.error(f"--{name.replace('_', '-')}: expected a positive number, got {v:g}")
+
+
+def _check_debug_log(args: argparse.Namespace) -> None:
+    """Create the --debug file (owner-only) before anything starts, whichever command owns
+    the option, so an unwritable path is one line (exit 3), not a crash later."""
+    debug = getattr(args, "debug", None)
+    if isinstance(debug, str) and debug:
+        try:
+            os.close(os.open(debug, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as e:
+            raise ConfigError(f"cannot write the debug log {debug}: {e.strerror}") from None
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str | None) -> Any:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name:
+            return action.choices.get(name)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if not a.startswith("-")), "")
-    parser = build_parser(command if command in ("sim", "record", "replay", "report") else "")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     func = getattr(args, "func", None)
     try:
+        _check_debug_log(args)
         if func is None:
             return cmd_monitor(args)
         return int(func(args) or 0)
@@ -613,7 +746,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # never a traceback for the user; the debug log has it
-        logging.getLogger(__name__).exception("unexpected error")
+        if logging.getLogger().handlers:  # else logging's last resort prints it on stderr
+            logging.getLogger(__name__).exception("unexpected error")
         msg = re.sub(r"\s+", " ", str(e))[:300]
         return _fail(f"unexpected {type(e).__name__}: {msg} (run with --debug FILE for "
                      "details, and please report it)", EXIT_CANNOT_START)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from . import catalog
@@ -158,6 +159,13 @@ class Verdict:
     message: str
 
 
+def with_buffer(high: int) -> int:
+    """What pre-flight requires to be available for an estimate of ``high``: the estimate
+    plus the 20% buffer, rounded up. The buffer is a floor, so 131 needs 158 (157.2 up), and
+    exact fractions keep 100 at 120 (float 100 * 1.2 is 120.00000000000001)."""
+    return math.ceil(high * (1 + Fraction(str(catalog.PREFLIGHT_BUFFER))))
+
+
 def preflight(est: Estimate | int, remaining: int, reserved: int = 0) -> Verdict:
     """Affordable only if remaining - reserved >= estimate + 20% (the cookbook's can_afford).
 
@@ -166,8 +174,7 @@ def preflight(est: Estimate | int, remaining: int, reserved: int = 0) -> Verdict
     """
     high = est.high if isinstance(est, Estimate) else int(est)
     hint = est.reduce_hint if isinstance(est, Estimate) else ""
-    buffer = int(high * catalog.PREFLIGHT_BUFFER)
-    needed = high + buffer
+    needed = with_buffer(high)
     available = remaining - reserved
     if high == 0 or available >= needed:
         return Verdict(True, high, needed, available, remaining, reserved,

@@ -3,8 +3,10 @@
 ``mavera-tui record --db FILE`` runs the scheduler (the demo workload on the embedded
 simulator when no key and no ``--jobs`` are given), logs plain lines to stderr, and writes
 one encoded snapshot per interval into the store's ``snapshots`` table, beside the ledger.
-SIGTERM/SIGINT stop it cleanly (dispatch stops, in-flight requests get a short grace, a
-final snapshot is written and flushed). Never imports textual (tests/test_import_hygiene).
+The end of ``--duration`` and SIGTERM/SIGINT stop it the same clean way: nothing new is
+sent, requests in flight (already paid for) get up to ``--grace`` seconds while snapshots
+go on, then a final snapshot is written and flushed. Never imports textual
+(tests/test_import_hygiene).
 
 The snapshot encoding (``zdelta1``) lives here too, because the recorder owns it and
 replay and report decode it: a self-contained *keyframe* every ``keyframe_every``
@@ -274,25 +276,30 @@ DEFAULT_GRACE = 120.0
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``record`` subcommand's options."""
+    from .cli import _nonneg_float, _port, _positive_float
+
     p.add_argument("--db", required=True, help="SQLite file to record into (created 0600)")
     p.add_argument("--jobs", help="JSONL job file to run (default: the demo workload on the "
                                   "embedded simulator when no key is set)")
     p.add_argument("--duration", type=_duration_arg,
-                   help="stop after this long (seconds, or 90s / 10m / 2h / 1d)")
+                   help="send no new requests after this long (seconds, or 90s / 10m / 2h / "
+                        "1d), then wait for those in flight, at most --grace: the recording "
+                        "ends within duration + grace")
     p.add_argument("--interval", type=_duration_arg, default=1.0,
                    help="seconds between snapshots (default 1)")
     p.add_argument("--base-url", help="API base URL (default: MAVERA_BASE_URL or the "
                                       "vendor's; the embedded simulator without a key)")
-    p.add_argument("--window-seconds", type=float, default=None,
+    p.add_argument("--window-seconds", type=_positive_float, default=None,
                    help="the rate limit's window length in seconds (default 60)")
-    p.add_argument("--metrics-port", type=int, default=None,
+    p.add_argument("--metrics-port", type=_port, default=None,
                    help="serve Prometheus metrics on 127.0.0.1:PORT")
     # Requests in flight are already paid for: their outcomes (and charges) belong in the
     # ledger. Long jobs take minutes, so the default waits up to two; a second signal stops
     # at once (they are then 'outcome unknown').
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE,
-                   help="on SIGTERM/SIGINT, seconds to let in-flight requests finish "
-                        "(default %(default)g; a second signal stops at once)")
+    p.add_argument("--grace", type=_nonneg_float, default=DEFAULT_GRACE,
+                   help="at the end of --duration or on SIGTERM/SIGINT, seconds to let "
+                        "requests in flight finish (default %(default)g; a signal during the "
+                        "wait stops at once)")
     p.add_argument("--sim-tier", default=None,
                    help="tier of the embedded simulator (e.g. enterprise)")
 
@@ -309,9 +316,10 @@ class Recorder:
                  metrics_port: int | None = None, grace: float = DEFAULT_GRACE,
                  clock: Clock | None = None, sim: Any = None, out: TextIO | None = None,
                  demo_kw: dict[str, Any] | None = None,
-                 keyframe_every: int = KEYFRAME_EVERY):
+                 keyframe_every: int = KEYFRAME_EVERY, job_file: Any = None):
         self.settings = settings
         self.jobs_path = jobs
+        self.job_file = job_file  # (specs, line errors) already read from ``jobs``, if any
         self.duration = duration
         self.interval = max(0.01, float(interval))
         self.metrics_port = metrics_port
@@ -423,7 +431,7 @@ class Recorder:
         from .jobs import JobFileError, read_job_file
 
         try:
-            specs, errors = read_job_file(self.jobs_path)
+            specs, errors = self.job_file or read_job_file(self.jobs_path)
         except (JobFileError, OSError) as e:
             self.log(f"error: {e}")
             return None
@@ -453,9 +461,11 @@ class Recorder:
             now = clock.now()
             if jobs_mode and sched.unfinished() == 0:
                 self.stop_reason = "all jobs done"
+                self._stop.set()  # a signal from here on means: do not wait
                 break
             if self.duration is not None and now - start >= self.duration - 1e-9:
                 self.stop_reason = f"duration {self.duration:g} s reached"
+                self._stop.set()
                 break
             if self.engine.store.write_error:
                 self.log(f"store: {self.engine.store.write_error}")
@@ -470,25 +480,48 @@ class Recorder:
                 break
 
     async def _shutdown(self, sched: Any) -> None:
-        """Stop dispatch, give in-flight requests ``grace`` seconds, write the final
-        snapshot, flush and close. Jobs still in flight after the grace stay 'in flight'
-        in the store (a restart reports them as outcome unknown, never re-sends blindly)."""
-        if self.stop_reason:
-            self.log(f"stopping: {self.stop_reason}")
+        """Stop admitting, wait for what is in flight (it is paid for: its outcome and
+        charge belong in the ledger) for at most ``grace`` seconds while still recording a
+        snapshot every interval, then write the final snapshot, flush and close. This is
+        the same at the end of ``--duration`` and on a signal, so a recording ends within
+        duration + grace. Jobs still in flight after the grace (or a second signal) stay
+        'in flight' in the store: a restart reports them as outcome unknown, never re-sends
+        them blindly."""
         assert self._hurry is not None
+        clock = self.clock
         waiting = sched.snapshot().in_flight
+        closing = asyncio.ensure_future(sched.close())  # admits nothing from here on
+        reason = self.stop_reason or "stopping"
         if waiting:
-            self.log(f"waiting up to {self.grace:g} s for {waiting} request(s) in flight "
-                     "(signal again to stop at once)")
-        closing = asyncio.ensure_future(sched.close())
+            # One line, said once: why it stops, what it waits for, for how long at most.
+            again = ("signal again" if reason.startswith("SIG") else "Ctrl-C or SIGTERM")
+            self.log(f"stopping: {reason}: no new requests; waiting up to {self.grace:g} s "
+                     f"for the {waiting} request(s) in flight (they are paid for; {again} "
+                     "to stop at once)")
+        else:
+            self.log(f"stopping: {reason}")
         hurry = asyncio.ensure_future(self._hurry.wait())
-        await asyncio.wait({closing, hurry}, timeout=max(0.0, self.grace),
-                           return_when=asyncio.FIRST_COMPLETED)
+        started = clock.now()
+        deadline = started + max(0.0, self.grace)
+        while not closing.done() and not hurry.done():
+            left = deadline - clock.now()
+            if left <= 0:
+                break
+            await asyncio.wait({closing, hurry}, timeout=min(self.interval, left),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not closing.done():  # keep the recording going while they land
+                with contextlib.suppress(Exception):
+                    snap = sched.snapshot()
+                    self._write(snap)
+                    self._log_alerts(snap)
         hurry.cancel()
+        waited = clock.now() - started
         if not closing.done():
             n = sched.snapshot().in_flight
-            self.log(f"{n} requests still in flight after {self.grace:g} s: abandoning "
-                     "them (they stay 'in flight' in the store: outcome unknown)")
+            when = "on a signal to stop at once" if self._hurry.is_set() else \
+                f"after {self.grace:g} s"
+            self.log(f"{n} request(s) still in flight {when}: abandoning them (they stay "
+                     "'in flight' in the store: outcome unknown)")
             await sched.abort()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await closing
@@ -499,7 +532,9 @@ class Recorder:
         self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
         await self.engine.stop()
         self.log(f"stopped: {self.snapshots_written} snapshots "
-                 f"({self.bytes_written / 1024:.0f} KiB); {_progress(final)}")
+                 f"({self.bytes_written / 1024:.0f} KiB)"
+                 + (f" after waiting {waited:.0f} s for requests in flight" if waiting else "")
+                 + f"; {_progress(final)}")
 
 
 def _progress(s: Snapshot) -> str:
@@ -526,9 +561,18 @@ def main(args: argparse.Namespace) -> int:
     if not Path(args.db).parent.exists():
         print(f"record: directory {Path(args.db).parent} does not exist", file=sys.stderr)
         return 2
+    job_file = None
+    if args.jobs:
+        from .jobs import JobFileError, read_job_file
+
+        try:  # before anything starts: a missing file is one line, not a short recording
+            job_file = read_job_file(args.jobs)
+        except JobFileError as e:
+            print(f"record: {e}", file=sys.stderr)
+            return 2
     rec = Recorder(settings_from_args(args), jobs=args.jobs, duration=args.duration,
                    interval=args.interval, metrics_port=args.metrics_port,
-                   grace=getattr(args, "grace", DEFAULT_GRACE))
+                   grace=getattr(args, "grace", DEFAULT_GRACE), job_file=job_file)
 
     async def go() -> int:
         loop = asyncio.get_running_loop()

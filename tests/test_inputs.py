@@ -86,13 +86,25 @@ def test_valid_lines_still_run_and_errors_are_reported(tmp_path, capfd):
     jobs = write_jobs(tmp_path, lines)
     rc = cli.main(["run", str(jobs), *FAST, "--summary", str(tmp_path / "s.json")])
     out, err = capfd.readouterr()
-    assert rc == 0, err
+    assert rc == 1, err  # the valid lines ran, but skipped lines are not a success
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["jobs"] == summary["succeeded"] == 2
+    assert summary["bad_lines_skipped"] == len(BAD_LINES)
     for n in range(2, len(lines)):
         assert f"line {n}" in err
     assert f"{len(BAD_LINES)} bad line(s) skipped" in err
     assert "Traceback" not in out + err
+
+
+def test_three_bad_lines_of_four_exit_1_and_say_so(tmp_path, capfd):
+    jobs = write_jobs(tmp_path, [good(0), "{oops", "[1]", '{"id": "x"}'])
+    rc = cli.main(["run", str(jobs), *FAST])
+    out, err = capfd.readouterr()
+    assert rc == cli.EXIT_JOBS_FAILED == 1
+    assert "3 bad line(s) skipped; running the 1 valid job(s)" in err
+    assert "jobs 1: 1 succeeded" in out and "3 bad line(s)" in out
+    ok = write_jobs(tmp_path, [good(0), good(1)])
+    assert cli.main(["run", str(ok), *FAST]) == 0  # nothing skipped, all done: still 0
 
 
 def test_strict_runs_nothing(tmp_path, capfd):
@@ -136,25 +148,95 @@ def test_unusable_job_files_are_one_clear_line(kind, tmp_path, capfd):
     assert str(p) in lines[0]
 
 
-@pytest.mark.parametrize("argv", [
-    ["run"],
-    ["run", "x.jsonl", "--window-seconds", "zero"],
-    ["run", "x.jsonl", "--window-seconds", "-3"],
-    ["run", "x.jsonl", "--timeout", "nan"],
-    ["run", "x.jsonl", "--resend-unknown-up-to", "-1"],
-    ["run", "x.jsonl", "--tier", "platinum"],
-    ["run", "x.jsonl", "--no-such-flag"],
-    ["estimate"],
-    ["frobnicate"],
+@pytest.mark.parametrize(("argv", "command", "words"), [
+    (["run"], "run", "missing JOBS.jsonl"),
+    (["run", "x.jsonl", "--window-seconds", "zero"], "run", "--window-seconds: expected a"),
+    (["run", "x.jsonl", "--window-seconds", "-3"], "run", "expected a positive number"),
+    (["run", "x.jsonl", "--timeout", "nan"], "run", "--timeout"),
+    (["run", "x.jsonl", "--resend-unknown-up-to", "-1"], "run", "expected zero or more"),
+    (["run", "x.jsonl", "--tier", "platinum"], "run", "'platinum' is not one of"),
+    (["run", "x.jsonl", "--no-such-flag"], "run", "unrecognized argument --no-such-flag"),
+    (["run", "x.jsonl", "--sim-time-scale", "-1"], "run", "expected zero or more"),
+    (["run", "x.jsonl", "--d", "y"], "run", "ambiguous option: --d could match"),
+    (["estimate"], "estimate", "missing PATH|KIND"),
+    (["estimate", "fg", "--foo"], "estimate", "unrecognized argument --foo"),
+    (["estimate", "fg", "--sample-size", "2.5"], "estimate", "expected a whole number"),
+    (["estimate", "fg", "--balance", "-5"], "estimate", "expected zero or more"),
+    (["sim", "--port", "x"], "sim", "--port: expected a whole number"),
+    (["sim", "--port", "1", "--foo"], "sim", "unrecognized argument --foo"),
+    (["record"], "record", "missing --db"),
+    (["record", "--db", "r.db", "--foo"], "record", "unrecognized argument --foo"),
+    (["record", "--db", "r.db", "--duration", "soon"], "record", "not a duration"),
+    (["record", "--db", "r.db", "--metrics-port", "99999"], "record", "0 to 65535"),
+    (["record", "--db", "r.db", "--window-seconds", "-1"], "record", "positive"),
+    (["record", "--db", "r.db", "--grace", "-1"], "record", "zero or more"),
+    (["--db", "x.db", "record", "--db", "r.db", "--foo"], "record", "--foo"),
+    (["replay"], "replay", "missing file"),
+    (["replay", "r.db", "--foo"], "replay", "unrecognized argument --foo"),
+    (["replay", "r.db", "--refresh", "-1"], "replay", "--refresh: expected a positive"),
+    (["report", "r.db", "--batch-gap", "0"], "report", "--batch-gap: expected a positive"),
+    (["report", "r.db", "--foo"], "report", "unrecognized argument --foo"),
+    (["screenshots", "--foo"], "screenshots", "unrecognized argument --foo"),
+    (["--foo"], "", "unrecognized argument --foo"),
+    (["--metrics-port", "99999"], "", "0 to 65535"),
+    (["--refresh", "0"], "", "expected a positive number"),
+    (["frobnicate"], "", "unknown command 'frobnicate'"),
 ])
-def test_bad_flags_exit_2_with_a_one_line_message(argv, capfd):
+def test_bad_flags_exit_2_with_one_line_naming_the_help(argv, command, words, capfd):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2
     out, err = capfd.readouterr()
-    msgs = [ln for ln in err.splitlines() if "error:" in ln]
-    assert len(msgs) == 1, err
-    assert "Traceback" not in err
+    prog = f"mavera-tui {command}".strip()
+    assert out == ""
+    assert err.count("\n") == 1, err  # no usage block, no traceback: one line
+    line = err.strip()
+    assert line.startswith(f"{prog}: ") and line.endswith(f"; see {prog} --help"), line
+    assert words in line
+
+
+def test_the_shortened_messages_read_as_documented():
+    assert cli.usage_line("unrecognized arguments: --foo") == "unrecognized argument --foo"
+    assert cli.usage_line("unrecognized arguments: --a 1") == "unrecognized arguments --a 1"
+    assert cli.usage_line("the following arguments are required: --db") == "missing --db"
+
+
+@pytest.mark.parametrize(("port", "code", "words"), [
+    ("99999", 2, "--port must be from 0 to 65535"),
+    ("-1", 2, "--port must be from 0 to 65535"),
+    ("busy", 3, "cannot listen on 127.0.0.1:"),
+])
+def test_sim_on_a_bad_or_busy_port_is_one_line(port, code, words):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        if port == "busy":
+            port = str(busy.getsockname()[1])
+        done = subprocess.run([sys.executable, "-m", "mavera_tui", "sim", "--port", port],
+                              capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+    assert done.returncode == code, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["--no-demo"], ["replay", "r.db"], ["run", "x.jsonl"],
+])
+def test_an_unwritable_debug_log_is_one_line_before_anything_starts(argv, tmp_path, capfd):
+    rc = cli.main([*argv, "--debug", str(tmp_path / "no-such-dir" / "debug.log")])
+    out, err = capfd.readouterr()
+    assert rc == 3 and out == "", out
+    assert err.count("\n") == 1 and "cannot write the debug log" in err
+
+
+def test_screenshots_into_an_unwritable_folder_is_one_line(tmp_path, capfd):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    rc = cli.main(["screenshots", "--out", str(blocker / "shots")])
+    out, err = capfd.readouterr()
+    assert rc == 3 and err.count("\n") == 1 and "pick another --out" in err
 
 
 @pytest.mark.parametrize("argv,words", [

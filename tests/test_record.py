@@ -61,8 +61,9 @@ def test_a_snapshot_is_written_every_interval_into_an_owner_only_file(tmp_path):
     assert rc == 0
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
     ts = [r[0] for r in query(db, "SELECT t FROM snapshots ORDER BY t")]
-    # one at start, one every 2 s, and the final one after the stop
-    assert 31 <= len(ts) <= 33
+    # one at start and one every 2 s for the duration; then, while the requests in flight
+    # land, one every 2 s more, and the final one after the stop
+    assert len([t for t in ts if t <= ts[0] + 60.01]) == 31
     gaps = [b - a for a, b in zip(ts, ts[1:-1], strict=False)]
     assert all(abs(g - 2.0) < 0.01 for g in gaps)
     meta = dict(query(db, "SELECT key, value FROM meta"))
@@ -165,3 +166,74 @@ def test_sigterm_during_a_record_loses_nothing(tmp_path):
     assert done == [(0,)]  # nothing finished without its attempt in the ledger
     in_flight = query(db, "SELECT COUNT(*) FROM jobs WHERE state = 'in_flight'")[0][0]
     assert in_flight == 0 or "abandoning" in err
+
+
+def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(tmp_path):
+    """Videos take 40-150 s on the simulator: at the end of a 10 s duration the ones in
+    flight are paid for, so the recorder sends nothing new, says so once, keeps recording
+    while they land, and ends within duration + grace."""
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [json.dumps({"id": f"v{i}", "method": "POST", "path": "/video-analyses",
+                         "body": {"video_seconds": 20}}) for i in range(2)]
+    lines += [json.dumps({"id": f"r{i}", "method": "POST", "path": "/responses",
+                          "body": {"input": f"q{i}"}}) for i in range(400)]
+    jobs.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "rec.db"
+    out = io.StringIO()
+    rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record", sim_tier="starter",
+                            sim_purchased=10_000_000),
+                   duration=10, interval=1.0, jobs=str(jobs), grace=200,
+                   clock=Clock(wall0=WALL0), out=out)
+    assert run_virtual(rec.run()) == 0
+    log = out.getvalue()
+    assert log.count("waiting up to 200 s") == 1
+    assert "duration 10 s reached: no new requests" in log and "they are paid for" in log
+    assert "signal again" not in log and "abandoning" not in log
+    states = dict(query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+    assert states.get("in_flight", 0) == 0  # every paid-for request's outcome is known
+    assert query(db, "SELECT state FROM jobs WHERE id LIKE 'v%'") == [("succeeded",)] * 2
+    assert states.get("queued", 0) > 0  # the rest was not admitted after the duration
+    sent = [r[0] - WALL0 for r in query(db, "SELECT t FROM ledger WHERE job_id IS NOT NULL")]
+    assert max(sent) <= 10.5  # nothing sent after the duration
+    done = [r[0] - WALL0 for r in query(db, "SELECT t_done FROM ledger")]
+    assert 40 <= max(done) <= 10 + 200  # waited for the videos, within the documented bound
+    ts = [r[0] for r in query(db, "SELECT t FROM snapshots ORDER BY t")]
+    assert len([t for t in ts if t > 11]) >= 25  # the recording went on while they landed
+    assert "after waiting" in log and "stopped:" in log
+
+
+def test_a_grace_shorter_than_the_requests_in_flight_abandons_them_and_says_so(tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "v", "method": "POST", "path": "/video-analyses",
+                                "body": {"video_seconds": 20}}) + "\n")
+    out = io.StringIO()
+    rec = Recorder(Settings(db=str(tmp_path / "rec.db"), keep_finished=False, mode="record"),
+                   duration=5, jobs=str(jobs), grace=3, clock=Clock(wall0=WALL0), out=out)
+    assert run_virtual(rec.run()) == 0
+    log = out.getvalue()
+    assert "waiting up to 3 s for the 1 request(s) in flight" in log
+    assert "1 request(s) still in flight after 3 s: abandoning them" in log
+
+
+def test_a_signal_during_the_end_of_duration_wait_stops_at_once(tmp_path):
+    import asyncio
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "v", "method": "POST", "path": "/video-analyses",
+                                "body": {"video_seconds": 20}}) + "\n")
+    db = tmp_path / "rec.db"
+    out = io.StringIO()
+    rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record"),
+                   duration=5, jobs=str(jobs), grace=600, clock=Clock(wall0=WALL0), out=out)
+
+    async def go():
+        run = asyncio.ensure_future(rec.run())
+        await asyncio.sleep(15)  # 10 s into the wait for the video (40 s at least)
+        rec.request_stop("SIGINT")
+        return await run
+
+    assert run_virtual(go()) == 0
+    log = out.getvalue()
+    assert "still in flight on a signal to stop at once: abandoning" in log
+    last = query(db, "SELECT MAX(t) FROM snapshots")[0][0] - WALL0
+    assert 14 < last < 17

@@ -118,12 +118,103 @@ async def test_out_of_range_sample_size_shows_an_inline_error_and_blocks_submit(
         await pilot.pause()
         err = form.query_one("#err-sample_size", Static)
         assert err.display
-        assert "between 1 and 1000" in text_of(err)
+        assert "between 1 and 1,000" in text_of(err)
         assert form.query_one("#submit", Button).disabled
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert engine.submitted == []
         assert isinstance(app.screen, JobForm)
+
+
+async def open_form(pilot, **fields):
+    await pilot.press("n")
+    await pilot.pause()
+    form = pilot.app.screen
+    assert isinstance(form, JobForm)
+    for key, value in fields.items():
+        form.query_one(f"#{key}").value = value
+    await pilot.pause()
+    return form
+
+
+async def test_the_form_shows_one_live_balance_and_the_worst_case_counts_the_buffer(
+        monkeypatch):
+    monkeypatch.setattr("mavera_tui.ui.form.LIVE_EVERY", 0.05)
+    snap = dataclasses.replace(demo_snapshot(), balance=253_374, reserved=1_840)
+    engine, app = make(FrozenEngine(snap))
+    async with app.run_test(size=(100, 30)) as pilot:
+        # 50 respondents: base 125, 3 questions: +6 -> 131; the buffer rounds up: 158.
+        form = await open_form(pilot, sample_size="50", questions="3")
+        est, verdict = (text_of(form.query_one("#form-estimate")),
+                        text_of(form.query_one("#form-verdict")))
+        assert "needs 158 (estimate 131 + 20%), 251,534 available" in verdict
+        assert "Balance 253,374 − reserved 1,840 → after this job 251,376 at worst" in est
+        # The engine's balance moves while the form is open: both lines follow, together.
+        engine.snap = dataclasses.replace(snap, balance=252_000, reserved=1_036)
+        await pilot.pause(0.3)
+        est, verdict = (text_of(form.query_one("#form-estimate")),
+                        text_of(form.query_one("#form-verdict")))
+        assert "Balance 252,000 − reserved 1,036 → after this job 250,806 at worst" in est
+        assert "250,964 available" in verdict
+        assert "253,374" not in est + verdict
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("questions", "-3", "whole number from 0 to 100, got '-3'"),
+    ("questions", "abc", "neither a count nor a question"),
+    ("questions", "2.5", "whole number from 0 to 100"),
+    ("sample_size", "2.5", "must be a whole number"),
+    ("sample_size", "2,5", "must be a whole number"),
+    ("priority", "2.5", "must be a whole number"),
+    ("video_seconds", "0.5", "from 1 to 14,400 seconds"),
+    ("video_seconds", "0", "from 1 to 14,400 seconds"),
+    ("video_seconds", "14401", "from 1 to 14,400 seconds"),
+    ("video_seconds", "1e9", "a number of seconds"),
+])
+async def test_bad_numbers_in_the_form_are_errors_not_other_numbers(field, value, words):
+    engine, app = make()
+    async with app.run_test(size=(100, 30)) as pilot:
+        form = await open_form(pilot)
+        if field == "video_seconds":
+            form.query_one("#endpoint").value = "video_analyses"
+            await pilot.pause()
+        box = form.query_one(f"#{field}")
+        box.value = ""
+        box.focus()
+        await pilot.press(*value)  # typed, as an operator would: nothing is dropped
+        await pilot.pause()
+        assert box.value == value
+        err = form.query_one(f"#err-{field}", Static)
+        assert err.display and words in text_of(err)
+        assert form.query_one("#submit", Button).disabled
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert engine.submitted == []
+
+
+async def test_the_form_speaks_in_singulars_and_thousands():
+    snap = dataclasses.replace(demo_snapshot(), balance=1_250_000, reserved=0)
+    _, app = make(FrozenEngine(snap))
+    async with app.run_test(size=(100, 30)) as pilot:
+        form = await open_form(pilot, sample_size="1", questions="Why oat milk?")
+        est = text_of(form.query_one("#form-estimate"))
+        assert "(1 respondent, 1 question)" in est
+        # 77 + 20% = 92.4: pre-flight needs 93
+        assert "Balance 1,250,000 → after this job 1,249,907 at worst" in est
+        assert "1,250,000 available" in text_of(form.query_one("#form-verdict"))
+        form.query_one("#sample_size").value = "1,000"
+        form.query_one("#questions").value = "a; b"
+        await pilot.pause()
+        assert "(1,000 respondents, 2 questions)" in text_of(form.query_one("#form-estimate"))
+        form.query_one("#endpoint").value = "video_analyses"
+        await pilot.pause()
+        form.query_one("#video_seconds").value = "1"
+        await pilot.pause()
+        assert "(1 s of video)" in text_of(form.query_one("#form-estimate"))
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    [spec] = app.engine.submitted
+    assert spec.body == {"video_seconds": 1}
 
 
 async def test_a_submitted_job_reaches_the_engine_and_shows_in_the_jobs_table():

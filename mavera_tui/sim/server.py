@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
+import sys
 
 from .. import catalog
 from .app import SimulatedDrop, Simulator, create_sim
@@ -141,17 +144,38 @@ def bound_port(server) -> int:  # type: ignore[no-untyped-def]
     raise RuntimeError("server has no listening socket")
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front, so a bad --port or --host is one line (OSError,
+    OverflowError for an out-of-range port) instead of uvicorn's two tracebacks."""
+    if not 0 <= port <= 65535:
+        raise OverflowError(f"--port must be from 0 to 65535 (0: any free port), got {port}")
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                flags=socket.AI_PASSIVE)[0][0]
+    return socket.create_server((host, port), family=family)
+
+
 def main(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C. Returns the exit status."""
     try:
         sim = create_sim(config_from_args(args))
     except ValueError as exc:
-        print(f"mavera-tui sim: {exc}")
+        print(f"mavera-tui sim: {exc}", file=sys.stderr)
         return 2
+    try:
+        sock = _listen(args.host, args.port)
+    except OverflowError as exc:
+        print(f"mavera-tui sim: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        code = exc.errno
+        why = os.strerror(code) if isinstance(code, int) and code > 0 else exc.strerror or exc
+        print(f"mavera-tui sim: cannot listen on {args.host}:{args.port}: {why}; pick another "
+              "--port (0: any free port) or --host", file=sys.stderr)
+        return 3
     server = build_server(sim, args.host, args.port)
 
     async def serve() -> None:
-        task = asyncio.ensure_future(server.serve())
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if server.started:
@@ -162,8 +186,10 @@ def main(args: argparse.Namespace) -> int:
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
-    except SystemExit as exc:  # uvicorn exits when it cannot bind
+    except SystemExit as exc:  # uvicorn exits when it cannot start
         return int(exc.code or 1) if not isinstance(exc.code, str) else 1
+    finally:
+        sock.close()
     if not server.started:
         return 1
     print("simulator stopped", flush=True)

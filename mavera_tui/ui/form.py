@@ -8,6 +8,8 @@ input is invalid or pre-flight refuses; the form then says why and what to reduc
 from __future__ import annotations
 
 import itertools
+import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from ..estimate import (
     EstimateError,
     Verdict,
     estimate,
+    with_buffer,
 )
 from ..jobs import PRIORITY_RANGE, JobSpec
 from ..snapshot import Snapshot
@@ -48,12 +51,12 @@ class Field:
     default: str = ""
 
 
-SAMPLE = Field("sample_size", "Sample size", f"respondents, 1 to {MAX_SAMPLE_SIZE}", "int",
+SAMPLE = Field("sample_size", "Sample size", f"respondents, 1 to {MAX_SAMPLE_SIZE:,}", "int",
                default=str(catalog.FOCUS_GROUP_DEFAULT_SAMPLE))
 QUESTIONS = Field("questions", "Questions",
                   f"a count (0 to {MAX_QUESTIONS}) or questions separated by ';'",
                   "questions", default="5")
-VIDEO = Field("video_seconds", "Duration (s)", f"video length, 1 to {MAX_VIDEO_SECONDS} s",
+VIDEO = Field("video_seconds", "Duration (s)", f"video length, 1 to {MAX_VIDEO_SECONDS:,} s",
               "number", default="90")
 COMPLEXITY = Field("complexity", "Complexity", "", "complexity",
                    default=catalog.DEFAULT_MAVE_COMPLEXITY)
@@ -78,6 +81,8 @@ ALL_FIELDS: tuple[Field, ...] = tuple(dict.fromkeys(f for fs in FIELDS.values() 
 FORM_ENDPOINTS = [e for e in catalog.ENDPOINTS.values() if e.key != "billing_credits"]
 
 _ids = itertools.count(1)
+#: Seconds between looks at the engine's balance while the form is open.
+LIVE_EVERY = 1.0
 
 
 def new_job_id() -> str:
@@ -93,6 +98,60 @@ class FormError(Exception):
         self.field = field
 
 
+_WHOLE = re.compile(r"[+-]?(\d+|\d{1,3}(,\d{3})+)")
+_DECIMAL = re.compile(r"[+-]?((\d+|\d{1,3}(,\d{3})+)(\.\d*)?|\.\d+)")
+_NUMBERISH = re.compile(r"[+-]?[\d.,_]+([eE][+-]?\d+)?")
+_BIG = re.compile(r"(?<![\w.,])-?\d{4,}(?![\w.]|,\d)")
+
+
+def grouped(text: str) -> str:
+    """``text`` with every whole number of 4+ digits written with thousands separators, so
+    the estimator's and pre-flight's messages read like the rest of the form."""
+    return _BIG.sub(lambda m: f"{int(m.group()):,}", text)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 respondent``, ``2 respondents``, ``1,000 respondents``."""
+    return f"{num(n)} {word}{'' if n == 1 else 's'}"
+
+
+def whole_number(key: str, raw: str, what: str) -> int:
+    """A whole number typed in a field: ``50`` or ``1,000``. ``2.5`` and ``2,5`` are errors,
+    never quietly another number."""
+    if not _WHOLE.fullmatch(raw):
+        raise FormError(key, f"must be a whole number ({what}), got {raw!r}")
+    return int(raw.replace(",", ""))
+
+
+def parse_questions(raw: str) -> int | list[str]:
+    """A count (``5``) or the questions themselves, separated by ';'.
+
+    Anything that looks like a number must be a whole count from 0 to MAX_QUESTIONS (``-3``
+    and ``2.5`` are errors). Text without ';' counts as one question only if it reads like
+    one (has a space or a '?'): a lone word such as ``abc`` is more likely a typo."""
+    if _NUMBERISH.fullmatch(raw):
+        if not raw.isdigit() or int(raw) > MAX_QUESTIONS:
+            raise FormError("questions", f"a count of questions is a whole number from 0 to "
+                                         f"{MAX_QUESTIONS}, got {raw!r}")
+        return int(raw)
+    if ";" not in raw and not re.search(r"\s|\?", raw):
+        raise FormError("questions", f"{raw!r} is neither a count nor a question: type a count "
+                                     f"(0 to {MAX_QUESTIONS}) or the questions, separated by ';'")
+    return [q.strip() for q in raw.split(";") if q.strip()]
+
+
+def video_seconds(raw: str) -> int | float:
+    """Seconds of video, from 1 to MAX_VIDEO_SECONDS as the placeholder says."""
+    if not _DECIMAL.fullmatch(raw):
+        raise FormError("video_seconds", f"must be a number of seconds, 1 to "
+                                         f"{MAX_VIDEO_SECONDS:,}, got {raw!r}")
+    v = float(raw.replace(",", ""))
+    if not math.isfinite(v) or not 1 <= v <= MAX_VIDEO_SECONDS:
+        raise FormError("video_seconds", f"must be from 1 to {MAX_VIDEO_SECONDS:,} seconds, "
+                                         f"got {raw}")
+    return int(v) if v.is_integer() else v
+
+
 def build_request(endpoint_key: str, values: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
     """(method, path, body) from the raw field texts. Raises FormError naming the field."""
     ep = catalog.ENDPOINTS[endpoint_key]
@@ -105,20 +164,11 @@ def build_request(endpoint_key: str, values: dict[str, str]) -> tuple[str, str, 
                 raise FormError(f.key, f"{f.label.lower()} is required")
             continue
         if f.kind == "int":
-            try:
-                body[f.key] = int(raw)
-            except ValueError:
-                raise FormError(f.key, f"must be a whole number ({f.placeholder})") from None
+            body[f.key] = whole_number(f.key, raw, f.placeholder)
         elif f.kind == "number":
-            try:
-                body[f.key] = float(raw) if "." in raw else int(raw)
-            except ValueError:
-                raise FormError(f.key, f"must be a number ({f.placeholder})") from None
+            body[f.key] = video_seconds(raw)
         elif f.kind == "questions":
-            if raw.isdigit():
-                body[f.key] = int(raw)  # a count: the estimator prices it like a list
-            else:
-                body[f.key] = [q.strip() for q in raw.split(";") if q.strip()]
+            body[f.key] = parse_questions(raw)
         elif f.key == "story_id":
             if "/" in raw or "?" in raw:
                 raise FormError(f.key, "a story id cannot contain '/' or '?'")
@@ -128,20 +178,31 @@ def build_request(endpoint_key: str, values: dict[str, str]) -> tuple[str, str, 
     return ep.method, path, body
 
 
+def basis(est: Estimate, body: dict[str, Any]) -> str:
+    """What the estimate is based on, in words (``1 respondent, 5 questions``)."""
+    if est.endpoint.key == "focus_groups":
+        q = body.get("questions", 0)
+        n_q = q if isinstance(q, int) else len(q)
+        sample = body.get("sample_size", catalog.FOCUS_GROUP_DEFAULT_SAMPLE)
+        return f"{plural(sample, 'respondent')}, {plural(n_q, 'question')}"
+    if est.endpoint.key == "video_analyses" and body.get("video_seconds") is not None:
+        return f"{body['video_seconds']:,g} s of video"
+    return grouped(est.basis)
+
+
 def price(endpoint_key: str, values: dict[str, str]) -> tuple[JobSpec | None, Estimate | None,
                                                              FormError | None]:
     """Build and price the request; on a problem, the error names the field."""
+    lo, hi = PRIORITY_RANGE
     try:
         method, path, body = build_request(endpoint_key, values)
         est = estimate(method, path, body)
-        priority = int(values.get("priority", "0").strip() or "0")
+        priority = whole_number("priority", values.get("priority", "0").strip() or "0",
+                                f"{lo} to {hi}")
     except FormError as e:
         return None, None, e
     except EstimateError as e:
-        return None, None, FormError(e.field, str(e))
-    except ValueError:
-        return None, None, FormError("priority", "must be a whole number")
-    lo, hi = PRIORITY_RANGE
+        return None, None, FormError(e.field, grouped(str(e)))
     if not lo <= priority <= hi:
         return None, est, FormError("priority", f"must be from {lo} to {hi}")
     return JobSpec("", method, path, body, priority), est, None
@@ -174,6 +235,7 @@ class JobForm(ModalScreen[str | None]):
         self.estimate: Estimate | None = None
         self.verdict: Verdict | None = None
         self.error: FormError | None = None
+        self._shown_money: tuple[Any, ...] = ()
 
     def compose(self) -> ComposeResult:
         with Vertical(id="form"):
@@ -194,15 +256,16 @@ class JobForm(ModalScreen[str | None]):
                                              value=f.default, allow_blank=False, id=f.key,
                                              compact=True)
                             else:
+                                # Plain text, validated here: an "integer" Input drops the
+                                # '.' of a typed 2.5 and submits 25.
                                 yield Input(value=f.default, placeholder=f.placeholder,
-                                            id=f.key, compact=True,
-                                            type="integer" if f.kind == "int" else "text")
+                                            id=f.key, compact=True)
                         yield Static("", id=f"err-{f.key}", classes="field-error",
                                      markup=False)
                 with Vertical(id="row-priority", classes="field-row"):
                     with Horizontal(classes="field-line"):
                         yield Label("Priority", classes="field-label")
-                        yield Input(value="0", id="priority", type="integer", compact=True,
+                        yield Input(value="0", id="priority", compact=True,
                                     placeholder=f"{PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]},"
                                     " higher runs first")
                     yield Static("", id="err-priority", classes="field-error", markup=False)
@@ -219,6 +282,19 @@ class JobForm(ModalScreen[str | None]):
         self._show_fields()
         self.refresh_estimate()
         self.query_one("#endpoint", Select).focus()
+        # The balance, reservations and month move while the form is open: re-read them so
+        # the balance line and the pre-flight verdict are always the same, current, numbers.
+        self.set_interval(LIVE_EVERY, self.refresh_live)
+
+    def refresh_live(self) -> None:
+        """Re-price if the engine's money numbers moved since the last look."""
+        if self._money(self.engine.snapshot()) != self._shown_money:
+            self.refresh_estimate()
+
+    @staticmethod
+    def _money(snap: Snapshot) -> tuple[Any, ...]:
+        return (snap.balance, snap.reserved, snap.month_used, snap.allocation,
+                snap.plan_remaining)
 
     # --- reading the form ----------------------------------------------------------------
 
@@ -257,41 +333,47 @@ class JobForm(ModalScreen[str | None]):
         """Re-price from the current fields and update errors, estimate, verdict and Submit."""
         spec, est, err = price(self.endpoint_key, self.values())
         self.spec, self.estimate, self.error = spec, est, err
+        self.snap = self.engine.snapshot()
+        self._shown_money = self._money(self.snap)
         for f in (*ALL_FIELDS, Field("priority", "", "")):
             box = self.query_one(f"#err-{f.key}", Static)
             msg = err is not None and err.field == f.key
-            box.update(Content(clean(f"✗ {err}")) if msg else "")
+            box.update(Content(clean(f"✗ {grouped(str(err))}")) if msg else "")
             box.display = bool(msg)
             self.query_one(f"#{f.key}").set_class(bool(msg), "-invalid-field")
         est_box = self.query_one("#form-estimate", Static)
         verdict_box = self.query_one("#form-verdict", Static)
         self.verdict = None
         if err is not None and (est is None or err.field != "priority"):
-            shown = (f"✗ {err}" if err.field not in {f.key for f in ALL_FIELDS}
+            shown = (f"✗ {grouped(str(err))}" if err.field not in {f.key for f in ALL_FIELDS}
                      else "fix the field marked ✗ to see the estimate")
             est_box.update(Content(clean(shown)))
             verdict_box.update("")
             verdict_box.set_class(False, "-refused")
         elif est is not None:
-            est_box.update(self._estimate_text(est))
             self.verdict = self.engine.preflight(est)
+            body = spec.body if spec is not None else {}
+            est_box.update(self._estimate_text(est, body, self.verdict))
             verdict_box.update(Content.assemble(
                 ("✓ pre-flight: " if self.verdict.ok else "✗ pre-flight refuses: ",
-                 "bold"), clean(self.verdict.message)))
+                 "bold"), clean(grouped(self.verdict.message))))
             verdict_box.set_class(not self.verdict.ok, "-refused")
         self.query_one("#submit", Button).disabled = not self.can_submit
 
-    def _estimate_text(self, est: Estimate) -> Content:
+    def _estimate_text(self, est: Estimate, body: dict[str, Any], verdict: Verdict) -> Content:
         snap = self.snap
-        lines = [Content.assemble(("Estimate ", "bold"),
-                                  (f"{est.low}–{est.high} credits", "$accent bold"),
-                                  f"  ({clean(est.basis)})")]
+        rng = num(est.high) if est.low == est.high else f"{num(est.low)}–{num(est.high)}"
+        lines = [Content.assemble(("Estimate ", "bold"), (f"{rng} credits", "$accent bold"),
+                                  f"  ({clean(basis(est, body))})")]
         if snap.balance is not None:
-            after = snap.balance - snap.reserved - est.high
+            # The verdict's own numbers (read at the same instant as the snapshot), so this
+            # line and the pre-flight line below can never disagree. Worst case: the
+            # estimate plus the 20% buffer that pre-flight insists on.
+            after = verdict.available - with_buffer(est.high)
             lines.append(Content(
-                f"Balance {num(snap.balance)}"
-                + (f" − reserved {num(snap.reserved)}" if snap.reserved else "")
-                + f" → after this job {num(after)} (worst case)"))
+                f"Balance {num(verdict.remaining)}"
+                + (f" − reserved {num(verdict.reserved)}" if verdict.reserved else "")
+                + f" → after this job {num(after)} at worst (estimate + 20% buffer)"))
         crossed = thresholds_crossed(snap, est.high)
         if crossed:
             lines.append(Content.styled(
