@@ -296,8 +296,11 @@ class TargetMissed(AssertionError):
 # holding each send W + 50 ms (but 0-3 429s of 121) and 1.09 holding W + 100 ms (0-1), and
 # a boundary-aware one on the fixed server 1.07-1.10 (0): the targets are within reach,
 # not by much at W = 2 s. Only a missed target is expected: a harness failure still fails.
+# The client mirrors a sliding window: on a fixed-window server it is safe (0 429s) but
+# does not use the extra room each calendar boundary gives (1.29-1.31 of that server's
+# bound, measured). Known and left open; a harness failure still fails.
 XFAIL = pytest.mark.xfail(strict=False, raises=TargetMissed,
-                          reason="issue 8: window mirror rewrite")
+                          reason="the mirror does not exploit a fixed window's boundaries")
 
 
 @dataclass
@@ -407,27 +410,22 @@ def check(out: Outcome) -> None:
         raise TargetMissed(str(out))
 
 
-@XFAIL
 def test_loopback_the_original_readings(tmp_path: Path) -> None:
     check(run_engine_against(Readings(), tmp_path))
 
 
-@XFAIL
 def test_loopback_remaining_counted_before_this_request(tmp_path: Path) -> None:
     check(run_engine_against(Readings(remaining_counts="before"), tmp_path))
 
 
-@XFAIL
 def test_loopback_remaining_computed_when_the_answer_leaves(tmp_path: Path) -> None:
     check(run_engine_against(Readings(remaining_at="response"), tmp_path))
 
 
-@XFAIL
 def test_loopback_reset_is_now_plus_w(tmp_path: Path) -> None:
     check(run_engine_against(Readings(reset="now"), tmp_path))
 
 
-@XFAIL
 def test_loopback_reset_is_the_next_boundary(tmp_path: Path) -> None:
     check(run_engine_against(Readings(reset="minute"), tmp_path))
 
