@@ -255,9 +255,23 @@ def stop(p: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     _LIVE.pop(p.pid, None)
 
 
-def stop_all() -> None:
-    for p in list(_LIVE.values()):
-        stop(p, grace=2.0)
+def stop_all(grace: float = 2.0) -> None:
+    """SIGTERM every live child group at once, SIGKILL what is left after ``grace``."""
+    procs = list(_LIVE.values())
+    for p in procs:
+        if p.returncode is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    end = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        stop(p, grace=1.0)
 
 
 def wait_rusage(p: subprocess.Popen[bytes], deadline: float,
@@ -394,7 +408,8 @@ def analyse(cell: Cell, n_jobs: int, stats: dict[str, Any], result: dict[str, An
             out["server_jobs_per_s"] = len(ok) / out["makespan_server_s"]
         if result is not None:
             out["makespan_s"] = last - result["t_start"]
-            if out["bound_s"] > 0:
+            # (No ratio for the no-limit cells: their bound is one latency; jobs/s counts.)
+            if out["bound_s"] > 0 and cell.kind != "flood":
                 out["ratio"] = out["makespan_s"] / out["bound_s"]
             out["jobs_per_s"] = len(ok) / out["makespan_s"] if out["makespan_s"] > 0 else None
     if result is not None:
@@ -413,7 +428,7 @@ def run_one(cell: Cell, peer: str, rep: int, work: Path, jobs: Path, n_jobs: int
     out = work / f"{tag}.json"
     summary = work / f"{tag}.summary.json"
     hog = start_hog() if cell.hog else None
-    server = None
+    server = client = None
     info: dict[str, Any] = {"cell": cell.name, "peer": peer, "rep": rep}
     try:
         server, port = start_server(cell, seed=rep, log=log)
@@ -439,10 +454,10 @@ def run_one(cell: Cell, peer: str, rep: int, work: Path, jobs: Path, n_jobs: int
     except (RuntimeError, OSError, ValueError) as exc:
         info.update(error=f"{type(exc).__name__}: {exc}", complete=False)
     finally:
-        if server is not None:
-            stop(server)
-        if hog is not None:
-            stop(hog)
+        # The client first (on an interrupt it is still running), then its server.
+        for p in (client, server, hog):
+            if p is not None:
+                stop(p, grace=2.0)
     if not info.get("complete"):
         info["log_tail"] = _tail(log)
     return info
@@ -617,7 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.dry_run:
         return 0
 
+    # Both as KeyboardInterrupt, also when started with SIGINT ignored (a background job).
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
     atexit.register(stop_all)
     work = Path(tempfile.mkdtemp(prefix="bench-http-"))
     job_files: dict[str, tuple[Path, int]] = {}
@@ -681,6 +698,8 @@ def _line(r: dict[str, Any]) -> str:
     if "ratio" in r:
         parts.append(f"makespan {r['makespan_s']:.1f} s / bound {r['bound_s']:.1f} s = "
                      f"{r['ratio']:.2f}")
+    elif "makespan_s" in r:
+        parts.append(f"makespan {r['makespan_s']:.1f} s")
     parts.append(f"ok {r.get('ok', 0)}/{r.get('jobs', 0)}  429s {r.get('r429', 0)}  "
                  f"max in W {r.get('max_in_window', 0)}")
     if r.get("max_foreign_in_window"):
