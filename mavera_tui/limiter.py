@@ -135,6 +135,22 @@ class SlidingWindow:
         i = bisect.bisect_right(self._own, now - self._expiry())
         return self._own[i] + self._expiry() if i < len(self._own) else None
 
+    def room_after_burst(self, now: float, gap: float) -> float | None:
+        """When the window gives an admission back after the run of our sends leaving it
+        now: the expiry of the first of our sends in the window that follows a pause of
+        more than ``gap`` (a burst leaves the window in a few milliseconds; planning to
+        its end would see no room at all). None if we have no send in the window."""
+        self._prune(now)
+        own = self._own
+        i = bisect.bisect_right(own, now - self._expiry())
+        if i >= len(own):
+            return None
+        for j in range(i + 1, len(own)):
+            if own[j] - own[j - 1] > gap:
+                return own[j] + self._expiry()
+        return own[i] + self._expiry() if own[i] + self._expiry() > now + gap else \
+            now + self.window
+
     def hold_remaining(self, now: float) -> float:
         return max(0.0, self._hold_until - now)
 

@@ -23,6 +23,7 @@ import heapq
 import itertools
 import json
 import logging
+import math
 import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -172,6 +173,7 @@ class Scheduler:
         self._max_in_flight: dict[str, int] = dict.fromkeys(catalog.ENDPOINTS, 0)
         self._latency: dict[str, float] = {
             k: (e.latency[0] + e.latency[1]) / 2 for k, e in catalog.ENDPOINTS.items()}
+        self._latency_seen: dict[str, bool] = dict.fromkeys(catalog.ENDPOINTS, False)
         self.reserved = 0
         self._paused = False
         self._credit_hold: str | None = None   # None, or the 402 code that parked jobs
@@ -581,21 +583,27 @@ class Scheduler:
         return ep.cap - len(self._in_flight[ep.key])
 
     def _reserve_for_capped(self, now: float, priority: int) -> int:
-        """Window admissions to keep for capped jobs whose slots free before the window does."""
-        room_at = self.window.oldest_expiry(now)
+        """Window admissions to keep for capped jobs that can start before the window gives
+        one back: each slot frees when its job ends and can then run one job after another
+        (at the endpoint's measured latency) until then. A batch ends no earlier than its
+        capped work allows, so those slots must not idle for want of an admission while
+        short uncapped jobs, which fit in any window, take them all."""
+        room_at = self.window.room_after_burst(now, self.window.window / 60)
         if room_at is None:  # none of ours in the window: room comes back as others' leave
             room_at = now + self.window.window
         need = 0
         for key, jobs in self._in_flight.items():
             ep = catalog.ENDPOINTS[key]
-            if ep.cap is None or not jobs or self._ready_n[key] <= 0:
+            if ep.cap is None or self._ready_n[key] <= 0:
                 continue
             head = self._head(key)
             if head is None or head.spec.priority < priority:
                 continue
-            lat = self._latency[key]
-            soon = sum(1 for j in jobs if j.sent_at + lat < room_at)
-            need += min(soon, self._ready_n[key])
+            lat = max(self._latency[key], 1e-3)
+            frees = [max(now, j.sent_at + lat) for j in jobs]
+            frees += [now] * max(0, ep.cap - len(jobs))
+            starts = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
+            need += min(starts, self._ready_n[key])
         return need
 
     def _select(self, now: float) -> list[Job]:
@@ -887,7 +895,11 @@ class Scheduler:
         self.estimated_by_ep[job.ep.key] += job.est.high
         self.calibration.add(job.ep.key, job.est.high, credits)
         lat = out.latency
-        self._latency[job.ep.key] = 0.8 * self._latency[job.ep.key] + 0.2 * lat
+        key = job.ep.key
+        # The catalog's typical latency is only a prior: the first answer replaces it.
+        self._latency[key] = lat if not self._latency_seen[key] else (
+            0.8 * self._latency[key] + 0.2 * lat)
+        self._latency_seen[key] = True
         for a in self.budget.charge(credits, now):
             self._alert(a.level, a.kind, a.message)
         if job.spec.method == "GET" and self.config.cache_ttl > 0:
