@@ -70,6 +70,21 @@ class JobsPane(Pane):
             table.add_column(col, key=col, width=STATE_WIDTH if col == "state" else None)
         self.query_one("#jobs-filter", Input).display = False
 
+    def job(self, job_id: str) -> JobView | None:
+        """The newest view of ``job_id`` among the jobs this pane holds."""
+        return next((j for j in self._jobs if j.id == job_id), None)
+
+    def jobs(self) -> tuple[JobView, ...]:
+        """Every job the pane holds (the engine's recent ones), filter or not."""
+        return self._jobs
+
+    def matches(self, job: JobView) -> bool:
+        """Whether ``job``'s row holds the filter text (always, with no filter)."""
+        if not self.filter:
+            return True
+        cells = job_row(job, self._now)
+        return self.filter in " ".join(c.plain for c in cells).lower()
+
     @property
     def selected_job(self) -> str | None:
         """The id of the job under the cursor, if any."""
@@ -136,9 +151,10 @@ class JobsPane(Pane):
             if self.filter and self.filter not in " ".join(c.plain for c in cells).lower():
                 continue
             rows.append((job.id, cells))
-        self.border_subtitle = (f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
-                                if self.filter else f"{len(self._jobs)}")
+        count = (f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
+                 if self.filter else f"{len(self._jobs)}")
         if rows == self._shown:
+            self._subtitle(count)
             return
         table = self.query_one(DataTable)
         if [k for k, _ in rows] == [k for k, _ in self._shown]:
@@ -147,11 +163,49 @@ class JobsPane(Pane):
                     if new != was:
                         table.update_cell(key, col, new)
         else:
-            selected = self.selected_job
+            # Rows move (new jobs arrive on top, others finish): the cursor stays on the same
+            # job, and the view scrolls with it so that job stays on the same screen line:
+            # the operator's eye, and `c`, stay on the job they picked (issue 12, defect 3).
+            selected = self._selected_key
+            old_keys = [k for k, _ in self._shown]
+            old_row = old_keys.index(selected) if selected in old_keys else None
+            screen_row = (old_row - table.scroll_y) if old_row is not None else None
             table.clear()
             for key, cells in rows:
                 table.add_row(*cells, key=key)
             keys = [k for k, _ in rows]
             if selected in keys:
-                table.move_cursor(row=keys.index(selected), animate=False)
+                row = keys.index(selected)
+                table.move_cursor(row=row, animate=False, scroll=False)
+                if screen_row is not None:
+                    table.scroll_to(y=max(0, row - screen_row), animate=False,
+                                    immediate=True)
+                else:
+                    table.move_cursor(row=row, animate=False)
+            elif selected is not None and rows:
+                # The picked job left the list (filtered out, or older than the recent
+                # jobs): say so rather than silently pick another.
+                self._lost = selected
         self._shown = rows
+        self._subtitle(count)
+
+    _selected_key: str | None = None
+    _lost: str | None = None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value if event.row_key is not None else None
+        if key is not None and key != self._selected_key:
+            self._selected_key = key
+            self._lost = None
+            self._subtitle(None)
+
+    def _subtitle(self, count: str | None) -> None:
+        if count is not None:
+            self._count = count
+        sel = self._selected_key
+        mark = ""
+        if self._lost:
+            mark = f" · ▶ {clean(self._lost, limit=30)} not in this list"
+        elif sel is not None:
+            mark = f" · ▶ {clean(sel, limit=30)}"
+        self.border_subtitle = getattr(self, "_count", "") + mark
