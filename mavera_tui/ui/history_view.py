@@ -32,10 +32,11 @@ class JobHistory(ModalScreen[None]):
 
     BINDINGS = [
         Binding("escape,q", "close", "Close", id="history.close"),
+        # Priority: the table would take these keys to move its cursor.
         Binding("pagedown,right,rightsquarebracket", "page(1)", "Next page",
-                id="history.next"),
+                id="history.next", priority=True),
         Binding("pageup,left,leftsquarebracket", "page(-1)", "Previous page",
-                id="history.prev"),
+                id="history.prev", priority=True),
         Binding("slash", "search", "Search", key_display="/", id="history.search"),
         Binding("s", "sort", "Sort column", id="history.sort"),
         Binding("S", "flip", "Flip order", id="history.flip"),
@@ -44,12 +45,12 @@ class JobHistory(ModalScreen[None]):
     def __init__(self, engine: Any):
         super().__init__()
         self.engine = engine
-        self.offset = 0
+        self.start = 0
         self.total = 0
-        self.text = ""
+        self.search_text = ""
         self.order = "age"
         self.descending = True
-        self.rows: list[JobView] = []
+        self.page_rows: list[JobView] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(id="history"):
@@ -79,11 +80,11 @@ class JobHistory(ModalScreen[None]):
     async def _load(self) -> None:
         try:
             rows, total = await self.engine.jobs_page(
-                self.offset, PAGE, self.text, SORT_KEYS[self.order], self.descending)
+                self.start, PAGE, self.search_text, SORT_KEYS[self.order], self.descending)
         except Exception as e:  # shown, not raised: the monitor stays up
             self._status(f"could not read the jobs: {e}")
             return
-        self.rows, self.total = rows, total
+        self.page_rows, self.total = rows, total
         table = self.query_one(DataTable)
         table.clear()
         now = max((j.updated for j in rows), default=0.0)
@@ -93,20 +94,26 @@ class JobHistory(ModalScreen[None]):
                 continue
             seen.add(j.id)
             table.add_row(*job_row(j, now), key=j.id)
-        last = min(self.offset + len(rows), total)
+        last = min(self.start + len(rows), total)
         arrow = "↓" if self.descending else "↑"
-        self._status(f"{self.offset + 1 if rows else 0}–{last} of {total:,}"
-                     + (f" matching '{self.text}'" if self.text else "")
+        self._status(f"{self.start + 1 if rows else 0}–{last} of {total:,}"
+                     + (f" matching '{self.search_text}'" if self.search_text else "")
                      + f" · sorted by {self.order} {arrow}")
 
     def _status(self, text: str) -> None:
         self.query_one("#history-status", Label).update(Content(text))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # While typing a search, the arrows and brackets belong to the input.
+        if action == "page" and isinstance(self.focused, Input):
+            return False
+        return True
+
     def action_page(self, step: int) -> None:
-        new = self.offset + int(step) * PAGE
+        new = self.start + int(step) * PAGE
         if new < 0 or new >= max(self.total, 1):
             return
-        self.offset = new
+        self.start = new
         self.load()
 
     def action_search(self) -> None:
@@ -116,9 +123,9 @@ class JobHistory(ModalScreen[None]):
 
     @on(Input.Submitted, "#history-search")
     def _searched(self, event: Input.Submitted) -> None:
-        self.text = event.value.strip()
-        self.offset = 0
-        if not self.text:
+        self.search_text = event.value.strip()
+        self.start = 0
+        if not self.search_text:
             event.input.display = False
         self.query_one(DataTable).focus()
         self.load()
@@ -126,12 +133,12 @@ class JobHistory(ModalScreen[None]):
     def action_sort(self) -> None:
         keys = list(SORT_KEYS)
         self.order = keys[(keys.index(self.order) + 1) % len(keys)]
-        self.offset = 0
+        self.start = 0
         self.load()
 
     def action_flip(self) -> None:
         self.descending = not self.descending
-        self.offset = 0
+        self.start = 0
         self.load()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
@@ -139,12 +146,12 @@ class JobHistory(ModalScreen[None]):
         if key in SORT_KEYS:
             self.descending = not self.descending if key == self.order else True
             self.order = key
-            self.offset = 0
+            self.start = 0
             self.load()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        job = next((j for j in self.rows if j.id == event.row_key.value), None)
+        job = next((j for j in self.page_rows if j.id == event.row_key.value), None)
         if job is not None:
             self.app.open_detail(job)  # type: ignore[attr-defined]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
@@ -136,8 +137,13 @@ class JobDetail(ModalScreen[None]):
     def show_attempts(self, attempts: Sequence[dict[str, Any]] | None, note: str = "") -> None:
         """Fill in the attempts once they are read (the screen opens before the read)."""
         self.attempts, self.note = attempts, note
-        if self.is_mounted:
+        try:
             self.query_one("#detail-attempts", Static).update(self._attempts())
+        except NoMatches:  # not composed yet: compose shows them
+            pass
+
+    def on_mount(self) -> None:
+        self.query_one("#detail-attempts", Static).update(self._attempts())
 
     def _summary(self) -> Content:
         j = self.job
