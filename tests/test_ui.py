@@ -14,7 +14,7 @@ from mavera_tui.ui.chart import ChartView
 from mavera_tui.ui.fixtures import FrozenEngine, demo_history, demo_snapshot
 from mavera_tui.ui.form import JobForm
 from mavera_tui.ui.pane import Line
-from mavera_tui.ui.screens import Confirm, ConfirmQuit, HelpScreen, JobDetail
+from mavera_tui.ui.screens import Confirm, ConfirmQuit, HelpScreen
 
 WIDE = (200, 60)
 SMALL = (80, 24)
