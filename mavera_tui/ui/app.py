@@ -62,11 +62,11 @@ class MaveraApp(App[None]):
         Binding("q", "quit_app", "Quit", id="quit"),
         Binding("v", "next_view", "View", id="next_view"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
-        Binding("n", "new_job", "New job", id="new_job"),
+        Binding("n", "new_job", "New", id="new_job"),
         Binding("p", "toggle_pause", "Pause", id="pause"),
         Binding("c", "cancel_job", "Cancel", id="cancel_job"),
         Binding("slash", "filter_jobs", "Filter", key_display="/", id="filter_jobs"),
-        Binding("k", "ack_alerts", "Ack alerts", id="ack_alerts"),
+        Binding("k", "ack_alerts", "Ack", id="ack_alerts"),
         Binding("f", "freeze", "Freeze", id="freeze"),
         Binding("C", "cancel_matching", "Cancel all matching", id="cancel_matching",
                 show=False),
@@ -643,6 +643,19 @@ def _rss_mb() -> float | None:
         return None
 
 
+#: Help wording for actions whose footer label is short (the footer must fit 80 columns).
+LONG_HELP = {
+    "quit_app": "Quit (asks first while jobs are in flight or queued)",
+    "next_view": "View: the next of overview, jobs, alerts (below 120x40)",
+    "new_job": "New job: the form with its live estimate",
+    "toggle_pause": "Pause / resume dispatch",
+    "cancel_job": "Cancel the selected job (asks first)",
+    "filter_jobs": "Filter jobs",
+    "ack_alerts": "Acknowledge alerts (clears the header's count)",
+    "freeze": "Freeze the display; the engine runs on (f again resumes)",
+}
+
+
 def help_rows(app: App) -> list[tuple[str, str]]:
     """(key, description) for every binding the app offers now (a replay hides the live
     ones), then the palette, the jobs table and, when jobs can be submitted, the form."""
@@ -656,7 +669,7 @@ def help_rows(app: App) -> list[tuple[str, str]]:
             if app.check_action(b.action.split("(")[0], ()) is False and \
                     len(app.screen_stack) <= 1:
                 continue
-            rows.append((b.key_display or b.key, b.description))
+            rows.append((b.key_display or b.key, LONG_HELP.get(b.action, b.description)))
     rows.append(("ctrl+p", "Command palette (every action by name)"))
     rows.append(("tab / shift+tab", "Move focus between panes and fields"))
     rows.append(("↑ ↓ in jobs", "Select a job (marked ▶ and reversed, in any colour mode)"))

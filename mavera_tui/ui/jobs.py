@@ -174,7 +174,12 @@ class JobsPane(Pane):
             for key, cells in rows:
                 table.add_row(*cells, key=key)
             keys = [k for k, _ in rows]
-            if selected in keys:
+            if old_row == 0 and table.scroll_y == 0:
+                # At the top the table follows the newest job (like a log's tail); a
+                # job the operator moved to stays put, below.
+                self._selected_key = keys[0] if keys else None
+                table.move_cursor(row=0, animate=False)
+            elif selected in keys:
                 row = keys.index(selected)
                 table.move_cursor(row=row, animate=False, scroll=False)
                 if screen_row is not None:
