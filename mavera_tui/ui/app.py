@@ -101,7 +101,8 @@ class MaveraApp(App[None]):
                  mode_label: str | None = None, replay_controls: Any = None,
                  debug_log: str | None = None, history: History | None = None,
                  watch_terminal: bool = True,
-                 after_first_frame: Callable[[], Awaitable[None]] | None = None):
+                 after_first_frame: Callable[[], Awaitable[None]] | None = None,
+                 show_health: bool = True):
         if debug_log:
             _log_to(debug_log)
         super().__init__()
@@ -123,6 +124,7 @@ class MaveraApp(App[None]):
         self._after_first_frame = after_first_frame
         self._poll_timer: Any = None
         self._health = Health()
+        self.show_health = show_health
         # When the server last answered, inferred from the answer counters when the engine
         # does not say (recordings, test engines).
         self._answers_seen = -1
@@ -303,7 +305,9 @@ class MaveraApp(App[None]):
                 parts.append((Content.styled(f" ⚑ {len(unread)} new alert"
                                              f"{'s' if len(unread) != 1 else ''} (k) ",
                                              f"{worst} reverse bold"), 0))
-        parts.append((Content.styled(self._health.label(), "$foreground-muted"), 1))
+        health = self._health.label() if self.show_health else ""
+        if health:
+            parts.append((Content.styled(health, "$foreground-muted"), 1))
         if self._poll_error:
             parts.append((Content.styled(f"engine read failed: {self._poll_error}",
                                          "$error bold"), 0))
@@ -628,9 +632,9 @@ class Health:
         self.rss_mb = _rss_mb()
 
     def label(self) -> str:
-        if self.cpu is None:
+        if self.cpu is None:  # the first CPU figure needs a couple of seconds of run
             self.rss_mb = self.rss_mb if self.rss_mb is not None else _rss_mb()
-            return f"cpu … mem {self.rss_mb:.0f}M" if self.rss_mb else "cpu …"
+            return f"mem {self.rss_mb:.0f}M" if self.rss_mb else ""
         mem = f" mem {self.rss_mb:.0f}M" if self.rss_mb else ""
         return f"cpu {self.cpu:.0f}%{mem}"
 
@@ -686,17 +690,21 @@ def help_rows(app: App) -> list[tuple[str, str]]:
 def create_app(engine: EngineControl, *, refresh: float = 0.5, mode_label: str | None = None,
                replay_controls: Any = None, debug_log: str | None = None,
                history: History | None = None, watch_terminal: bool = True,
-               after_first_frame: Callable[[], Awaitable[None]] | None = None) -> MaveraApp:
+               after_first_frame: Callable[[], Awaitable[None]] | None = None,
+               show_health: bool = True) -> MaveraApp:
     """Build the monitor over ``engine``.
 
     ``refresh`` is the poll interval in seconds; ``mode_label`` overrides the header marker
     (DEMO/REPLAY); ``debug_log`` is a file that receives DEBUG logging; ``history`` seeds
     the charts (replay, demo screenshots); ``watch_terminal`` exits when the TTY goes away;
-    ``after_first_frame`` is awaited (as a worker) once the first frame is drawn.
+    ``after_first_frame`` is awaited (as a worker) once the first frame is drawn;
+    ``show_health=False`` leaves the monitor's own CPU and memory out of the header (the
+    snapshot tests and screenshots, which must not change from run to run).
     """
     return MaveraApp(engine, refresh=refresh, mode_label=mode_label,
                      replay_controls=replay_controls, debug_log=debug_log, history=history,
-                     watch_terminal=watch_terminal, after_first_frame=after_first_frame)
+                     watch_terminal=watch_terminal, after_first_frame=after_first_frame,
+                     show_health=show_health)
 
 
 def _terminal_alive() -> bool:

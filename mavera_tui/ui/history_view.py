@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Label
 
 from ..control import OperatorControl
 from ..snapshot import JobView
-from .jobs import COLUMNS, job_row
+from .jobs import COLUMNS, STATE_WIDTH, job_row
 
 #: Column shown -> the store's sort key.
 SORT_KEYS = {"id": "id", "state": "state", "endpoint": "endpoint", "est": "estimate",
@@ -65,7 +65,7 @@ class JobHistory(ModalScreen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for col in COLUMNS:
-            table.add_column(col, key=col)
+            table.add_column(col, key=col, width=STATE_WIDTH if col == "state" else None)
         self.query_one(Input).display = False
         table.focus()
         self.load()

@@ -151,6 +151,7 @@ class JobsPane(Pane):
             if self.filter and self.filter not in " ".join(c.plain for c in cells).lower():
                 continue
             rows.append((job.id, cells))
+        rows = self._fit_reasons(rows)
         count = (f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
                  if self.filter else f"{len(self._jobs)}")
         if rows == self._shown:
@@ -193,6 +194,38 @@ class JobsPane(Pane):
                 self._lost = selected
         self._shown = rows
         self._subtitle(count)
+
+    def _fit_reasons(self, rows: list[tuple[str, tuple[Text | Content, ...]]],
+                     ) -> list[tuple[str, tuple[Text | Content, ...]]]:
+        """Shorten reasons to the room the other columns leave, at a word, with "…" (the
+        full text is in the job's detail): the table's edge would cut mid-word."""
+        if not rows:
+            return rows
+        widths = [max(len(COLUMNS[i]), *(c[i].cell_len if isinstance(c[i], Text)
+                                           else c[i].cell_length for _, c in rows))
+                  for i in range(len(COLUMNS) - 1)]
+        widths[COLUMNS.index("state")] = STATE_WIDTH
+        # Each column has one cell of padding either side; 2 more for the scroll bar.
+        if not self.content_size.width:
+            return rows  # not laid out yet: on_resize renders again with the real width
+        room = self.content_size.width - sum(w + 2 for w in widths) - 6
+        room = max(12, room)
+        out = []
+        for key, cells in rows:
+            reason = cells[-1].plain
+            if len(reason) > room:
+                cut = reason[: room - 1]
+                space = cut.rfind(" ")
+                if space >= room // 2:
+                    cut = cut[:space]
+                cells = (*cells[:-1], Text(cut.rstrip(" ,;:") + "…"))
+            out.append((key, cells))
+        return out
+
+    def on_resize(self) -> None:
+        # The room for reasons changed: rebuild the cells (cheap, and rare).
+        if self._jobs and self.is_mounted:
+            self._render_rows()
 
     _selected_key: str | None = None
     _lost: str | None = None

@@ -76,8 +76,10 @@ class ConfirmQuit(Confirm):
         self.in_flight, self.queued = in_flight, queued
         lines = []
         if in_flight:
-            lines.append(f"{in_flight} job(s) in flight: their requests are sent (and paid "
-                         "for); answers that have not arrived are lost.")
+            lines.append(f"{in_flight} job(s) in flight: already sent, so the server may "
+                         "still do and charge them, but their answers are lost"
+                         + (" (marked outcome unknown on the next start)." if durable
+                            else "."))
         if queued:
             if durable:
                 lines.append(f"{queued} queued job(s) stay in the database and resume on "
