@@ -344,3 +344,33 @@ async def test_header_shows_the_tools_own_cpu_and_memory():
         app._health.EVERY = 0.0
         app.poll()
         assert "cpu" in header(app)
+
+
+async def test_a_random_key_storm_leaves_the_app_idle():
+    import random
+    import time
+
+    # v weighs more: pairs of v in one burst are what started the loop of issue 12.
+    keys = ["v", "v", "v", "p", "k", "f", "slash", "escape", "question_mark", "n", "c", "C",
+            "R", "H", "down", "up", "enter", "tab", "y", "x", "a", "right", "left"]
+    rng = random.Random(12)
+    engine, app = make(refresh=0.25)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        for _ in range(60):
+            # In bursts, queued before any is handled (typed ahead, batched over SSH).
+            for k in rng.choices(keys, k=rng.randint(1, 4)):
+                app.post_message(events.Key(k, k if len(k) == 1 else None))
+            await asyncio.sleep(0.005)
+        for _ in range(8):  # close whatever the storm opened
+            await pilot.press("escape")
+        await pilot.pause()
+        await asyncio.sleep(0.5)
+        switches = app.view_switches
+        c0, w0 = time.process_time(), time.perf_counter()
+        await asyncio.sleep(1.5)
+        cpu = (time.process_time() - c0) / (time.perf_counter() - w0)
+        assert app.view_switches == switches
+        # Idle is a few percent of a core; the view loop of issue 12 burnt all of one.
+        assert cpu < 0.35, f"{cpu:.0%} of a core after the storm"
+        assert app.is_running

@@ -156,4 +156,5 @@ class JobHistory(ModalScreen[None]):
             self.app.open_detail(job)  # type: ignore[attr-defined]
 
     def action_close(self) -> None:
-        self.dismiss(None)
+        if self.is_current:  # a key typed ahead may arrive after the first dismiss
+            self.dismiss(None)

@@ -38,7 +38,8 @@ class HelpScreen(ModalScreen[None]):
             yield Label("esc / q / ? closes this help", id="help-hint")
 
     def action_dismiss_help(self) -> None:
-        self.dismiss(None)
+        if self.is_current:  # a key typed ahead may arrive after the first dismiss
+            self.dismiss(None)
 
 
 class Confirm(ModalScreen[bool]):
@@ -62,10 +63,17 @@ class Confirm(ModalScreen[bool]):
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()  # enter on a stray key must not say yes
 
+    _answered = False
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.action_answer(event.button.id == "yes")
 
     def action_answer(self, yes: bool) -> None:
+        # Keys typed ahead (``y`` then enter in one burst) reach the screen after it has
+        # answered: a second dismiss would pop the monitor's own screen.
+        if self._answered:
+            return
+        self._answered = True
         self.dismiss(yes)
 
 
@@ -192,4 +200,5 @@ class JobDetail(ModalScreen[None]):
         return Content("\n").join(out)
 
     def action_close(self) -> None:
-        self.dismiss(None)
+        if self.is_current:  # a key typed ahead may arrive after the first dismiss
+            self.dismiss(None)
