@@ -69,3 +69,8 @@ class OperatorControl(Protocol):
         (the old job stays as it was, for the record); returns the new id. Raises
         ValueError, with what was wrong, for a job that is unknown or not retryable."""
         ...
+
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        """Give a job that has not been sent a new priority (higher goes first); False when
+        it is unknown, in flight or final."""
+        ...

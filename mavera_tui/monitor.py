@@ -129,6 +129,13 @@ class LiveEngine:
                 break
         return await sched.submit(dataclasses.replace(job.spec, id=new_id))
 
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        if self.sched is None:
+            return False
+        from .operator_actions import set_priority
+
+        return set_priority(self.sched, job_id, priority)
+
     async def boot(self, specs: list[JobSpec], demo: bool) -> None:
         try:
             if self.engine is None:

@@ -374,3 +374,54 @@ async def test_a_random_key_storm_leaves_the_app_idle():
         # Idle is a few percent of a core; the view loop of issue 12 burnt all of one.
         assert cpu < 0.35, f"{cpu:.0%} of a core after the storm"
         assert app.is_running
+
+
+async def test_p_shift_changes_a_waiting_jobs_priority_after_enter():
+    engine, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        table = app.main.query_one(DataTable)
+        table.focus()
+        await pilot.press("down")  # fg-q3-brand-015, waiting for a slot
+        await pilot.press("P")
+        await pilot.pause()
+        from textual.widgets import Input
+
+        box = app.screen.query_one(Input)
+        box.value = "5000"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "from -1000 to 1000" in str(app.screen.query_one("#priority-error").content)
+        box.value = "7"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert engine.snap.jobs[1].priority == 7
+        table.move_cursor(row=0)  # in flight: refused with a reason
+        await pilot.press("P")
+        await pilot.pause()
+        assert not isinstance(app.screen, Confirm) and app.screen is app.main
+
+
+def test_priority_change_reorders_the_ready_queue():
+    from mavera_tui.clock import Clock, run_virtual
+    from mavera_tui.jobs import JobSpec
+    from mavera_tui.operator_actions import set_priority
+    from mavera_tui.scheduler import Scheduler
+
+    class Never:
+        async def request(self, *a, **kw):
+            raise AssertionError("paused: nothing is sent")
+
+    async def main():
+        sched = Scheduler(Never(), clock=Clock())
+        sched.pause()
+        for i in range(3):
+            await sched.submit(JobSpec(f"j{i}", "POST", "/responses", {"input": "x"}))
+        assert sched._head("responses").id == "j0"
+        assert set_priority(sched, "j2", 9)
+        assert sched._head("responses").id == "j2"
+        assert sched.snapshot().jobs[0].priority == 9
+        assert not set_priority(sched, "nope", 1)
+        sched.cancel("j1")
+        assert not set_priority(sched, "j1", 5)  # final
+
+    run_virtual(main())

@@ -35,7 +35,7 @@ from .headroom import HeadroomPane
 from .jobs import JobsPane
 from .pane import Pane
 from .queue import QueuePane
-from .screens import Confirm, ConfirmQuit, HelpScreen, JobDetail
+from .screens import Confirm, ConfirmQuit, HelpScreen, JobDetail, PriorityScreen
 from .slots import SlotsPane
 from .text import clean, clock, duration
 
@@ -73,6 +73,8 @@ class MaveraApp(App[None]):
         Binding("R", "retry_matching", "Retry failed matching", id="retry_matching",
                 show=False),
         Binding("H", "job_history", "Job history (store)", id="job_history", show=False),
+        Binding("P", "set_priority", "Change the selected job's priority",
+                id="set_priority", show=False),
     ]
     #: (action, palette title, help) for the command palette, beside Textual's own.
     PALETTE = (
@@ -86,6 +88,7 @@ class MaveraApp(App[None]):
         ("filter_jobs", "Filter jobs", "Show only jobs whose row holds the text"),
         ("job_history", "Job history", "Page through every job in the store; search, sort"),
         ("job_detail", "Job detail", "The selected job's attempts from the ledger"),
+        ("set_priority", "Change priority", "A new priority for the selected waiting job"),
         ("view('overview')", "View: overview", "Headroom, slots, burn and queue"),
         ("view('jobs')", "View: jobs", "The jobs table"),
         ("view('alerts')", "View: alerts", "Alerts and events"),
@@ -341,9 +344,9 @@ class MaveraApp(App[None]):
     MONITOR_ACTIONS = frozenset({"quit_app", "help", "new_job", "toggle_pause", "cancel_job",
                                  "filter_jobs", "next_view", "view", "ack_alerts", "freeze",
                                  "cancel_matching", "retry_matching", "job_history",
-                                 "job_detail", "refresh_rate"})
+                                 "job_detail", "refresh_rate", "set_priority"})
     #: Actions that need the engine's optional OperatorControl extras.
-    OPERATOR_ACTIONS = frozenset({"retry_matching", "job_history"})
+    OPERATOR_ACTIONS = frozenset({"retry_matching", "job_history", "set_priority"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # A modal (form, help, confirm) owns the keyboard: no pausing from behind it.
@@ -502,6 +505,30 @@ class MaveraApp(App[None]):
         self.push_screen(Confirm(f"Retry {len(jobs)} job(s) {what}?\nEach is sent again "
                                  f"under a new id; up to {cost:,} credits (estimates).",
                                  yes=f"Retry {len(jobs)} (y)", no="No (n)"), done)
+
+    def action_set_priority(self) -> None:
+        job = self._selected()
+        if job is None:
+            return
+        name = clean(job.id, limit=60)
+        if job.state not in WAITING_STATES:
+            self.notify(Content(f"{name} is {job.state}: only a job not yet sent can change "
+                                "priority"), severity="warning")
+            return
+        from ..jobs import PRIORITY_RANGE
+
+        def done(value: int | None) -> None:
+            if value is None or value == job.priority:
+                return
+            ok = self.engine.set_priority(job.id, value)  # type: ignore[attr-defined]
+            self.notify(Content(f"{name}: priority {job.priority} → {value}" if ok else
+                                f"{name} was sent or finished meanwhile: priority unchanged"),
+                        severity="information" if ok else "warning")
+            log.info("operator set priority of %s to %d: %s", job.id, value, ok)
+            self.main.query_one(JobsPane).show_next_at_once()
+            self.poll()
+
+        self.push_screen(PriorityScreen(job, PRIORITY_RANGE), done)
 
     def action_job_detail(self) -> None:
         job = self._selected()

@@ -95,6 +95,15 @@ class FrozenEngine:
 
         return page_of(list(self.snap.jobs), offset, limit, text, order, descending)
 
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        jobs = list(self.snap.jobs)
+        for i, j in enumerate(jobs):
+            if j.id == job_id and j.state not in FINAL_STATES and j.state != IN_FLIGHT:
+                jobs[i] = dataclasses.replace(j, priority=priority)
+                self.snap = dataclasses.replace(self.snap, jobs=tuple(jobs))
+                return True
+        return False
+
     async def retry(self, job_id: str) -> str:
         job = next((j for j in self.snap.jobs if j.id == job_id), None)
         if job is None or job.state not in (FAILED, "blocked_preflight", "outcome_unknown"):

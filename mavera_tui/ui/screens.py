@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button, Input, Label, Static
 
 from ..snapshot import JobView
 from .text import clean, clock, num
@@ -201,4 +201,44 @@ class JobDetail(ModalScreen[None]):
 
     def action_close(self) -> None:
         if self.is_current:  # a key typed ahead may arrive after the first dismiss
+            self.dismiss(None)
+
+
+class PriorityScreen(ModalScreen[int | None]):
+    """Asks for a job's new priority; enter applies (the confirmation), escape keeps it."""
+
+    BINDINGS = [Binding("escape", "cancel", "Keep", id="priority.cancel")]
+
+    def __init__(self, job: JobView, bounds: tuple[int, int]):
+        super().__init__()
+        self.job = job
+        self.bounds = bounds
+
+    def compose(self) -> ComposeResult:
+        lo, hi = self.bounds
+        with Vertical(id="priority"):
+            yield Static(Content(f"Priority of {clean(self.job.id, limit=60)} (now "
+                                 f"{self.job.priority}; {lo} to {hi}, higher goes first)"),
+                         id="priority-text")
+            yield Input(str(self.job.priority), id="priority-input", type="integer")
+            yield Label("enter applies · esc keeps it", id="priority-error", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        lo, hi = self.bounds
+        try:
+            value = int(event.value.strip())
+        except ValueError:
+            value = None
+        if value is None or not lo <= value <= hi:
+            self.query_one("#priority-error", Label).update(
+                f"a whole number from {lo} to {hi}, please")
+            return
+        if self.is_current:
+            self.dismiss(value)
+
+    def action_cancel(self) -> None:
+        if self.is_current:
             self.dismiss(None)
