@@ -390,7 +390,7 @@ async def test_p_shift_changes_a_waiting_jobs_priority_after_enter():
         box.value = "5000"
         await pilot.press("enter")
         await pilot.pause()
-        assert "from -1000 to 1000" in str(app.screen.query_one("#priority-error").content)
+        assert "from -1000 to 1000" in str(app.screen.query_one("#prio-error").content)
         box.value = "7"
         await pilot.press("enter")
         await pilot.pause()

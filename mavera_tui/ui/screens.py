@@ -216,12 +216,12 @@ class PriorityScreen(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         lo, hi = self.bounds
-        with Vertical(id="priority"):
+        with Vertical(id="prio-box"):
             yield Static(Content(f"Priority of {clean(self.job.id, limit=60)} (now "
                                  f"{self.job.priority}; {lo} to {hi}, higher goes first)"),
-                         id="priority-text")
-            yield Input(str(self.job.priority), id="priority-input", type="integer")
-            yield Label("enter applies · esc keeps it", id="priority-error", markup=False)
+                         id="prio-text")
+            yield Input(str(self.job.priority), id="prio-input", type="integer")
+            yield Label("enter applies · esc keeps it", id="prio-error", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -233,7 +233,7 @@ class PriorityScreen(ModalScreen[int | None]):
         except ValueError:
             value = None
         if value is None or not lo <= value <= hi:
-            self.query_one("#priority-error", Label).update(
+            self.query_one("#prio-error", Label).update(
                 f"a whole number from {lo} to {hi}, please")
             return
         if self.is_current:
