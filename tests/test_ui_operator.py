@@ -425,3 +425,16 @@ def test_priority_change_reorders_the_ready_queue():
         assert not set_priority(sched, "j1", 5)  # final
 
     run_virtual(main())
+
+
+async def test_the_starting_placeholder_does_not_stretch_the_charts_history():
+    from mavera_tui.history import History
+
+    engine = FrozenEngine(Snapshot(mode="starting", target="starting..."))
+    app = create_app(engine, history=History(), watch_terminal=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        engine.snap = demo_snapshot()
+        app.poll()
+        await pilot.pause()
+        assert len(app.history) == 1 and app.history.ages() == [0.0]

@@ -238,7 +238,10 @@ class MaveraApp(App[None]):
             return
         if snap is not self.snap:
             self.snap = snap
-            self.history.add(snap)
+            if snap.mode != "starting" and snap.t > 0:
+                # The placeholder shown while the engine boots has no time: fed to the
+                # history it made the charts span 15 minutes they never saw.
+                self.history.add(snap)
             self._note_answers(snap)
         try:
             if self.frozen:
