@@ -304,7 +304,9 @@ class MaveraApp(App[None]):
             else:
                 tier = catalog.tier_for_limit(snap.limit)
                 parts.append((Content(f"{tier or 'limit'} {snap.limit}/min"), 2))
-            parts.append((Content(f"{clock(snap.t)} · up {duration(snap.elapsed)}"), 0))
+            # The boot placeholder has no time of its own: show the wall clock, not 1970.
+            parts.append((Content(f"{clock(snap.t or time.time())} · up "
+                                  f"{duration(snap.elapsed)}"), 0))
             unread = self.unread_alerts()
             if unread:
                 worst = "$error" if any(a.level == "error" for a in unread) else "$warning"
