@@ -211,3 +211,15 @@ async def test_replay_help_lists_its_keys_not_live_ones_and_fits_80_columns(reco
             assert want in keys, want
         for live in ("New job", "in form", "Cancel"):
             assert live not in keys, live
+
+
+async def test_q_leaves_a_replay_without_asking(recording):
+    eng = await ReplayEngine.load(str(recording), now=lambda: 0.0)
+    eng.seek(eng.times[0] + 90)
+    app = create_replay_app(eng, watch_terminal=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.snap.in_flight or app.snap.queue_depth  # a busy moment was recorded
+        await pilot.press("q")
+        await pilot.pause()
+    assert not app.is_running

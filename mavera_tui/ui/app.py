@@ -365,6 +365,9 @@ class MaveraApp(App[None]):
         if len(self.screen_stack) > 1 and isinstance(self.screen, ConfirmQuit):
             return
         snap = self.snap
+        if snap is not None and snap.mode == "replay":
+            self.exit()  # a recording's queue is history: nothing is lost by leaving
+            return
         in_flight = snap.in_flight if snap is not None else 0
         queued = snap.queue_depth if snap is not None else 0
         if in_flight > 0 or queued > 0:
