@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from .estimate import Estimate, Verdict
@@ -57,9 +56,8 @@ class LiveEngine:
             if self._answers is not None and self._answers.at is not None:
                 # When the server last answered, and how fast: the headroom pane shows how
                 # old the server's numbers are, and the latency when it stops answering.
-                snap = dataclasses.replace(
-                    snap, last_answer_t=snap.t - (time.monotonic() - self._answers.at),
-                    last_latency=self._answers.latency)
+                snap = dataclasses.replace(snap, last_answer_t=self._answers.at,
+                                           last_latency=self._answers.latency)
             self.last = snap
             return self.last
         alerts = ()
@@ -143,7 +141,7 @@ class LiveEngine:
 
                 self.engine = Engine(self._settings)
             sched = await self.engine.start()
-            self._answers = _AnswerWatch(sched.transport)
+            self._answers = _AnswerWatch(sched.transport, sched.clock.wall)
             sched.transport = self._answers
         except Exception as e:  # shown in the alerts pane; the app stays up to say so
             log.exception("engine failed to start")
@@ -184,15 +182,16 @@ class _AnswerWatch:
     """Wraps the scheduler's transport to note when the server last answered, and how
     fast (anything with a status; timeouts and dropped connections are not answers)."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: Any, wall: Any):
         self.inner = inner
+        self.wall = wall
         self.at: float | None = None
         self.latency: float | None = None
 
     async def request(self, *a: Any, **kw: Any) -> Any:
         out = await self.inner.request(*a, **kw)
         if getattr(out, "status", None) is not None:
-            self.at = time.monotonic()
+            self.at = self.wall()
             self.latency = getattr(out, "latency", None)
         return out
 

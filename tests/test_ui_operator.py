@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import pytest
 from textual import events
 from textual.widgets import DataTable, Static, Tabs
 
@@ -438,3 +439,40 @@ async def test_the_starting_placeholder_does_not_stretch_the_charts_history():
         app.poll()
         await pilot.pause()
         assert len(app.history) == 1 and app.history.ages() == [0.0]
+
+
+def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp_path):
+    from mavera_tui.clock import Clock, run_virtual
+    from mavera_tui.engine import Engine, Settings
+    from mavera_tui.jobs import JobSpec
+    from mavera_tui.monitor import LiveEngine
+
+    async def main():
+        live = LiveEngine(Engine(Settings(db=str(tmp_path / "m.db"), force_embedded=True),
+                                 clock=Clock(wall0=1.8e9)))
+        assert live.durable
+        await live.boot([JobSpec(f"job-{i}", "POST", "/responses", {"input": "hi"})
+                         for i in range(3)], demo=False)
+        try:
+            await asyncio.wait_for(live.sched.wait_idle(), 1000)
+            [a] = await live.job_attempts("job-1")
+            assert a["status"] == 200 and a["credits_used"] >= 0 and a["rl_limit"]
+            page, total = await live.jobs_page(0, 2, "job-", order="id", descending=False)
+            assert total == 3 and [j.id for j in page] == ["job-0", "job-1"]
+            assert [j.state for j in page] == ["succeeded", "succeeded"]
+            snap = live.snapshot()
+            assert snap.last_answer_t is not None and snap.last_answer_t <= snap.t
+            assert snap.last_latency is not None and snap.last_latency > 0
+            with pytest.raises(ValueError, match="only failed"):
+                await live.retry("job-0")
+            with pytest.raises(ValueError, match="not held"):
+                await live.retry("nope")
+            live.sched.jobs["job-2"].state = "failed"  # as a 4xx would leave it
+            new_id = await live.retry("job-2")
+            assert new_id == "job-2~r1" and new_id in live.sched.jobs
+            await asyncio.wait_for(live.sched.wait_idle(), 1000)
+            assert live.sched.jobs[new_id].state == "succeeded"
+        finally:
+            await live.shutdown()
+
+    run_virtual(main())
