@@ -685,6 +685,7 @@ def _rss_mb() -> float | None:
 #: Help wording for actions whose footer label is short (the footer must fit 80 columns).
 LONG_HELP = {
     "quit_app": "Quit (asks first while jobs are in flight or queued)",
+    "quit": "Quit (asks the same as q)",
     "next_view": "View: the next of overview, jobs, alerts (below 120x40)",
     "new_job": "New job: the form with its live estimate",
     "toggle_pause": "Pause / resume dispatch",
@@ -702,7 +703,8 @@ def help_rows(app: App) -> list[tuple[str, str]]:
     seen: set[str] = set()
     for cls in type(app).__mro__:
         for b in cls.__dict__.get("BINDINGS", ()):
-            if not isinstance(b, Binding) or b.key in seen:
+            if not isinstance(b, Binding) or b.key in seen or not (
+                    b.description or b.action in LONG_HELP):
                 continue
             seen.add(b.key)
             if app.check_action(b.action.split("(")[0], ()) is False and \
