@@ -105,27 +105,39 @@ class LiveEngine:
             rows, total = await store.jobs_page(offset, limit, text, order, descending)
             return [JobView(r[0], r[3], r[1], r[2], r[4], r[5], r[6], r[7], r[8], r[10],
                             r[11], r[9]) for r in rows], total
-        # No database: the jobs this engine holds in memory.
+        # No database: the jobs this engine holds in memory (the monitor keeps finished
+        # ones only among the recent jobs).
         sched = self.sched
-        views = [sched._view(j) for j in sched.jobs.values()] if sched is not None else []
+        held = {**sched._recent, **sched.jobs} if sched is not None else {}
+        views = [sched._view(j) for j in held.values()]
         return page_of(views, offset, limit, text, order, descending)
 
     async def retry(self, job_id: str) -> str:
         sched = self.sched
-        job = sched.jobs.get(job_id) if sched is not None else None
-        if job is None:
-            raise ValueError(f"{job_id} is not held by this engine (finished jobs of an "
-                             "earlier run cannot be retried from here)")
-        if job.state not in RETRYABLE:
-            raise ValueError(f"{job_id} is {job.state}: only failed, blocked or unknown-"
+        if sched is None:
+            raise ValueError("the engine is still starting; try again in a moment")
+        job = sched.jobs.get(job_id) or sched._recent.get(job_id)
+        if job is not None:
+            spec, state = job.spec, job.state
+        else:  # finished and out of memory (the monitor keeps no finished jobs): the store
+            store = self.engine.store
+            row = await store.job_request(job_id) if store is not None else None
+            if row is None:
+                raise ValueError(f"{job_id} is not known to this engine or its database")
+            method, path, body, priority, state = row
+            spec = JobSpec(job_id, method, path, body, priority)
+        if state not in RETRYABLE:
+            raise ValueError(f"{job_id} is {state}: only failed, blocked or unknown-"
                              "outcome jobs are retried")
         base = job_id.split("~r")[0]
         while True:
             self._retries += 1
             new_id = f"{base}~r{self._retries}"
-            if new_id not in sched.jobs:
+            if new_id not in sched.jobs and new_id not in sched._recent:
                 break
-        return await sched.submit(dataclasses.replace(job.spec, id=new_id))
+        # A retry id already in the database (an earlier session's) is refused by submit
+        # with a clear message; the next press takes the next number.
+        return await sched.submit(dataclasses.replace(spec, id=new_id))
 
     def set_priority(self, job_id: str, priority: int) -> bool:
         if self.sched is None:

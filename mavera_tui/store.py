@@ -414,6 +414,19 @@ class Store:
                              "WHERE job_id = ? ORDER BY t, id", (job_id,))
         return [dict(zip(self.ATTEMPT_FIELDS, tuple(r), strict=True)) for r in rows]
 
+    async def job_request(self, job_id: str) -> tuple[str, str, dict[str, Any], int, str] | None:
+        """``(method, path, body, priority, state)`` of a stored job, or None (read-only)."""
+        rows = await self._q("SELECT method, path, body, priority, state FROM jobs "
+                             "WHERE id = ?", (job_id,))
+        if not rows:
+            return None
+        method, path, body, priority, state = tuple(rows[0])
+        try:
+            parsed = json.loads(body)
+        except (TypeError, ValueError):
+            parsed = {}
+        return method, path, parsed if isinstance(parsed, dict) else {}, priority, state
+
     async def jobs_page(self, offset: int, limit: int, text: str = "",
                         order: str = "created", descending: bool = True,
                         ) -> tuple[list[tuple[Any, ...]], int]:

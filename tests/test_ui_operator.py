@@ -448,8 +448,9 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
     from mavera_tui.monitor import LiveEngine
 
     async def main():
-        live = LiveEngine(Engine(Settings(db=str(tmp_path / "m.db"), force_embedded=True),
-                                 clock=Clock(wall0=1.8e9)))
+        # As the monitor runs it: finished jobs leave memory (kept in the store).
+        live = LiveEngine(Engine(Settings(db=str(tmp_path / "m.db"), force_embedded=True,
+                                          keep_finished=False), clock=Clock(wall0=1.8e9)))
         assert live.durable
         await live.boot([JobSpec(f"job-{i}", "POST", "/responses", {"input": "hi"})
                          for i in range(3)], demo=False)
@@ -465,13 +466,22 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
             assert snap.last_latency is not None and snap.last_latency > 0
             with pytest.raises(ValueError, match="only failed"):
                 await live.retry("job-0")
-            with pytest.raises(ValueError, match="not held"):
+            with pytest.raises(ValueError, match="not known"):
                 await live.retry("nope")
-            live.sched.jobs["job-2"].state = "failed"  # as a 4xx would leave it
+            live.sched._recent["job-2"].state = "failed"  # as a 4xx would leave it
             new_id = await live.retry("job-2")
-            assert new_id == "job-2~r1" and new_id in live.sched.jobs
+            assert new_id == "job-2~r1"
             await asyncio.wait_for(live.sched.wait_idle(), 1000)
-            assert live.sched.jobs[new_id].state == "succeeded"
+            # Out of memory altogether: the request is read back from the store.
+            live.sched._recent.clear()
+            await live.engine.store.flush()
+            await live.engine.store._db.execute(
+                "UPDATE jobs SET state = 'failed' WHERE id = 'job-1'")
+            new_id = await live.retry("job-1")
+            assert new_id == "job-1~r2"
+            await asyncio.wait_for(live.sched.wait_idle(), 1000)
+            [a] = await live.job_attempts(new_id)
+            assert a["status"] == 200
         finally:
             await live.shutdown()
 
