@@ -486,3 +486,23 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
             await live.shutdown()
 
     run_virtual(main())
+
+
+async def test_o_sorts_the_jobs_table_by_each_column_and_the_selection_follows():
+    engine, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        pane = app.main.query_one("#jobs-pane")
+        table = app.main.query_one(DataTable)
+        table.focus()
+        await pilot.press("down")
+        picked = pane.selected_job
+        await pilot.press("o")  # by id
+        await pilot.pause()
+        ids = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        assert ids == sorted(j.id for j in engine.snap.jobs)
+        assert pane.selected_job == picked and "by id ↑" in str(pane.border_subtitle)
+        await pilot.press("o", "o", "o")  # state, endpoint, est
+        await pilot.press("O")
+        await pilot.pause()
+        est = [int(str(table.get_row_at(i)[3])) for i in range(table.row_count)]
+        assert est == sorted(est, reverse=True)

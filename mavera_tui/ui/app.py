@@ -715,6 +715,8 @@ def help_rows(app: App) -> list[tuple[str, str]]:
     rows.append(("tab / shift+tab", "Move focus between panes and fields"))
     rows.append(("↑ ↓ in jobs", "Select a job (marked ▶ and reversed, in any colour mode)"))
     rows.append(("enter in jobs", "Job detail: its attempts from the ledger"))
+    rows.append(("o / O in jobs", "Sort by the next column / flip the order (or click a "
+                 "header)"))
     rows.append(("esc in filter", "Clear the jobs filter"))
     if app.check_action("new_job", ()) is not False or len(app.screen_stack) > 1:
         if "n" in seen:

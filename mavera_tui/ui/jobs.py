@@ -48,7 +48,49 @@ class JobsPane(Pane):
 
     TITLE = "Jobs"
     BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False,
-                        id="jobs.clear_filter")]
+                        id="jobs.clear_filter"),
+                Binding("o", "sort_next", "Sort jobs by the next column", show=False,
+                        id="jobs.sort"),
+                Binding("O", "sort_flip", "Flip the jobs' sort order", show=False,
+                        id="jobs.sort_flip")]
+    #: Column -> the JobView field it sorts by (None: the engine's order, newest first).
+    SORT_FIELDS = {"id": "id", "state": "state", "endpoint": "endpoint", "est": "estimate",
+                   "actual": "actual", "att": "attempts", "age": "created",
+                   "reason": "reason"}
+    sort_column: str | None = None
+    sort_descending = False
+
+    def action_sort_next(self) -> None:
+        cols = [None, *self.SORT_FIELDS]
+        self.sort_column = cols[(cols.index(self.sort_column) + 1) % len(cols)]
+        self.sort_descending = False
+        self._render_rows()
+
+    def action_sort_flip(self) -> None:
+        if self.sort_column is not None:
+            self.sort_descending = not self.sort_descending
+            self._render_rows()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        key = event.column_key.value
+        if key in self.SORT_FIELDS:
+            if key == self.sort_column:
+                self.sort_descending = not self.sort_descending
+            else:
+                self.sort_column, self.sort_descending = key, False
+            self._render_rows()
+
+    def _sorted(self, jobs: tuple[JobView, ...]) -> list[JobView]:
+        if self.sort_column is None:
+            return list(jobs)
+        field = self.SORT_FIELDS[self.sort_column]
+
+        def key(j: JobView) -> tuple[bool, object]:
+            v = getattr(j, field)
+            # "age" sorts youngest first like the engine's order; unknown charges last.
+            return (v is None, -v if field == "created" else (v if v is not None else 0))
+
+        return sorted(jobs, key=key, reverse=self.sort_descending)
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -143,7 +185,7 @@ class JobsPane(Pane):
         self._last_render = time.monotonic()
         rows = []
         seen: set[str] = set()
-        for job in self._jobs:
+        for job in self._sorted(self._jobs):
             if job.id in seen:
                 continue  # a row key must be unique; the newest copy wins
             seen.add(job.id)
@@ -154,6 +196,8 @@ class JobsPane(Pane):
         rows = self._fit_reasons(rows)
         count = (f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
                  if self.filter else f"{len(self._jobs)}")
+        if self.sort_column is not None:
+            count += f" · by {self.sort_column} {'↓' if self.sort_descending else '↑'} (o)"
         if rows == self._shown:
             self._subtitle(count)
             return
