@@ -1,6 +1,8 @@
 """Cost of watching: CPU (% of one core) and memory of the monitor, idle and under load.
 
-Runs the real app headless (``App.run_test``) for a while at each size: on a frozen
+First, the time from launching ``mavera-tui`` in a pseudo-terminal to its first frame (the
+panes' titles on screen), at 80x24 and 200x60. Then it runs the real app headless
+(``App.run_test``) for a while at each size: on a frozen
 snapshot (idle), on a stream that changes every poll (counters, queue, jobs, alerts:
 everything a busy demo moves; built before measuring so only the app's own work is
 counted), and on the real engine running the demo at the highest tier, beside a run of
@@ -22,7 +24,7 @@ from mavera_tui.snapshot import FINAL_STATES, IN_FLIGHT, QUEUED, JobView, Snapsh
 from mavera_tui.ui.app import create_app
 from mavera_tui.ui.fixtures import DEMO_T, FrozenEngine, demo_history, demo_snapshot
 
-SIZES = ((80, 24), (200, 50))
+SIZES = ((80, 24), (200, 60))
 
 
 class StreamEngine(FrozenEngine):
@@ -109,7 +111,52 @@ async def measure_live(size, seconds: float, refresh: float,
         await live.shutdown()
 
 
+def first_frame(size: tuple[int, int], timeout: float = 20.0) -> float | None:
+    """Seconds from exec of ``mavera-tui --no-demo`` in a pty of ``size`` until the first
+    frame (a pane's title) has been written; None if it never came."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+
+    exe = os.path.join(os.path.dirname(sys.executable), "mavera-tui")
+    t0 = time.perf_counter()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the monitor on the embedded simulator, no demo traffic
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        env = dict(os.environ, TERM="xterm-256color")
+        env.pop("MAVERA_API_KEY", None)
+        os.execve(exe, [exe, "--no-demo"], env)
+    out = b""
+    took = None
+    try:
+        while time.perf_counter() - t0 < timeout:
+            r, _, _ = select.select([fd], [], [], 0.05)
+            if r:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                out += chunk
+                if b"Rate-limit" in out or b"headroom" in out:
+                    took = time.perf_counter() - t0
+                    break
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return took
+
+
 def main(seconds: float = 15.0, refresh: float = 0.5) -> int:
+    for size in ((80, 24), (200, 60)):
+        runs = sorted(t for t in (first_frame(size) for _ in range(5)) if t is not None)
+        shown = f"{runs[len(runs) // 2]:.2f} s median of {len(runs)}" if runs else "none"
+        print(f"first frame {size[0]}x{size[1]}: {shown} "
+              f"(runs {', '.join(f'{t:.2f}' for t in runs)})")
     stream = build_stream(int((seconds + 5) / refresh) + 10, refresh)
     print(f"refresh {refresh}s, {seconds:g}s per run; CPU is % of one core (process time)")
     print(f"{'size':>8} {'state':>10} {'cpu %':>7} {'rss MB':>7} {'polls':>6}")

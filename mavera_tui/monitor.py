@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 from .estimate import Estimate, Verdict
 from .jobs import JobSpec
-from .snapshot import AlertView, Snapshot
+from .snapshot import BLOCKED, FAILED, OUTCOME_UNKNOWN, AlertView, JobView, Snapshot
 
 if TYPE_CHECKING:
     from .engine import Engine, Settings
@@ -35,6 +36,15 @@ class LiveEngine:
         self._demo: asyncio.Task[None] | None = None
         #: The last snapshot handed to the app: what other threads (metrics) may read.
         self.last: Snapshot = Snapshot(mode="starting")
+        self._answers: _AnswerWatch | None = None
+        self._retries = 0
+
+    @property
+    def durable(self) -> bool:
+        """True when jobs are kept in a database (--db): queued jobs survive a quit."""
+        if self.engine is not None:
+            return bool(self.engine.settings.db)
+        return bool(getattr(self._settings, "db", None))
 
     @property
     def sched(self):  # noqa: ANN201
@@ -42,7 +52,13 @@ class LiveEngine:
 
     def snapshot(self) -> Snapshot:
         if self.sched is not None:
-            self.last = self.sched.snapshot()
+            snap = self.sched.snapshot()
+            if self._answers is not None and self._answers.at is not None:
+                # When the server last answered, and how fast: the headroom pane shows how
+                # old the server's numbers are, and the latency when it stops answering.
+                snap = dataclasses.replace(snap, last_answer_t=self._answers.at,
+                                           last_latency=self._answers.latency)
+            self.last = snap
             return self.last
         alerts = ()
         if self.error:
@@ -72,6 +88,64 @@ class LiveEngine:
             return Verdict(False, est.high, est.high, 0, 0, 0, "the engine is still starting")
         return self.sched.preflight(est)
 
+    # --- OperatorControl: job detail, history, retry --------------------------------------
+
+    async def job_attempts(self, job_id: str) -> list[dict[str, Any]] | None:
+        store = self.engine.store if self.engine is not None else None
+        if store is None:
+            return None
+        await store.flush()  # the ledger is write-behind: include the latest attempt
+        return await store.job_attempts(job_id)
+
+    async def jobs_page(self, offset: int, limit: int, text: str = "",
+                        order: str = "created", descending: bool = True,
+                        ) -> tuple[list[JobView], int]:
+        store = self.engine.store if self.engine is not None else None
+        if store is not None:
+            rows, total = await store.jobs_page(offset, limit, text, order, descending)
+            return [JobView(r[0], r[3], r[1], r[2], r[4], r[5], r[6], r[7], r[8], r[10],
+                            r[11], r[9]) for r in rows], total
+        # No database: the jobs this engine holds in memory (the monitor keeps finished
+        # ones only among the recent jobs).
+        sched = self.sched
+        held = {**sched._recent, **sched.jobs} if sched is not None else {}
+        views = [sched._view(j) for j in held.values()]
+        return page_of(views, offset, limit, text, order, descending)
+
+    async def retry(self, job_id: str) -> str:
+        sched = self.sched
+        if sched is None:
+            raise ValueError("the engine is still starting; try again in a moment")
+        job = sched.jobs.get(job_id) or sched._recent.get(job_id)
+        if job is not None:
+            spec, state = job.spec, job.state
+        else:  # finished and out of memory (the monitor keeps no finished jobs): the store
+            store = self.engine.store
+            row = await store.job_request(job_id) if store is not None else None
+            if row is None:
+                raise ValueError(f"{job_id} is not known to this engine or its database")
+            method, path, body, priority, state = row
+            spec = JobSpec(job_id, method, path, body, priority)
+        if state not in RETRYABLE:
+            raise ValueError(f"{job_id} is {state}: only failed, blocked or unknown-"
+                             "outcome jobs are retried")
+        base = job_id.split("~r")[0]
+        while True:
+            self._retries += 1
+            new_id = f"{base}~r{self._retries}"
+            if new_id not in sched.jobs and new_id not in sched._recent:
+                break
+        # A retry id already in the database (an earlier session's) is refused by submit
+        # with a clear message; the next press takes the next number.
+        return await sched.submit(dataclasses.replace(spec, id=new_id))
+
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        if self.sched is None:
+            return False
+        from .operator_actions import set_priority
+
+        return set_priority(self.sched, job_id, priority)
+
     async def boot(self, specs: list[JobSpec], demo: bool) -> None:
         try:
             if self.engine is None:
@@ -79,6 +153,8 @@ class LiveEngine:
 
                 self.engine = Engine(self._settings)
             sched = await self.engine.start()
+            self._answers = _AnswerWatch(sched.transport, sched.clock.wall)
+            sched.transport = self._answers
         except Exception as e:  # shown in the alerts pane; the app stays up to say so
             log.exception("engine failed to start")
             self.error = f"could not start: {e}"
@@ -108,6 +184,49 @@ class LiveEngine:
             await asyncio.wait_for(self.engine.stop(), timeout=2.0)
         except (TimeoutError, Exception):
             await self.engine.stop(abort=True)
+
+
+#: Final states a job can be retried from (sent again under a new id).
+RETRYABLE = (FAILED, BLOCKED, OUTCOME_UNKNOWN)
+
+
+class _AnswerWatch:
+    """Wraps the scheduler's transport to note when the server last answered, and how
+    fast (anything with a status; timeouts and dropped connections are not answers)."""
+
+    def __init__(self, inner: Any, wall: Any):
+        self.inner = inner
+        self.wall = wall
+        self.at: float | None = None
+        self.latency: float | None = None
+
+    async def request(self, *a: Any, **kw: Any) -> Any:
+        out = await self.inner.request(*a, **kw)
+        if getattr(out, "status", None) is not None:
+            self.at = self.wall()
+            self.latency = getattr(out, "latency", None)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def page_of(views: list[JobView], offset: int, limit: int, text: str = "",
+            order: str = "created", descending: bool = True) -> tuple[list[JobView], int]:
+    """``jobs_page`` over jobs in memory: the same filter and sort as the store's."""
+    text = text.lower()
+    if text:
+        views = [v for v in views if any(text in f.lower() for f in
+                                         (v.id, v.state, v.endpoint, v.reason))]
+    if order not in JobView.__dataclass_fields__:
+        order = "created"
+
+    def key(v: JobView) -> tuple[bool, Any]:
+        x = getattr(v, order)
+        return (x is not None, x if x is not None else 0)
+
+    views = sorted(views, key=key, reverse=descending)
+    return views[max(0, offset): max(0, offset) + max(0, limit)], len(views)
 
 
 def run_monitor(settings: Settings, *, specs: list[JobSpec], refresh: float,

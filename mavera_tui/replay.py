@@ -284,7 +284,7 @@ def create_replay_app(engine: ReplayEngine, **kw: Any) -> Any:
             if action in self.REPLAY_ACTIONS:
                 # Behind a modal, or while typing in an input, the keys are the widget's.
                 return len(self.screen_stack) == 1 and not isinstance(self.focused, Input)
-            if action in ("new_job", "cancel_job"):
+            if action in ("new_job", "cancel_job", "cancel_matching"):
                 return False  # a recording cannot take jobs: not offered in the footer
             return super().check_action(action, parameters)
 

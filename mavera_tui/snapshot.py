@@ -116,6 +116,10 @@ class Snapshot:
     eta_s: float | None = None           # until credits run out at burn_5m (auto-recharge counted)
     month_projection: int | None = None  # credits this month at the current rate
     recharge_spent_eur: float = 0.0
+    # The server's last word (filled by the live monitor's engine; None when unknown, e.g.
+    # in recordings made before these fields: the monitor then infers it from the counters).
+    last_answer_t: float | None = None   # wall-clock time of the last HTTP answer
+    last_latency: float | None = None    # seconds that answer took
     jobs: tuple[JobView, ...] = ()       # recent jobs, newest first
     alerts: tuple[AlertView, ...] = ()   # recent alerts, newest first
 

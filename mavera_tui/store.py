@@ -398,6 +398,56 @@ class Store:
         """Read-only query for reports and replay."""
         return [tuple(r) for r in await self._q(sql, params)]
 
+    #: Ledger columns ``job_attempts`` returns, by name.
+    ATTEMPT_FIELDS = ("t", "t_done", "attempt", "status", "kind", "code", "credits_used",
+                      "estimate", "latency", "rl_limit", "rl_remaining", "rl_reset",
+                      "retry_after", "message")
+    #: Columns ``jobs_page`` may sort by (anything else falls back to creation order).
+    JOB_ORDERS = {"created": "created", "id": "id", "state": "state", "endpoint": "endpoint",
+                  "estimate": "estimate", "actual": "actual", "attempts": "attempts",
+                  "priority": "priority", "updated": "updated", "reason": "reason"}
+
+    async def job_attempts(self, job_id: str) -> list[dict[str, Any]]:
+        """Every ledger row of one job, oldest first (read-only; writes still pending are
+        not seen until the writer commits them, a few milliseconds later)."""
+        rows = await self._q(f"SELECT {', '.join(self.ATTEMPT_FIELDS)} FROM ledger "
+                             "WHERE job_id = ? ORDER BY t, id", (job_id,))
+        return [dict(zip(self.ATTEMPT_FIELDS, tuple(r), strict=True)) for r in rows]
+
+    async def job_request(self, job_id: str) -> tuple[str, str, dict[str, Any], int, str] | None:
+        """``(method, path, body, priority, state)`` of a stored job, or None (read-only)."""
+        rows = await self._q("SELECT method, path, body, priority, state FROM jobs "
+                             "WHERE id = ?", (job_id,))
+        if not rows:
+            return None
+        method, path, body, priority, state = tuple(rows[0])
+        try:
+            parsed = json.loads(body)
+        except (TypeError, ValueError):
+            parsed = {}
+        return method, path, parsed if isinstance(parsed, dict) else {}, priority, state
+
+    async def jobs_page(self, offset: int, limit: int, text: str = "",
+                        order: str = "created", descending: bool = True,
+                        ) -> tuple[list[tuple[Any, ...]], int]:
+        """A page of job rows ``(id, method, path, endpoint, state, priority, estimate,
+        actual, attempts, reason, created, updated)`` matching ``text`` anywhere in id,
+        state, endpoint or reason; and the number matching in all."""
+        where, params = "", []
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where = (" WHERE id LIKE ? ESCAPE '\\' OR state LIKE ? ESCAPE '\\'"
+                     " OR endpoint LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\'")
+            params = [like] * 4
+        col = self.JOB_ORDERS.get(order, "created")
+        direction = "DESC" if descending else "ASC"
+        [(total,)] = await self._q(f"SELECT COUNT(*) FROM jobs{where}", params)
+        rows = await self._q(
+            "SELECT id, method, path, endpoint, state, priority, estimate, actual, attempts, "
+            f"reason, created, updated FROM jobs{where} ORDER BY {col} {direction}, seq "
+            f"{direction} LIMIT ? OFFSET ?", [*params, max(0, int(limit)), max(0, int(offset))])
+        return [tuple(r) for r in rows], int(total)
+
 
 def check_meta(path: Path | str, meta: dict[str, str]) -> int:
     """The schema version of a database with this meta table; StoreError if we cannot read

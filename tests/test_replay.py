@@ -191,3 +191,35 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path, recording):
     con.close()
     with pytest.raises(StoreError, match="newer"):
         load(p)
+
+
+async def test_replay_help_lists_its_keys_not_live_ones_and_fits_80_columns(recording):
+    from mavera_tui.ui.screens import HelpScreen
+
+    eng = await ReplayEngine.load(str(recording), now=lambda: 0.0)
+    app = create_replay_app(eng, watch_terminal=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        bar = app.main.query_one(TimeBar)
+        assert len(bar.plain) <= 78 and f"{len(eng.times)}" in bar.plain
+        assert "PLAYBACK PAUSED" in header(app) and "connecting" not in header(app)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        keys = str(app.screen.query_one("#help-keys", Static).content)
+        for want in ("space", "Speed", "Go to time", "Next alert"):
+            assert want in keys, want
+        for live in ("New job", "in form", "Cancel"):
+            assert live not in keys, live
+
+
+async def test_q_leaves_a_replay_without_asking(recording):
+    eng = await ReplayEngine.load(str(recording), now=lambda: 0.0)
+    eng.seek(eng.times[0] + 90)
+    app = create_replay_app(eng, watch_terminal=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.snap.in_flight or app.snap.queue_depth  # a busy moment was recorded
+        await pilot.press("q")
+        await pilot.pause()
+    assert not app.is_running

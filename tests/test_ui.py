@@ -14,7 +14,7 @@ from mavera_tui.ui.chart import ChartView
 from mavera_tui.ui.fixtures import FrozenEngine, demo_history, demo_snapshot
 from mavera_tui.ui.form import JobForm
 from mavera_tui.ui.pane import Line
-from mavera_tui.ui.screens import ConfirmQuit, HelpScreen
+from mavera_tui.ui.screens import Confirm, ConfirmQuit, HelpScreen
 
 WIDE = (200, 60)
 SMALL = (80, 24)
@@ -294,7 +294,7 @@ async def test_p_pauses_and_resumes_dispatch():
         assert "PAUSED" not in text_of(app.main.query_one("#header"))
 
 
-async def test_c_cancels_the_job_under_the_cursor():
+async def test_c_asks_naming_the_job_then_cancels_the_job_under_the_cursor():
     engine, app = make()
     async with app.run_test(size=WIDE) as pilot:
         table = app.main.query_one(DataTable)
@@ -302,7 +302,30 @@ async def test_c_cancels_the_job_under_the_cursor():
         await pilot.press("down")
         await pilot.press("c")
         await pilot.pause()
-        assert engine.cancelled == [engine.snap.jobs[1].id]
+        job = engine.snap.jobs[1]
+        assert isinstance(app.screen, Confirm) and engine.cancelled == []
+        assert job.id in text_of(app.screen.query_one("#confirm-text"))
+        await pilot.press("n")
+        await pilot.pause()
+        assert engine.cancelled == []
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert engine.cancelled == [job.id]
+
+
+async def test_cancelling_an_in_flight_job_says_it_cannot_be_recalled():
+    engine, app = make()
+    async with app.run_test(size=WIDE) as pilot:
+        app.main.query_one(DataTable).focus()
+        assert engine.snap.jobs[0].state == "in_flight"
+        await pilot.press("c")
+        await pilot.pause()
+        assert not isinstance(app.screen, Confirm) and engine.cancelled == []
+        [note] = [n.message for n in app._notifications]
+        assert "in flight" in str(note) and "cannot be recalled" in str(note)
+        assert "unknown or final" not in str(note)
 
 
 async def test_slash_filters_the_jobs_table():

@@ -11,10 +11,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container
 from textual.content import Content
@@ -24,9 +25,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, Tab, Tabs
 
 from .. import catalog
-from ..control import EngineControl
+from ..control import EngineControl, OperatorControl
 from ..history import History
-from ..snapshot import Snapshot
+from ..snapshot import FINAL_STATES, IN_FLIGHT, WAITING_STATES, JobView, Snapshot
 from .alerts import AlertsPane
 from .burn import BurnPane
 from .form import JobForm
@@ -34,7 +35,7 @@ from .headroom import HeadroomPane
 from .jobs import JobsPane
 from .pane import Pane
 from .queue import QueuePane
-from .screens import ConfirmQuit, HelpScreen
+from .screens import Confirm, ConfirmQuit, HelpScreen, JobDetail, PriorityScreen
 from .slots import SlotsPane
 from .text import clean, clock, duration
 
@@ -56,21 +57,55 @@ class MaveraApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "mavera-tui"
+    # Footer order is importance order: at 80 columns the footer keeps the first ones.
     BINDINGS = [
         Binding("q", "quit_app", "Quit", id="quit"),
+        Binding("v", "next_view", "View", id="next_view"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
-        Binding("n", "new_job", "New job", id="new_job"),
-        Binding("p", "toggle_pause", "Pause/resume", id="pause"),
-        Binding("c", "cancel_job", "Cancel job", id="cancel_job"),
-        Binding("slash", "filter_jobs", "Filter jobs", key_display="/", id="filter_jobs"),
-        Binding("v", "next_view", "Next view", id="next_view"),
+        Binding("n", "new_job", "New", id="new_job"),
+        Binding("p", "toggle_pause", "Pause", id="pause"),
+        Binding("c", "cancel_job", "Cancel", id="cancel_job"),
+        Binding("slash", "filter_jobs", "Filter", key_display="/", id="filter_jobs"),
+        Binding("k", "ack_alerts", "Ack", id="ack_alerts"),
+        Binding("f", "freeze", "Freeze", id="freeze"),
+        Binding("C", "cancel_matching", "Cancel all matching", id="cancel_matching",
+                show=False),
+        Binding("R", "retry_matching", "Retry failed matching", id="retry_matching",
+                show=False),
+        Binding("H", "job_history", "Job history (store)", id="job_history", show=False),
+        Binding("P", "set_priority", "Change the selected job's priority",
+                id="set_priority", show=False),
     ]
+    #: (action, palette title, help) for the command palette, beside Textual's own.
+    PALETTE = (
+        ("new_job", "New job", "Open the new-job form with its live estimate"),
+        ("toggle_pause", "Pause / resume dispatch", "In-flight jobs finish; nothing new is sent"),
+        ("cancel_job", "Cancel the selected job", "Asks first, naming the job"),
+        ("cancel_matching", "Cancel every queued job matching the filter", "Asks first, with "
+         "the count"),
+        ("retry_matching", "Retry failed jobs matching the filter", "Sends them again under "
+         "new ids; asks first, with the count"),
+        ("filter_jobs", "Filter jobs", "Show only jobs whose row holds the text"),
+        ("job_history", "Job history", "Page through every job in the store; search, sort"),
+        ("job_detail", "Job detail", "The selected job's attempts from the ledger"),
+        ("set_priority", "Change priority", "A new priority for the selected waiting job"),
+        ("view('overview')", "View: overview", "Headroom, slots, burn and queue"),
+        ("view('jobs')", "View: jobs", "The jobs table"),
+        ("view('alerts')", "View: alerts", "Alerts and events"),
+        ("ack_alerts", "Acknowledge alerts", "Clear the unread-alert count in the header"),
+        ("freeze", "Freeze / unfreeze the display", "Stop redrawing; the engine runs on"),
+        ("refresh_rate", "Refresh rate", "Cycle the redraw interval: 0.25, 0.5, 1, 2 s"),
+        ("help", "Help: keys", "Every key of the monitor and the form"),
+        ("quit_app", "Quit", "Asks first while jobs are in flight or queued"),
+    )
+    REFRESH_RATES = (0.25, 0.5, 1.0, 2.0)
 
     def __init__(self, engine: EngineControl, *, refresh: float = 0.5,
                  mode_label: str | None = None, replay_controls: Any = None,
                  debug_log: str | None = None, history: History | None = None,
                  watch_terminal: bool = True,
-                 after_first_frame: Callable[[], Awaitable[None]] | None = None):
+                 after_first_frame: Callable[[], Awaitable[None]] | None = None,
+                 show_health: bool = True):
         if debug_log:
             _log_to(debug_log)
         super().__init__()
@@ -84,8 +119,19 @@ class MaveraApp(App[None]):
         self.view = "overview"
         self.layout_name = "wide"
         self.ticks = 0
+        self.view_switches = 0
+        self.frozen = False
+        #: Alerts at or before this wall time are acknowledged (not counted in the header).
+        self.ack_t = 0.0
         self._poll_error: str | None = None
         self._after_first_frame = after_first_frame
+        self._poll_timer: Any = None
+        self._health = Health()
+        self.show_health = show_health
+        # When the server last answered, inferred from the answer counters when the engine
+        # does not say (recordings, test engines).
+        self._answers_seen = -1
+        self._answer_t: float | None = None
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -102,7 +148,7 @@ class MaveraApp(App[None]):
                 yield AlertsPane(id="alerts-pane")
                 yield JobsPane(id="jobs-pane")
         yield Static("", id="too-small", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def main(self) -> Screen:
@@ -118,7 +164,7 @@ class MaveraApp(App[None]):
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
         self.poll()
-        self.set_interval(self.refresh_s, self.poll, name="poll")
+        self._poll_timer = self.set_interval(self.refresh_s, self.poll, name="poll")
         if not self.is_headless:
             try:
                 loop = asyncio.get_running_loop()
@@ -131,6 +177,8 @@ class MaveraApp(App[None]):
         self._apply_layout(event.size.width, event.size.height)
 
     def _apply_layout(self, width: int, height: int) -> None:
+        if not self.screen_stack:  # shutting down: nothing to lay out
+            return
         root = self.main.query_one("#root")
         too_small = width < MIN_SIZE[0] or height < MIN_SIZE[1]
         wide = width >= WIDE_SIZE[0] and height >= WIDE_SIZE[1]
@@ -149,16 +197,23 @@ class MaveraApp(App[None]):
             self.call_after_refresh(self._update_panes)
 
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
-        if event.tab.id in VIEWS:
+        # Only a tab the operator picked (a click) switches the view. Our own setting of
+        # ``tabs.active`` posts no message (prevented below), and a message that is stale
+        # (its tab is no longer the active one) is dropped: two such messages in flight
+        # used to swap the view back and forth for ever (issue 12, defect 1).
+        tabs = event.tabs
+        if event.tab.id in VIEWS and event.tab.id == tabs.active:
             self._set_view(event.tab.id)
 
     def _set_view(self, view: str) -> None:
-        if view == self.view:
+        if view == self.view or not self.screen_stack:
             return
         self.view = view
+        self.view_switches += 1
         tabs = self.main.query_one(Tabs)
         if tabs.active != view:
-            tabs.active = view
+            with self.prevent(Tabs.TabActivated):
+                tabs.active = view
         self._apply_layout(self.size.width, self.size.height)
 
     # --- the poll ----------------------------------------------------------------------------
@@ -170,6 +225,7 @@ class MaveraApp(App[None]):
             if not _terminal_alive():
                 self._terminal_lost("terminal gone")
                 return
+        self._health.sample()
         try:
             snap = self.engine.snapshot()
         except Exception as e:  # the monitor must survive a failing engine read
@@ -182,38 +238,88 @@ class MaveraApp(App[None]):
             return
         if snap is not self.snap:
             self.snap = snap
-            self.history.add(snap)
+            if snap.mode != "starting" and snap.t > 0:
+                # The placeholder shown while the engine boots has no time: fed to the
+                # history it made the charts span 15 minutes they never saw.
+                self.history.add(snap)
+            self._note_answers(snap)
         try:
-            self._update_panes()
+            if self.frozen:
+                self._update_header()  # says FROZEN and keeps the clock honest
+            else:
+                self._update_panes()
         except NoMatches:  # a tick racing the app's shutdown: the panes are gone
             log.debug("poll after the panes were removed")
 
+    def _note_answers(self, snap: Snapshot) -> None:
+        answers = sum(snap.status_counts.values())
+        if answers != self._answers_seen:
+            if self._answers_seen >= 0 or answers:
+                self._answer_t = snap.t
+            self._answers_seen = answers
+
+    def last_answer_t(self, snap: Snapshot) -> float | None:
+        """Wall time of the server's last answer: the engine's word, else inferred."""
+        return snap.last_answer_t if snap.last_answer_t is not None else (
+            self._answer_t if snap.requests_total else None)
+
     def _update_panes(self) -> None:
         snap = self.snap
-        if snap is None or self.layout_name == "too_small":
+        if snap is None or self.layout_name == "too_small" or not self.screen_stack:
             return
         self._update_header()
         for pane in self.main.query(Pane):
             if pane.display:
                 pane.update_snapshot(snap, self.history)
 
+    def unread_alerts(self) -> list:
+        """Warnings and errors newer than the last acknowledgement."""
+        if self.snap is None:
+            return []
+        return [a for a in self.snap.alerts
+                if a.t > self.ack_t and a.level in ("warning", "error")]
+
     def _update_header(self) -> None:
+        if not self.screen_stack:
+            return
         snap = self.snap
-        parts: list[tuple[str, str] | str | Content] = [("mavera-tui", "bold")]
+        width = max(20, self.size.width - 2)
+        # (content, drop rank): when the line is too wide, the highest rank goes first;
+        # rank 0 always stays (the clock and uptime, the state badges, unread alerts).
+        parts: list[tuple[Content, int]] = [(Content.styled("mavera-tui", "bold"), 3)]
         if snap is not None:
-            parts += [" │ ", Content(clean(snap.target or "unknown target", limit=60))]
+            parts.append((Content(clean(snap.target or "unknown target", limit=60)), 4))
             marker = self.mode_label or {"demo": "DEMO", "replay": "REPLAY",
                                          "record": "RECORD"}.get(snap.mode)
             if marker:
-                parts += [" ", (f" {clean(marker, limit=30)} ", "$warning reverse bold")]
+                parts.append((Content.styled(f" {clean(marker, limit=30)} ",
+                                             "$warning reverse bold"), 0))
             if snap.paused:
-                parts += [" ", (" PAUSED ", "$error reverse bold")]
-            tier = catalog.tier_for_limit(snap.limit)
-            parts += [" │ ", f"{tier or 'limit'} {snap.limit}/min", " │ ",
-                      f"{clock(snap.t)}", f" · up {duration(snap.elapsed)}"]
+                label = " PLAYBACK PAUSED " if snap.mode == "replay" else " PAUSED "
+                parts.append((Content.styled(label, "$error reverse bold"), 0))
+            if self.frozen:
+                parts.append((Content.styled(" FROZEN (f) ", "$accent reverse bold"), 0))
+            if connecting(snap):
+                parts.append((Content.styled("connecting…", "italic"), 0))
+            else:
+                tier = catalog.tier_for_limit(snap.limit)
+                parts.append((Content(f"{tier or 'limit'} {snap.limit}/min"), 2))
+            # The boot placeholder has no time of its own: show the wall clock, not 1970.
+            parts.append((Content(f"{clock(snap.t or time.time())} · up "
+                                  f"{duration(snap.elapsed)}"), 0))
+            unread = self.unread_alerts()
+            if unread:
+                worst = "$error" if any(a.level == "error" for a in unread) else "$warning"
+                parts.append((Content.styled(f" ⚑ {len(unread)} new alert"
+                                             f"{'s' if len(unread) != 1 else ''} (k) ",
+                                             f"{worst} reverse bold"), 0))
+        health = self._health.label() if self.show_health else ""
+        if health:
+            parts.append((Content.styled(health, "$foreground-muted"), 1))
         if self._poll_error:
-            parts += [" │ ", (f"engine read failed: {self._poll_error}", "$error bold")]
-        self.main.query_one("#header", Static).update(Content.assemble(*parts))
+            parts.append((Content.styled(f"engine read failed: {self._poll_error}",
+                                         "$error bold"), 0))
+        self.main.query_one("#header", Static).update(fit_line(parts, width))
 
     # --- terminal loss -----------------------------------------------------------------------
 
@@ -221,27 +327,65 @@ class MaveraApp(App[None]):
         log.warning("exiting: %s", why)
         self.exit(return_code=1)
 
+    # --- the command palette -------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for cmd in super().get_system_commands(screen):
+            if cmd.title != "Quit":  # Textual's quits at once; ours asks first
+                yield cmd
+        for action, title, helptext in self.PALETTE:
+            name = action.split("(")[0]
+            if self.check_action(name, ()) is False and name != "quit_app":
+                continue
+            yield SystemCommand(title, helptext,
+                                lambda a=action: self.call_later(self.run_action, a))
+
+    async def action_quit(self) -> None:
+        # Textual's ctrl+q and any other route to "quit" ask the same question as q.
+        self.action_quit_app()
+
     # --- actions -----------------------------------------------------------------------------
 
     MONITOR_ACTIONS = frozenset({"quit_app", "help", "new_job", "toggle_pause", "cancel_job",
-                                 "filter_jobs", "next_view"})
+                                 "filter_jobs", "next_view", "view", "ack_alerts", "freeze",
+                                 "cancel_matching", "retry_matching", "job_history",
+                                 "job_detail", "refresh_rate", "set_priority"})
+    #: Actions that need the engine's optional OperatorControl extras.
+    OPERATOR_ACTIONS = frozenset({"retry_matching", "job_history", "set_priority"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # A modal (form, help, confirm) owns the keyboard: no pausing from behind it.
         if action in self.MONITOR_ACTIONS and len(self.screen_stack) > 1:
             return False
+        if action in self.OPERATOR_ACTIONS and not isinstance(self.engine, OperatorControl):
+            return False
         return True
 
     def action_quit_app(self) -> None:
-        in_flight = self.snap.in_flight if self.snap is not None else 0
-        if in_flight > 0:
-            self.push_screen(ConfirmQuit(in_flight),
+        if len(self.screen_stack) > 1 and isinstance(self.screen, ConfirmQuit):
+            return
+        snap = self.snap
+        if snap is not None and snap.mode == "replay":
+            self.exit()  # a recording's queue is history: nothing is lost by leaving
+            return
+        in_flight = snap.in_flight if snap is not None else 0
+        queued = snap.queue_depth if snap is not None else 0
+        if in_flight > 0 or queued > 0:
+            durable = getattr(self.engine, "durable", None)
+            self.push_screen(ConfirmQuit(in_flight, queued, durable),
                              lambda yes: self.exit() if yes else None)
         else:
             self.exit()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_rows(self)))
+
+    def action_view(self, view: str) -> None:
+        if self.layout_name == "wide":
+            if view == "jobs":
+                self.main.query_one(DataTable).focus()
+            return
+        self._set_view(view)
 
     def action_new_job(self) -> None:
         if self.snap is None:
@@ -266,17 +410,174 @@ class MaveraApp(App[None]):
         log.info("operator %s dispatch", "resumed" if paused else "paused")
         self.poll()
 
-    def action_cancel_job(self) -> None:
-        job_id = self.main.query_one(JobsPane).selected_job
+    def _selected(self) -> JobView | None:
+        pane = self.main.query_one(JobsPane)
+        job_id = pane.selected_job
         if job_id is None:
             self.notify("no job selected: move the cursor in the jobs table",
                         severity="warning")
+            return None
+        return pane.job(job_id)
+
+    def action_cancel_job(self) -> None:
+        job = self._selected()
+        if job is None:
             return
-        ok = self.engine.cancel(job_id)
-        self.notify(Content(f"cancelled {clean(job_id)}" if ok
-                            else f"{clean(job_id)} cannot be cancelled (unknown or final)"),
-                    severity="information" if ok else "warning")
-        self.poll()
+        name = clean(job.id, limit=60)
+        if job.state == IN_FLIGHT:
+            self.notify(Content(f"{name} is in flight: its request is sent and cannot be "
+                                "recalled; the answer will be charged as usual"),
+                        severity="warning")
+            return
+        if job.state in FINAL_STATES:
+            self.notify(Content(f"{name} is already {job.state}: nothing to cancel"),
+                        severity="warning")
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            ok = self.engine.cancel(job.id)
+            self.notify(Content(f"cancelled {name}" if ok else
+                                f"{name} could not be cancelled: it was sent or finished "
+                                "meanwhile"), severity="information" if ok else "warning")
+            log.info("operator cancelled %s: %s", job.id, ok)
+            self.poll()
+
+        self.push_screen(Confirm(
+            f"Cancel job {name}?\n{job.state} · {clean(job.endpoint)} · estimate "
+            f"{job.estimate} credits. It has not been sent: nothing is charged.",
+            yes="Cancel job (y)", no="Keep it (n)"), done)
+
+    async def _matching(self, states: tuple[str, ...]) -> list[JobView]:
+        """Jobs in ``states`` whose row matches the jobs filter: from the engine's full list
+        when it offers one (not only the recent jobs on screen), else from the table."""
+        pane = self.main.query_one(JobsPane)
+        if isinstance(self.engine, OperatorControl):
+            page, _ = await self.engine.jobs_page(0, 1_000_000, "")
+            return [j for j in page if j.state in states and pane.matches(j)]
+        return [j for j in pane.jobs() if j.state in states and pane.matches(j)]
+
+    async def action_cancel_matching(self) -> None:
+        jobs = await self._matching(WAITING_STATES)
+        pane = self.main.query_one(JobsPane)
+        what = f"matching '{pane.filter}'" if pane.filter else "(no filter: all of them)"
+        if not jobs:
+            self.notify(f"no queued job {what}", severity="warning")
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            n = sum(1 for j in jobs if self.engine.cancel(j.id))
+            self.notify(f"cancelled {n} of {len(jobs)} queued jobs"
+                        + ("" if n == len(jobs) else " (the rest were sent meanwhile)"))
+            log.info("operator cancelled %d queued jobs %s", n, what)
+            self.poll()
+
+        self.push_screen(Confirm(f"Cancel {len(jobs)} queued job(s) {what}?\nJobs in flight "
+                                 "are not touched.", yes=f"Cancel {len(jobs)} (y)",
+                                 no="Keep them (n)"), done)
+
+    async def action_retry_matching(self) -> None:
+        from ..monitor import RETRYABLE
+
+        jobs = await self._matching(RETRYABLE)
+        pane = self.main.query_one(JobsPane)
+        what = f"matching '{pane.filter}'" if pane.filter else "(no filter: all of them)"
+        if not jobs:
+            self.notify(f"no failed, blocked or unknown-outcome job {what}",
+                        severity="warning")
+            return
+        cost = sum(j.estimate for j in jobs)
+
+        async def send() -> None:
+            done_n, errors = 0, []
+            for j in jobs:
+                try:
+                    await self.engine.retry(j.id)  # type: ignore[attr-defined]
+                    done_n += 1
+                except ValueError as e:
+                    errors.append(str(e))
+            self.notify(f"retried {done_n} job(s) under new ids (~rN)"
+                        + (f"; {len(errors)} refused: {errors[0]}" if errors else ""),
+                        severity="warning" if errors else "information")
+            log.info("operator retried %d jobs %s", done_n, what)
+            self.main.query_one(JobsPane).show_next_at_once()
+            self.poll()
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(send(), name="retry")
+
+        self.push_screen(Confirm(f"Retry {len(jobs)} job(s) {what}?\nEach is sent again "
+                                 f"under a new id; up to {cost:,} credits (estimates).",
+                                 yes=f"Retry {len(jobs)} (y)", no="No (n)"), done)
+
+    def action_set_priority(self) -> None:
+        job = self._selected()
+        if job is None:
+            return
+        name = clean(job.id, limit=60)
+        if job.state not in WAITING_STATES:
+            self.notify(Content(f"{name} is {job.state}: only a job not yet sent can change "
+                                "priority"), severity="warning")
+            return
+        from ..jobs import PRIORITY_RANGE
+
+        def done(value: int | None) -> None:
+            if value is None or value == job.priority:
+                return
+            ok = self.engine.set_priority(job.id, value)  # type: ignore[attr-defined]
+            self.notify(Content(f"{name}: priority {job.priority} → {value}" if ok else
+                                f"{name} was sent or finished meanwhile: priority unchanged"),
+                        severity="information" if ok else "warning")
+            log.info("operator set priority of %s to %d: %s", job.id, value, ok)
+            self.main.query_one(JobsPane).show_next_at_once()
+            self.poll()
+
+        self.push_screen(PriorityScreen(job, PRIORITY_RANGE), done)
+
+    def action_job_detail(self) -> None:
+        job = self._selected()
+        if job is not None:
+            self.open_detail(job)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id != "jobs-table" or event.row_key.value is None:
+            return
+        job = self.main.query_one(JobsPane).job(event.row_key.value)
+        if job is not None:
+            self.open_detail(job)
+
+    def open_detail(self, job: JobView) -> None:
+        """Show a job and, once read, its attempts from the ledger."""
+        screen = JobDetail(job)
+        self.push_screen(screen)
+        if not isinstance(self.engine, OperatorControl):
+            screen.show_attempts(None, "this engine keeps no ledger")
+            return
+        engine = self.engine
+
+        async def load() -> None:
+            try:
+                attempts = await engine.job_attempts(job.id)
+            except Exception as e:  # a read error is shown, not raised into the app
+                log.exception("ledger read failed")
+                screen.show_attempts(None, f"could not read the ledger: {e}")
+                return
+            if attempts is None:
+                screen.show_attempts(None, "no ledger: the monitor runs without --db, so "
+                                     "attempts are not kept")
+            else:
+                screen.show_attempts(attempts)
+
+        self.run_worker(load(), name="job-detail")
+
+    def action_job_history(self) -> None:
+        from .history_view import JobHistory
+
+        self.push_screen(JobHistory(self.engine))
 
     def action_filter_jobs(self) -> None:
         if self.layout_name == "compact":
@@ -288,35 +589,161 @@ class MaveraApp(App[None]):
         if self.view == "jobs":
             self.main.query_one(DataTable).focus()
 
+    def action_ack_alerts(self) -> None:
+        unread = self.unread_alerts()
+        if self.snap is not None and self.snap.alerts:
+            self.ack_t = max(self.ack_t, max(a.t for a in self.snap.alerts))
+        self.notify(f"{len(unread)} alert(s) acknowledged" if unread else "no new alerts")
+        self.main.query_one(AlertsPane).ack_t = self.ack_t
+        self._update_panes()
+
+    def action_freeze(self) -> None:
+        self.frozen = not self.frozen
+        self.notify("display frozen: the engine keeps running; f to resume" if self.frozen
+                    else "display live again")
+        if not self.frozen:
+            self._update_panes()
+        else:
+            self._update_header()
+
+    def action_refresh_rate(self) -> None:
+        rates = self.REFRESH_RATES
+        nxt = next((r for r in rates if r > self.refresh_s + 1e-9), rates[0])
+        self.refresh_s = nxt
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+        self._poll_timer = self.set_interval(self.refresh_s, self.poll, name="poll")
+        self.notify(f"refreshing every {nxt:g} s")
+
+
+def connecting(snap: Snapshot) -> bool:
+    """True until the engine has an answer: the limit shown before that is a default."""
+    return snap.mode == "starting" or (
+        snap.requests_total == 0 and snap.remaining is None and not snap.status_counts)
+
+
+def fit_line(parts: list[tuple[Content, int]], width: int, sep: str = " │ ") -> Content:
+    """Join parts with ``sep``, dropping the highest-ranked droppable parts (rank > 0) until
+    the line fits ``width``; a part of rank 4 (the target) is shortened before it goes."""
+    keep = list(parts)
+
+    def length(ps: list[tuple[Content, int]]) -> int:
+        return sum(c.cell_length for c, _ in ps) + len(sep) * max(0, len(ps) - 1)
+
+    while length(keep) > width:
+        ranked = [p for p in keep if p[1] > 0]
+        if not ranked:
+            break
+        worst = max(ranked, key=lambda p: p[1])
+        if worst[1] == 4:
+            over = length(keep) - width
+            c = worst[0]
+            if c.cell_length - over >= 12:
+                i = keep.index(worst)
+                keep[i] = (Content(c.plain[: c.cell_length - over - 1] + "…"), 4)
+                continue
+        keep.remove(worst)
+    return Content(sep).join(c for c, _ in keep)
+
+
+class Health:
+    """The monitor's own cost: CPU (% of one core, over the last few seconds) and RSS."""
+
+    EVERY = 2.0
+
+    def __init__(self) -> None:
+        self._t = time.monotonic()
+        self._cpu_t = time.process_time()
+        self.cpu: float | None = None
+        self.rss_mb: float | None = None
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        if now - self._t < self.EVERY:
+            return
+        cpu_now = time.process_time()
+        self.cpu = 100.0 * (cpu_now - self._cpu_t) / (now - self._t)
+        self._t, self._cpu_t = now, cpu_now
+        self.rss_mb = _rss_mb()
+
+    def label(self) -> str:
+        if self.cpu is None:  # the first CPU figure needs a couple of seconds of run
+            self.rss_mb = self.rss_mb if self.rss_mb is not None else _rss_mb()
+            return f"mem {self.rss_mb:.0f}M" if self.rss_mb else ""
+        mem = f" mem {self.rss_mb:.0f}M" if self.rss_mb else ""
+        return f"cpu {self.cpu:.0f}%{mem}"
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+#: Help wording for actions whose footer label is short (the footer must fit 80 columns).
+LONG_HELP = {
+    "quit_app": "Quit (asks first while jobs are in flight or queued)",
+    "quit": "Quit (asks the same as q)",
+    "next_view": "View: the next of overview, jobs, alerts (below 120x40)",
+    "new_job": "New job: the form with its live estimate",
+    "toggle_pause": "Pause / resume dispatch",
+    "cancel_job": "Cancel the selected job (asks first)",
+    "filter_jobs": "Filter jobs",
+    "ack_alerts": "Acknowledge alerts (clears the header's count)",
+    "freeze": "Freeze the display; the engine runs on (f again resumes)",
+}
+
 
 def help_rows(app: App) -> list[tuple[str, str]]:
-    """(key, description) for every binding of the monitor, the palette and the form."""
-    rows = [(b.key_display or b.key, b.description) for b in MaveraApp.BINDINGS
-            if isinstance(b, Binding)]
-    rows.append(("ctrl+p", "Command palette"))
+    """(key, description) for every binding the app offers now (a replay hides the live
+    ones), then the palette, the jobs table and, when jobs can be submitted, the form."""
+    rows: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for cls in type(app).__mro__:
+        for b in cls.__dict__.get("BINDINGS", ()):
+            if not isinstance(b, Binding) or b.key in seen or not (
+                    b.description or b.action in LONG_HELP):
+                continue
+            seen.add(b.key)
+            if app.check_action(b.action.split("(")[0], ()) is False and \
+                    len(app.screen_stack) <= 1:
+                continue
+            rows.append((b.key_display or b.key, LONG_HELP.get(b.action, b.description)))
+    rows.append(("ctrl+p", "Command palette (every action by name)"))
     rows.append(("tab / shift+tab", "Move focus between panes and fields"))
-    rows.append(("↑ ↓ in jobs", "Select a job (for c)"))
+    rows.append(("↑ ↓ in jobs", "Select a job (marked ▶ and reversed, in any colour mode)"))
+    rows.append(("enter in jobs", "Job detail: its attempts from the ledger"))
+    rows.append(("o / O in jobs", "Sort by the next column / flip the order (or click a "
+                 "header)"))
     rows.append(("esc in filter", "Clear the jobs filter"))
-    rows += [(f"{b.key} in form", b.description) for b in JobForm.BINDINGS
-             if isinstance(b, Binding)]
-    rows.append(("enter on Submit", "Submit the job"))
+    if app.check_action("new_job", ()) is not False or len(app.screen_stack) > 1:
+        if "n" in seen:
+            rows += [(f"{b.key} in form", b.description) for b in JobForm.BINDINGS
+                     if isinstance(b, Binding)]
+            rows.append(("enter on Submit", "Submit the job"))
     return rows
 
 
 def create_app(engine: EngineControl, *, refresh: float = 0.5, mode_label: str | None = None,
                replay_controls: Any = None, debug_log: str | None = None,
                history: History | None = None, watch_terminal: bool = True,
-               after_first_frame: Callable[[], Awaitable[None]] | None = None) -> MaveraApp:
+               after_first_frame: Callable[[], Awaitable[None]] | None = None,
+               show_health: bool = True) -> MaveraApp:
     """Build the monitor over ``engine``.
 
     ``refresh`` is the poll interval in seconds; ``mode_label`` overrides the header marker
     (DEMO/REPLAY); ``debug_log`` is a file that receives DEBUG logging; ``history`` seeds
     the charts (replay, demo screenshots); ``watch_terminal`` exits when the TTY goes away;
-    ``after_first_frame`` is awaited (as a worker) once the first frame is drawn.
+    ``after_first_frame`` is awaited (as a worker) once the first frame is drawn;
+    ``show_health=False`` leaves the monitor's own CPU and memory out of the header (the
+    snapshot tests and screenshots, which must not change from run to run).
     """
     return MaveraApp(engine, refresh=refresh, mode_label=mode_label,
                      replay_controls=replay_controls, debug_log=debug_log, history=history,
-                     watch_terminal=watch_terminal, after_first_frame=after_first_frame)
+                     watch_terminal=watch_terminal, after_first_frame=after_first_frame,
+                     show_health=show_health)
 
 
 def _terminal_alive() -> bool:

@@ -41,9 +41,16 @@ class BurnPane(Pane):
 
     def update_snapshot(self, snap: Snapshot, history: History) -> None:
         width = self.text_width
-        self.query_one("#burn-rates", Line).show(pack(
-            [("burn/min", "bold"), f"1m {snap.burn_1m:.1f}", f"5m {snap.burn_5m:.1f}",
-             f"15m {snap.burn_15m:.1f}"], width))
+        # A 5 or 15 minute average needs that much uptime: before, it would be a shorter
+        # average under a longer name.
+        rates: list[Content | str | tuple[str, str]] = [
+            ("burn/min", "bold"), f"1m {snap.burn_1m:.1f}",
+            f"5m {snap.burn_5m:.1f}" if snap.elapsed >= 300 else ("5m —", "$foreground-muted"),
+            f"15m {snap.burn_15m:.1f}" if snap.elapsed >= 900 else
+            ("15m —", "$foreground-muted")]
+        if snap.elapsed < 900:
+            rates.append((f"(up {duration(snap.elapsed)})", "$foreground-muted"))
+        self.query_one("#burn-rates", Line).show(pack(rates, width))
         balance: list[Content | str | tuple[str, str]] = [
             (f"balance {num(snap.balance)}", "bold")]
         if snap.plan_remaining is not None or snap.purchased is not None:

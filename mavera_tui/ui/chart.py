@@ -46,15 +46,34 @@ def render(xs: Sequence[float], series: Sequence[Series], width: int, height: in
     fig.ruler("y").lim(ymin, top)
     n = max(2, min(5, height // 3))
     yt = sorted({round(ymin + (top - ymin) * i / (n - 1)) for i in range(n)})
+    if hline is not None:
+        # The limit line gets its own label, and no other label sits close enough to be
+        # read as its value.
+        near = (top - ymin) / max(2, height - 2) * 1.5
+        yt = sorted({v for v in yt if abs(v - hline) > near} | {round(hline)})
     fig.ruler("y").ticks(yt, [_short(v) for v in yt])
     if minutes[0] < minutes[-1]:
         fig.ruler("x").lim(minutes[0], minutes[-1])
-        span = -minutes[0]
-        step = next((s for s in (1, 2, 5, 10, 15, 30, 60) if span / s <= max(2, width // 12)),
-                    60)
-        ticks = [-step * i for i in range(int(span // step), -1, -1)]
-        fig.ruler("x").ticks(ticks, [f"{t:g}m" if t else "now" for t in ticks])
+        ticks, labels = time_ticks(-minutes[0] * 60.0)
+        fig.ruler("x").ticks(ticks, labels)
     return fig.build().string(colorless=True)
+
+
+def time_ticks(span_s: float) -> tuple[list[float], list[str]]:
+    """Time-axis ticks (minutes, negative = ago) and labels shared by every chart: the left
+    edge (the span held), its middle and "now", so all charts read the same."""
+    mid = _round_ago(span_s / 2)
+    return [-span_s / 60.0, -mid / 60.0, 0.0], [span_label(span_s), span_label(mid), "now"]
+
+
+def _round_ago(s: float) -> float:
+    """A round time for a middle tick: whole minutes from 2 minutes on, else 5 s steps."""
+    return max(60.0, round(s / 60.0) * 60.0) if s >= 120 else max(5.0, round(s / 5.0) * 5.0)
+
+
+def span_label(span_s: float) -> str:
+    """``-12m`` / ``-45s``: how long ago a point on the time axis is (whole units)."""
+    return f"-{round(span_s / 60)}m" if span_s >= 120 else f"-{round(span_s)}s"
 
 
 class ChartView(Static):
@@ -136,9 +155,13 @@ def stacked(layers: Sequence[tuple[Sequence[int], str, str]], span_s: float, wid
                 grid[rows - 1 - r][c] = (char, style)
             base += v
     parts: list[tuple[str, str] | str] = []
+    mid_row = (rows - 1) // 2 if rows >= 5 else -1
     for r, row in enumerate(grid):
-        label = _short(top) if r == 0 else "0" if r == rows - 1 else ""
-        parts.append((label.rjust(label_w - 1) + " ┤", "$foreground-muted"))
+        label = (_short(top) if r == 0 else "0" if r == rows - 1 else
+                 _short(round(top * (rows - 1 - r) / (rows - 1))) if r == mid_row else "")
+        # A tick mark only where there is a label: unlabelled ticks read as values.
+        parts.append((label.rjust(label_w - 1) + (" ┤" if label else " │"),
+                      "$foreground-muted"))
         run_style, run = "", []
         for char, style in row:
             if style != run_style and run:
@@ -149,8 +172,17 @@ def stacked(layers: Sequence[tuple[Sequence[int], str, str]], span_s: float, wid
         if run:
             parts.append(("".join(run), run_style))
         parts.append("\n")
-    minutes = span_s / 60.0
-    left = f"-{round(minutes)}m" if minutes >= 1 else f"-{round(span_s)}s"
-    axis = " " * (label_w + 1) + left + "now".rjust(max(0, cols - len(left)))
+    ticks, labels = time_ticks(span_s)
+    left, mid = labels[0], labels[1]
+    at = int(round((1 + ticks[1] * 60.0 / max(span_s, 1e-9)) * (cols - 1)))  # mid's column
+    line = [" "] * cols
+    for i, ch in enumerate(left):
+        line[i] = ch
+    start = max(len(left) + 1, min(cols - 4 - len(mid), at - len(mid) // 2))
+    for i, ch in enumerate(mid):
+        if 0 <= start + i < cols:
+            line[start + i] = ch
+    line[cols - 3:] = list("now")
+    axis = " " * (label_w + 1) + "".join(line)
     parts.append((axis, "$foreground-muted"))
     return Content.assemble(*parts)

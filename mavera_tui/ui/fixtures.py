@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from .. import catalog
 from ..estimate import Estimate, Verdict, preflight
@@ -18,6 +19,7 @@ from ..snapshot import (
     BACKOFF,
     CANCELLED,
     FAILED,
+    FINAL_STATES,
     IN_FLIGHT,
     QUEUED,
     SUCCEEDED,
@@ -43,6 +45,7 @@ class FrozenEngine:
         self.pauses = 0
         self.resumes = 0
         self.cancelled: list[str] = []
+        self.retried: list[str] = []
         self.polls = 0
 
     def snapshot(self) -> Snapshot:
@@ -70,10 +73,60 @@ class FrozenEngine:
 
     def cancel(self, job_id: str) -> bool:
         self.cancelled.append(job_id)
-        return any(j.id == job_id for j in self.snap.jobs)
+        return any(j.id == job_id and j.state not in FINAL_STATES and j.state != IN_FLIGHT
+                   for j in self.snap.jobs)
 
     def preflight(self, est: Estimate) -> Verdict:
         return preflight(est, self.snap.balance or 0, self.snap.reserved)
+
+    # OperatorControl: a fixed ledger, the snapshot's jobs as the history, recorded retries.
+    durable = False
+
+    async def job_attempts(self, job_id: str) -> list[dict[str, Any]] | None:
+        job = next((j for j in self.snap.jobs if j.id == job_id), None)
+        if job is None:
+            return []
+        return [demo_attempt(job, i) for i in range(job.attempts)]
+
+    async def jobs_page(self, offset: int, limit: int, text: str = "",
+                        order: str = "created", descending: bool = True,
+                        ) -> tuple[list[JobView], int]:
+        from ..monitor import page_of
+
+        return page_of(list(self.snap.jobs), offset, limit, text, order, descending)
+
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        jobs = list(self.snap.jobs)
+        for i, j in enumerate(jobs):
+            if j.id == job_id and j.state not in FINAL_STATES and j.state != IN_FLIGHT:
+                jobs[i] = dataclasses.replace(j, priority=priority)
+                self.snap = dataclasses.replace(self.snap, jobs=tuple(jobs))
+                return True
+        return False
+
+    async def retry(self, job_id: str) -> str:
+        job = next((j for j in self.snap.jobs if j.id == job_id), None)
+        if job is None or job.state not in (FAILED, "blocked_preflight", "outcome_unknown"):
+            raise ValueError(f"{job_id} cannot be retried")
+        self.retried.append(job_id)
+        return f"{job_id}~r{len(self.retried)}"
+
+
+def demo_attempt(job: JobView, i: int) -> dict[str, Any]:
+    """A ledger row for the ``i``-th attempt of ``job``: earlier attempts failed (503),
+    the last has the job's outcome."""
+    last = i == job.attempts - 1
+    status = (200 if job.state == SUCCEEDED else 400 if job.state == FAILED else None) \
+        if last else 503
+    return {"t": job.created + 5 + 20 * i, "t_done": job.created + 7 + 20 * i,
+            "attempt": i + 1, "status": status,
+            "kind": "ok" if status == 200 else "in flight" if status is None else
+            "invalid_request" if status == 400 else "server_error",
+            "code": None, "credits_used": job.actual if last else None,
+            "estimate": job.estimate, "latency": 1.8 + i, "rl_limit": 120,
+            "rl_remaining": 90 - i, "rl_reset": None, "retry_after": None if last else 8.0,
+            "message": job.reason if last and job.state == FAILED else
+            ("" if last else "upstream overloaded [try later]")}
 
 
 _JOBS = (

@@ -24,13 +24,39 @@ class HeadroomPane(Pane):
         yield Line(id="headroom-errors")
         yield ChartView(id="headroom-chart", classes="chart")
 
+    #: The server's word is "stale" after this many seconds without an answer...
+    STALE_S = 5.0
+    #: ...and the API "not answering" after this many, while work waits for it.
+    SILENT_S = 30.0
+
     def update_snapshot(self, snap: Snapshot, history: History) -> None:
+        from .app import connecting
+
+        gauge_line = self.query_one("#headroom-gauge", Line)
+        detail_line = self.query_one("#headroom-detail", Line)
+        errors_line = self.query_one("#headroom-errors", Line)
+        if connecting(snap):
+            # Before the first answer the limit is a default, not the key's: say so.
+            self.set_class(False, "-warning")
+            gauge_line.show(Content.styled("connecting… the limit is known after the "
+                                           "first answer", "italic"))
+            detail_line.show(Content(""))
+            errors_line.show(Content(""))
+            return
         used = max(0, snap.window_used)
         foreign = max(0, min(snap.foreign, used))
-        remaining = snap.remaining if snap.remaining is not None else snap.limit - used
+        free_now = max(0, snap.limit - used)
+        answered = getattr(self.app, "last_answer_t", lambda s: s.last_answer_t)(snap)
+        age = None if answered is None else max(0.0, snap.t - answered)
+        stale = age is not None and age >= self.STALE_S
+        waiting_work = snap.in_flight > 0 or (snap.queue_depth > 0 and not snap.paused)
+        silent = age is not None and age >= self.SILENT_S and waiting_work
+        server_left = snap.remaining
+        # "remaining" is what we measure now; the server's last header only while fresh.
+        remaining = server_left if (server_left is not None and not stale) else free_now
         remaining = max(0, remaining)
         low = remaining < catalog.LOW_REMAINING
-        self.set_class(low, "-warning")
+        self.set_class(low or silent, "-warning")
 
         width = max(8, min(40, self.text_width - 16))
         ours_cells = _cells(used - foreign, snap.limit, width)
@@ -42,22 +68,32 @@ class HeadroomPane(Pane):
             f" {used}/{snap.limit}",
             (" LOW" if low else "", "$error bold"),
         )
-        self.query_one("#headroom-gauge", Line).show(gauge)
+        gauge_line.show(gauge)
 
         rpm = history.requests_per_minute()
         now_rpm = int(rpm[-1]) if rpm else 0
+        room = "room now" if snap.reset_in <= 0 and used < snap.limit else \
+            f"room in {duration(max(snap.reset_in, 1))}"
         detail: list[Content | str | tuple[str, str]] = [
             (f"remaining {remaining}", "$error bold" if low else "bold"),
-            f"foreign {foreign}", f"reset in {duration(snap.reset_in)}"]
+            f"foreign {foreign}", room]
         if snap.key_hold_s > 0:
             detail.append((f"key held {duration(snap.key_hold_s)}", "$error bold"))
-        self.query_one("#headroom-detail", Line).show(pack(detail, self.text_width))
+        if silent:
+            lat = "" if snap.last_latency is None else \
+                f" · last latency {snap.last_latency:.2f}s"
+            detail.append((f"API not answering: no answer for {duration(age)}{lat}",
+                           "$error bold"))
+        elif stale:
+            said = f"server said {server_left} left · " if server_left is not None else ""
+            detail.append((f"{said}last response {duration(age)} ago", "$foreground-muted"))
+        detail_line.show(pack(detail, self.text_width))
         errors: list[Content | str | tuple[str, str]] = [
             f"rpm {now_rpm}/{snap.limit}",
             (f"429s {snap.responses_429_total} ({history.recent('r429', 60)} last min)",
              "$warning" if history.recent("r429", 60) else ""),
             f"retries {snap.retries_total} ({history.recent('retries', 60)} last min)"]
-        self.query_one("#headroom-errors", Line).show(pack(errors, self.text_width))
+        errors_line.show(pack(errors, self.text_width))
 
         chart = self.query_one("#headroom-chart", ChartView)
         chart.offer(history.versions["requests"], lambda w, h: render(

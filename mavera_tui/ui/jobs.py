@@ -48,7 +48,49 @@ class JobsPane(Pane):
 
     TITLE = "Jobs"
     BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False,
-                        id="jobs.clear_filter")]
+                        id="jobs.clear_filter"),
+                Binding("o", "sort_next", "Sort jobs by the next column", show=False,
+                        id="jobs.sort"),
+                Binding("O", "sort_flip", "Flip the jobs' sort order", show=False,
+                        id="jobs.sort_flip")]
+    #: Column -> the JobView field it sorts by (None: the engine's order, newest first).
+    SORT_FIELDS = {"id": "id", "state": "state", "endpoint": "endpoint", "est": "estimate",
+                   "actual": "actual", "att": "attempts", "age": "created",
+                   "reason": "reason"}
+    sort_column: str | None = None
+    sort_descending = False
+
+    def action_sort_next(self) -> None:
+        cols = [None, *self.SORT_FIELDS]
+        self.sort_column = cols[(cols.index(self.sort_column) + 1) % len(cols)]
+        self.sort_descending = False
+        self._render_rows()
+
+    def action_sort_flip(self) -> None:
+        if self.sort_column is not None:
+            self.sort_descending = not self.sort_descending
+            self._render_rows()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        key = event.column_key.value
+        if key in self.SORT_FIELDS:
+            if key == self.sort_column:
+                self.sort_descending = not self.sort_descending
+            else:
+                self.sort_column, self.sort_descending = key, False
+            self._render_rows()
+
+    def _sorted(self, jobs: tuple[JobView, ...]) -> list[JobView]:
+        if self.sort_column is None:
+            return list(jobs)
+        field = self.SORT_FIELDS[self.sort_column]
+
+        def key(j: JobView) -> tuple[bool, object]:
+            v = getattr(j, field)
+            # "age" sorts youngest first like the engine's order; unknown charges last.
+            return (v is None, -v if field == "created" else (v if v is not None else 0))
+
+        return sorted(jobs, key=key, reverse=self.sort_descending)
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -69,6 +111,21 @@ class JobsPane(Pane):
         for col in COLUMNS:
             table.add_column(col, key=col, width=STATE_WIDTH if col == "state" else None)
         self.query_one("#jobs-filter", Input).display = False
+
+    def job(self, job_id: str) -> JobView | None:
+        """The newest view of ``job_id`` among the jobs this pane holds."""
+        return next((j for j in self._jobs if j.id == job_id), None)
+
+    def jobs(self) -> tuple[JobView, ...]:
+        """Every job the pane holds (the engine's recent ones), filter or not."""
+        return self._jobs
+
+    def matches(self, job: JobView) -> bool:
+        """Whether ``job``'s row holds the filter text (always, with no filter)."""
+        if not self.filter:
+            return True
+        cells = job_row(job, self._now)
+        return self.filter in " ".join(c.plain for c in cells).lower()
 
     @property
     def selected_job(self) -> str | None:
@@ -128,7 +185,7 @@ class JobsPane(Pane):
         self._last_render = time.monotonic()
         rows = []
         seen: set[str] = set()
-        for job in self._jobs:
+        for job in self._sorted(self._jobs):
             if job.id in seen:
                 continue  # a row key must be unique; the newest copy wins
             seen.add(job.id)
@@ -136,9 +193,13 @@ class JobsPane(Pane):
             if self.filter and self.filter not in " ".join(c.plain for c in cells).lower():
                 continue
             rows.append((job.id, cells))
-        self.border_subtitle = (f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
-                                if self.filter else f"{len(self._jobs)}")
+        rows = self._fit_reasons(rows)
+        count = (f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
+                 if self.filter else f"{len(self._jobs)}")
+        if self.sort_column is not None:
+            count += f" · by {self.sort_column} {'↓' if self.sort_descending else '↑'} (o)"
         if rows == self._shown:
+            self._subtitle(count)
             return
         table = self.query_one(DataTable)
         if [k for k, _ in rows] == [k for k, _ in self._shown]:
@@ -147,11 +208,86 @@ class JobsPane(Pane):
                     if new != was:
                         table.update_cell(key, col, new)
         else:
-            selected = self.selected_job
+            # Rows move (new jobs arrive on top, others finish): the cursor stays on the same
+            # job, and the view scrolls with it so that job stays on the same screen line:
+            # the operator's eye, and `c`, stay on the job they picked (issue 12, defect 3).
+            selected = self._selected_key
+            old_keys = [k for k, _ in self._shown]
+            old_row = old_keys.index(selected) if selected in old_keys else None
+            screen_row = (old_row - table.scroll_y) if old_row is not None else None
             table.clear()
             for key, cells in rows:
                 table.add_row(*cells, key=key)
             keys = [k for k, _ in rows]
-            if selected in keys:
-                table.move_cursor(row=keys.index(selected), animate=False)
+            if old_row == 0 and table.scroll_y == 0:
+                # At the top the table follows the newest job (like a log's tail); a
+                # job the operator moved to stays put, below.
+                self._selected_key = keys[0] if keys else None
+                table.move_cursor(row=0, animate=False)
+            elif selected in keys:
+                row = keys.index(selected)
+                table.move_cursor(row=row, animate=False, scroll=False)
+                if screen_row is not None:
+                    table.scroll_to(y=max(0, row - screen_row), animate=False,
+                                    immediate=True)
+                else:
+                    table.move_cursor(row=row, animate=False)
+            elif selected is not None and rows:
+                # The picked job left the list (filtered out, or older than the recent
+                # jobs): say so rather than silently pick another.
+                self._lost = selected
         self._shown = rows
+        self._subtitle(count)
+
+    def _fit_reasons(self, rows: list[tuple[str, tuple[Text | Content, ...]]],
+                     ) -> list[tuple[str, tuple[Text | Content, ...]]]:
+        """Shorten reasons to the room the other columns leave, at a word, with "…" (the
+        full text is in the job's detail): the table's edge would cut mid-word."""
+        if not rows:
+            return rows
+        widths = [max(len(COLUMNS[i]), *(c[i].cell_len if isinstance(c[i], Text)
+                                           else c[i].cell_length for _, c in rows))
+                  for i in range(len(COLUMNS) - 1)]
+        widths[COLUMNS.index("state")] = STATE_WIDTH
+        # Each column has one cell of padding either side; 2 more for the scroll bar.
+        if not self.content_size.width:
+            return rows  # not laid out yet: on_resize renders again with the real width
+        room = self.content_size.width - sum(w + 2 for w in widths) - 6
+        room = max(12, room)
+        out = []
+        for key, cells in rows:
+            reason = cells[-1].plain
+            if len(reason) > room:
+                cut = reason[: room - 1]
+                space = cut.rfind(" ")
+                if space >= room // 2:
+                    cut = cut[:space]
+                cells = (*cells[:-1], Text(cut.rstrip(" ,;:") + "…"))
+            out.append((key, cells))
+        return out
+
+    def on_resize(self) -> None:
+        # The room for reasons changed: rebuild the cells (cheap, and rare).
+        if self._jobs and self.is_mounted:
+            self._render_rows()
+
+    _selected_key: str | None = None
+    _lost: str | None = None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value if event.row_key is not None else None
+        if key is not None and key != self._selected_key:
+            self._selected_key = key
+            self._lost = None
+            self._subtitle(None)
+
+    def _subtitle(self, count: str | None) -> None:
+        if count is not None:
+            self._count = count
+        sel = self._selected_key
+        mark = ""
+        if self._lost:
+            mark = f" · ▶ {clean(self._lost, limit=30)} not in this list"
+        elif sel is not None:
+            mark = f" · ▶ {clean(sel, limit=30)}"
+        self.border_subtitle = getattr(self, "_count", "") + mark

@@ -62,7 +62,8 @@ SHOTS: dict[str, tuple[tuple[int, int], Callable[[Snapshot], FrozenEngine], Setu
 
 async def _shoot(name: str, out: Path, snap: Snapshot, history: History) -> Path:
     size, make_engine, setup = SHOTS[name]
-    app: MaveraApp = create_app(make_engine(snap), history=history, watch_terminal=False)
+    app: MaveraApp = create_app(make_engine(snap), history=history, watch_terminal=False,
+                                show_health=False)
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
         await setup(pilot)
@@ -78,6 +79,17 @@ def _to_png(svg: Path) -> Path | None:
         return None
     text = svg.read_text(encoding="utf-8")
     text = text.replace("Fira Code", "DejaVu Sans Mono")
+    # Textual lays cells out 0.61 em apart (Fira Code); DejaVu Sans Mono advances 0.602 em
+    # and cairosvg ignores textLength, so long runs came out short: a border drawn as one
+    # run ended before the border piece drawn at its own x (a stray strip beside modals).
+    # Letter spacing makes up the difference.
+    m = re.search(r"font-size: (\d+(?:\.\d+)?)px;", text)
+    if m:
+        size = float(m.group(1))
+        spacing = 0.61 * size - size * 1233 / 2048
+        text = text.replace(f"font-size: {m.group(1)}px;",
+                            f"font-size: {m.group(1)}px;\n        letter-spacing: "
+                            f"{spacing:.3f}px;", 1)
     # Braille chart dots are missing from DejaVu Sans Mono but present in DejaVu Sans.
     text = _BRAILLE.sub(lambda m: m.group(1) + ' font-family="DejaVu Sans"' + m.group(2),
                         text)

@@ -32,22 +32,42 @@ class TimeBar(Static):
         super().__init__("", markup=False, **kw)
         self.plain = ""
 
+    _pos: Any = None
+
+    def on_resize(self) -> None:
+        if self._pos is not None:
+            self.show(self._pos)
+
+    KEYS = "space play · ←/→ step · s speed · g go to · a next alert"
+
     def show(self, pos: Any) -> None:
-        """Redraw from a ReplayPosition."""
-        state = "▶ playing" if pos.playing else "❚❚ paused"
+        """Redraw from a ReplayPosition, fitted to the bar's width: the key hints go first
+        (the footer and help list them), then the index; the track takes what is left."""
+        state = "▶ playing" if pos.playing else "❚❚ playback paused"
         span = max(pos.end - pos.start, 1e-9)
         frac = min(1.0, max(0.0, (pos.t - pos.start) / span))
-        width = max(10, min(60, self.size.width - 90)) if self.size.width else 30
+        self._pos = pos
+        avail = (self.size.width or self.app.size.width) - 2
+        head = f"REPLAY {state} {pos.speed:g}x │ "
+        at = f"{clock(pos.t)} (+{duration(pos.t - pos.start)} of {duration(span)})"
+        index = f" │ {pos.index + 1}/{pos.total}"
+        keys = f" │ {self.KEYS}"
+        fixed = len(head) + len(at) + len(" │ ")
+        optional = [index, keys]
+        while optional and fixed + sum(map(len, optional)) + 10 > avail:
+            optional.pop()
+        width = max(6, min(60, avail - fixed - sum(map(len, optional))))
         filled = int(round(frac * (width - 1)))
         track = "━" * filled + "●" + "─" * (width - 1 - filled)
-        at = f"{clock(pos.t)} (+{duration(pos.t - pos.start)} of {duration(span)})"
-        keys = "space play · ←/→ step · s speed · g go to · a next alert"
-        self.plain = (f"REPLAY {state} {pos.speed:g}x │ {at} │ {track} │ "
-                      f"{pos.index + 1}/{pos.total} │ {keys}")
-        self.update(Content.assemble(
-            (" REPLAY ", "$warning reverse bold"), " ",
-            (state, "bold"), f" {pos.speed:g}x │ {at} │ ", (track, "$accent"),
-            f" │ {pos.index + 1}/{pos.total} │ ", (keys, "$foreground-muted")))
+        tail = "".join(optional)
+        self.plain = f"{head}{at} │ {track}{tail}"
+        parts: list[Any] = [(" REPLAY ", "$warning reverse bold"), " ", (state, "bold"),
+                            f" {pos.speed:g}x │ {at} │ ", (track, "$accent")]
+        if index in optional:
+            parts.append(index)
+        if keys in optional:
+            parts.append((keys, "$foreground-muted"))
+        self.update(Content.assemble(*parts))
 
 
 class GotoScreen(ModalScreen[str | None]):
@@ -77,7 +97,9 @@ class GotoScreen(ModalScreen[str | None]):
         self.query_one(Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        if self.is_current:  # a key typed ahead may arrive after the first dismiss
+            self.dismiss(event.value.strip() or None)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        if self.is_current:
+            self.dismiss(None)
