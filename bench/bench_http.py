@@ -675,7 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine()
     started = dt.datetime.now(dt.UTC)
     out_path = Path(a.out) if a.out else (
-        ROOT / "bench" / "results" / f"http-{started:%Y%m%d-%H%M}.json")
+        ROOT / "bench" / "results"
+        / f"http-{'quick-' if a.quick else ''}{started:%Y%m%d-%H%M}.json")
     runs: list[dict[str, Any]] = []
     interrupted = False
     try:
