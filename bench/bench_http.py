@@ -3,7 +3,13 @@
 Run: ``.venv/bin/python bench/bench_http.py`` (the default matrix), or
 ``bench/bench_http.py --quick`` (a smoke run of a few minutes), or e.g.
 ``bench/bench_http.py --cells basic,ent-foreign --peers ours,sliding --repeat 3``;
-``--list`` shows the cells and peers. Needs the ``bench`` extra (``pip install -e '.[bench]'``).
+``--list`` shows the cells and peers, ``--dry-run`` the number of runs and a time estimate.
+Needs the ``bench`` extra (``pip install -e '.[bench]'``).
+
+The default matrix (about 70 minutes on a 2-core machine): every cell, this project's
+``run`` 5 times each, each peer once on the cells without a CPU hog; the hog and no-limit
+cells run ``run`` only. ``--cells all --peer-repeat 5`` is the issue's full protocol (about
+5 hours): the peers that hand hundreds of requests to httpx at once are slow at enterprise.
 
 For every run it starts a fresh simulator process on 127.0.0.1 (``bench/http_sim.py``: the
 project's simulator with time compressed ten times, window 6 s and latencies x0.1), runs one
