@@ -599,10 +599,15 @@ class Scheduler:
             head = self._head(key)
             if head is None or head.spec.priority < priority:
                 continue
-            lat = max(self._latency[key], 1e-3)
-            frees = [max(now, j.sent_at + lat) for j in jobs]
-            frees += [now] * max(0, ep.cap - len(jobs))
-            starts = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
+            if not self._latency_seen[key]:
+                # No answer yet, so no idea of the latency (the catalog's is a guess at
+                # real time): keep one more round of the endpoint's slots.
+                starts = ep.cap
+            else:
+                lat = max(self._latency[key], 1e-3)
+                frees = [max(now, j.sent_at + lat) for j in jobs]
+                frees += [now] * max(0, ep.cap - len(jobs))
+                starts = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
             need += min(starts, self._ready_n[key])
         return need
 
@@ -630,7 +635,11 @@ class Scheduler:
                 head = self._head(key)
                 if head is None:
                     continue
-                urgency = self._ready_work[key] / ep.cap if ep.cap else -1.0
+                # Capped endpoints first (most queued work per slot first); among the
+                # uncapped, the longest (measured) first, so the last window holds the
+                # shortest jobs and the batch ends as soon after it as it can.
+                urgency = (self._ready_work[key] / ep.cap if ep.cap
+                           else -1.0 / (1.0 + self._latency[key]))
                 k = (head.spec.priority, urgency, -head.seq)
                 if best_key is None or k > best_key:
                     best, best_key = head, k
