@@ -50,6 +50,12 @@ class SlidingWindow:
         self._own: deque[float] = deque()      # our send times, kept 2 windows for reconciling
         # (time observed, foreign requests the server counted then), for the fading estimate.
         self._foreign_obs: deque[tuple[float, int]] = deque()
+        self.foreign_max_seen = 0              # for the run summary
+        # Runs of sends written back to back (see observe): their starts and last writes.
+        self._burst_starts: list[float] = []
+        self._burst_ends: list[float] = []
+        self._burst_gap = 0.01
+        self.reads_at_answer = False           # the server counts when it answers
         self._contra_arrival = 0.0             # see observe()
         self._contra_answer = 0.0
         self._hold_until = 0.0                 # server said "full until" (Retry-After)
@@ -79,6 +85,11 @@ class SlidingWindow:
         """Our sends in (lo, hi]."""
         return (bisect.bisect_right(self._own, hi + 1e-9)
                 - bisect.bisect_right(self._own, lo))
+
+    def _burst_end(self, t: float) -> float:
+        """The last write of the burst (writes less than ``_burst_gap`` apart) holding t."""
+        i = bisect.bisect_right(self._burst_starts, t) - 1
+        return self._burst_ends[i] if i >= 0 else t
 
     def foreign(self, now: float) -> int:
         """Requests of other clients we believe the server counts now: the most observed
@@ -173,6 +184,15 @@ class SlidingWindow:
             bisect.insort(own, now)
         else:
             own.append(now)
+        starts, ends = self._burst_starts, self._burst_ends
+        if ends and now - ends[-1] <= self._burst_gap:
+            ends[-1] = max(ends[-1], now)
+        else:
+            starts.append(now)
+            ends.append(now)
+            if len(starts) > 4096:  # forget bursts long out of every window
+                cut = bisect.bisect_left(starts, now - 3 * (self.window + self.margin_cap))
+                del starts[:cut], ends[:cut]
 
     def hold(self, until: float) -> None:
         """The server told us the key is full until ``until`` (loop time)."""
@@ -203,7 +223,10 @@ class SlidingWindow:
         w, m = self.window, self.margin
         # The most of the server's count our own sends could explain: counted at arrival
         # (just after sent_at) or when the answer left (just before now), with the margin.
-        own_at_send = self._own_between(sent_at - w - m, sent_at)
+        # In a burst the server parses our requests in its own order: the rest of the
+        # burst this send was written in (up to the answer) may have been counted first.
+        burst_end = min(now, self._burst_end(sent_at))
+        own_at_send = self._own_between(sent_at - w - m, burst_end)
         own_at_answer = self._own_between(now - w - m, now)
         # Which reading is this server's? Alone on a key, a count below what our own sends
         # make at an instant contradicts counting at that instant: keep a decaying tally of
@@ -214,8 +237,11 @@ class SlidingWindow:
         self._contra_answer = 0.98 * self._contra_answer + (
             server_count < self._own_between(now - w, now) - 1)
         at_answer = self._contra_arrival > self._contra_answer + 2.0
+        self.reads_at_answer = at_answer
         own = own_at_answer if at_answer else own_at_send
         foreign_now = max(0, server_count - own)
+        if foreign_now > self.foreign_max_seen:
+            self.foreign_max_seen = foreign_now
         if foreign_now or self._foreign_obs:
             self._foreign_obs.append((now, foreign_now))
         if foreign_now == 0 and self.foreign(now) == 0:

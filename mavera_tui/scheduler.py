@@ -430,6 +430,7 @@ class Scheduler:
                             "GET /billing/credits answered without a balance we could read")
             return False
         self._balance_at = self.clock.now()
+        self._note_latency("billing_credits", out.latency)
         self._billing_body = out.body
         if self.balance_start is None and self.first_send is None:
             # Only a balance read before our first job is a baseline for reconciling.
@@ -594,22 +595,37 @@ class Scheduler:
         need = 0
         for key, jobs in self._in_flight.items():
             ep = catalog.ENDPOINTS[key]
-            if ep.cap is None or self._ready_n[key] <= 0:
-                continue
+            if ep.cap is None or not jobs or self._ready_n[key] <= 0:
+                continue  # no slot will free: free ones are filled first, in _select
             head = self._head(key)
             if head is None or head.spec.priority < priority:
                 continue
-            if not self._latency_seen[key]:
-                # No answer yet, so no idea of the latency (the catalog's is a guess at
-                # real time): keep one more round of the endpoint's slots.
-                starts = ep.cap
-            else:
-                lat = max(self._latency[key], 1e-3)
-                frees = [max(now, j.sent_at + lat) for j in jobs]
-                frees += [now] * max(0, ep.cap - len(jobs))
-                starts = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
+            lat = max(self._expected_latency(key), 1e-3)
+            frees = [max(now, j.sent_at + lat) for j in jobs]
+            frees += [now] * max(0, ep.cap - len(jobs))
+            starts = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
             need += min(starts, self._ready_n[key])
         return need
+
+    def _expected_latency(self, key: str) -> float:
+        """The endpoint's measured latency, or before any answer the catalog's typical one
+        scaled by how the balance read (answered before the first job) compared with its
+        own: a server that answers ten times faster than the catalog's guess answers
+        everything so (the simulator's time scale, a nearby API)."""
+        if self._latency_seen[key]:
+            return self._latency[key]
+        prior = catalog.ENDPOINTS[key].latency
+        scale = 1.0
+        if self._latency_seen["billing_credits"]:
+            b = catalog.ENDPOINTS["billing_credits"].latency
+            scale = self._latency["billing_credits"] / ((b[0] + b[1]) / 2)
+        return (prior[0] + prior[1]) / 2 * min(1.0, max(scale, 0.01))
+
+    def _note_latency(self, key: str, lat: float) -> None:
+        # The catalog's typical latency is only a prior: the first answer replaces it.
+        self._latency[key] = lat if not self._latency_seen[key] else (
+            0.8 * self._latency[key] + 0.2 * lat)
+        self._latency_seen[key] = True
 
     def _select(self, now: float) -> list[Job]:
         """Choose the jobs to send now, and take their window admissions and slots."""
@@ -639,7 +655,7 @@ class Scheduler:
                 # uncapped, the longest (measured) first, so the last window holds the
                 # shortest jobs and the batch ends as soon after it as it can.
                 urgency = (self._ready_work[key] / ep.cap if ep.cap
-                           else -1.0 / (1.0 + self._latency[key]))
+                           else -1.0 / (1.0 + self._expected_latency(key)))
                 k = (head.spec.priority, urgency, -head.seq)
                 if best_key is None or k > best_key:
                     best, best_key = head, k
@@ -904,11 +920,7 @@ class Scheduler:
         self.estimated_by_ep[job.ep.key] += job.est.high
         self.calibration.add(job.ep.key, job.est.high, credits)
         lat = out.latency
-        key = job.ep.key
-        # The catalog's typical latency is only a prior: the first answer replaces it.
-        self._latency[key] = lat if not self._latency_seen[key] else (
-            0.8 * self._latency[key] + 0.2 * lat)
-        self._latency_seen[key] = True
+        self._note_latency(job.ep.key, lat)
         for a in self.budget.charge(credits, now):
             self._alert(a.level, a.kind, a.message)
         if job.spec.method == "GET" and self.config.cache_ttl > 0:
@@ -1243,4 +1255,9 @@ class Scheduler:
                                     for k, n, e, a in self.calibration.rows()},
             "balance_end": self.budget.total,
             "limit": self.window.limit,
+            # How late the server counts our sends, as measured, and what the window held.
+            "window_margin_s": round(self.window.margin, 4),
+            "server_count_delay_s": round(self.window.delay_seen, 4),
+            "foreign_max_seen": self.window.foreign_max_seen,
+            "server_counts_at_answer": self.window.reads_at_answer,
         }
