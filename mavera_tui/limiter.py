@@ -232,10 +232,13 @@ class SlidingWindow:
         # make at an instant contradicts counting at that instant: keep a decaying tally of
         # contradictions of each and read foreign traffic by the one less contradicted
         # (counting at arrival unless the server has shown otherwise).
+        # Sends written within the measured delay before an instant may not be counted
+        # yet at it: a count short by those alone contradicts neither reading.
+        d = self.delay_seen
         self._contra_arrival = 0.98 * self._contra_arrival + (
-            server_count < self._own_between(sent_at - w, sent_at) - 1)
+            server_count < self._own_between(sent_at - w, sent_at - d) - 1)
         self._contra_answer = 0.98 * self._contra_answer + (
-            server_count < self._own_between(now - w, now) - 1)
+            server_count < self._own_between(now - w, now - d) - 1)
         at_answer = self._contra_arrival > self._contra_answer + 2.0
         self.reads_at_answer = at_answer
         own = own_at_answer if at_answer else own_at_send
@@ -246,6 +249,26 @@ class SlidingWindow:
             self._foreign_obs.append((now, foreign_now))
         if foreign_now == 0 and self.foreign(now) == 0:
             self._measure_delay(sent_at, server_count)
+        if not at_answer:
+            self._measure_backlog(sent_at, server_count)
+
+    def _measure_backlog(self, sent_at: float, server_count: int) -> None:
+        """A server busy with a burst counts our sends late. When this send was counted,
+        the server had counted fewer of ours than we had written before it: the ones it had
+        not (the newest before this one, as it takes them in order) were counted at least
+        as late after their write as this one's write came after theirs. One short is
+        tolerated (a server whose Remaining is read before counting this request)."""
+        w = self.window
+        i = bisect.bisect_right(self._own, sent_at) - 1      # this send (or the newest before)
+        behind = self._own_between(sent_at - w, sent_at) - server_count - 1
+        if behind <= 0 or i - behind < 0:
+            return
+        delay = sent_at - self._own[i - behind]
+        if delay > self.margin_cap:
+            return  # that much behind is not a backlog of ours: other traffic, or a 429 run
+        if delay > self.delay_seen:
+            self.delay_seen = delay
+        self._widen(1.5 * delay + 0.01)
 
     def _measure_delay(self, sent_at: float, server_count: int) -> None:
         """Alone on the key: sends the server still counts though they left the window by
