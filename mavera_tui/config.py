@@ -453,7 +453,11 @@ def _unknown(path: Path, name: str, prefix: str) -> str:
     keys = [n[len(prefix):] for n in SPECS if n.startswith(prefix)
             and "." not in n[len(prefix):]]
     keys += [s[len(prefix):] for s in SECTIONS if s.startswith(prefix)]
-    return f"{path}: unknown key {name}; [{sec}] takes: " + ", ".join(keys)
+    import difflib  # only for this message: not on every start
+
+    near = difflib.get_close_matches(name[len(prefix):], keys, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return f"{path}: unknown key {name}{hint}; [{sec}] takes: " + ", ".join(keys)
 
 
 def _apply_env(cfg: Config, sources: dict[str, str], env: Mapping[str, str]) -> None:
@@ -466,10 +470,9 @@ def _apply_env(cfg: Config, sources: dict[str, str], env: Mapping[str, str]) -> 
         if not text.strip():
             continue  # an empty value counts as unset
         if var.startswith(keys_prefix):
-            spec = SPECS["ui.keys"]
             binding = var[len(keys_prefix):].lower()
             try:
-                keys = coerce(spec, {binding: text})
+                keys = coerce(SPECS["ui.keys"], {binding: text})
             except _Bad as e:
                 raise ConfigError(f"{var}: {e}") from None
             cfg.ui.keys = {**cfg.ui.keys, **keys}
