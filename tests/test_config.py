@@ -137,6 +137,7 @@ def test_the_engine_is_built_from_the_model() -> None:
 def test_every_setting_is_documented_and_its_default_is_allowed() -> None:
     for name, spec in config.SPECS.items():
         assert len(spec.doc) > 10, name
+        assert spec.allowed(), name  # every kind and check can say what it takes
         if spec.default is not None:
             assert config.coerce(spec, spec.default) == spec.default, name
 
@@ -198,7 +199,8 @@ def test_config_command_shows_the_example_file_and_never_the_key(tmp_path: Path)
     ("[engine]\ntier = \"basic\"\nrequest_timeout = \n", ["not valid TOML", "line 3"]),
     ("[enigne]\ntier = \"basic\"\n", ["unknown section [enigne]", "engine, budget"]),
     ("engine = 3\n", ["engine is a table"]),
-    ("[ui.keys]\nfly = \"x\"\n", ["ui.keys", "unknown binding id 'fly'"]),
+    ("[ui.keys]\nfly = \"x\"\n", ["ui.keys: unknown binding id 'fly'; ids: quit"]),
+    ("[ui]\nkeys = { quit = 3 }\n", ["ui.keys: quit takes a key name", "got 3"]),
     (f"[engine]\napi_key = \"{SECRET}\"\n", ["engine.api_key", "MAVERA_API_KEY"]),
 ])
 def test_a_bad_file_is_one_line_naming_the_file_and_the_key(text, words, tmp_path, clean_env,
@@ -264,3 +266,20 @@ def test_the_readme_example_file_is_accepted(tmp_path: Path) -> None:
     c = load_config(str(path), environ={}).config
     assert c.engine.tier == "basic" and c.budget.auto_recharge.enabled
     assert c.ui.keys == {"quit": "ctrl+q", "pause": "space"} and c.sim.tier == "enterprise"
+
+
+async def test_a_rebound_key_drives_its_action_and_the_old_one_does_not() -> None:
+    from mavera_tui.ui.app import create_app
+    from mavera_tui.ui.fixtures import FrozenEngine, demo_snapshot
+    from mavera_tui.ui.screens import ConfirmQuit
+
+    app = create_app(FrozenEngine(demo_snapshot()), keys={"quit": "x"}, watch_terminal=False,
+                     show_health=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("q")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmQuit)
+        await pilot.press("x")  # the demo has jobs in flight: quitting asks first
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmQuit)
