@@ -55,8 +55,8 @@ def setting(default: Any, doc: str, *, kind: str | None = None, check: str | Non
             choices: tuple[str, ...] | None = None, flag: str | None = None,
             metavar: str | None = None, env: str | None = None) -> Any:
     """A field of the model: its default, what it means, what values it takes, and its
-    command-line flag (if any). ``kind`` is int, float, str, bool or keys (a table of
-    strings); it defaults to the default's type. ``check``: positive, nonneg or atleast1."""
+    command-line flag (if any). ``kind`` is int, float, str, bool, shares (a list of
+    fractions of 1) or keys (a table of strings); it defaults to the default's type. ``check``: positive, nonneg or atleast1."""
     if kind is None:
         kind = {bool: "bool", int: "int", float: "float", str: "str"}[type(default)]
     meta = {"doc": doc, "kind": kind, "check": check, "choices": choices, "flag": flag,
@@ -143,6 +143,9 @@ class BudgetSettings:
     alert_single: int = setting(
         300, "alert when one request uses more credits than this", check="nonneg",
         flag="--alert-single", metavar="CREDITS")
+    allocation_alerts: tuple[float, ...] = setting(
+        catalog.ALERT_THRESHOLDS, "shares of the monthly allocation used at which to alert "
+                                  "(the last ones as errors)", kind="shares")
     auto_recharge: AutoRechargeSettings = section(
         AutoRechargeSettings, "your account's auto-recharge (for the time-left estimate)")
 
@@ -247,6 +250,7 @@ class Spec:
             ("float", None): "a number", ("float", "positive"): "a number above 0",
             ("float", "nonneg"): "a number, 0 or more", ("bool", None): "true or false",
             ("str", None): "a string",
+            ("shares", None): "a list of fractions above 0 and at most 1, e.g. [0.5, 0.9]",
             ("keys", None): "a table of binding id = \"key\" (ids: "
                             + ", ".join(KEY_BINDINGS) + ")",
         }[(self.kind, self.check)]
@@ -289,8 +293,20 @@ def coerce(spec: Spec, value: Any, *, text: bool = False) -> Any:
             if k not in KEY_BINDINGS:
                 raise _Bad(f"unknown binding id {k!r}; ids: " + ", ".join(KEY_BINDINGS))
             if not isinstance(v, str) or not v.strip():
-                raise _Bad(f"{k} takes a key name such as \"ctrl+q\"")
+                raise _Bad(f"{k} takes a key name such as \"ctrl+q\", got {_shown(v)}")
         return {k: v.strip() for k, v in value.items()}
+    if kind == "shares":
+        if text:
+            value = [v for v in value.replace(" ", "").split(",") if v]
+            try:
+                value = [float(v) for v in value]
+            except ValueError:
+                raise _Bad(spec.allowed()) from None
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+                for v in value):
+            raise _Bad(spec.allowed())
+        return tuple(sorted(float(v) for v in value))
     if text:
         value = value.strip()
         try:
@@ -418,6 +434,8 @@ def _apply_file(cfg: Config, sources: dict[str, str], path: Path,
         try:
             value = coerce(spec, value)
         except _Bad as e:
+            if spec.kind == "keys":  # the message names the bad binding itself
+                raise ConfigError(f"{path}: {name}: {e}") from None
             raise ConfigError(f"{path}: {name}: expected {e}, got {_shown(value)}") from None
         _set(cfg, name, value)
         sources[name] = where
@@ -600,6 +618,8 @@ def _toml(value: Any) -> str:
         return repr(value)
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return str(value)
 
 

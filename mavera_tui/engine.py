@@ -56,6 +56,7 @@ def scheduler_config(config: Config, *, keep_finished: bool = True) -> Scheduler
         budget=BudgetConfig(workspace_cap=bud.workspace_cap,
                             workspace_alert=bud.workspace_alert,
                             single_request=bud.alert_single,
+                            thresholds=bud.allocation_alerts,
                             recharge=RechargeConfig(r.enabled, r.threshold, r.credits, r.pack,
                                                     r.monthly_limit_eur)))
 

@@ -124,11 +124,13 @@ def test_the_engine_is_built_from_the_model() -> None:
     c.engine.tier, c.engine.request_timeout, c.engine.credit_poll = "basic", 12.0, 4.0
     c.budget.workspace_cap, c.budget.alert_single = 5000, 77
     c.budget.auto_recharge.enabled, c.budget.auto_recharge.threshold = True, 42
+    c.budget.allocation_alerts = (0.8,)
     sc = scheduler_config(c, keep_finished=False)
     assert sc.limit == catalog.TIERS["basic"] and sc.request_timeout == 12.0
     assert sc.credit_poll == 4.0 and not sc.keep_finished
     assert sc.budget.workspace_cap == 5000 and sc.budget.single_request == 77
     assert sc.budget.recharge.enabled and sc.budget.recharge.threshold == 42
+    assert sc.budget.thresholds == (0.8,)
     # Defaults agree with the scheduler's own where both exist (until it reads config.py).
     d = scheduler_config(Config())
     assert d.limit is None and d.window_seconds == catalog.WINDOW_SECONDS
@@ -196,6 +198,7 @@ def test_config_command_shows_the_example_file_and_never_the_key(tmp_path: Path)
      ["engine.request_timeout", "expected a number above 0", "'slow'"]),
     ("[engine]\ntier = \"gold\"\n", ["engine.tier", "one of starter, basic"]),
     ("[budget]\nworkspace_cap = -1\n", ["budget.workspace_cap", "0 or more"]),
+    ("[budget]\nallocation_alerts = [50, 90]\n", ["budget.allocation_alerts", "at most 1"]),
     ("[engine]\ntier = \"basic\"\nrequest_timeout = \n", ["not valid TOML", "line 3"]),
     ("[enigne]\ntier = \"basic\"\n", ["unknown section [enigne]", "engine, budget"]),
     ("engine = 3\n", ["engine is a table"]),
