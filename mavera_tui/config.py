@@ -56,7 +56,8 @@ def setting(default: Any, doc: str, *, kind: str | None = None, check: str | Non
             metavar: str | None = None, env: str | None = None) -> Any:
     """A field of the model: its default, what it means, what values it takes, and its
     command-line flag (if any). ``kind`` is int, float, str, bool, shares (a list of
-    fractions of 1) or keys (a table of strings); it defaults to the default's type. ``check``: positive, nonneg or atleast1."""
+    fractions of 1) or keys (a table of strings); it defaults to the default's type.
+    ``check``: positive, nonneg or atleast1."""
     if kind is None:
         kind = {bool: "bool", int: "int", float: "float", str: "str"}[type(default)]
     meta = {"doc": doc, "kind": kind, "check": check, "choices": choices, "flag": flag,
