@@ -683,8 +683,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-#: Options some sub-commands declare as plain floats that only make sense above zero.
-_MUST_BE_POSITIVE = ("refresh", "batch_gap", "window_seconds", "interval")
+#: Options some sub-commands declare as plain floats that only make sense above zero (the
+#: settings' flags are checked by the model's own converters: config.flag_type).
+_MUST_BE_POSITIVE = ("batch_gap",)
 
 
 def _check_values(args: argparse.Namespace, owner: argparse.ArgumentParser) -> None:
