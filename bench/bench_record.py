@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mavera_tui.clock import Clock, run_virtual  # noqa: E402
+from mavera_tui.config import Config, SimSettings  # noqa: E402
 from mavera_tui.engine import Settings  # noqa: E402
 from mavera_tui.record import Recorder  # noqa: E402
 
@@ -53,8 +54,8 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         db = Path(d) / "bench.db"
-        settings = Settings(db=str(db), keep_finished=False, mode="record",
-                            sim_tier=args.tier, sim_purchased=1_000_000_000)
+        settings = Settings(Config(sim=SimSettings(tier=args.tier, purchased=1_000_000_000)),
+                            db=str(db), keep_finished=False, mode="record")
         rec = Recorder(settings, duration=args.hours * 3600, interval=args.interval,
                        grace=600, clock=Clock(wall0=1_700_000_000.0), out=io.StringIO())
         worst = [0.0]

@@ -93,11 +93,12 @@ async def measure_live(size, seconds: float, refresh: float,
                        with_app: bool) -> tuple[float, float, int]:
     """The real engine running the demo at the highest tier (enterprise, 600/min) on the
     embedded simulator, with the monitor on it (or without, for the baseline)."""
+    from mavera_tui.config import Config, SimSettings
     from mavera_tui.engine import Engine, Settings
     from mavera_tui.monitor import LiveEngine
 
-    live = LiveEngine(Engine(Settings(keep_finished=False, force_embedded=True,
-                                      sim_tier="enterprise")))
+    live = LiveEngine(Engine(Settings(Config(sim=SimSettings(tier="enterprise")),
+                                      keep_finished=False, force_embedded=True)))
     await live.boot([], demo=True)
     try:
         if not with_app:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import catalog
+from .config import BudgetSettings
 
 if TYPE_CHECKING:  # budget stays light: the CLI imports it before anything heavy
     from .client import Balance
@@ -40,9 +41,8 @@ class BudgetConfig:
 
     allocation: int | None = None          # monthly allocation; None: from the plan / API
     thresholds: tuple[float, ...] = catalog.ALERT_THRESHOLDS
-    # The docs' example alerts above 10 credits; that fires on every Mave query, so the
-    # default here is a focus-group-sized request. Set it with --alert-single.
-    single_request: int = 300
+    # The default is the settings model's (config.BudgetSettings.alert_single).
+    single_request: int = BudgetSettings.alert_single
     workspace_alert: int | None = None     # credits spent by this workspace: warn
     workspace_cap: int | None = None       # credits spent by this workspace: hard cap
     spike_factor: float = 3.0              # burn over the recent pattern that raises an alert

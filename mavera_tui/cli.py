@@ -1,8 +1,10 @@
 """Command-line entry points: the monitor (no sub-command), run, estimate, sim, record, replay,
-report, screenshots.
+report, config, screenshots.
 
 Headless commands never import textual. Every error a user can cause ends in one clear line
-on stderr and a documented exit status, never a traceback.
+on stderr and a documented exit status (``errors.EXIT_*``, the same in every command), never
+a traceback. Settings come from ``config.load_config`` (defaults < file < environment <
+flags); the flags that are settings are declared from the model (``config.add_flag``).
 """
 
 from __future__ import annotations
@@ -20,28 +22,38 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, catalog
-from .budget import RechargeConfig
-from .errors import ConfigError, StoreError
+from . import __version__, catalog, config
+from .config import LoadedConfig, load_config
+from .errors import (
+    EXIT_CANNOT_START,
+    EXIT_INTERRUPTED,
+    EXIT_JOBS_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    StoreError,
+)
 from .estimate import MAX_VIDEO_SECONDS, EstimateError, estimate, preflight, with_buffer
 from .jobs import JobFileError, JobSpec, read_job_file
 
-EXIT_OK = 0
-EXIT_JOBS_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CANNOT_START = 3
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_CANNOT_START", "EXIT_INTERRUPTED", "EXIT_JOBS_FAILED", "EXIT_OK",
+           "EXIT_USAGE", "main"]
 
-RUN_EPILOG = """\
-exit status:
-  0    every job succeeded
-  1    at least one job did not succeed (failed, refused by pre-flight, waiting for
-       credits, outcome unknown after a crash, cancelled, or interrupted), or a bad
-       line of the job file was skipped (the valid lines ran)
-  2    bad usage or a bad job file (with --strict: any bad line)
-  3    could not start: bad settings, unreadable job file, database in use or unusable
-  130  interrupted (Ctrl-C / SIGTERM): finished jobs are saved; rerun with the same --db
-       to resume the rest
+#: The exit statuses, as every command's --help prints them (errors.py defines them).
+EXIT_EPILOG = """\
+exit status (the same in every command):
+  0    every job succeeded (run); done (the other commands)
+  1    it ran, but not everything succeeded (run: a job failed, was refused by
+       pre-flight, waits for credits, has an unknown outcome or was cancelled, or a
+       bad line of the job file was skipped; estimate: refused by pre-flight)
+  2    bad usage: a bad flag or value, a bad job file (with --strict: any bad line)
+  3    could not start: bad settings (config file, environment, base URL, key), a
+       file that cannot be read or written, a database in use or unusable, a port in use
+  130  interrupted (Ctrl-C / SIGTERM): finished work is saved; rerun with the same
+       --db to resume the rest
+"""
+
+RUN_EPILOG = EXIT_EPILOG + """
 
 job file: one JSON object per line, {"id", "method", "path", "body"} (+ optional
 "priority", higher first); "path" is relative to the base URL, e.g. /focus-groups.
@@ -110,26 +122,6 @@ def _port(text: str) -> int:
     return v
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected zero or more, got {text!r}")
-    return v
-
-
 def _nonneg_int(text: str) -> int:
     try:
         v = int(text)
@@ -140,85 +132,29 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
-def _positive_int(text: str) -> int:
-    v = _nonneg_int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {text!r}")
-    return v
-
-
 def _add_target_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-url", metavar="URL",
-                   help=f"API base URL (default: ${catalog.BASE_URL_ENV} or "
-                        f"{catalog.DEFAULT_BASE_URL}; with no ${catalog.API_KEY_ENV} and no "
-                        "URL, the embedded simulator)")
-    p.add_argument("--window-seconds", type=_positive_float, default=catalog.WINDOW_SECONDS,
-                   metavar="S", help="length of the rate-limit window (default 60; tests "
-                                     "and local simulators use shorter ones)")
-    p.add_argument("--tier", choices=list(catalog.TIERS),
-                   help="your key's tier, if known (else learned from X-RateLimit-Limit)")
-    p.add_argument("--max-retry-after", type=_positive_float,
-                   default=catalog.MAX_BACKOFF_SECONDS, metavar="S",
-                   help="longest Retry-After to wait out; longer is reported as a failure "
-                        "(default %(default)g)")
-    p.add_argument("--timeout", type=_positive_float, default=300.0, metavar="S",
-                   help="per-request timeout (default %(default)g)")
-    p.add_argument("--max-in-flight", type=_positive_int, default=256, metavar="N",
-                   help="most requests in flight at once on endpoints without a documented "
-                        "concurrency cap (default %(default)s)")
-    p.add_argument("--http-backend", choices=("aiohttp", "httpx"), default="aiohttp",
-                   help="HTTP client library for real sockets (default %(default)s)")
-    p.add_argument("--credit-poll", type=_positive_float, default=30.0, metavar="S",
-                   help="balance poll interval while jobs wait for credits (default %(default)g)")
-    p.add_argument("--budget-cap", type=_nonneg_int, metavar="CREDITS",
-                   help="workspace hard cap: refuse jobs that could spend more than this")
-    p.add_argument("--budget-alert", type=_nonneg_int, metavar="CREDITS",
-                   help="workspace alert: warn when spending reaches this")
-    p.add_argument("--alert-single", type=_nonneg_int, default=300, metavar="CREDITS",
-                   help="alert when one request uses more than this (default %(default)s)")
-    p.add_argument("--resend-unknown-up-to", type=_nonneg_int, default=0, metavar="CREDITS",
-                   help="after a crash, re-send jobs that were in flight if they cost at most "
-                        "this (default 0: never re-send anything that costs credits)")
-    p.add_argument("--auto-recharge", metavar="THRESHOLD:CREDITS[:PACK[:EUR]]",
-                   help="your account's auto-recharge (the API does not expose it), for the "
-                        "time-left estimate, e.g. 100:500:standard:50")
-    p.add_argument("--sim-time-scale", type=_nonneg_float, default=1.0, metavar="X",
-                   help="embedded simulator only: multiply its latencies (0: instant)")
+    """The engine options every engine command takes (the monitor, run, record, config),
+    declared from the settings model, and --config."""
+    config.add_engine_flags(p)
+    config.add_config_flag(p)
 
 
-def _recharge(text: str | None) -> RechargeConfig:
-    if not text:
-        return RechargeConfig()
-    parts = text.split(":")
-    try:
-        threshold, credits = int(parts[0]), int(parts[1])
-        pack = parts[2] if len(parts) > 2 else catalog.DEFAULT_RECHARGE_PACK
-        eur = float(parts[3]) if len(parts) > 3 else catalog.DEFAULT_RECHARGE_MONTHLY_LIMIT_EUR
-    except (ValueError, IndexError):
-        raise ConfigError("--auto-recharge takes THRESHOLD:CREDITS[:PACK[:EUR]], "
-                          "e.g. 100:500:standard:50") from None
-    if pack not in catalog.CREDIT_PACKS:
-        raise ConfigError(f"--auto-recharge: unknown pack {pack!r}; known: "
-                          + ", ".join(catalog.CREDIT_PACKS))
-    return RechargeConfig(True, threshold, credits, pack, eur)
+def loaded_config(args: argparse.Namespace) -> LoadedConfig:
+    """The effective settings of this invocation (read once by ``main``)."""
+    loaded = getattr(args, "loaded", None)
+    if loaded is None:
+        loaded = load_config(getattr(args, "config", None), args=args)
+        args.loaded = loaded
+    return loaded
 
 
-def settings_from_args(args: argparse.Namespace, **overrides: Any):  # noqa: ANN201
-    """Settings for the engine from the shared target options."""
+def settings_from_args(args: argparse.Namespace, **runtime: Any):  # noqa: ANN201
+    """The engine's settings: the effective model, plus this command's --db and
+    ``runtime`` choices (mode, keep_finished, ...)."""
     from .engine import Settings
 
-    s = Settings(
-        base_url=getattr(args, "base_url", None), db=getattr(args, "db", None),
-        window_seconds=args.window_seconds, tier=args.tier,
-        max_retry_after=args.max_retry_after, request_timeout=args.timeout,
-        max_in_flight=args.max_in_flight, http_backend=args.http_backend,
-        credit_poll=args.credit_poll, resend_unknown_up_to=args.resend_unknown_up_to,
-        budget_cap=args.budget_cap, budget_alert=args.budget_alert,
-        alert_single=args.alert_single, recharge=_recharge(args.auto_recharge),
-        sim_time_scale=args.sim_time_scale)
-    for k, v in overrides.items():
-        setattr(s, k, v)
-    return s
+    return Settings(config=loaded_config(args).config, db=getattr(args, "db", None),
+                    **runtime)
 
 
 # ====================================================================== estimate ======
@@ -313,9 +249,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", metavar="PATH", help="also write the summary as JSON here")
     p.add_argument("--strict", action="store_true",
                    help="refuse to run anything if any line of the job file is bad")
-    p.add_argument("--credit-wait", type=float, default=120.0, metavar="S",
-                   help="stop when every remaining job has waited this long for credits "
-                        "(default %(default)g; they stay queued in --db)")
+    config.add_flag(p, "run.credit_wait")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--debug", metavar="FILE", help="write a debug log to FILE")
     _add_target_options(p)
@@ -416,7 +350,8 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
             print(f"resuming {len(resumed)} unfinished jobs from {args.db}", file=sys.stderr)
         known = await _finished_in_db(engine, specs, ids)
         progress = _Progress(len(ids) + len(known), args.quiet)
-        waiter = asyncio.create_task(sched.wait_idle(credit_wait=args.credit_wait))
+        credit_wait = loaded_config(args).config.run.credit_wait
+        waiter = asyncio.create_task(sched.wait_idle(credit_wait=credit_wait))
         while not waiter.done():
             done, _ = await asyncio.wait({waiter, asyncio.create_task(stop.wait())},
                                          timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
@@ -530,8 +465,7 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", metavar="JOBS.jsonl", help="open the monitor on this batch")
     p.add_argument("--db", metavar="PATH", help="SQLite database to use (reopen it later to "
                                                  "pick up where you left)")
-    p.add_argument("--refresh", type=_positive_float, default=0.5, metavar="SECONDS",
-                   help="refresh interval of the panes (default %(default)g)")
+    config.add_flag(p, "ui.refresh")
     p.add_argument("--debug", metavar="FILE", nargs="?", const="mavera-tui-debug.log",
                    help="write a debug log (default file mavera-tui-debug.log)")
     p.add_argument("--no-demo", action="store_true",
@@ -549,9 +483,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return _fail(f"the monitor is not available: {e}", EXIT_CANNOT_START)
     try:
         settings = settings_from_args(args, keep_finished=False)
-        return run_monitor(settings, specs=specs, refresh=args.refresh, debug_log=args.debug,
+        ui = settings.config.ui
+        return run_monitor(settings, specs=specs, refresh=ui.refresh, debug_log=args.debug,
                            demo=not args.no_demo and not args.jobs,
-                           metrics_port=args.metrics_port)
+                           metrics_port=args.metrics_port, keys=ui.keys)
     except (ConfigError, StoreError) as e:
         return _fail(str(e), EXIT_CANNOT_START)
 
@@ -607,7 +542,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Run work against the Mavera API as fast as its limits allow, and watch "
                     "the limits and the credits live. With no command: the live monitor.",
         epilog="With no MAVERA_API_KEY set (and no --base-url), everything runs against the "
-               "embedded simulator and says so. Run 'mavera-tui COMMAND --help' for details.",
+               "embedded simulator and says so. Run 'mavera-tui COMMAND --help' for details; "
+               "'mavera-tui config' shows the effective settings.\n\n" + EXIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"mavera-tui {__version__}")
     _monitor_args(p)
@@ -631,6 +568,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                               "(with --balance), 2 bad input",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _estimate_args(e)
+    config.add_config_flag(e)
     e.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("sim", help="serve the API simulator on a local port",
@@ -640,6 +578,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from .sim import server as sim_server
 
         sim_server.add_arguments(s)
+        config.add_config_flag(s)
         s.set_defaults(func=sim_server.main)
 
     for name, helptext in (
@@ -655,10 +594,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         mod = __import__(f"mavera_tui.{name}", fromlist=["add_arguments", "main"])
         sp = sub.add_parser(name, help=helptext, description=(mod.__doc__ or "").split("\n")[0])
         mod.add_arguments(sp)
+        if name != "record":  # record takes the engine options, --config among them
+            config.add_config_flag(sp)
         sp.set_defaults(func=mod.main)
+
+    cf = sub.add_parser("config", help="print the effective settings and where each came from",
+                        description="Print the effective settings (defaults < config file < "
+                                    "environment < flags) and where each value came from. "
+                                    "The API key is never shown, only whether it is set.",
+                        epilog=CONFIG_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cf.add_argument("--json", action="store_true", help="machine-readable output")
+    config.add_flag(cf, "ui.refresh")
+    config.add_flag(cf, "run.credit_wait")
+    _add_target_options(cf)
+    cf.set_defaults(func=cmd_config)
 
     sc = sub.add_parser("screenshots", help="regenerate the screenshots in screenshots/")
     sc.add_argument("--out", default="screenshots", help="output folder (default %(default)s)")
+    config.add_config_flag(sc)
     sc.set_defaults(func=cmd_screenshots)
     return p
 
@@ -679,7 +632,38 @@ def cmd_screenshots(args: argparse.Namespace) -> int:
     return shoot(str(out))
 
 
-COMMANDS = ("run", "estimate", "sim", "record", "replay", "report", "screenshots")
+CONFIG_EPILOG = f"""\
+config file: --config PATH, else ${config.CONFIG_ENV}, else
+  $XDG_CONFIG_HOME/mavera-tui/config.toml (default ~/.config/mavera-tui/config.toml), e.g.
+
+  [engine]
+  tier = "basic"
+  request_timeout = 120.0
+  [budget]
+  workspace_cap = 5000
+
+environment: {config.ENV_PREFIX}<SECTION>__<NAME>, e.g. {config.ENV_PREFIX}ENGINE__TIER=basic;
+  the base URL is ${catalog.BASE_URL_ENV}, the key ${catalog.API_KEY_ENV} (never in the file).
+
+""" + EXIT_EPILOG
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """``mavera-tui config``: the effective settings and their sources; never the key."""
+    loaded = loaded_config(args)
+    # Only whether it is set (the engine's own test of it, without importing the engine).
+    key_set = bool(os.environ.get(catalog.API_KEY_ENV, "").strip())
+    if args.json:
+        print(json.dumps(config.as_json(loaded, api_key_set=key_set), indent=2))
+    else:
+        print(config.describe(loaded, api_key_set=key_set))
+    return EXIT_OK
+
+
+COMMANDS = ("run", "estimate", "sim", "record", "replay", "report", "config", "screenshots")
+#: Commands whose flags include settings (the model's flags): the others' options, such as
+#: sim's own --tier, are not settings of this tool.
+SETTINGS_COMMANDS = (None, "run", "record", "replay", "config")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -699,8 +683,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-#: Options some sub-commands declare as plain floats that only make sense above zero.
-_MUST_BE_POSITIVE = ("refresh", "batch_gap", "window_seconds", "interval")
+#: Options some sub-commands declare as plain floats that only make sense above zero (the
+#: settings' flags are checked by the model's own converters: config.flag_type).
+_MUST_BE_POSITIVE = ("batch_gap",)
 
 
 def _check_values(args: argparse.Namespace, owner: argparse.ArgumentParser) -> None:
@@ -734,6 +719,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     func = getattr(args, "func", None)
     try:
+        # Read (and check) the settings before anything starts, for every command: a bad
+        # config file is one line and the same exit status whichever command met it.
+        command = getattr(args, "command", None)
+        args.loaded = load_config(getattr(args, "config", None),
+                                  args=args if command in SETTINGS_COMMANDS else None)
         _check_debug_log(args)
         if func is None:
             return cmd_monitor(args)

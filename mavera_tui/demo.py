@@ -71,6 +71,7 @@ def simulate_demo(minutes: float = 12.0, *, seed: int = 1, interval: float = 1.0
     ``sim_config`` (a SimConfig) replaces the embedded simulator's account and faults.
     """
     from .clock import Clock, run_virtual
+    from .config import Config, SimSettings
     from .engine import Engine, Settings
     from .history import History
 
@@ -81,8 +82,8 @@ def simulate_demo(minutes: float = 12.0, *, seed: int = 1, interval: float = 1.0
             from .sim import create_sim
 
             sim = create_sim(sim_config, clock)
-        engine = Engine(Settings(keep_finished=False, force_embedded=True, sim_seed=seed),
-                        clock=clock, sim=sim)
+        engine = Engine(Settings(Config(sim=SimSettings(seed=seed)), keep_finished=False,
+                                 force_embedded=True), clock=clock, sim=sim)
         sched = await engine.start()
         demo = start_demo(sched, seed=seed)
         history = History()

@@ -1,6 +1,7 @@
 """Assembling a running engine: the target (real API or embedded simulator), store, scheduler.
 
-``run``, ``record`` and the monitor all build their engine here, from the same settings,
+``run``, ``record`` and the monitor all build their engine here, from the same settings
+(``config.Config``; ``scheduler_config`` is the one mapping onto the scheduler's),
 so they agree on what "no key set" means (the embedded simulator, said out loud) and on
 how the key is handled (read from the environment, kept only in the HTTP client).
 """
@@ -18,6 +19,7 @@ from . import catalog
 from .budget import BudgetConfig, RechargeConfig
 from .client import ApiClient, ConfigError, check_base_url, is_loopback_host
 from .clock import Clock
+from .config import Config
 from .scheduler import Scheduler, SchedulerConfig
 from .store import Store
 
@@ -28,32 +30,35 @@ EMBEDDED_TARGET = "embedded simulator"
 
 @dataclass
 class Settings:
-    """Where to send requests and how to pace them. Never holds the key itself."""
+    """What one engine runs with: the operator's settings (``config.Config``: every default
+    and every tunable, from defaults, file, environment and flags) and what this command
+    does with them. Never holds the key itself."""
 
-    base_url: str | None = None
+    config: Config = field(default_factory=Config)
     db: str | None = None
-    window_seconds: float = catalog.WINDOW_SECONDS
-    tier: str | None = None               # the key's tier, if known (else learned from headers)
-    max_retry_after: float = catalog.MAX_BACKOFF_SECONDS
-    request_timeout: float = 300.0
-    max_in_flight: int = 256              # requests in flight on endpoints with no cap
-    http_backend: str = "aiohttp"         # real sockets: "aiohttp" (default) or "httpx"
-    credit_poll: float = 30.0
-    resend_unknown_up_to: int = 0
-    budget_cap: int | None = None
-    budget_alert: int | None = None
-    alert_single: int = 300
-    recharge: RechargeConfig = field(default_factory=RechargeConfig)
-    keep_finished: bool = True
-    # The embedded simulator (used when no key and no base URL are given).
-    sim_tier: str = "professional"
-    sim_plan: str = "professional"
-    sim_purchased: int = 250_000             # a demo that can run for hours
-    sim_time_scale: float = 1.0
-    sim_seed: int = 1
-    sim_auto_recharge: bool = True
+    keep_finished: bool = True            # False for long runs (monitor, record)
     force_embedded: bool = False          # use the embedded simulator whatever the env says
     mode: str = "live"
+
+
+def scheduler_config(config: Config, *, keep_finished: bool = True) -> SchedulerConfig:
+    """The scheduler's and the budget's settings from the model: the one mapping. What the
+    model does not hold (attempts, back-off, cache) keeps SchedulerConfig's own values."""
+    eng, bud = config.engine, config.budget
+    r = bud.auto_recharge
+    return SchedulerConfig(
+        window_seconds=eng.window_seconds,
+        limit=catalog.TIERS[eng.tier] if eng.tier else None,
+        max_retry_after=eng.max_retry_after, request_timeout=eng.request_timeout,
+        max_in_flight=eng.max_in_flight, credit_poll=eng.credit_poll,
+        resend_unknown_up_to=eng.resend_unknown_up_to,
+        keep_finished=keep_finished,
+        budget=BudgetConfig(workspace_cap=bud.workspace_cap,
+                            workspace_alert=bud.workspace_alert,
+                            single_request=bud.alert_single,
+                            thresholds=bud.allocation_alerts,
+                            recharge=RechargeConfig(r.enabled, r.threshold, r.credits, r.pack,
+                                                    r.monthly_limit_eur)))
 
 
 def api_key_from_env() -> str | None:
@@ -82,18 +87,20 @@ class Engine:
 
     def _make_client(self) -> ApiClient:
         s = self.settings
+        eng, sim_cfg = s.config.engine, s.config.sim
         key = api_key_from_env()
-        base = s.base_url or os.environ.get(catalog.BASE_URL_ENV, "").strip() or None
+        # MAVERA_BASE_URL is read with the other settings (config.load_config), not here.
+        base = (eng.base_url or "").strip() or None
         if s.force_embedded or (key is None and base is None):
             from .sim import create_sim, sim_transport
             from .sim.config import AutoRecharge, SimConfig
 
             if self.sim is None:
                 self.sim = create_sim(SimConfig(
-                    tier=s.sim_tier, plan=s.sim_plan, purchased=s.sim_purchased,
-                    window_seconds=s.window_seconds, seed=s.sim_seed,
-                    time_scale=s.sim_time_scale,
-                    auto_recharge=AutoRecharge(enabled=s.sim_auto_recharge)), self.clock)
+                    tier=sim_cfg.tier, plan=sim_cfg.plan, purchased=sim_cfg.purchased,
+                    window_seconds=eng.window_seconds, seed=sim_cfg.seed,
+                    time_scale=sim_cfg.time_scale,
+                    auto_recharge=AutoRecharge(enabled=sim_cfg.auto_recharge)), self.clock)
             self.simulated = True
             self.target = EMBEDDED_TARGET
             cfg = self.sim.config
@@ -102,7 +109,7 @@ class Engine:
                            f"window {cfg.window_seconds:g} s)")
             return ApiClient("http://simulator/api/v1", SIM_KEY, clock=self.clock,
                              transport=sim_transport(self.sim),
-                             timeout=s.request_timeout)
+                             timeout=eng.request_timeout)
         if base is None:
             base = catalog.DEFAULT_BASE_URL
         base = check_base_url(base)
@@ -118,21 +125,12 @@ class Engine:
             self.notice = f"target: {base}"
         # Enough connections for every request the scheduler may have in flight: the
         # uncapped ones, each capped endpoint's slots, and the engine's own balance reads.
-        conns = s.max_in_flight + sum(e.cap or 0 for e in catalog.ENDPOINTS.values()) + 2
-        return ApiClient(base, key, clock=self.clock, timeout=s.request_timeout,
-                         max_connections=conns, backend=s.http_backend)
+        conns = eng.max_in_flight + sum(e.cap or 0 for e in catalog.ENDPOINTS.values()) + 2
+        return ApiClient(base, key, clock=self.clock, timeout=eng.request_timeout,
+                         max_connections=conns, backend=eng.http_backend)
 
     def _scheduler_config(self) -> SchedulerConfig:
-        s = self.settings
-        return SchedulerConfig(
-            window_seconds=s.window_seconds,
-            limit=catalog.TIERS[s.tier] if s.tier else None,
-            max_retry_after=s.max_retry_after, request_timeout=s.request_timeout,
-            max_in_flight=s.max_in_flight, credit_poll=s.credit_poll,
-            resend_unknown_up_to=s.resend_unknown_up_to,
-            keep_finished=s.keep_finished,
-            budget=BudgetConfig(workspace_cap=s.budget_cap, workspace_alert=s.budget_alert,
-                                single_request=s.alert_single, recharge=s.recharge))
+        return scheduler_config(self.settings.config, keep_finished=self.settings.keep_finished)
 
     async def start(self) -> Scheduler:
         """Open the store, build the client and scheduler, and start dispatching."""

@@ -230,13 +230,14 @@ def page_of(views: list[JobView], offset: int, limit: int, text: str = "",
 
 
 def run_monitor(settings: Settings, *, specs: list[JobSpec], refresh: float,
-                debug_log: str | None, demo: bool, metrics_port: int | None = None) -> int:
-    """Open the monitor; returns the exit status."""
+                debug_log: str | None, demo: bool, metrics_port: int | None = None,
+                keys: dict[str, str] | None = None) -> int:
+    """Open the monitor; returns the exit status. ``keys``: binding id -> key."""
     from .ui.app import create_app
 
     async def main() -> int:
         live = LiveEngine(settings)
-        app = create_app(live, refresh=refresh, debug_log=debug_log,
+        app = create_app(live, refresh=refresh, debug_log=debug_log, keys=keys,
                          after_first_frame=lambda: live.boot(specs, demo))
         server: Any = None
         if metrics_port:

@@ -275,33 +275,29 @@ def _duration_arg(text: str) -> float:
 DEFAULT_GRACE = 120.0
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``record`` subcommand's options."""
-    from .cli import _nonneg_float, _port, _positive_float
+    """The ``record`` subcommand's options: its own, then the engine options every engine
+    command takes (declared from the settings model, as are --interval, --duration and
+    --grace: not given, the config file, the environment or the default decides)."""
+    from . import config
+    from .cli import _add_target_options, _port
 
     p.add_argument("--db", required=True, help="SQLite file to record into (created 0600)")
     p.add_argument("--jobs", help="JSONL job file to run (default: the demo workload on the "
                                   "embedded simulator when no key is set)")
-    p.add_argument("--duration", type=_duration_arg,
-                   help="send no new requests after this long (seconds, or 90s / 10m / 2h / "
-                        "1d), then wait for those in flight, at most --grace: the recording "
-                        "ends within duration + grace")
-    p.add_argument("--interval", type=_duration_arg, default=1.0,
-                   help="seconds between snapshots (default 1)")
-    p.add_argument("--base-url", help="API base URL (default: MAVERA_BASE_URL or the "
-                                      "vendor's; the embedded simulator without a key)")
-    p.add_argument("--window-seconds", type=_positive_float, default=None,
-                   help="the rate limit's window length in seconds (default 60)")
+    config.add_flag(p, "record.duration", type_=_duration_arg,
+                    help_="send no new requests after this long (seconds, or 90s / 10m / 2h / "
+                          "1d), then wait for those in flight, at most --grace: the recording "
+                          "ends within duration + grace")
+    config.add_flag(p, "record.interval", type_=_duration_arg,
+                    help_="seconds between snapshots (or 500ms, 2s, 1m)")
     p.add_argument("--metrics-port", type=_port, default=None,
                    help="serve Prometheus metrics on 127.0.0.1:PORT")
-    # Requests in flight are already paid for: their outcomes (and charges) belong in the
-    # ledger. Long jobs take minutes, so the default waits up to two; a second signal stops
-    # at once (they are then 'outcome unknown').
-    p.add_argument("--grace", type=_nonneg_float, default=DEFAULT_GRACE,
-                   help="at the end of --duration or on SIGTERM/SIGINT, seconds to let "
-                        "requests in flight finish (default %(default)g; a signal during the "
-                        "wait stops at once)")
-    p.add_argument("--sim-tier", default=None,
-                   help="tier of the embedded simulator (e.g. enterprise)")
+    # A second signal during the grace stops at once (in-flight jobs are then 'outcome
+    # unknown').
+    config.add_flag(p, "record.grace",
+                    help_="at the end of --duration or on SIGTERM/SIGINT, seconds to let "
+                          "requests in flight finish (a signal during the wait stops at once)")
+    _add_target_options(p)
 
 
 class Recorder:
@@ -545,22 +541,20 @@ def _progress(s: Snapshot) -> str:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    """Engine settings for a record run (finished jobs are not kept in memory)."""
-    from .engine import Settings
+    """Engine settings for a record run (finished jobs are not kept in memory): the same
+    mapping as every command's (``cli.settings_from_args``)."""
+    from .cli import settings_from_args as engine_settings
 
-    s = Settings(base_url=args.base_url, db=args.db, keep_finished=False, mode="record")
-    if args.window_seconds:
-        s.window_seconds = float(args.window_seconds)
-    if getattr(args, "sim_tier", None):
-        s.sim_tier = args.sim_tier
-    return s
+    return engine_settings(args, keep_finished=False, mode="record")
 
 
 def main(args: argparse.Namespace) -> int:
-    """``mavera-tui record``: returns the process exit code."""
+    """``mavera-tui record``: returns the process exit code (``errors.EXIT_*``)."""
+    from .errors import EXIT_CANNOT_START, EXIT_INTERRUPTED
+
     if not Path(args.db).parent.exists():
         print(f"record: directory {Path(args.db).parent} does not exist", file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
     job_file = None
     if args.jobs:
         from .jobs import JobFileError, read_job_file
@@ -569,10 +563,11 @@ def main(args: argparse.Namespace) -> int:
             job_file = read_job_file(args.jobs)
         except JobFileError as e:
             print(f"record: {e}", file=sys.stderr)
-            return 2
-    rec = Recorder(settings_from_args(args), jobs=args.jobs, duration=args.duration,
-                   interval=args.interval, metrics_port=args.metrics_port,
-                   grace=getattr(args, "grace", DEFAULT_GRACE), job_file=job_file)
+            return EXIT_CANNOT_START
+    settings = settings_from_args(args)
+    rc = settings.config.record
+    rec = Recorder(settings, jobs=args.jobs, duration=rc.duration, interval=rc.interval,
+                   metrics_port=args.metrics_port, grace=rc.grace, job_file=job_file)
 
     async def go() -> int:
         loop = asyncio.get_running_loop()
@@ -582,6 +577,9 @@ def main(args: argparse.Namespace) -> int:
         return await rec.run()
 
     try:
-        return asyncio.run(go())
+        code = asyncio.run(go())
     except KeyboardInterrupt:  # a SIGINT before the handler was installed
-        return 130
+        return EXIT_INTERRUPTED
+    # Recorder.run answers 2 when the engine could not start (a bad URL, a database in
+    # use): that is EXIT_CANNOT_START in every command.
+    return EXIT_CANNOT_START if code == 2 else code

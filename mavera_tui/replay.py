@@ -353,7 +353,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", help="start at this time (same forms as the g key)")
     p.add_argument("--speed", type=float, choices=SPEEDS, default=1.0)
     p.add_argument("--play", action="store_true", help="start playing at once")
-    p.add_argument("--refresh", type=float, default=0.5, help="seconds between redraws")
+    from . import config
+
+    config.add_flag(p, "ui.refresh")
     p.add_argument("--debug", metavar="LOG", help="write a debug log to this file")
 
 
@@ -361,22 +363,30 @@ def main(args: argparse.Namespace) -> int:
     """``mavera-tui replay``: exit code; an unreadable file is one line on stderr."""
     import sqlite3
 
+    from .errors import EXIT_CANNOT_START, EXIT_USAGE
     from .store import StoreError
 
     try:
         engine = asyncio.run(ReplayEngine.load(args.file))
-        if getattr(args, "at", None):
-            engine.seek(engine.parse_goto(args.at))
-    except (StoreError, ValueError) as e:
+    except (StoreError, ValueError) as e:  # not a recording, or one with no snapshot
         print(f"replay: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
     except sqlite3.DatabaseError as e:
         print(f"replay: {args.file} is damaged: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
+    if getattr(args, "at", None):
+        try:
+            engine.seek(engine.parse_goto(args.at))
+        except ValueError as e:  # a bad --at
+            print(f"replay: {e}", file=sys.stderr)
+            return EXIT_USAGE
     engine.speed = float(getattr(args, "speed", 1.0) or 1.0)
     if getattr(args, "play", False):
         engine.resume()
-    app = create_replay_app(engine, refresh=getattr(args, "refresh", 0.5),
-                            debug_log=getattr(args, "debug", None))
+    from .cli import loaded_config
+
+    ui = loaded_config(args).config.ui
+    app = create_replay_app(engine, refresh=ui.refresh, debug_log=getattr(args, "debug", None),
+                            keys=ui.keys)
     app.run()
     return app.return_code or 0

@@ -384,20 +384,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``mavera-tui report``: returns the exit code; errors are one line on stderr."""
+    from .errors import EXIT_CANNOT_START, EXIT_OK, EXIT_USAGE
     from .store import StoreError
 
     try:
         rep = asyncio.run(build_report(args.file, args.since, args.until,
                                        getattr(args, "batch_gap", BATCH_GAP)))
-    except (StoreError, ValueError) as e:
+    except StoreError as e:
         print(f"report: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
+    except ValueError as e:  # a bad --since / --until
+        print(f"report: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except sqlite3.DatabaseError as e:  # damage past the header (a truncated copy)
         print(f"report: {args.file} is damaged: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_START
     if args.json:
         rep.pop("_series", None)
         print(json.dumps(rep, indent=2, sort_keys=True))
     else:
         print(render_text(rep, charts=not getattr(args, "no_charts", False)))
-    return 0
+    return EXIT_OK

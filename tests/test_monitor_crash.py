@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mavera_tui.clock import run_virtual
+from mavera_tui.config import Config, EngineSettings, SimSettings
 from mavera_tui.engine import Engine, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +79,8 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
     monkeypatch.delenv("MAVERA_BASE_URL", raising=False)
 
     async def resume():
-        engine = Engine(Settings(db=str(db), window_seconds=5, sim_time_scale=0.0))
+        engine = Engine(Settings(Config(engine=EngineSettings(window_seconds=5),
+                                        sim=SimSettings(time_scale=0.0)), db=str(db)))
         sched = await engine.start()
         await sched.wait_idle()
         await engine.stop()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mavera_tui.clock import Clock, run_virtual
+from mavera_tui.config import Config, SimSettings
 from mavera_tui.engine import Settings
 from mavera_tui.metrics import render
 from mavera_tui.record import (
@@ -32,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def record(db, *, duration=60.0, interval=1.0, jobs=None, **kw):
     out = io.StringIO()
-    rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record",
-                            sim_purchased=10_000_000),
+    rec = Recorder(Settings(Config(sim=SimSettings(purchased=10_000_000)), db=str(db),
+                            keep_finished=False, mode="record"),
                    duration=duration, interval=interval, jobs=jobs, grace=600,
                    clock=Clock(wall0=WALL0), out=out, **kw)
     rc = run_virtual(rec.run())
@@ -180,8 +181,8 @@ def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(t
     jobs.write_text("\n".join(lines) + "\n")
     db = tmp_path / "rec.db"
     out = io.StringIO()
-    rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record", sim_tier="starter",
-                            sim_purchased=10_000_000),
+    rec = Recorder(Settings(Config(sim=SimSettings(tier="starter", purchased=10_000_000)),
+                            db=str(db), keep_finished=False, mode="record"),
                    duration=10, interval=1.0, jobs=str(jobs), grace=200,
                    clock=Clock(wall0=WALL0), out=out)
     assert run_virtual(rec.run()) == 0

@@ -11,7 +11,9 @@ import pytest
 from textual.widgets import Input, Static
 
 from mavera_tui.clock import Clock, run_virtual
+from mavera_tui.config import Config, SimSettings
 from mavera_tui.engine import Settings
+from mavera_tui.errors import EXIT_CANNOT_START
 from mavera_tui.record import Recorder
 from mavera_tui.replay import ReplayEngine, create_replay_app
 from mavera_tui.store import StoreError
@@ -25,8 +27,8 @@ WALL0 = 1_700_000_000.0
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     db = tmp_path_factory.mktemp("replay") / "rec.db"
-    rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record",
-                            sim_purchased=10_000_000),
+    rec = Recorder(Settings(Config(sim=SimSettings(purchased=10_000_000)), db=str(db),
+                            keep_finished=False, mode="record"),
                    duration=150, interval=1.0, grace=600, clock=Clock(wall0=WALL0),
                    out=io.StringIO(), keyframe_every=40)
     assert run_virtual(rec.run()) == 0
@@ -167,7 +169,7 @@ def test_a_foreign_sqlite_file_is_one_clear_line(tmp_path):
     con.commit()
     con.close()
     r = _replay_cli(p)
-    assert r.returncode == 2
+    assert r.returncode == EXIT_CANNOT_START  # a file it cannot use: as in every command
     assert "another program" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -178,7 +180,7 @@ def test_a_corrupted_recording_is_one_clear_line(tmp_path, recording):
     data[100:4096 * 3] = b"\xff" * (4096 * 3 - 100)
     p.write_bytes(bytes(data))
     r = _replay_cli(p)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.returncode == EXIT_CANNOT_START and "Traceback" not in r.stderr
     assert r.stderr.startswith("replay: ") and len(r.stderr.strip().splitlines()) == 1
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.engine import Settings
+from mavera_tui.errors import EXIT_CANNOT_START
 from mavera_tui.record import Recorder
 from mavera_tui.report import build_report, parse_time, render_text
 from mavera_tui.sim import create_sim
@@ -138,5 +139,5 @@ def test_a_foreign_file_is_one_clear_line(tmp_path):
     p.write_text("hello")
     r = subprocess.run([sys.executable, "-m", "mavera_tui", "report", str(p)],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert r.returncode == 2 and "not an SQLite file" in r.stderr
+    assert r.returncode == EXIT_CANNOT_START and "not an SQLite file" in r.stderr
     assert "Traceback" not in r.stderr

@@ -155,23 +155,25 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C. Returns the exit status."""
+    """Serve until Ctrl-C. Returns the exit status (``errors.EXIT_*``)."""
+    from ..errors import EXIT_CANNOT_START, EXIT_OK, EXIT_USAGE
+
     try:
         sim = create_sim(config_from_args(args))
     except ValueError as exc:
         print(f"mavera-tui sim: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         sock = _listen(args.host, args.port)
     except OverflowError as exc:
         print(f"mavera-tui sim: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as exc:
         code = exc.errno
         why = os.strerror(code) if isinstance(code, int) and code > 0 else exc.strerror or exc
         print(f"mavera-tui sim: cannot listen on {args.host}:{args.port}: {why}; pick another "
               "--port (0: any free port) or --host", file=sys.stderr)
-        return 3
+        return EXIT_CANNOT_START
     server = build_server(sim, args.host, args.port)
 
     async def serve() -> None:
@@ -186,11 +188,11 @@ def main(args: argparse.Namespace) -> int:
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
-    except SystemExit as exc:  # uvicorn exits when it cannot start
-        return int(exc.code or 1) if not isinstance(exc.code, str) else 1
+    except SystemExit:  # uvicorn exits when it cannot start
+        return EXIT_CANNOT_START
     finally:
         sock.close()
     if not server.started:
-        return 1
+        return EXIT_CANNOT_START
     print("simulator stopped", flush=True)
-    return 0
+    return EXIT_OK

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from textual.app import App, ComposeResult, SystemCommand
@@ -105,10 +105,14 @@ class MaveraApp(App[None]):
                  debug_log: str | None = None, history: History | None = None,
                  watch_terminal: bool = True,
                  after_first_frame: Callable[[], Awaitable[None]] | None = None,
-                 show_health: bool = True):
+                 show_health: bool = True, keys: Mapping[str, str] | None = None):
         if debug_log:
             _log_to(debug_log)
         super().__init__()
+        #: [ui.keys] of the settings: binding id -> key (config.KEY_BINDINGS)
+        self.keys = dict(keys or {})
+        if self.keys:
+            self.set_keymap(self.keys)
         self.engine = engine
         self.refresh_s = max(0.05, float(refresh))
         self.mode_label = mode_label
@@ -710,7 +714,9 @@ def help_rows(app: App) -> list[tuple[str, str]]:
             if app.check_action(b.action.split("(")[0], ()) is False and \
                     len(app.screen_stack) <= 1:
                 continue
-            rows.append((b.key_display or b.key, LONG_HELP.get(b.action, b.description)))
+            rebound = getattr(app, "keys", {}).get(b.id or "")
+            rows.append((rebound or b.key_display or b.key,
+                         LONG_HELP.get(b.action, b.description)))
     rows.append(("ctrl+p", "Command palette (every action by name)"))
     rows.append(("tab / shift+tab", "Move focus between panes and fields"))
     rows.append(("↑ ↓ in jobs", "Select a job (marked ▶ and reversed, in any colour mode)"))
@@ -730,7 +736,7 @@ def create_app(engine: EngineControl, *, refresh: float = 0.5, mode_label: str |
                replay_controls: Any = None, debug_log: str | None = None,
                history: History | None = None, watch_terminal: bool = True,
                after_first_frame: Callable[[], Awaitable[None]] | None = None,
-               show_health: bool = True) -> MaveraApp:
+               show_health: bool = True, keys: Mapping[str, str] | None = None) -> MaveraApp:
     """Build the monitor over ``engine``.
 
     ``refresh`` is the poll interval in seconds; ``mode_label`` overrides the header marker
@@ -738,12 +744,13 @@ def create_app(engine: EngineControl, *, refresh: float = 0.5, mode_label: str |
     the charts (replay, demo screenshots); ``watch_terminal`` exits when the TTY goes away;
     ``after_first_frame`` is awaited (as a worker) once the first frame is drawn;
     ``show_health=False`` leaves the monitor's own CPU and memory out of the header (the
-    snapshot tests and screenshots, which must not change from run to run).
+    snapshot tests and screenshots, which must not change from run to run); ``keys``
+    rebinds keys by binding id (the settings' ``[ui.keys]``).
     """
     return MaveraApp(engine, refresh=refresh, mode_label=mode_label,
                      replay_controls=replay_controls, debug_log=debug_log, history=history,
                      watch_terminal=watch_terminal, after_first_frame=after_first_frame,
-                     show_health=show_health)
+                     show_health=show_health, keys=keys)
 
 
 def _terminal_alive() -> bool:
