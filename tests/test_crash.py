@@ -30,10 +30,11 @@ from mavera_tui.estimate import estimate
 from mavera_tui.sim.app import create_sim
 from mavera_tui.sim.config import SimConfig
 from mavera_tui.sim.server import bound_port, build_server
+from mavera_tui.states import JobState
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "mvra_test_crash"
-FINAL = {"succeeded", "failed", "blocked_preflight", "outcome_unknown", "cancelled"}
+FINAL = {s for s in JobState if s.final}
 
 
 class Tap:
@@ -183,30 +184,30 @@ def test_kill_9_and_restart_loses_nothing_and_resends_nothing(seed, tmp_path, lo
         for jid, st in finished.items():
             assert states[jid] == st, (jid, st, states[jid])
         for jid in unknown_expected:
-            assert states[jid] in ("outcome_unknown",) or jid in finished, (jid, states[jid])
+            assert states[jid] == JobState.OUTCOME_UNKNOWN or jid in finished, (jid, states[jid])
         for jid, st in states.items():
             if st in FINAL:
                 finished.setdefault(jid, st)
         cost = {j["id"]: estimate(j["method"], j["path"], j["body"]).high for j in lines}
         # what a restart must do with jobs caught in flight
         unknown_expected |= {jid for jid, st in states.items()
-                             if st == "in_flight" and cost[jid] > 0}
+                             if st == JobState.IN_FLIGHT and cost[jid] > 0}
         if proc.returncode in (0, 1):
             break
     assert kills >= 1
     print(f"seed {seed}: {kills} kills, {len(unknown_expected)} caught in flight")
     states = db_states(db)
     assert set(states) == {j["id"] for j in lines}, "a job was lost"
-    assert set(states.values()) <= {"succeeded", "outcome_unknown"}, states
+    assert set(states.values()) <= {JobState.SUCCEEDED, JobState.OUTCOME_UNKNOWN}, states
     for jid in unknown_expected:
-        assert states[jid] == "outcome_unknown"
+        assert states[jid] == JobState.OUTCOME_UNKNOWN
     time.sleep(0.3)  # the simulator finishes work the killed client abandoned
     for j in lines:
         recs = loopback.requests_for(j["id"])
         admitted = [r for r in recs if r.status != 429]
         if cost[j["id"]] > 0:
             assert len(admitted) <= 1, (j["id"], [(r.status, r.code) for r in recs])
-        if states[j["id"]] == "succeeded":
+        if states[j["id"]] == JobState.SUCCEEDED:
             assert any(r.status == 200 for r in recs), j["id"]
 
 
@@ -244,14 +245,14 @@ def test_two_processes_on_one_db_and_sigterm(tmp_path):
         assert "Traceback" not in out + err
         states = db_states(db)
         assert set(states) == {j["id"] for j in lines}
-        done = {k for k, v in states.items() if v == "succeeded"}
+        done = {k for k, v in states.items() if v == JobState.SUCCEEDED}
         assert done, states
-        assert "in_flight" not in states.values()  # a graceful stop waits for them
+        assert JobState.IN_FLIGHT not in states.values()  # a graceful stop waits for them
         rerun = start_run(jobs, db, srv.url, "--quiet")
         out, err = rerun.communicate(timeout=60)
         assert rerun.returncode == 0, err
         after = db_states(db)
-        assert set(after.values()) == {"succeeded"}
+        assert set(after.values()) == {JobState.SUCCEEDED}
         for j in lines:  # nothing that finished before SIGTERM was sent again
             if j["id"] in done and estimate(j["method"], j["path"], j["body"]).high > 0:
                 assert len([r for r in srv.requests_for(j["id"]) if r.status != 429]) == 1

@@ -39,11 +39,12 @@ from mavera_tui.scheduler import Scheduler, SchedulerConfig
 from mavera_tui.sim.app import create_sim
 from mavera_tui.sim.config import Faults, SimConfig
 from mavera_tui.sim.records import fingerprint
+from mavera_tui.states import ErrorKind
 from mavera_tui.store import Store
 
 KEY = "mvra_test_faults"
 LIMIT = 60
-UNKNOWN_KINDS = ("timeout", "connection_error", "bad_response")
+UNKNOWN_KINDS = tuple(k for k in ErrorKind if k.charge_unknown)
 DEFINED = {S.SUCCEEDED, S.FAILED, S.BLOCKED, S.WAITING_CREDITS, S.OUTCOME_UNKNOWN,
            S.CANCELLED}
 

@@ -21,6 +21,7 @@ from mavera_tui import cli
 from mavera_tui.client import RateHeaders, parse_rate_headers, parse_retry_after
 from mavera_tui.estimate import EstimateError, estimate
 from mavera_tui.jobs import LineError, parse_lines
+from mavera_tui.states import JobState
 from mavera_tui.store import Store, StoreError
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -304,12 +305,12 @@ async def test_full_disk_says_so_and_loses_nothing(tmp_path):
     db = tmp_path / "full.db"
     store = await Store.open(db)
     rows = [(f"j{i}", i, "POST", "/responses", "responses", json.dumps({"input": "x" * 2000}),
-             0, "queued", 5, "", 1.0) for i in range(5)]
+             0, JobState.QUEUED, 5, "", 1.0) for i in range(5)]
     await store.add_jobs(rows)
     (pages,) = (await store.query("PRAGMA page_count"))[0]
     await store._db.execute(f"PRAGMA max_page_count={pages}")
     big = [(f"k{i}", 100 + i, "POST", "/responses", "responses",
-            json.dumps({"input": "y" * 4000}), 0, "queued", 5, "", 1.0) for i in range(50)]
+            json.dumps({"input": "y" * 4000}), 0, JobState.QUEUED, 5, "", 1.0) for i in range(50)]
     with pytest.raises(StoreError) as exc:
         await asyncio.wait_for(store.add_jobs(big), 10)
     assert "disk is full" in str(exc.value)

@@ -13,6 +13,7 @@ import pytest
 
 from mavera_tui.clock import run_virtual
 from mavera_tui.engine import Engine, Settings
+from mavera_tui.states import JobState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,7 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
 
     before = _states(db)
     assert sum(before.values()) == 15, before  # every job persisted before it was sent
-    assert before.get("in_flight", 0) >= 1 and before.get("queued", 0) >= 1, before
+    assert before.get(JobState.IN_FLIGHT, 0) >= 1 and before.get(JobState.QUEUED, 0) >= 1, before
 
     # Restart on the same database (headless here): nothing is left 'in flight', jobs that
     # were in flight become 'outcome unknown' (not re-sent), queued ones run.
@@ -85,9 +86,10 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
 
     run_virtual(resume())
     after = _states(db)
-    assert after.get("in_flight", 0) == 0
-    assert after.get("outcome_unknown", 0) == before.get("in_flight", 0)
+    assert after.get(JobState.IN_FLIGHT, 0) == 0
+    assert after.get(JobState.OUTCOME_UNKNOWN, 0) == before.get(JobState.IN_FLIGHT, 0)
     assert sum(after.values()) == sum(before.values())  # no job lost
     queued_before = sum(v for k, v in before.items()
-                        if k in ("queued", "waiting_window", "waiting_slot", "backoff"))
-    assert after.get("succeeded", 0) >= before.get("succeeded", 0) + queued_before
+                        if k in (JobState.QUEUED, JobState.WAITING_WINDOW, JobState.WAITING_SLOT,
+                                 JobState.BACKOFF))
+    assert after.get(JobState.SUCCEEDED, 0) >= before.get(JobState.SUCCEEDED, 0) + queued_before

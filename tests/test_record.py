@@ -25,6 +25,7 @@ from mavera_tui.record import (
     parse_duration,
     snapshot_state,
 )
+from mavera_tui.states import JobState
 
 WALL0 = 1_700_000_000.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_a_job_file_runs_to_the_end_and_bad_lines_are_reported(tmp_path):
     assert rc == 0
     assert "line 4" in log and "all jobs done" in log
     states = dict(query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-    assert states == {"succeeded": 20}
+    assert states == {JobState.SUCCEEDED: 20}
     assert query(db, "SELECT COUNT(DISTINCT job_id) FROM ledger WHERE job_id IS NOT NULL") \
         == [(20,)]
 
@@ -190,9 +191,9 @@ def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(t
     assert "duration 10 s reached: no new requests" in log and "they are paid for" in log
     assert "signal again" not in log and "abandoning" not in log
     states = dict(query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-    assert states.get("in_flight", 0) == 0  # every paid-for request's outcome is known
-    assert query(db, "SELECT state FROM jobs WHERE id LIKE 'v%'") == [("succeeded",)] * 2
-    assert states.get("queued", 0) > 0  # the rest was not admitted after the duration
+    assert states.get(JobState.IN_FLIGHT, 0) == 0  # every paid-for request's outcome is known
+    assert query(db, "SELECT state FROM jobs WHERE id LIKE 'v%'") == [(JobState.SUCCEEDED,)] * 2
+    assert states.get(JobState.QUEUED, 0) > 0  # the rest was not admitted after the duration
     sent = [r[0] - WALL0 for r in query(db, "SELECT t FROM ledger WHERE job_id IS NOT NULL")]
     assert max(sent) <= 10.5  # nothing sent after the duration
     done = [r[0] - WALL0 for r in query(db, "SELECT t_done FROM ledger")]

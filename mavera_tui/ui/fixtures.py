@@ -17,10 +17,12 @@ from ..history import History
 from ..jobs import JobSpec
 from ..snapshot import (
     BACKOFF,
+    BLOCKED,
     CANCELLED,
     FAILED,
     FINAL_STATES,
     IN_FLIGHT,
+    OUTCOME_UNKNOWN,
     QUEUED,
     SUCCEEDED,
     WAITING_CREDITS,
@@ -31,6 +33,7 @@ from ..snapshot import (
     JobView,
     Snapshot,
 )
+from ..states import ErrorKind
 
 #: A fixed instant (2026-01-15 09:30:00 UTC) so that rendered times never depend on "now".
 DEMO_T = 1_768_469_400.0
@@ -106,7 +109,7 @@ class FrozenEngine:
 
     async def retry(self, job_id: str) -> str:
         job = next((j for j in self.snap.jobs if j.id == job_id), None)
-        if job is None or job.state not in (FAILED, "blocked_preflight", "outcome_unknown"):
+        if job is None or job.state not in (FAILED, BLOCKED, OUTCOME_UNKNOWN):
             raise ValueError(f"{job_id} cannot be retried")
         self.retried.append(job_id)
         return f"{job_id}~r{len(self.retried)}"
@@ -121,7 +124,7 @@ def demo_attempt(job: JobView, i: int) -> dict[str, Any]:
     return {"t": job.created + 5 + 20 * i, "t_done": job.created + 7 + 20 * i,
             "attempt": i + 1, "status": status,
             "kind": "ok" if status == 200 else "in flight" if status is None else
-            "invalid_request" if status == 400 else "server_error",
+            "invalid_request" if status == 400 else ErrorKind.SERVER,
             "code": None, "credits_used": job.actual if last else None,
             "estimate": job.estimate, "latency": 1.8 + i, "rl_limit": 120,
             "rl_remaining": 90 - i, "rl_reset": None, "retry_after": None if last else 8.0,

@@ -12,16 +12,18 @@ from textual.content import Content
 from textual.widgets import DataTable, Input
 
 from ..history import History
-from ..snapshot import ACTIVE_STATES, FINAL_STATES, IN_FLIGHT, JobView, Snapshot
+from ..snapshot import ACTIVE_STATES, FINAL_STATES, JobView, Snapshot
+from ..states import JobState
 from .pane import Pane
 from .text import clean, duration
 
 COLUMNS = ("id", "state", "endpoint", "est", "actual", "att", "age", "reason")
 ALL_STATES = ACTIVE_STATES + FINAL_STATES
 STATE_WIDTH = max(len(s) for s in ALL_STATES)
-STATE_STYLE = {"succeeded": "$success", "failed": "$error", "blocked_preflight": "$error",
-               "cancelled": "$foreground-muted", "outcome_unknown": "$warning",
-               IN_FLIGHT: "$primary bold", "waiting_credits": "$warning"}
+STATE_STYLE = {JobState.SUCCEEDED: "$success", JobState.FAILED: "$error",
+               JobState.BLOCKED: "$error", JobState.CANCELLED: "$foreground-muted",
+               JobState.OUTCOME_UNKNOWN: "$warning", JobState.IN_FLIGHT: "$primary bold",
+               JobState.WAITING_CREDITS: "$warning"}
 
 
 def job_row(job: JobView, now: float) -> tuple[Text | Content, ...]:
