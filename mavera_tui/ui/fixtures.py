@@ -177,8 +177,8 @@ def demo_snapshot(t: float = DEMO_T, *, step: int = 90) -> Snapshot:
                       hold_s=6.0 if e.key == "focus_groups" else 0.0)
         for e in catalog.ENDPOINTS.values() if e.key != "billing_credits")
     wave = int(3 + 3 * math.sin(step / 8.0))
-    queue = {QUEUED: 2 + wave, WAITING_WINDOW: 3, WAITING_SLOT: 8 - wave // 2, BACKOFF: 1,
-             WAITING_CREDITS: 1, IN_FLIGHT: sum(in_flight.values())}
+    queue: dict[str, int] = {QUEUED: 2 + wave, WAITING_WINDOW: 3, WAITING_SLOT: 8 - wave // 2,
+                             BACKOFF: 1, WAITING_CREDITS: 1, IN_FLIGHT: sum(in_flight.values())}
     jobs = tuple(
         JobView(jid, ep, catalog.ENDPOINTS[ep].method, catalog.ENDPOINTS[ep].path, state,
                 0, est, actual, att, created=t - age, updated=t - max(0, age - 30),
