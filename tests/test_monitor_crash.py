@@ -4,9 +4,9 @@ import os
 import pty
 import select
 import signal
-import sqlite3
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -31,26 +31,22 @@ def _read_for(fd: int, seconds: float) -> bytes:
     return out
 
 
-def _states(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(db)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        return dict(con.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-    finally:
-        con.close()
+def _states(job_states, db: Path) -> Counter[str]:
+    """Jobs per state (job_states checks the database's integrity first)."""
+    return Counter(job_states(db).values())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs a Linux pty")
-def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, monkeypatch):
+def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, monkeypatch,
+                                                                    job_file, job_states):
     db = tmp_path / "monitor.db"
-    jobs = tmp_path / "jobs.jsonl"
     # Five videos for three slots (8-30 s each at time scale 0.2): when the monitor is
     # killed, some are in flight and some still queued.
-    jobs.write_text("".join(
-        f'{{"id": "v{i}", "method": "POST", "path": "/video-analyses", '
-        f'"body": {{"video_seconds": 20}}}}\n' for i in range(5)) + "".join(
-        f'{{"id": "r{i}", "method": "POST", "path": "/responses", "body": {{}}}}\n'
-        for i in range(10)))
+    jobs = job_file(
+        [{"id": f"v{i}", "method": "POST", "path": "/video-analyses",
+          "body": {"video_seconds": 20}} for i in range(5)]
+        + [{"id": f"r{i}", "method": "POST", "path": "/responses", "body": {}}
+           for i in range(10)])
     env = {**os.environ, "TERM": os.environ.get("TERM", "xterm-256color"), "COLUMNS": "100",
            "LINES": "30"}
     env.pop("MAVERA_API_KEY", None)
@@ -69,7 +65,7 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
         os.waitpid(pid, 0)
         os.close(fd)
 
-    before = _states(db)
+    before = _states(job_states, db)
     assert sum(before.values()) == 15, before  # every job persisted before it was sent
     assert before.get(JobState.IN_FLIGHT, 0) >= 1 and before.get(JobState.QUEUED, 0) >= 1, before
 
@@ -85,7 +81,7 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
         await engine.stop()
 
     run_virtual(resume())
-    after = _states(db)
+    after = _states(job_states, db)
     assert after.get(JobState.IN_FLIGHT, 0) == 0
     assert after.get(JobState.OUTCOME_UNKNOWN, 0) == before.get(JobState.IN_FLIGHT, 0)
     assert sum(after.values()) == sum(before.values())  # no job lost

@@ -478,7 +478,7 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
             live.sched._recent.clear()
             await live.engine.store.flush()
             await live.engine.store._db.execute(
-                "UPDATE jobs SET state = 'failed' WHERE id = 'job-1'")
+                "UPDATE jobs SET state = ? WHERE id = 'job-1'", (JobState.FAILED,))
             new_id = await live.retry("job-1")
             assert new_id == "job-1~r2"
             await asyncio.wait_for(live.sched.wait_idle(), 1000)
