@@ -104,7 +104,11 @@ def test_kill_9_and_restart_loses_nothing_and_resends_nothing(seed, tmp_path, lo
         for jid, st in finished.items():
             assert states[jid] == st, (jid, st, states[jid])
         for jid in unknown_expected:
-            assert states[jid] == JobState.OUTCOME_UNKNOWN or jid in finished, (jid, states[jid])
+            # Still "in flight" if this restart was killed before it marked them (a loaded
+            # machine can take the whole 0.5-1.5 s to start Python); never anything else.
+            # The last run, which is not killed, must mark them: checked after the loop.
+            assert states[jid] in (JobState.OUTCOME_UNKNOWN, JobState.IN_FLIGHT) \
+                or jid in finished, (jid, states[jid])
         for jid, st in states.items():
             if st in FINAL:
                 finished.setdefault(jid, st)
