@@ -59,8 +59,6 @@ DEFAULT_PLAN = "basic"
 ALERT_THRESHOLDS: tuple[float, ...] = (0.50, 0.75, 0.90)
 #: can_afford(): remaining >= estimate + 20% buffer (credits cookbook, pattern 2).
 PREFLIGHT_BUFFER = 0.20
-#: The docs' example of a "high usage" single request alert (credits guide).
-SINGLE_REQUEST_ALERT = 10
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,11 @@ import asyncio
 import contextlib
 import selectors
 import time
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Coroutine, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike  # an int, or anything with fileno()
 
 T = TypeVar("T")
 
@@ -47,16 +50,19 @@ class _FastForwardSelector(selectors.BaseSelector):
         self._real = real
         self._loop = loop
 
-    def register(self, fileobj, events, data=None):  # type: ignore[no-untyped-def]
+    def register(self, fileobj: FileDescriptorLike, events: int,
+                 data: Any = None) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
 
-    def unregister(self, fileobj):  # type: ignore[no-untyped-def]
+    def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
         return self._real.unregister(fileobj)
 
-    def modify(self, fileobj, events, data=None):  # type: ignore[no-untyped-def]
+    def modify(self, fileobj: FileDescriptorLike, events: int,
+               data: Any = None) -> selectors.SelectorKey:
         return self._real.modify(fileobj, events, data)
 
-    def select(self, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    def select(self, timeout: float | None = None,
+               ) -> list[tuple[selectors.SelectorKey, int]]:
         loop = self._loop
         if loop.external_pending > 0:
             # A thread (aiosqlite) is working for us: wait for it in real time, and do not
@@ -74,10 +80,10 @@ class _FastForwardSelector(selectors.BaseSelector):
     def close(self) -> None:
         self._real.close()
 
-    def get_map(self):  # type: ignore[no-untyped-def]
+    def get_map(self) -> Mapping[FileDescriptorLike, selectors.SelectorKey]:
         return self._real.get_map()
 
-    def get_key(self, fileobj):  # type: ignore[no-untyped-def]
+    def get_key(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
         return self._real.get_key(fileobj)
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import Callable
+from typing import Any
 
 from . import catalog
 from .jobs import JobSpec
 from .scheduler import Scheduler
 
 # (weight, method, path, body factory)
-_MIX = (
+_MIX: tuple[tuple[float, str, str, Callable[[random.Random, int], dict[str, Any]]], ...] = (
     (70, "POST", "/responses", lambda r, i: {"input": f"demo question {i}"}),
     (12, "POST", "/mave/chat", lambda r, i: {
         "message": f"demo research {i}", "complexity": r.choice(list(catalog.MAVE_COMPLEXITY))}),

@@ -178,14 +178,6 @@ class History:
         k = max(1, int(round(seconds / self.bucket_s)))
         return sum(self.per_bucket(counter)[-k:])
 
-    def rate_per_minute(self, counter: str, seconds: float = 300.0) -> float:
-        """Average per minute of ``counter`` over the last ``seconds`` (or what is held)."""
-        k = max(1, int(round(seconds / self.bucket_s)))
-        held = min(k, len(self._buckets))
-        if not held:
-            return 0.0
-        return self.recent(counter, held * self.bucket_s) * 60.0 / (held * self.bucket_s)
-
 
 def _delta(now: int, before: int) -> int:
     return now - before if now >= before else 0

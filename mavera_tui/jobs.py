@@ -57,7 +57,8 @@ class JobFileError(Exception):
 
 
 def parse_job(obj: Any, line: int = 0) -> JobSpec:
-    """Validate one decoded job object. Raises LineErrorException naming the field."""
+    """Validate one decoded job object. Raises ``_Bad``, whose ``error`` is the LineError
+    naming the line and the field."""
     if not isinstance(obj, dict):
         raise _Bad(line, None, "each line must be a JSON object like "
                    '{"id": "j1", "method": "POST", "path": "/responses", "body": {}}')

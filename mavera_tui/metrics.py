@@ -99,8 +99,8 @@ def snapshot_metrics(s: Snapshot) -> Iterator[Any]:
     yield _gauge("credits_reserved", "Estimates held by admitted jobs", s.reserved)
     burn = GaugeMetricFamily(f"{PREFIX}_burn_rate_credits_per_minute",
                              "Credits per minute over a trailing window", labels=["window"])
-    for w, v in (("1m", s.burn_1m), ("5m", s.burn_5m), ("15m", s.burn_15m)):
-        burn.add_metric([w], v)
+    for w, rate in (("1m", s.burn_1m), ("5m", s.burn_5m), ("15m", s.burn_15m)):
+        burn.add_metric([w], rate)
     yield burn
     if s.eta_s is not None:
         yield _gauge("credits_eta_seconds", "Seconds until credits run out at burn_5m",

@@ -25,13 +25,15 @@ log = logging.getLogger(__name__)
 class LiveEngine:
     """EngineControl over an Engine that starts in the background.
 
-    Give it the Engine, or the Settings to build one in ``boot()`` (after the first frame:
+    Give it the Engine, or ``settings=`` to build one in ``boot()`` (after the first frame:
     the engine's imports, httpx and aiosqlite, cost a few hundred milliseconds).
     """
 
-    def __init__(self, engine: Engine | Settings):
-        self.engine: Any = engine if hasattr(engine, "start") else None
-        self._settings = None if self.engine is not None else engine
+    def __init__(self, engine: Engine | None = None, *, settings: Settings | None = None):
+        if (engine is None) == (settings is None):
+            raise TypeError("LiveEngine takes an Engine or settings=, exactly one of them")
+        self.engine: Any = engine
+        self._settings = settings
         self.error: str | None = None
         self._demo: asyncio.Task[None] | None = None
         #: The last snapshot handed to the app: what other threads (metrics) may read.
@@ -60,7 +62,7 @@ class LiveEngine:
                                            last_latency=self._answers.latency)
             self.last = snap
             return self.last
-        alerts = ()
+        alerts: tuple[AlertView, ...] = ()
         if self.error:
             alerts = (AlertView(0.0, "error", "start", self.error),)
         target = self.engine.target if self.engine is not None else ""
@@ -151,6 +153,7 @@ class LiveEngine:
             if self.engine is None:
                 from .engine import Engine
 
+                assert self._settings is not None  # the constructor took one of the two
                 self.engine = Engine(self._settings)
             sched = await self.engine.start()
             self._answers = _AnswerWatch(sched.transport, sched.clock.wall)
@@ -161,9 +164,9 @@ class LiveEngine:
             return
         if specs:
             _, errors = await sched.submit_many(specs)
-            for e in errors:
-                if "already exists" not in e:
-                    sched._alert("warning", "job_file", e)
+            for line_error in errors:
+                if "already exists" not in line_error:
+                    sched._alert("warning", "job_file", line_error)
         if demo and self.engine.simulated:
             from .demo import start_demo
 
@@ -236,7 +239,7 @@ def run_monitor(settings: Settings, *, specs: list[JobSpec], refresh: float,
     from .ui.app import create_app
 
     async def main() -> int:
-        live = LiveEngine(settings)
+        live = LiveEngine(settings=settings)
         app = create_app(live, refresh=refresh, debug_log=debug_log, keys=keys,
                          after_first_frame=lambda: live.boot(specs, demo))
         server: Any = None

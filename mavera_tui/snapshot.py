@@ -11,23 +11,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-# Job states. "Waiting" states are where a queued job is held, and why.
-QUEUED = "queued"                    # ready: waits only for the dispatcher
-WAITING_WINDOW = "waiting_window"    # the key's sliding window (or a key-wide 429 hold)
-WAITING_SLOT = "waiting_slot"        # the endpoint's concurrency cap (or its 429 hold)
-BACKOFF = "backoff"                  # retry back-off after a 5xx / timeout / drop
-WAITING_CREDITS = "waiting_credits"  # parked by a 402 or by pre-flight, polls the balance
-PAUSED = "paused"                    # dispatch paused by the operator
-IN_FLIGHT = "in_flight"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-BLOCKED = "blocked_preflight"        # refused by pre-flight: never sent
-OUTCOME_UNKNOWN = "outcome_unknown"  # was in flight when the process died
+from .states import JobState
 
-WAITING_STATES = (QUEUED, WAITING_WINDOW, WAITING_SLOT, BACKOFF, WAITING_CREDITS, PAUSED)
-ACTIVE_STATES = WAITING_STATES + (IN_FLIGHT,)
-FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED, BLOCKED, OUTCOME_UNKNOWN)
+# Job states: the names every module has used, bound to the enum (see states.py for what each
+# means). A member equals its string, so comparisons with stored text keep working.
+QUEUED = JobState.QUEUED
+WAITING_WINDOW = JobState.WAITING_WINDOW
+WAITING_SLOT = JobState.WAITING_SLOT
+BACKOFF = JobState.BACKOFF
+WAITING_CREDITS = JobState.WAITING_CREDITS
+PAUSED = JobState.PAUSED
+IN_FLIGHT = JobState.IN_FLIGHT
+SUCCEEDED = JobState.SUCCEEDED
+FAILED = JobState.FAILED
+CANCELLED = JobState.CANCELLED
+BLOCKED = JobState.BLOCKED
+OUTCOME_UNKNOWN = JobState.OUTCOME_UNKNOWN
+
+# Typed as str tuples: a dict built from them is keyed by the text a job's state is read as.
+WAITING_STATES: tuple[str, ...] = (QUEUED, WAITING_WINDOW, WAITING_SLOT, BACKOFF,
+                                   WAITING_CREDITS, PAUSED)
+ACTIVE_STATES: tuple[str, ...] = WAITING_STATES + (IN_FLIGHT,)
+FINAL_STATES: tuple[str, ...] = (SUCCEEDED, FAILED, CANCELLED, BLOCKED, OUTCOME_UNKNOWN)
 
 
 @dataclass(frozen=True)

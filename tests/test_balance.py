@@ -4,13 +4,12 @@ import json
 
 import httpx
 
-from mavera_tui.client import ApiClient, parse_balance
+from mavera_tui.client import parse_balance
 from mavera_tui.clock import Clock, run_virtual
-from mavera_tui.scheduler import Scheduler
 from mavera_tui.sim import create_sim, sim_transport
 
 
-def test_the_balance_is_found_at_the_documented_api_billing_credits_when_v1_has_none():
+def test_the_balance_is_found_at_the_documented_api_billing_credits_when_v1_has_none(make_rig):
     async def go():
         clock = Clock()
         sim = create_sim(None, clock)
@@ -24,13 +23,12 @@ def test_the_balance_is_found_at_the_documented_api_billing_credits_when_v1_has_
                     return httpx.Response(404, json={"error": {"code": "not_found"}})
                 return await inner.handle_async_request(req)
 
-        client = ApiClient("http://sim/api/v1", "k", clock=clock,
-                           transport=OnlyTheDocumentedPath())
-        sched = Scheduler(client, clock=clock)
+        rig = await make_rig(sim, key="k", transport=OnlyTheDocumentedPath(), start=False)
+        sched = rig.sched
         assert await sched.refresh_balance()
         first = list(asked)
         assert await sched.refresh_balance()
-        await client.aclose()
+        await rig.client.aclose()
         return sched.budget.total, first, asked[len(first):]
 
     total, first, second = run_virtual(go())

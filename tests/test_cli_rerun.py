@@ -6,15 +6,14 @@ from mavera_tui import cli
 
 
 def test_a_rerun_counts_jobs_finished_earlier_and_keeps_the_exit_status(tmp_path, monkeypatch,
-                                                                     capsys):
+                                                                     capsys, job_file):
     monkeypatch.delenv("MAVERA_API_KEY", raising=False)
     monkeypatch.delenv("MAVERA_BASE_URL", raising=False)
-    jobs = tmp_path / "jobs.jsonl"
     lines = [{"id": f"r{i}", "method": "POST", "path": "/responses", "body": {}}
              for i in range(3)]
     lines.append({"id": "v1", "method": "POST", "path": "/video-analyses",
                   "body": {"video_seconds": 90}})
-    jobs.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    jobs = job_file(lines)
     db, s1, s2 = tmp_path / "run.db", tmp_path / "s1.json", tmp_path / "s2.json"
     common = ["--db", str(db), "--window-seconds", "2", "--sim-time-scale", "0.01",
               "--budget-cap", "100", "--quiet"]

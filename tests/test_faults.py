@@ -25,75 +25,23 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sqlite3
 from pathlib import Path
 
-import httpx
 import pytest
 
 from mavera_tui import snapshot as S
-from mavera_tui.client import ApiClient, parse_retry_after
-from mavera_tui.clock import Clock, run_virtual
+from mavera_tui.client import parse_retry_after
+from mavera_tui.clock import run_virtual
 from mavera_tui.jobs import JobSpec
-from mavera_tui.scheduler import Scheduler, SchedulerConfig
-from mavera_tui.sim.app import create_sim
-from mavera_tui.sim.config import Faults, SimConfig
+from mavera_tui.sim.config import Faults
 from mavera_tui.sim.records import fingerprint
-from mavera_tui.store import Store
+from mavera_tui.states import ErrorKind
 
 KEY = "mvra_test_faults"
 LIMIT = 60
-UNKNOWN_KINDS = ("timeout", "connection_error", "bad_response")
+UNKNOWN_KINDS = tuple(k for k in ErrorKind if k.charge_unknown)
 DEFINED = {S.SUCCEEDED, S.FAILED, S.BLOCKED, S.WAITING_CREDITS, S.OUTCOME_UNKNOWN,
            S.CANCELLED}
-
-
-class Tap:
-    """ASGI wrapper: remembers each request's body by the simulator's record index."""
-
-    def __init__(self, sim):
-        self.sim = sim
-        self.bodies: dict[int, bytes] = {}
-        self.retry_after: dict[int, str] = {}
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.sim(scope, receive, send)
-        chunks = []
-        while True:
-            msg = await receive()
-            chunks.append(msg.get("body", b""))
-            if not msg.get("more_body"):
-                break
-        raw = b"".join(chunks)
-        self.bodies[len(self.sim.records)] = raw  # the index the simulator gives it
-        given = False
-
-        async def replay():
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            await asyncio.Event().wait()
-
-        async def tap_send(msg):
-            if msg["type"] == "http.response.start":
-                for k, v in msg.get("headers", []):
-                    if k.lower() == b"retry-after":
-                        self.retry_after[index] = v.decode()
-            await send(msg)
-
-        index = len(self.sim.records)
-        await self.sim(scope, replay, tap_send)
-
-    def job_of(self, index: int) -> str | None:
-        raw = self.bodies.get(index)
-        if not raw:
-            return None
-        try:
-            return json.loads(raw).get("ref")
-        except ValueError:
-            return None
 
 
 def batch(n: int, seed: int) -> list[JobSpec]:
@@ -118,31 +66,20 @@ def batch(n: int, seed: int) -> list[JobSpec]:
     return out
 
 
-async def run_batch(faults: Faults, db: Path, n: int = 120, seed: int = 5,
+async def run_batch(make_rig, faults: Faults, db: Path, n: int = 120, seed: int = 5,
                     timeout: float = 200.0, **sim_kw):
-    clock = Clock(wall0=1_800_000_000.0)
-    cfg = dict(tier="starter", plan="enterprise", allocation=1_000_000, seed=seed,
-               faults=faults)
-    cfg.update(sim_kw)
-    sim = create_sim(SimConfig(**cfg), clock)
-    tap = Tap(sim)
-    client = ApiClient("http://sim/api/v1", KEY, clock=clock,
-                       transport=httpx.ASGITransport(app=tap), timeout=timeout)
-    store = await Store.open(db)
-    sched = Scheduler(client, clock=clock, store=store,
-                      config=SchedulerConfig(seed=seed, request_timeout=timeout,
-                                             credit_poll=10.0))
-    await sched.start()
-    await sched.submit_many(batch(n, seed))
-    await asyncio.wait_for(sched.wait_idle(credit_wait=60.0), 50_000)
-    await sched.close()
-    await sim.drain()
-    await client.aclose()
-    await store.close()
-    return sched, sim, tap
+    rig = await make_rig({"tier": "starter", "allocation": 1_000_000, "seed": seed,
+                          "faults": faults, **sim_kw}, key=KEY, tap=True, db=db,
+                         timeout=timeout, seed=seed, request_timeout=timeout,
+                         credit_poll=10.0)
+    await rig.sched.submit_many(batch(n, seed))
+    await asyncio.wait_for(rig.sched.wait_idle(credit_wait=60.0), 50_000)
+    await rig.close()
+    await rig.sim.drain()
+    return rig.sched, rig.sim, rig.tap
 
 
-def check(sched, sim, tap, db: Path, *, storm: bool = False) -> dict:
+def check(sched, sim, tap, db: Path, query_db, job_states, *, storm: bool = False) -> dict:
     summary = sched.summary()
     fp = fingerprint(KEY)
     ours = [r for r in sim.records if r.key == fp]
@@ -170,17 +107,12 @@ def check(sched, sim, tap, db: Path, *, storm: bool = False) -> dict:
     assert len(hidden_rows) <= summary["credits_unknown_attempts"]
     if summary["credits_unknown_attempts"] == 0:
         assert sim.records.total_charged() == summary["credits_used"]
-    con = sqlite3.connect(db)
-    try:
-        (ledger_sum,) = con.execute(
-            "SELECT COALESCE(SUM(credits_used), 0) FROM ledger WHERE kind='ok'").fetchone()
-        unknown_rows = con.execute(
-            "SELECT job_id FROM ledger WHERE job_id IS NOT NULL AND kind IN (?,?,?)",
-            UNKNOWN_KINDS).fetchall()
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        db_states = dict(con.execute("SELECT id, state FROM jobs").fetchall())
-    finally:
-        con.close()
+    [(ledger_sum,)] = query_db(
+        db, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger WHERE kind='ok'")
+    unknown_rows = query_db(
+        db, "SELECT job_id FROM ledger WHERE job_id IS NOT NULL AND kind IN (?,?,?)",
+        UNKNOWN_KINDS)
+    db_states = job_states(db)  # after PRAGMA integrity_check
     assert ledger_sum == summary["credits_used"]
     assert len(unknown_rows) == summary["credits_unknown_attempts"]
     assert db_states == {j.id: j.state for j in sched.jobs.values()}
@@ -251,10 +183,10 @@ MATRIX = {
 
 
 @pytest.mark.parametrize("name", list(MATRIX))
-def test_fault_matrix(name, tmp_path):
+def test_fault_matrix(name, tmp_path, make_rig, query_db, job_states):
     faults, opts = MATRIX[name]
-    sched, sim, tap = run_virtual(run_batch(faults, tmp_path / "f.db"))
-    summary = check(sched, sim, tap, tmp_path / "f.db", **opts)
+    sched, sim, tap = run_virtual(run_batch(make_rig, faults, tmp_path / "f.db"))
+    summary = check(sched, sim, tap, tmp_path / "f.db", query_db, job_states, **opts)
     states = {j.state for j in sched.jobs.values()}
     assert summary["jobs"] == 120
     if name in ("5xx", "bad-headers", "foreign-traffic", "hostile-text",
@@ -280,8 +212,8 @@ def test_fault_matrix(name, tmp_path):
         assert waiting and all("budget" in j.reason for j in waiting)
 
 
-def test_storm_with_valid_retry_after_costs_one_429(tmp_path):
-    sched, sim, tap = run_virtual(run_batch(Faults(**STORM), tmp_path / "f.db"))
+def test_storm_with_valid_retry_after_costs_one_429(tmp_path, make_rig):
+    sched, sim, tap = run_virtual(run_batch(make_rig, Faults(**STORM), tmp_path / "f.db"))
     assert sim.records.count(status=429) == 1
 
 
@@ -303,7 +235,7 @@ CLI_FAULTS = {
 
 
 @pytest.mark.parametrize("name", list(CLI_FAULTS))
-def test_run_command_never_shows_a_traceback(name, tmp_path, monkeypatch, capfd):
+def test_run_command_never_shows_a_traceback(name, tmp_path, monkeypatch, capfd, job_file):
     import mavera_tui.sim as sim_pkg
     from mavera_tui import cli
 
@@ -316,10 +248,8 @@ def test_run_command_never_shows_a_traceback(name, tmp_path, monkeypatch, capfd)
     monkeypatch.setattr(sim_pkg, "create_sim", faulty)
     monkeypatch.delenv("MAVERA_API_KEY", raising=False)
     monkeypatch.delenv("MAVERA_BASE_URL", raising=False)
-    jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text("".join(json.dumps(
-        {"id": f"c{i}", "method": "POST", "path": "/responses", "body": {"input": str(i)}})
-        + "\n" for i in range(12)))
+    jobs = job_file([{"id": f"c{i}", "method": "POST", "path": "/responses",
+                      "body": {"input": str(i)}} for i in range(12)])
     rc = cli.main(["run", str(jobs), "--db", str(tmp_path / "c.db"), "--window-seconds", "2",
                    "--sim-time-scale", "0", "--timeout", "0.5", "--credit-poll", "0.2",
                    "--credit-wait", "0.5", "--max-retry-after", "5",

@@ -4,9 +4,9 @@ import os
 import pty
 import select
 import signal
-import sqlite3
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from mavera_tui.clock import run_virtual
 from mavera_tui.config import Config, EngineSettings, SimSettings
 from mavera_tui.engine import Engine, Settings
+from mavera_tui.states import JobState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,26 +32,22 @@ def _read_for(fd: int, seconds: float) -> bytes:
     return out
 
 
-def _states(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(db)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        return dict(con.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-    finally:
-        con.close()
+def _states(job_states, db: Path) -> Counter[str]:
+    """Jobs per state (job_states checks the database's integrity first)."""
+    return Counter(job_states(db).values())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs a Linux pty")
-def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, monkeypatch):
+def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, monkeypatch,
+                                                                    job_file, job_states):
     db = tmp_path / "monitor.db"
-    jobs = tmp_path / "jobs.jsonl"
     # Five videos for three slots (8-30 s each at time scale 0.2): when the monitor is
     # killed, some are in flight and some still queued.
-    jobs.write_text("".join(
-        f'{{"id": "v{i}", "method": "POST", "path": "/video-analyses", '
-        f'"body": {{"video_seconds": 20}}}}\n' for i in range(5)) + "".join(
-        f'{{"id": "r{i}", "method": "POST", "path": "/responses", "body": {{}}}}\n'
-        for i in range(10)))
+    jobs = job_file(
+        [{"id": f"v{i}", "method": "POST", "path": "/video-analyses",
+          "body": {"video_seconds": 20}} for i in range(5)]
+        + [{"id": f"r{i}", "method": "POST", "path": "/responses", "body": {}}
+           for i in range(10)])
     env = {**os.environ, "TERM": os.environ.get("TERM", "xterm-256color"), "COLUMNS": "100",
            "LINES": "30"}
     env.pop("MAVERA_API_KEY", None)
@@ -69,9 +66,9 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
         os.waitpid(pid, 0)
         os.close(fd)
 
-    before = _states(db)
+    before = _states(job_states, db)
     assert sum(before.values()) == 15, before  # every job persisted before it was sent
-    assert before.get("in_flight", 0) >= 1 and before.get("queued", 0) >= 1, before
+    assert before.get(JobState.IN_FLIGHT, 0) >= 1 and before.get(JobState.QUEUED, 0) >= 1, before
 
     # Restart on the same database (headless here): nothing is left 'in flight', jobs that
     # were in flight become 'outcome unknown' (not re-sent), queued ones run.
@@ -86,10 +83,11 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
         await engine.stop()
 
     run_virtual(resume())
-    after = _states(db)
-    assert after.get("in_flight", 0) == 0
-    assert after.get("outcome_unknown", 0) == before.get("in_flight", 0)
+    after = _states(job_states, db)
+    assert after.get(JobState.IN_FLIGHT, 0) == 0
+    assert after.get(JobState.OUTCOME_UNKNOWN, 0) == before.get(JobState.IN_FLIGHT, 0)
     assert sum(after.values()) == sum(before.values())  # no job lost
     queued_before = sum(v for k, v in before.items()
-                        if k in ("queued", "waiting_window", "waiting_slot", "backoff"))
-    assert after.get("succeeded", 0) >= before.get("succeeded", 0) + queued_before
+                        if k in (JobState.QUEUED, JobState.WAITING_WINDOW, JobState.WAITING_SLOT,
+                                 JobState.BACKOFF))
+    assert after.get(JobState.SUCCEEDED, 0) >= before.get(JobState.SUCCEEDED, 0) + queued_before

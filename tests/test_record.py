@@ -26,6 +26,7 @@ from mavera_tui.record import (
     parse_duration,
     snapshot_state,
 )
+from mavera_tui.states import JobState
 
 WALL0 = 1_700_000_000.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +42,6 @@ def record(db, *, duration=60.0, interval=1.0, jobs=None, **kw):
     return rc, rec, out.getvalue()
 
 
-def query(db, sql):
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def test_durations_take_seconds_or_units():
     assert parse_duration("90") == 90 and parse_duration("90s") == 90
     assert parse_duration("10m") == 600 and parse_duration("2h") == 7200
@@ -56,26 +49,26 @@ def test_durations_take_seconds_or_units():
         parse_duration("ten minutes")
 
 
-def test_a_snapshot_is_written_every_interval_into_an_owner_only_file(tmp_path):
+def test_a_snapshot_is_written_every_interval_into_an_owner_only_file(query_db, tmp_path):
     db = tmp_path / "rec.db"
     rc, rec, log = record(db, duration=60, interval=2.0)
     assert rc == 0
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
-    ts = [r[0] for r in query(db, "SELECT t FROM snapshots ORDER BY t")]
+    ts = [r[0] for r in query_db(db, "SELECT t FROM snapshots ORDER BY t")]
     # one at start and one every 2 s for the duration; then, while the requests in flight
     # land, one every 2 s more, and the final one after the stop
     assert len([t for t in ts if t <= ts[0] + 60.01]) == 31
     gaps = [b - a for a, b in zip(ts, ts[1:-1], strict=False)]
     assert all(abs(g - 2.0) < 0.01 for g in gaps)
-    meta = dict(query(db, "SELECT key, value FROM meta"))
+    meta = dict(query_db(db, "SELECT key, value FROM meta"))
     assert meta["snapshot_encoding"] == "zdelta1" and meta["recorded_target"]
     assert "embedded simulator" in log and "demo workload" in log and "stopped:" in log
 
 
-def test_every_recorded_snapshot_decodes_to_what_the_engine_showed(tmp_path):
+def test_every_recorded_snapshot_decodes_to_what_the_engine_showed(query_db, tmp_path):
     db = tmp_path / "rec.db"
     rc, rec, _ = record(db, duration=90, keyframe_every=25)
-    blobs = [bytes(r[0]) for r in query(db, "SELECT data FROM snapshots ORDER BY t")]
+    blobs = [bytes(r[0]) for r in query_db(db, "SELECT data FROM snapshots ORDER BY t")]
     assert sum(b[:1] == b"K" for b in blobs) >= 3
     dec = SnapshotDecoder()
     states = [json.loads(json.dumps(dec.decode(b))) for b in blobs]
@@ -88,19 +81,18 @@ def test_every_recorded_snapshot_decodes_to_what_the_engine_showed(tmp_path):
             json.loads(json.dumps(snapshot_state(snap)))
 
 
-def test_a_job_file_runs_to_the_end_and_bad_lines_are_reported(tmp_path):
-    jobs = tmp_path / "jobs.jsonl"
+def test_a_job_file_runs_to_the_end_and_bad_lines_are_reported(query_db, tmp_path, job_file):
     lines = [json.dumps({"id": f"j{i}", "method": "POST", "path": "/responses",
                          "body": {"input": f"q{i}"}}) for i in range(20)]
     lines.insert(3, '{"id": "bad", "method": "POST", "path": "/nowhere"}')
-    jobs.write_text("\n".join(lines) + "\n")
+    jobs = job_file(lines)
     db = tmp_path / "rec.db"
     rc, rec, log = record(db, duration=None, jobs=str(jobs))
     assert rc == 0
     assert "line 4" in log and "all jobs done" in log
-    states = dict(query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-    assert states == {"succeeded": 20}
-    assert query(db, "SELECT COUNT(DISTINCT job_id) FROM ledger WHERE job_id IS NOT NULL") \
+    states = dict(query_db(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+    assert states == {JobState.SUCCEEDED: 20}
+    assert query_db(db, "SELECT COUNT(DISTINCT job_id) FROM ledger WHERE job_id IS NOT NULL") \
         == [(20,)]
 
 
@@ -127,7 +119,7 @@ def test_metrics_are_served_on_loopback_and_stop_with_close():
         srv.close()
 
 
-def test_sigterm_during_a_record_loses_nothing(tmp_path):
+def test_sigterm_during_a_record_loses_nothing(query_db, tmp_path):
     db = tmp_path / "rec.db"
     env = {k: v for k, v in os.environ.items()
            if k not in ("MAVERA_API_KEY", "MAVERA_BASE_URL")}
@@ -140,7 +132,7 @@ def test_sigterm_during_a_record_loses_nothing(tmp_path):
         while time.monotonic() < deadline:
             if db.exists() and os.path.getsize(db) > 0:
                 try:
-                    if query(db, "SELECT COUNT(*) FROM snapshots")[0][0] >= 5:
+                    if query_db(db, "SELECT COUNT(*) FROM snapshots")[0][0] >= 5:
                         break
                 except sqlite3.Error:
                     pass
@@ -153,32 +145,34 @@ def test_sigterm_during_a_record_loses_nothing(tmp_path):
     assert proc.returncode == 0, err
     assert "stopping: SIGTERM" in err and "Traceback" not in err
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
-    assert query(db, "PRAGMA integrity_check") == [("ok",)]
-    stopped = dict(query(db, "SELECT key, value FROM meta"))["recording_stopped"]
-    last_t = query(db, "SELECT MAX(t) FROM snapshots")[0][0]
+    assert query_db(db, "PRAGMA integrity_check") == [("ok",)]
+    stopped = dict(query_db(db, "SELECT key, value FROM meta"))["recording_stopped"]
+    last_t = query_db(db, "SELECT MAX(t) FROM snapshots")[0][0]
     assert abs(last_t - float(stopped)) < 0.01  # the final snapshot is there
     # Every job the ledger mentions is in the jobs table, in a state that says what happened.
-    orphans = query(db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND job_id "
-                        "NOT IN (SELECT id FROM jobs)")
+    orphans = query_db(db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND job_id "
+                           "NOT IN (SELECT id FROM jobs)")
     assert orphans == [(0,)]
-    done = query(db, "SELECT COUNT(*) FROM jobs j WHERE state IN ('succeeded', 'failed') "
-                     "AND reason NOT LIKE 'served from cache%' AND NOT EXISTS "
-                     "(SELECT 1 FROM ledger l WHERE l.job_id = j.id)")
+    done = query_db(db, "SELECT COUNT(*) FROM jobs j WHERE state IN (?, ?) "
+                        "AND reason NOT LIKE 'served from cache%' AND NOT EXISTS "
+                        "(SELECT 1 FROM ledger l WHERE l.job_id = j.id)",
+                    (JobState.SUCCEEDED, JobState.FAILED))
     assert done == [(0,)]  # nothing finished without its attempt in the ledger
-    in_flight = query(db, "SELECT COUNT(*) FROM jobs WHERE state = 'in_flight'")[0][0]
+    in_flight = query_db(db, "SELECT COUNT(*) FROM jobs WHERE state = ?",
+                         (JobState.IN_FLIGHT,))[0][0]
     assert in_flight == 0 or "abandoning" in err
 
 
-def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(tmp_path):
+def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(
+        job_file, query_db, tmp_path):
     """Videos take 40-150 s on the simulator: at the end of a 10 s duration the ones in
     flight are paid for, so the recorder sends nothing new, says so once, keeps recording
     while they land, and ends within duration + grace."""
-    jobs = tmp_path / "jobs.jsonl"
-    lines = [json.dumps({"id": f"v{i}", "method": "POST", "path": "/video-analyses",
-                         "body": {"video_seconds": 20}}) for i in range(2)]
-    lines += [json.dumps({"id": f"r{i}", "method": "POST", "path": "/responses",
-                          "body": {"input": f"q{i}"}}) for i in range(400)]
-    jobs.write_text("\n".join(lines) + "\n")
+    lines = [{"id": f"v{i}", "method": "POST", "path": "/video-analyses",
+              "body": {"video_seconds": 20}} for i in range(2)]
+    lines += [{"id": f"r{i}", "method": "POST", "path": "/responses",
+               "body": {"input": f"q{i}"}} for i in range(400)]
+    jobs = job_file(lines)
     db = tmp_path / "rec.db"
     out = io.StringIO()
     rec = Recorder(Settings(Config(sim=SimSettings(tier="starter", purchased=10_000_000)),
@@ -190,23 +184,23 @@ def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(t
     assert log.count("waiting up to 200 s") == 1
     assert "duration 10 s reached: no new requests" in log and "they are paid for" in log
     assert "signal again" not in log and "abandoning" not in log
-    states = dict(query(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-    assert states.get("in_flight", 0) == 0  # every paid-for request's outcome is known
-    assert query(db, "SELECT state FROM jobs WHERE id LIKE 'v%'") == [("succeeded",)] * 2
-    assert states.get("queued", 0) > 0  # the rest was not admitted after the duration
-    sent = [r[0] - WALL0 for r in query(db, "SELECT t FROM ledger WHERE job_id IS NOT NULL")]
+    states = dict(query_db(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+    assert states.get(JobState.IN_FLIGHT, 0) == 0  # every paid-for request's outcome is known
+    assert query_db(db, "SELECT state FROM jobs WHERE id LIKE 'v%'") == [(JobState.SUCCEEDED,)] * 2
+    assert states.get(JobState.QUEUED, 0) > 0  # the rest was not admitted after the duration
+    sent = [r[0] - WALL0 for r in query_db(db, "SELECT t FROM ledger WHERE job_id IS NOT NULL")]
     assert max(sent) <= 10.5  # nothing sent after the duration
-    done = [r[0] - WALL0 for r in query(db, "SELECT t_done FROM ledger")]
+    done = [r[0] - WALL0 for r in query_db(db, "SELECT t_done FROM ledger")]
     assert 40 <= max(done) <= 10 + 200  # waited for the videos, within the documented bound
-    ts = [r[0] for r in query(db, "SELECT t FROM snapshots ORDER BY t")]
+    ts = [r[0] for r in query_db(db, "SELECT t FROM snapshots ORDER BY t")]
     assert len([t for t in ts if t > 11]) >= 25  # the recording went on while they landed
     assert "after waiting" in log and "stopped:" in log
 
 
-def test_a_grace_shorter_than_the_requests_in_flight_abandons_them_and_says_so(tmp_path):
-    jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(json.dumps({"id": "v", "method": "POST", "path": "/video-analyses",
-                                "body": {"video_seconds": 20}}) + "\n")
+def test_a_grace_shorter_than_the_requests_in_flight_abandons_them_and_says_so(tmp_path,
+                                                                              job_file):
+    jobs = job_file([{"id": "v", "method": "POST", "path": "/video-analyses",
+                      "body": {"video_seconds": 20}}])
     out = io.StringIO()
     rec = Recorder(Settings(db=str(tmp_path / "rec.db"), keep_finished=False, mode="record"),
                    duration=5, jobs=str(jobs), grace=3, clock=Clock(wall0=WALL0), out=out)
@@ -216,12 +210,11 @@ def test_a_grace_shorter_than_the_requests_in_flight_abandons_them_and_says_so(t
     assert "1 request(s) still in flight after 3 s: abandoning them" in log
 
 
-def test_a_signal_during_the_end_of_duration_wait_stops_at_once(tmp_path):
+def test_a_signal_during_the_end_of_duration_wait_stops_at_once(job_file, query_db, tmp_path):
     import asyncio
 
-    jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(json.dumps({"id": "v", "method": "POST", "path": "/video-analyses",
-                                "body": {"video_seconds": 20}}) + "\n")
+    jobs = job_file([{"id": "v", "method": "POST", "path": "/video-analyses",
+                      "body": {"video_seconds": 20}}])
     db = tmp_path / "rec.db"
     out = io.StringIO()
     rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record"),
@@ -236,5 +229,5 @@ def test_a_signal_during_the_end_of_duration_wait_stops_at_once(tmp_path):
     assert run_virtual(go()) == 0
     log = out.getvalue()
     assert "still in flight on a signal to stop at once: abandoning" in log
-    last = query(db, "SELECT MAX(t) FROM snapshots")[0][0] - WALL0
+    last = query_db(db, "SELECT MAX(t) FROM snapshots")[0][0] - WALL0
     assert 14 < last < 17

@@ -35,14 +35,6 @@ def recording(tmp_path_factory):
     return db
 
 
-def rows_of(db):
-    con = sqlite3.connect(db)
-    try:
-        return con.execute("SELECT t, data FROM snapshots ORDER BY t").fetchall()
-    finally:
-        con.close()
-
-
 def load(db, clock=None):
     eng = run_virtual(ReplayEngine.load(str(db), now=clock or (lambda: 0.0)))
     return eng

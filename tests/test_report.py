@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -51,12 +50,6 @@ def report(db, **kw):
     return run_virtual(build_report(str(db), **kw))
 
 
-def ledger(db, sql):
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_credits_equal_the_simulators_own_records(recorded):
@@ -68,27 +61,27 @@ def test_credits_equal_the_simulators_own_records(recorded):
     assert rep["requests_total"] == len(sim.records)
 
 
-def test_error_counts_equal_the_simulators(recorded):
+def test_error_counts_equal_the_simulators(query_db, recorded):
     db, sim = recorded
     rep = report(db)
     assert rep["429_count"] == sim.records.count(status=429) > 0
     assert rep["402_count"] == sim.records.count(status=402)
-    assert rep["retry_count"] == ledger(
+    assert rep["retry_count"] == query_db(
         db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND attempt > 1")[0][0]
 
 
-def test_report_numbers_equal_the_ledgers(recorded):
+def test_report_numbers_equal_the_ledgers(query_db, recorded):
     db, _ = recorded
     rep = report(db)
-    total, = ledger(db, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger")[0]
+    total, = query_db(db, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger")[0]
     assert rep["credits_used_total"] == total
-    rows = ledger(db, "SELECT endpoint, COUNT(*), SUM(estimate), SUM(credits_used) FROM ledger "
-                      "WHERE kind = 'ok' AND job_id IS NOT NULL GROUP BY endpoint")
+    rows = query_db(db, "SELECT endpoint, COUNT(*), SUM(estimate), SUM(credits_used) "
+                    "FROM ledger WHERE kind = 'ok' AND job_id IS NOT NULL GROUP BY endpoint")
     for ep, n, est, act in rows:
         x = rep["estimated_vs_actual"][ep]
         assert (x["jobs"], x["estimated"], x["actual"]) == (n, est, act)
-    rem = sorted(r[0] for r in ledger(db, "SELECT rl_remaining FROM ledger "
-                                          "WHERE rl_remaining IS NOT NULL"))
+    rem = sorted(r[0] for r in query_db(db, "SELECT rl_remaining FROM ledger "
+                                            "WHERE rl_remaining IS NOT NULL"))
     assert rep["rate_limit_remaining"]["min"] == rem[0]
     assert rep["rate_limit_remaining"]["median"] == rem[(len(rem) + 1) // 2 - 1]
     assert rep["requests_per_minute"]["peak"] <= rep["rate_limit_limit"]
@@ -96,16 +89,16 @@ def test_report_numbers_equal_the_ledgers(recorded):
     assert rep["batches"] and rep["batches"][0]["makespan_s"] > 0
 
 
-def test_since_and_until_select_a_time_range(recorded):
+def test_since_and_until_select_a_time_range(query_db, recorded):
     db, _ = recorded
     full = report(db)
     tail = report(db, since="-120s")  # back from the end of the recording
     last = full["recording"]["last"]
-    n, = ledger(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {last - 120}")[0]
+    n, = query_db(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {last - 120}")[0]
     assert tail["requests_total"] == n < full["requests_total"]
     lo = WALL0 + 30
     part = report(db, since=str(lo), until=str(lo + 60))
-    n, = ledger(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {lo} AND t <= {lo + 60}")[0]
+    n, = query_db(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {lo} AND t <= {lo + 60}")[0]
     assert part["requests_total"] == n
 
 

@@ -11,7 +11,6 @@ the database and the debug log (spending is nobody else's business).
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 import stat
@@ -20,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_crash import LoopbackSim  # the simulator on 127.0.0.1, served from a thread
 
 from mavera_tui.cli import printable
 from mavera_tui.client import ApiClient, ConfigError, check_base_url
@@ -30,11 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "mvra_test_SECRET123xyz"
 
 
-def run_cli(tmp_path: Path, url: str, name: str, n: int = 12, *extra: str):
-    jobs = tmp_path / f"{name}.jsonl"
-    jobs.write_text("".join(json.dumps(
-        {"id": f"{name}{i}", "method": "POST", "path": "/responses",
-         "body": {"input": f"x{i}"}}) + "\n" for i in range(n)))
+def run_cli(tmp_path: Path, job_file, url: str, name: str, n: int = 12, *extra: str):
+    jobs = job_file([{"id": f"{name}{i}", "method": "POST", "path": "/responses",
+                      "body": {"input": f"x{i}"}} for i in range(n)], name=f"{name}.jsonl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
     env["MAVERA_API_KEY"] = SECRET
     art = {"db": tmp_path / f"{name}.db", "summary": tmp_path / f"{name}.json",
@@ -56,17 +52,16 @@ def all_artefacts(tmp_path: Path, proc) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def hostile_server():
-    srv = LoopbackSim(tier="professional", plan="enterprise", allocation=1_000_000,
-                      window_seconds=2.0, time_scale=0.0, seed=4)
+def hostile_server(loopback_sim_module):
+    srv = loopback_sim_module(tier="professional", plan="enterprise", allocation=1_000_000,
+                              window_seconds=2.0, time_scale=0.0, seed=4, tap=True)
     f = srv.sim.config.faults
     f.hostile_text, f.error_5xx_rate, f.drop_rate, f.bad_body_rate = True, 0.4, 0.1, 0.2
-    yield srv
-    srv.stop()
+    return srv
 
 
-def test_key_in_no_artefact_and_files_owner_only(tmp_path, hostile_server):
-    proc, art = run_cli(tmp_path, hostile_server.url, "hostile")
+def test_key_in_no_artefact_and_files_owner_only(tmp_path, hostile_server, job_file):
+    proc, art = run_cli(tmp_path, job_file, hostile_server.url, "hostile")
     assert proc.returncode in (0, 1), proc.stderr
     assert art["db"].exists() and art["summary"].exists() and art["debug"].exists()
     arts = all_artefacts(tmp_path, proc)
@@ -80,14 +75,14 @@ def test_key_in_no_artefact_and_files_owner_only(tmp_path, hostile_server):
         assert stat.S_IMODE(side.stat().st_mode) & 0o077 == 0, side
 
 
-def test_server_text_is_shown_literally(tmp_path):
+def test_server_text_is_shown_literally(tmp_path, loopback_sim, job_file):
     """A workspace budget that runs out: the parked jobs' reasons carry the server's 402
     message, which here holds escape sequences and markup."""
-    srv = LoopbackSim(tier="professional", plan="enterprise", allocation=1_000_000,
-                      window_seconds=2.0, time_scale=0.0, seed=4, budget_cap=20)
+    srv = loopback_sim(tier="professional", plan="enterprise", allocation=1_000_000,
+                       window_seconds=2.0, time_scale=0.0, seed=4, budget_cap=20, tap=True)
     srv.sim.config.faults.hostile_text = True
     try:
-        proc, art = run_cli(tmp_path, srv.url, "lit", 12, "--credit-wait", "1",
+        proc, art = run_cli(tmp_path, job_file, srv.url, "lit", 12, "--credit-wait", "1",
                             "--credit-poll", "0.5")
     finally:
         srv.stop()
@@ -108,12 +103,12 @@ def test_printable_makes_every_control_character_inert():
     assert "[@click=app.quit]" in shown and "\\x1b]0;pwned\\x07" in shown
 
 
-def test_rejected_key_401(tmp_path):
-    srv = LoopbackSim(tier="professional", plan="enterprise", allocation=1_000_000,
-                      window_seconds=2.0, time_scale=0.0, seed=4,
-                      rejected_keys=frozenset({SECRET}))
+def test_rejected_key_401(tmp_path, loopback_sim, job_file):
+    srv = loopback_sim(tier="professional", plan="enterprise", allocation=1_000_000,
+                       window_seconds=2.0, time_scale=0.0, seed=4,
+                       rejected_keys=frozenset({SECRET}), tap=True)
     try:
-        proc, art = run_cli(tmp_path, srv.url, "denied")
+        proc, art = run_cli(tmp_path, job_file, srv.url, "denied")
     finally:
         srv.stop()
     assert proc.returncode != 0
@@ -141,14 +136,14 @@ async def test_tls_verification_stays_on(backend):
 
 @pytest.mark.parametrize("url", ["http://app.mavera.io/api/v1", "http://10.0.0.5/api",
                                  "http://127.evil.example/api", "http://localhost.evil/api"])
-def test_plain_http_is_refused_off_loopback(url, tmp_path):
+def test_plain_http_is_refused_off_loopback(url, tmp_path, job_file):
     with pytest.raises(ConfigError) as exc:
         check_base_url(url)
     assert "http://" in str(exc.value)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
     env["MAVERA_API_KEY"] = SECRET
-    jobs = tmp_path / "j.jsonl"
-    jobs.write_text('{"id": "a", "method": "POST", "path": "/responses", "body": {}}\n')
+    jobs = job_file(['{"id": "a", "method": "POST", "path": "/responses", "body": {}}'],
+                    name="j.jsonl")
     proc = subprocess.run([sys.executable, "-m", "mavera_tui", "run", str(jobs),
                            "--base-url", url], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)

@@ -19,7 +19,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -351,43 +350,31 @@ def lower_bound(sim: Simulator, end: float) -> tuple[float, float]:
     return first.t, best
 
 
-def run_engine_against(readings: Readings, tmp_path: Path,
+def run_engine_against(loopback_sim: Any, job_file: Any, readings: Readings, tmp_path: Path,
                        start_phase: float | None = None) -> Outcome:
     """Serve a simulator with ``readings`` on 127.0.0.1, run JOBS /responses jobs through
     ``mavera-tui run`` in its own process (as a user would; sharing this process would
     also share its GIL with the server), and measure the run from the server's records."""
-    sim = create_sim(SimConfig(limit=LIMIT, window_seconds=W, time_scale=TIME_SCALE, seed=8,
-                               plan="enterprise", allocation=10_000_000,
-                               readings=readings))
-    server = sim_server.build_server(sim, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text("".join(
-        json.dumps({"id": f"j{i}", "method": "POST", "path": "/responses",
-                    "body": {"input": f"job {i}"}}) + "\n" for i in range(JOBS)))
+    srv = loopback_sim(limit=LIMIT, window_seconds=W, time_scale=TIME_SCALE, seed=8,
+                       plan="enterprise", allocation=10_000_000, readings=readings)
+    sim = srv.sim
+    jobs = job_file([{"id": f"j{i}", "method": "POST", "path": "/responses",
+                      "body": {"input": f"job {i}"}} for i in range(JOBS)])
     summary_path = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
     env["MAVERA_API_KEY"] = "mvra_test_readings"
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.01)
-        url = f"http://127.0.0.1:{sim_server.bound_port(server)}/api/v1"
         if start_phase is not None:
             # Start (after about 0.6 s of interpreter start-up) this far into a calendar
             # window, so that a fixed window's early boundary is worth using: starting
             # right at a boundary would hide it.
             time.sleep(((start_phase - 0.3) * W - time.time() % W) % W)
         proc = subprocess.run(
-            [sys.executable, "-m", "mavera_tui", "run", str(jobs), "--base-url", url,
+            [sys.executable, "-m", "mavera_tui", "run", str(jobs), "--base-url", srv.url,
              "--window-seconds", str(W), "--summary", str(summary_path), "--quiet"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+        srv.stop()  # asserts that uvicorn stopped
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     summary = json.loads(summary_path.read_text())
     assert summary["succeeded"] == JOBS, summary
@@ -408,27 +395,35 @@ def check(out: Outcome) -> None:
         raise TargetMissed(str(out))
 
 
-def test_loopback_the_original_readings(tmp_path: Path) -> None:
-    check(run_engine_against(Readings(), tmp_path))
+@pytest.fixture
+def loopback_run(tmp_path: Path, loopback_sim: Any, job_file: Any) -> Any:
+    """``loopback_run(readings, start_phase=None)``: ``run_engine_against`` in this test."""
+    def run(readings: Readings, start_phase: float | None = None) -> Outcome:
+        return run_engine_against(loopback_sim, job_file, readings, tmp_path, start_phase)
+
+    return run
 
 
-def test_loopback_remaining_counted_before_this_request(tmp_path: Path) -> None:
-    check(run_engine_against(Readings(remaining_counts="before"), tmp_path))
+def test_loopback_the_original_readings(loopback_run: Any) -> None:
+    check(loopback_run(Readings()))
 
 
-def test_loopback_remaining_computed_when_the_answer_leaves(tmp_path: Path) -> None:
-    check(run_engine_against(Readings(remaining_at="response"), tmp_path))
+def test_loopback_remaining_counted_before_this_request(loopback_run: Any) -> None:
+    check(loopback_run(Readings(remaining_counts="before")))
 
 
-def test_loopback_reset_is_now_plus_w(tmp_path: Path) -> None:
-    check(run_engine_against(Readings(reset="now"), tmp_path))
+def test_loopback_remaining_computed_when_the_answer_leaves(loopback_run: Any) -> None:
+    check(loopback_run(Readings(remaining_at="response")))
 
 
-def test_loopback_reset_is_the_next_boundary(tmp_path: Path) -> None:
-    check(run_engine_against(Readings(reset="minute"), tmp_path))
+def test_loopback_reset_is_now_plus_w(loopback_run: Any) -> None:
+    check(loopback_run(Readings(reset="now")))
+
+
+def test_loopback_reset_is_the_next_boundary(loopback_run: Any) -> None:
+    check(loopback_run(Readings(reset="minute")))
 
 
 @XFAIL
-def test_loopback_a_fixed_window_server(tmp_path: Path) -> None:
-    check(run_engine_against(Readings(window_kind="fixed", reset="minute"), tmp_path,
-                             start_phase=0.5))
+def test_loopback_a_fixed_window_server(loopback_run: Any) -> None:
+    check(loopback_run(Readings(window_kind="fixed", reset="minute"), start_phase=0.5))

@@ -9,6 +9,7 @@ from textual.widgets import Button, DataTable, Static
 
 from mavera_tui import catalog
 from mavera_tui.snapshot import AlertView, JobView
+from mavera_tui.states import JobState
 from mavera_tui.ui.app import MIN_SIZE, create_app
 from mavera_tui.ui.chart import ChartView
 from mavera_tui.ui.fixtures import FrozenEngine, demo_history, demo_snapshot
@@ -319,7 +320,7 @@ async def test_cancelling_an_in_flight_job_says_it_cannot_be_recalled():
     engine, app = make()
     async with app.run_test(size=WIDE) as pilot:
         app.main.query_one(DataTable).focus()
-        assert engine.snap.jobs[0].state == "in_flight"
+        assert engine.snap.jobs[0].state == JobState.IN_FLIGHT
         await pilot.press("c")
         await pilot.pause()
         assert not isinstance(app.screen, Confirm) and engine.cancelled == []
@@ -348,7 +349,7 @@ async def test_server_text_is_shown_literally_and_cannot_act():
     snap = dataclasses.replace(
         snap,
         alerts=(AlertView(snap.t, "error", "credits_exhausted", HOSTILE),) + snap.alerts,
-        jobs=(JobView("evil-1", "responses", "POST", "/responses", "failed",
+        jobs=(JobView("evil-1", "responses", "POST", "/responses", JobState.FAILED,
                       reason=HOSTILE, created=snap.t),) + snap.jobs)
     _, app = make(FrozenEngine(snap))
     async with app.run_test(size=WIDE) as pilot:

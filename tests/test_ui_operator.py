@@ -11,6 +11,7 @@ from textual import events
 from textual.widgets import DataTable, Static, Tabs
 
 from mavera_tui.snapshot import AlertView, Snapshot
+from mavera_tui.states import JobState
 from mavera_tui.ui.app import create_app, fit_line
 from mavera_tui.ui.fixtures import FrozenEngine, demo_history, demo_snapshot
 from mavera_tui.ui.pane import Line
@@ -100,7 +101,7 @@ async def test_quit_from_the_palette_asks_like_q_and_the_apps_actions_are_there(
 
 async def test_q_asks_when_jobs_are_queued_and_none_in_flight():
     snap = demo_snapshot()
-    queue = {k: (0 if k == "in_flight" else v) for k, v in snap.queue.items()}
+    queue = {k: (0 if k == JobState.IN_FLIGHT else v) for k, v in snap.queue.items()}
     _, app = make(FrozenEngine(dataclasses.replace(snap, queue=queue)))
     async with app.run_test(size=WIDE) as pilot:
         await pilot.press("q")
@@ -127,9 +128,11 @@ async def test_the_selection_stays_on_its_job_when_new_jobs_arrive(monkeypatch):
         await pilot.press("down")
         await pilot.pause()
         picked = pane.selected_job
-        assert picked == engine.snap.jobs[1].id and engine.snap.jobs[1].state == "waiting_slot"
+        assert picked == engine.snap.jobs[1].id
+        assert engine.snap.jobs[1].state == JobState.WAITING_SLOT
         assert picked in str(pane.border_subtitle)  # marked in words, not only colour
-        new = tuple(dataclasses.replace(engine.snap.jobs[-1], id=f"new-{i}", state="queued")
+        new = tuple(dataclasses.replace(engine.snap.jobs[-1], id=f"new-{i}",
+                                        state=JobState.QUEUED)
                     for i in range(5))
         engine.snap = dataclasses.replace(engine.snap, jobs=new + engine.snap.jobs,
                                           t=engine.snap.t + 2)
@@ -233,7 +236,7 @@ async def test_burn_does_not_claim_history_it_does_not_have():
 async def test_enter_opens_the_jobs_attempts_with_server_text_literal():
     snap = demo_snapshot()
     engine, app = make(FrozenEngine(snap))
-    failed = next(j for j in snap.jobs if j.state == "failed")
+    failed = next(j for j in snap.jobs if j.state == JobState.FAILED)
     async with app.run_test(size=WIDE) as pilot:
         pane = app.main.query_one("#jobs-pane")
         table = app.main.query_one(DataTable)
@@ -265,8 +268,7 @@ async def test_cancel_all_matching_asks_with_the_count_and_skips_in_flight():
         await pilot.pause()
         assert isinstance(app.screen, Confirm)
         waiting = [j for j in engine.snap.jobs if "mave" in j.id
-                   and j.state in ("queued", "waiting_window", "waiting_slot", "backoff",
-                                   "waiting_credits", "paused")]
+                   and JobState(j.state).waiting]
         assert f"Cancel {len(waiting)} queued" in str(
             app.screen.query_one("#confirm-text", Static).content)
         await pilot.press("y")
@@ -280,7 +282,7 @@ async def test_retry_failed_matching_asks_with_the_count_then_retries():
         await pilot.press("R")
         await pilot.pause()
         assert isinstance(app.screen, Confirm)
-        failed = [j.id for j in engine.snap.jobs if j.state == "failed"]
+        failed = [j.id for j in engine.snap.jobs if j.state == JobState.FAILED]
         assert f"Retry {len(failed)} job" in str(
             app.screen.query_one("#confirm-text", Static).content)
         await pilot.press("y")
@@ -460,7 +462,7 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
             assert a["status"] == 200 and a["credits_used"] >= 0 and a["rl_limit"]
             page, total = await live.jobs_page(0, 2, "job-", order="id", descending=False)
             assert total == 3 and [j.id for j in page] == ["job-0", "job-1"]
-            assert [j.state for j in page] == ["succeeded", "succeeded"]
+            assert [j.state for j in page] == [JobState.SUCCEEDED] * 2
             snap = live.snapshot()
             assert snap.last_answer_t is not None and snap.last_answer_t <= snap.t
             assert snap.last_latency is not None and snap.last_latency > 0
@@ -468,7 +470,7 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
                 await live.retry("job-0")
             with pytest.raises(ValueError, match="not known"):
                 await live.retry("nope")
-            live.sched._recent["job-2"].state = "failed"  # as a 4xx would leave it
+            live.sched._recent["job-2"].state = JobState.FAILED  # as a 4xx would leave it
             new_id = await live.retry("job-2")
             assert new_id == "job-2~r1"
             await asyncio.wait_for(live.sched.wait_idle(), 1000)
@@ -476,7 +478,7 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
             live.sched._recent.clear()
             await live.engine.store.flush()
             await live.engine.store._db.execute(
-                "UPDATE jobs SET state = 'failed' WHERE id = 'job-1'")
+                "UPDATE jobs SET state = ? WHERE id = 'job-1'", (JobState.FAILED,))
             new_id = await live.retry("job-1")
             assert new_id == "job-1~r2"
             await asyncio.wait_for(live.sched.wait_idle(), 1000)

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from .. import catalog
 from .app import SimulatedDrop, Simulator, create_sim
@@ -25,6 +26,9 @@ from .config import (
     Readings,
     SimConfig,
 )
+
+if TYPE_CHECKING:
+    import uvicorn  # imported when a server is built: the in-process simulator needs none
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +130,7 @@ class _QuietDrops(logging.Filter):
         return not isinstance(exc, SimulatedDrop)
 
 
-def build_server(sim: Simulator, host: str, port: int):  # type: ignore[no-untyped-def]
+def build_server(sim: Simulator, host: str, port: int) -> uvicorn.Server:
     """A uvicorn Server for ``sim`` (not started). Also used by tests."""
     import uvicorn
 
@@ -136,7 +140,7 @@ def build_server(sim: Simulator, host: str, port: int):  # type: ignore[no-untyp
     return uvicorn.Server(config)
 
 
-def bound_port(server) -> int:  # type: ignore[no-untyped-def]
+def bound_port(server: uvicorn.Server) -> int:
     """The port a started uvicorn Server listens on (useful with port 0)."""
     for srv in server.servers:
         for sock in srv.sockets:

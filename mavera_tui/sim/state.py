@@ -135,13 +135,6 @@ class Account:
         self.transactions.append(txn)
         return txn
 
-    def new_period(self) -> None:
-        """Start a billing cycle: allocation back to full (no rollover), monthly sums reset."""
-        self.period_used = 0
-        self.period_spent = 0
-        self.recharge_spent_eur = 0.0
-        self._fired.clear()
-
     def _maybe_recharge(self, wall: float) -> None:
         ar = self.config.auto_recharge
         if not ar.enabled or self.raw_balance >= ar.threshold:

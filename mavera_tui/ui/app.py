@@ -429,22 +429,22 @@ class MaveraApp(App[None]):
             return
         name = clean(job.id, limit=60)
         if job.state == IN_FLIGHT:
-            self.notify(Content(f"{name} is in flight: its request is sent and cannot be "
-                                "recalled; the answer will be charged as usual"),
-                        severity="warning")
+            self.notify(f"{name} is in flight: its request is sent and cannot be "
+                        "recalled; the answer will be charged as usual",
+                        markup=False, severity="warning")
             return
         if job.state in FINAL_STATES:
-            self.notify(Content(f"{name} is already {job.state}: nothing to cancel"),
-                        severity="warning")
+            self.notify(f"{name} is already {job.state}: nothing to cancel",
+                        markup=False, severity="warning")
             return
 
         def done(yes: bool | None) -> None:
             if not yes:
                 return
             ok = self.engine.cancel(job.id)
-            self.notify(Content(f"cancelled {name}" if ok else
-                                f"{name} could not be cancelled: it was sent or finished "
-                                "meanwhile"), severity="information" if ok else "warning")
+            self.notify(f"cancelled {name}" if ok else
+                        f"{name} could not be cancelled: it was sent or finished meanwhile",
+                        markup=False, severity="information" if ok else "warning")
             log.info("operator cancelled %s: %s", job.id, ok)
             self.poll()
 
@@ -524,8 +524,8 @@ class MaveraApp(App[None]):
             return
         name = clean(job.id, limit=60)
         if job.state not in WAITING_STATES:
-            self.notify(Content(f"{name} is {job.state}: only a job not yet sent can change "
-                                "priority"), severity="warning")
+            self.notify(f"{name} is {job.state}: only a job not yet sent can change priority",
+                        markup=False, severity="warning")
             return
         from ..jobs import PRIORITY_RANGE
 
@@ -533,9 +533,9 @@ class MaveraApp(App[None]):
             if value is None or value == job.priority:
                 return
             ok = self.engine.set_priority(job.id, value)  # type: ignore[attr-defined]
-            self.notify(Content(f"{name}: priority {job.priority} → {value}" if ok else
-                                f"{name} was sent or finished meanwhile: priority unchanged"),
-                        severity="information" if ok else "warning")
+            self.notify(f"{name}: priority {job.priority} → {value}" if ok else
+                        f"{name} was sent or finished meanwhile: priority unchanged",
+                        markup=False, severity="information" if ok else "warning")
             log.info("operator set priority of %s to %d: %s", job.id, value, ok)
             self.main.query_one(JobsPane).show_next_at_once()
             self.poll()
@@ -756,12 +756,15 @@ def create_app(engine: EngineControl, *, refresh: float = 0.5, mode_label: str |
 def _terminal_alive() -> bool:
     """False once stdin/stdout are closed or no longer a terminal (SSH dropped)."""
     try:
-        for stream in (sys.__stdin__, sys.__stdout__):
-            if stream is None or stream.closed or not os.isatty(stream.fileno()):
+        stdin, stdout = sys.__stdin__, sys.__stdout__
+        if stdin is None or stdout is None:
+            return False
+        for stream in (stdin, stdout):
+            if stream.closed or not os.isatty(stream.fileno()):
                 return False
         import termios
 
-        termios.tcgetattr(sys.__stdout__.fileno())  # EIO after a hangup
+        termios.tcgetattr(stdout.fileno())  # EIO after a hangup
     except (OSError, ValueError):
         return False
     except ImportError:  # pragma: no cover - not POSIX

@@ -162,7 +162,8 @@ def stacked(layers: Sequence[tuple[Sequence[int], str, str]], span_s: float, wid
         # A tick mark only where there is a label: unlabelled ticks read as values.
         parts.append((label.rjust(label_w - 1) + (" ┤" if label else " │"),
                       "$foreground-muted"))
-        run_style, run = "", []
+        run_style = ""
+        run: list[str] = []
         for char, style in row:
             if style != run_style and run:
                 parts.append(("".join(run), run_style))

@@ -17,10 +17,12 @@ from ..history import History
 from ..jobs import JobSpec
 from ..snapshot import (
     BACKOFF,
+    BLOCKED,
     CANCELLED,
     FAILED,
     FINAL_STATES,
     IN_FLIGHT,
+    OUTCOME_UNKNOWN,
     QUEUED,
     SUCCEEDED,
     WAITING_CREDITS,
@@ -31,6 +33,7 @@ from ..snapshot import (
     JobView,
     Snapshot,
 )
+from ..states import ErrorKind
 
 #: A fixed instant (2026-01-15 09:30:00 UTC) so that rendered times never depend on "now".
 DEMO_T = 1_768_469_400.0
@@ -106,7 +109,7 @@ class FrozenEngine:
 
     async def retry(self, job_id: str) -> str:
         job = next((j for j in self.snap.jobs if j.id == job_id), None)
-        if job is None or job.state not in (FAILED, "blocked_preflight", "outcome_unknown"):
+        if job is None or job.state not in (FAILED, BLOCKED, OUTCOME_UNKNOWN):
             raise ValueError(f"{job_id} cannot be retried")
         self.retried.append(job_id)
         return f"{job_id}~r{len(self.retried)}"
@@ -121,7 +124,7 @@ def demo_attempt(job: JobView, i: int) -> dict[str, Any]:
     return {"t": job.created + 5 + 20 * i, "t_done": job.created + 7 + 20 * i,
             "attempt": i + 1, "status": status,
             "kind": "ok" if status == 200 else "in flight" if status is None else
-            "invalid_request" if status == 400 else "server_error",
+            "invalid_request" if status == 400 else ErrorKind.SERVER,
             "code": None, "credits_used": job.actual if last else None,
             "estimate": job.estimate, "latency": 1.8 + i, "rl_limit": 120,
             "rl_remaining": 90 - i, "rl_reset": None, "retry_after": None if last else 8.0,
@@ -174,8 +177,8 @@ def demo_snapshot(t: float = DEMO_T, *, step: int = 90) -> Snapshot:
                       hold_s=6.0 if e.key == "focus_groups" else 0.0)
         for e in catalog.ENDPOINTS.values() if e.key != "billing_credits")
     wave = int(3 + 3 * math.sin(step / 8.0))
-    queue = {QUEUED: 2 + wave, WAITING_WINDOW: 3, WAITING_SLOT: 8 - wave // 2, BACKOFF: 1,
-             WAITING_CREDITS: 1, IN_FLIGHT: sum(in_flight.values())}
+    queue: dict[str, int] = {QUEUED: 2 + wave, WAITING_WINDOW: 3, WAITING_SLOT: 8 - wave // 2,
+                             BACKOFF: 1, WAITING_CREDITS: 1, IN_FLIGHT: sum(in_flight.values())}
     jobs = tuple(
         JobView(jid, ep, catalog.ENDPOINTS[ep].method, catalog.ENDPOINTS[ep].path, state,
                 0, est, actual, att, created=t - age, updated=t - max(0, age - 30),

@@ -12,16 +12,23 @@ from textual.content import Content
 from textual.widgets import DataTable, Input
 
 from ..history import History
-from ..snapshot import ACTIVE_STATES, FINAL_STATES, IN_FLIGHT, JobView, Snapshot
+from ..snapshot import ACTIVE_STATES, FINAL_STATES, JobView, Snapshot
+from ..states import JobState
 from .pane import Pane
 from .text import clean, duration
 
 COLUMNS = ("id", "state", "endpoint", "est", "actual", "att", "age", "reason")
 ALL_STATES = ACTIVE_STATES + FINAL_STATES
 STATE_WIDTH = max(len(s) for s in ALL_STATES)
-STATE_STYLE = {"succeeded": "$success", "failed": "$error", "blocked_preflight": "$error",
-               "cancelled": "$foreground-muted", "outcome_unknown": "$warning",
-               IN_FLIGHT: "$primary bold", "waiting_credits": "$warning"}
+STATE_STYLE: dict[str, str] = {
+    JobState.SUCCEEDED: "$success", JobState.FAILED: "$error", JobState.BLOCKED: "$error",
+    JobState.CANCELLED: "$foreground-muted", JobState.OUTCOME_UNKNOWN: "$warning",
+    JobState.IN_FLIGHT: "$primary bold", JobState.WAITING_CREDITS: "$warning"}
+
+
+def _cell_width(cell: Text | Content) -> int:
+    """Terminal cells a table cell takes (rich and Textual name the measure differently)."""
+    return cell.cell_len if isinstance(cell, Text) else cell.cell_length
 
 
 def job_row(job: JobView, now: float) -> tuple[Text | Content, ...]:
@@ -245,8 +252,7 @@ class JobsPane(Pane):
         full text is in the job's detail): the table's edge would cut mid-word."""
         if not rows:
             return rows
-        widths = [max(len(COLUMNS[i]), *(c[i].cell_len if isinstance(c[i], Text)
-                                           else c[i].cell_length for _, c in rows))
+        widths = [max(len(COLUMNS[i]), *(_cell_width(c[i]) for _, c in rows))
                   for i in range(len(COLUMNS) - 1)]
         widths[COLUMNS.index("state")] = STATE_WIDTH
         # Each column has one cell of padding either side; 2 more for the scroll bar.

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from ..demo import simulate_demo
 from ..history import History
@@ -35,8 +36,8 @@ async def _open_form(pilot: Pilot) -> None:
     await pilot.press("n")
     await pilot.pause()
     form = pilot.app.screen
-    form.query_one("#sample_size").value = "50"
-    form.query_one("#questions").value = "5"
+    form.query_one("#sample_size", Input).value = "50"
+    form.query_one("#questions", Input).value = "5"
     await pilot.pause()
 
 

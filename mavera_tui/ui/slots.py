@@ -12,12 +12,6 @@ from .pane import Line, Pane
 from .text import duration
 
 
-def slot_bar(in_flight: int, cap: int) -> str:
-    """``■■■■■■■□□□ 7/10``: one cell per slot (over-cap shown as full)."""
-    full = max(0, min(in_flight, cap))
-    return "■" * full + "□" * (cap - full) + f" {in_flight}/{cap}"
-
-
 class SlotsPane(Pane):
     """For every endpoint with a concurrency cap: a slot bar, waiting count and 429 hold."""
 

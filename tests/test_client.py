@@ -25,6 +25,7 @@ from mavera_tui.client import (
 )
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.sim import Faults, SimConfig, create_sim, sim_transport
+from mavera_tui.states import ErrorKind
 
 NOW = 1_700_000_000.0
 LIMIT, REMAINING, RESET, RETRY = (catalog.HEADER_LIMIT, catalog.HEADER_REMAINING,
@@ -137,37 +138,37 @@ def envelope(code: str | None, message: str = "m") -> dict[str, Any]:
 def test_a_429_for_the_window_and_one_for_a_concurrency_cap_are_told_apart() -> None:
     h0 = RateHeaders(60, 0, None, 5.0)
     err = classify(429, envelope(catalog.CODE_RATE_LIMIT), h0)
-    assert err is not None and err.kind == api.RATE_LIMITED
+    assert err is not None and err.kind == ErrorKind.RATE_LIMITED
     err = classify(429, envelope(catalog.CODE_CONCURRENCY), RateHeaders(60, 40, None, 1.0))
-    assert err is not None and err.kind == api.CONCURRENCY
+    assert err is not None and err.kind == ErrorKind.CONCURRENCY
 
 
 def test_a_429_with_an_unknown_code_is_a_concurrency_limit_only_if_the_window_had_room() -> None:
     assert classify(429, envelope("slow_down"), RateHeaders(60, 3, None, None)).kind \
-        == api.CONCURRENCY  # type: ignore[union-attr]
+        == ErrorKind.CONCURRENCY  # type: ignore[union-attr]
     assert classify(429, envelope("slow_down"), RateHeaders(60, 0, None, None)).kind \
-        == api.RATE_LIMITED  # type: ignore[union-attr]
-    assert classify(429, None, RateHeaders()).kind == api.RATE_LIMITED  # type: ignore[union-attr]
+        == ErrorKind.RATE_LIMITED  # type: ignore[union-attr]
+    assert classify(429, None, RateHeaders()).kind == ErrorKind.RATE_LIMITED  # type: ignore[union-attr]
 
 
 def test_402_credits_exhausted_and_budget_exceeded_are_distinct() -> None:
     err = classify(402, envelope(catalog.CODE_CREDITS_EXHAUSTED), RateHeaders())
-    assert err is not None and err.kind == api.CREDITS and err.code == "credits_exhausted"
+    assert err is not None and err.kind == ErrorKind.CREDITS and err.code == "credits_exhausted"
     err = classify(402, envelope(catalog.CODE_BUDGET_EXCEEDED), RateHeaders())
-    assert err is not None and err.kind == api.BUDGET
+    assert err is not None and err.kind == ErrorKind.BUDGET
     err = classify(402, {"error": "no money"}, RateHeaders())
-    assert err is not None and err.kind == api.CREDITS and err.message == "no money"
+    assert err is not None and err.kind == ErrorKind.CREDITS and err.message == "no money"
 
 
 def test_401_5xx_and_other_4xx_are_typed() -> None:
     assert classify(401, envelope("invalid_api_key"), RateHeaders()).kind \
-        == api.AUTH  # type: ignore[union-attr]
-    assert classify(403, None, RateHeaders()).kind == api.AUTH  # type: ignore[union-attr]
+        == ErrorKind.AUTH  # type: ignore[union-attr]
+    assert classify(403, None, RateHeaders()).kind == ErrorKind.AUTH  # type: ignore[union-attr]
     for status in (500, 502, 503, 504):
         err = classify(status, "<html>", RateHeaders())
-        assert err is not None and err.kind == api.SERVER and err.kind in api.RETRYABLE
+        assert err is not None and err.kind == ErrorKind.SERVER and ErrorKind(err.kind).retryable
     assert classify(404, envelope("not_found"), RateHeaders()).kind \
-        == api.CLIENT  # type: ignore[union-attr]
+        == ErrorKind.CLIENT  # type: ignore[union-attr]
     assert classify(200, {}, RateHeaders()) is None
 
 
@@ -261,8 +262,9 @@ def test_the_api_key_never_appears_in_repr_or_in_any_outcome_or_error_text() -> 
         outs.append(await c.request("POST", "/slow", {}))
         await c.aclose()
         kinds = {o.error.kind for o in outs if o.error}
-        assert {api.SERVER, api.CONNECTION, api.BAD_RESPONSE, api.AUTH, api.TIMEOUT,
-                api.CLIENT, api.RATE_LIMITED, api.CREDITS} <= kinds, kinds
+        assert {ErrorKind.SERVER, ErrorKind.CONNECTION, ErrorKind.BAD_RESPONSE, ErrorKind.AUTH,
+                ErrorKind.TIMEOUT, ErrorKind.CLIENT, ErrorKind.RATE_LIMITED,
+                ErrorKind.CREDITS} <= kinds, kinds
         for o in outs:
             texts.append(repr(o))
             if o.error:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from typing import Any
 import pytest
 
 from mavera_tui import cli
-from mavera_tui.sim import SimConfig, create_sim
-from mavera_tui.sim import server as sim_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"jobs", "succeeded", "failed", "blocked_preflight", "waiting_for_credits",
@@ -30,12 +27,6 @@ FAST = ["--window-seconds", "2", "--sim-time-scale", "0.01"]
 def no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAVERA_API_KEY", raising=False)
     monkeypatch.delenv("MAVERA_BASE_URL", raising=False)
-
-
-def write_jobs(path: Path, lines: list[Any]) -> Path:
-    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines)
-                    + "\n")
-    return path
 
 
 def job(i: int | str, path: str = "/responses", body: dict[str, Any] | None = None,
@@ -89,8 +80,8 @@ def test_bad_estimate_input_is_one_line_on_stderr_with_exit_2(
 
 
 def test_run_writes_the_summary_json_and_exits_0_when_every_job_succeeds(
-        no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = job_file([
         *(job(f"r{i}") for i in range(12)),
         job("fg", "/focus-groups", {"sample_size": 20, "questions": ["a", "b"]}),
         job("mave", "/mave/chat", {"message": "hi", "complexity": "simple"}),
@@ -114,8 +105,8 @@ def test_run_writes_the_summary_json_and_exits_0_when_every_job_succeeds(
 
 
 def test_run_reports_each_bad_line_and_runs_the_valid_ones(
-        no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = job_file([
         job("ok1"),
         "{this is not json",
         job("ok2"),
@@ -138,8 +129,8 @@ def test_run_reports_each_bad_line_and_runs_the_valid_ones(
 
 
 def test_run_strict_with_a_bad_line_runs_nothing_and_exits_2(
-        no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [job("ok1"), "{oops", job("ok2")])
+        job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = job_file([job("ok1"), "{oops", job("ok2")])
     summary_path = tmp_path / "summary.json"
     code = cli.main(["run", str(jobs), "--strict", "--summary", str(summary_path), *FAST])
     cap = capsys.readouterr()
@@ -150,8 +141,8 @@ def test_run_strict_with_a_bad_line_runs_nothing_and_exits_2(
 
 
 def test_run_exits_1_when_a_job_is_refused_by_preflight(
-        no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = job_file([
         job("cheap"), job("fg", "/focus-groups", {"sample_size": 50, "questions": 5}),
     ])
     summary_path = tmp_path / "summary.json"
@@ -174,10 +165,10 @@ def test_run_with_a_missing_job_file_is_one_line_and_exit_3(
 
 
 def test_run_refuses_plain_http_to_a_remote_host(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        job_file, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAVERA_API_KEY", "mvra_test_SECRET_cli")
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [job("a")])
+    jobs = job_file([job("a")])
     code = cli.main(["run", str(jobs), "--base-url", "http://app.mavera.io/api/v1"])
     cap = capsys.readouterr()
     assert code == 3
@@ -194,59 +185,48 @@ def test_run_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]
 # --- over loopback HTTP ------------------------------------------------------------------------
 
 
-def test_a_run_over_loopback_http_matches_the_api_sides_own_records(tmp_path: Path) -> None:
+def test_a_run_over_loopback_http_matches_the_api_sides_own_records(
+        tmp_path: Path, loopback_sim: Any, job_file: Any) -> None:
     limit = 10
-    sim = create_sim(SimConfig(limit=limit, window_seconds=2.0, time_scale=0.02, seed=5,
-                               plan="professional"))
-    server = sim_server.build_server(sim, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            assert thread.is_alive(), "uvicorn exited"
-            time.sleep(0.01)
-        port = sim_server.bound_port(server)
-        jobs = write_jobs(tmp_path / "jobs.jsonl", [
-            *(job(f"r{i}") for i in range(22)),
-            *(job(f"m{i}", "/mave/chat", {"message": "x", "complexity": "simple"})
-              for i in range(3)),
-            *(job(f"f{i}", "/focus-groups", {"sample_size": 10, "questions": ["a"]})
-              for i in range(2)),
-            job("v", "/video-analyses", {"video_seconds": 20}),
-            job("p", "/personas", {}, method="GET"),
-        ])
-        summary_path = tmp_path / "summary.json"
-        env = {**os.environ, "MAVERA_API_KEY": "mvra_test_loopback"}
-        env.pop("MAVERA_BASE_URL", None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "mavera_tui", "run", str(jobs),
-             "--base-url", f"http://127.0.0.1:{port}/api/v1", "--window-seconds", "2",
-             "--summary", str(summary_path), "--db", str(tmp_path / "run.db")],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        assert "Traceback" not in proc.stderr
-        assert "mvra_test_loopback" not in proc.stderr + proc.stdout
-        s = json.loads(summary_path.read_text())
-        recs = sim.records
-        assert s["succeeded"] == s["jobs"] == 29
-        assert s["credits_used"] == recs.total_charged() > 0
-        assert s["responses_429"] == recs.count(status=429)
-        assert recs.max_window_count() <= limit
-        assert recs.max_arrivals_in_window() <= limit
-        for ep, cap in (("mave", 10), ("focus_groups", 5), ("video_analyses", 3)):
-            assert recs.max_in_flight(ep) <= cap
-        # One request per job (plus the engine's balance reads), none sent twice.
-        job_requests = [r for r in recs if r.endpoint != "billing_credits"]
-        assert len(job_requests) == 29
-        # The window was used: 30 requests at 10 per 2 s take at least 2 windows, and the
-        # run did not dawdle far beyond the bound.
-        assert 4.0 <= s["makespan_s"] < 4.0 + 6.0
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+    srv = loopback_sim(limit=limit, window_seconds=2.0, time_scale=0.02, seed=5,
+                       plan="professional")
+    sim = srv.sim
+    jobs = job_file([
+        *(job(f"r{i}") for i in range(22)),
+        *(job(f"m{i}", "/mave/chat", {"message": "x", "complexity": "simple"})
+          for i in range(3)),
+        *(job(f"f{i}", "/focus-groups", {"sample_size": 10, "questions": ["a"]})
+          for i in range(2)),
+        job("v", "/video-analyses", {"video_seconds": 20}),
+        job("p", "/personas", {}, method="GET"),
+    ])
+    summary_path = tmp_path / "summary.json"
+    env = {**os.environ, "MAVERA_API_KEY": "mvra_test_loopback"}
+    env.pop("MAVERA_BASE_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mavera_tui", "run", str(jobs),
+         "--base-url", srv.url, "--window-seconds", "2",
+         "--summary", str(summary_path), "--db", str(tmp_path / "run.db")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "mvra_test_loopback" not in proc.stderr + proc.stdout
+    s = json.loads(summary_path.read_text())
+    recs = sim.records
+    assert s["succeeded"] == s["jobs"] == 29
+    assert s["credits_used"] == recs.total_charged() > 0
+    assert s["responses_429"] == recs.count(status=429)
+    assert recs.max_window_count() <= limit
+    assert recs.max_arrivals_in_window() <= limit
+    for ep, cap in (("mave", 10), ("focus_groups", 5), ("video_analyses", 3)):
+        assert recs.max_in_flight(ep) <= cap
+    # One request per job (plus the engine's balance reads), none sent twice.
+    job_requests = [r for r in recs if r.endpoint != "billing_credits"]
+    assert len(job_requests) == 29
+    # The window was used: 30 requests at 10 per 2 s take at least 2 windows, and the
+    # run did not dawdle far beyond the bound.
+    assert 4.0 <= s["makespan_s"] < 4.0 + 6.0
+    srv.stop()  # asserts that uvicorn stopped
     # Alone on the key: not a single 429. (Each send is stamped by its own task as it is
     # written; stamping a whole burst at once let the last requests arrive after their
     # stamp + window, and about one run in three collected a 429 here.)

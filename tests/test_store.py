@@ -12,17 +12,17 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mavera_tui import snapshot as S
-from mavera_tui.client import ApiClient
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.jobs import JobSpec
-from mavera_tui.scheduler import Scheduler, SchedulerConfig
-from mavera_tui.sim import SimConfig, Simulator, create_sim, sim_transport
+from mavera_tui.scheduler import Scheduler
+from mavera_tui.sim import SimConfig, Simulator, create_sim
 from mavera_tui.store import Store, StoreError
 
 WALL0 = 1_800_000_000.0
@@ -36,37 +36,26 @@ def news_jobs(n: int = N) -> list[JobSpec]:
             for i in range(n)]
 
 
-async def _session(sim: Simulator, clock: Clock, db: Path, *, specs: list[JobSpec],
-                   resend_up_to: int = 0, crash_after: float | None = None,
-                   ) -> Scheduler:
-    client = ApiClient("http://sim/api/v1", KEY, clock=clock, transport=sim_transport(sim))
-    store = await Store.open(db)
-    sched = Scheduler(client, clock=clock, store=store,
-                      config=SchedulerConfig(window_seconds=60.0, seed=1,
-                                             resend_unknown_up_to=resend_up_to))
-    await sched.start()
+async def _session(make_rig: Callable[..., Any], sim: Simulator, db: Path, *,
+                   specs: list[JobSpec], resend_up_to: int = 0,
+                   crash_after: float | None = None) -> Scheduler:
+    rig = await make_rig(sim, key=KEY, db=db, window_seconds=60.0,
+                         resend_unknown_up_to=resend_up_to)
     if specs:
-        await sched.submit_many(specs)
+        await rig.sched.submit_many(specs)
     if crash_after is not None:
         await asyncio.sleep(crash_after)
-        await sched.abort()            # in-flight requests are cut off mid-way
+        await rig.sched.abort()        # in-flight requests are cut off mid-way
+        await rig.store.close()
+        await rig.client.aclose()
     else:
-        await sched.wait_idle()
-        await sched.close()
-    await store.close()
-    await client.aclose()
-    return sched
+        await rig.sched.wait_idle()
+        await rig.close()
+    return rig.sched
 
 
-async def _db_states(db: Path) -> dict[str, str]:
-    store = await Store.open(db, readonly=True)
-    try:
-        return {j.id: j.state for j in await store.load_jobs()}
-    finally:
-        await store.close()
-
-
-def _crash_and_restart(tmp_path: Path, resend_up_to: int) -> dict[str, Any]:
+def _crash_and_restart(make_rig: Callable[..., Any], job_states: Callable[..., Any],
+                       tmp_path: Path, resend_up_to: int) -> dict[str, Any]:
     db = tmp_path / "jobs.db"
 
     async def main() -> dict[str, Any]:
@@ -75,14 +64,14 @@ def _crash_and_restart(tmp_path: Path, resend_up_to: int) -> dict[str, Any]:
         # more at its end; we stop 1 s into the second window, while those 10 run (2-8 s).
         sim = create_sim(SimConfig(limit=10, plan="enterprise", allocation=10**6, seed=2),
                          clock)
-        first = await _session(sim, clock, db, specs=news_jobs(), crash_after=61.0)
-        states1 = await _db_states(db)
+        first = await _session(make_rig, sim, db, specs=news_jobs(), crash_after=61.0)
+        states1 = job_states(db)
         in_flight_at_crash = sorted(i for i, s in states1.items() if s == S.IN_FLIGHT)
         await sim.drain()                  # the cut-off requests still complete server-side
         await asyncio.sleep(61.0)          # the window empties
-        second = await _session(sim, clock, db, specs=[], resend_up_to=resend_up_to)
+        second = await _session(make_rig, sim, db, specs=[], resend_up_to=resend_up_to)
         return {"sim": sim, "states1": states1, "in_flight": in_flight_at_crash,
-                "first": first, "second": second, "states2": await _db_states(db)}
+                "first": first, "second": second, "states2": job_states(db)}
 
     return run_virtual(main())
 
@@ -96,8 +85,8 @@ def _sent_per_job(sim: Simulator) -> Counter[str]:
 
 
 def test_a_restart_resumes_queued_jobs_and_never_resends_one_that_was_in_flight(
-        tmp_path: Path) -> None:
-    out = _crash_and_restart(tmp_path, resend_up_to=0)
+        job_states, make_rig, tmp_path: Path) -> None:
+    out = _crash_and_restart(make_rig, job_states, tmp_path, resend_up_to=0)
     states1, states2, sim = out["states1"], out["states2"], out["sim"]
     done1 = {i for i, s in states1.items() if s == S.SUCCEEDED}
     queued1 = {i for i, s in states1.items() if s in S.WAITING_STATES}
@@ -119,8 +108,9 @@ def test_a_restart_resumes_queued_jobs_and_never_resends_one_that_was_in_flight(
 
 
 def test_a_restart_resends_in_flight_jobs_that_cost_at_most_the_threshold(
-        tmp_path: Path) -> None:
-    out = _crash_and_restart(tmp_path, resend_up_to=20)   # a news analysis costs <= 20
+        job_states, make_rig, tmp_path: Path) -> None:
+    # A news analysis costs <= 20.
+    out = _crash_and_restart(make_rig, job_states, tmp_path, resend_up_to=20)
     sent = _sent_per_job(out["sim"])
     for i in out["in_flight"]:
         assert out["states2"][i] == S.SUCCEEDED
@@ -129,13 +119,13 @@ def test_a_restart_resends_in_flight_jobs_that_cost_at_most_the_threshold(
 
 
 def test_jobs_are_persisted_before_dispatch_and_the_ledger_records_every_attempt(
-        tmp_path: Path) -> None:
+        make_rig, tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
 
     async def main() -> None:
         clock = Clock(wall0=WALL0)
         sim = create_sim(SimConfig(limit=600, plan="enterprise", allocation=10**6), clock)
-        await _session(sim, clock, db, specs=news_jobs(5))
+        await _session(make_rig, sim, db, specs=news_jobs(5))
         store = await Store.open(db, readonly=True)
         rows = await store.query("SELECT job_id, status, credits_used, estimate, attempt "
                                  "FROM ledger WHERE job_id IS NOT NULL ORDER BY job_id")
@@ -240,76 +230,58 @@ def _sqlite_threads() -> int:
 KILL_N = 20
 
 
-def test_kill_9_mid_run_then_rerun_sends_no_job_twice(tmp_path: Path) -> None:
+def test_kill_9_mid_run_then_rerun_sends_no_job_twice(tmp_path: Path, loopback_sim, job_file,
+                                                      query_db) -> None:
     """`mavera-tui run --db` in a subprocess against the simulator on loopback, killed with
     SIGKILL while requests are in flight; the rerun on the same db finishes the queued jobs
     and leaves the in-flight ones as outcome_unknown: the API side saw one request per job."""
     import signal
     import sqlite3
 
-    from mavera_tui.sim import server as sim_server
-
-    sim = create_sim(SimConfig(limit=10, window_seconds=2.0, time_scale=0.15, seed=4,
-                               plan="professional"))
-    server = sim_server.build_server(sim, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    srv = loopback_sim(limit=10, window_seconds=2.0, time_scale=0.15, seed=4,
+                       plan="professional")
+    sim = srv.sim
     db = tmp_path / "kill.db"
-    jobs_file = tmp_path / "jobs.jsonl"
-    jobs_file.write_text("".join(
-        json.dumps({"id": j.id, "method": j.method, "path": j.path, "body": j.body}) + "\n"
-        for j in news_jobs(KILL_N)))
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.01)
-        port = sim_server.bound_port(server)
-        env = {**os.environ, "MAVERA_API_KEY": "mvra_test_kill"}
-        env.pop("MAVERA_BASE_URL", None)
-        argv = [sys.executable, "-m", "mavera_tui", "run", str(jobs_file), "--db", str(db),
-                "--base-url", f"http://127.0.0.1:{port}/api/v1", "--window-seconds", "2",
-                "--quiet"]
-        root = Path(__file__).resolve().parents[1]
-        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+    jobs_file = job_file([{"id": j.id, "method": j.method, "path": j.path, "body": j.body}
+                          for j in news_jobs(KILL_N)])
+    env = {**os.environ, "MAVERA_API_KEY": "mvra_test_kill"}
+    env.pop("MAVERA_BASE_URL", None)
+    argv = [sys.executable, "-m", "mavera_tui", "run", str(jobs_file), "--db", str(db),
+            "--base-url", srv.url, "--window-seconds", "2", "--quiet"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
 
-        def states() -> Counter[str]:
-            if not db.exists():
-                return Counter()
-            try:
-                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-                try:
-                    return Counter(r[0] for r in con.execute("SELECT state FROM jobs"))
-                finally:
-                    con.close()
-            except sqlite3.Error:
-                return Counter()
+    def states() -> Counter[str]:
+        if not db.exists():
+            return Counter()
+        try:
+            return Counter(r[0] for r in query_db(db, "SELECT state FROM jobs", readonly=True))
+        except sqlite3.Error:
+            return Counter()
 
-        deadline = time.monotonic() + 30
-        while True:
-            c = states()
-            if c[S.SUCCEEDED] >= 1 and c[S.IN_FLIGHT] >= 1:
-                break
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, c
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        at_kill = states()
-        assert at_kill[S.IN_FLIGHT] >= 1
-        time.sleep(2.5)                                  # the window empties
-        rerun = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True,
-                               timeout=60)
-        assert "Traceback" not in rerun.stderr
-        assert rerun.returncode == 1                     # some outcomes are unknown
-        final = states()
-        assert sum(final.values()) == KILL_N
-        assert final[S.OUTCOME_UNKNOWN] >= 1
-        assert final[S.SUCCEEDED] + final[S.OUTCOME_UNKNOWN] == KILL_N
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    deadline = time.monotonic() + 30
+    while True:
+        c = states()
+        if c[S.SUCCEEDED] >= 1 and c[S.IN_FLIGHT] >= 1:
+            break
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, c
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    at_kill = states()
+    assert at_kill[S.IN_FLIGHT] >= 1
+    time.sleep(2.5)                                  # the window empties
+    rerun = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert "Traceback" not in rerun.stderr
+    assert rerun.returncode == 1                     # some outcomes are unknown
+    final = states()
+    assert sum(final.values()) == KILL_N
+    assert final[S.OUTCOME_UNKNOWN] >= 1
+    assert final[S.SUCCEEDED] + final[S.OUTCOME_UNKNOWN] == KILL_N
+    srv.stop()
     executed: Counter[str] = Counter()
     for r in sim.records:
         if r.path.startswith("/news/stories/") and r.status != 429:

@@ -7,18 +7,17 @@ Everything runs in fast-forwarded loop time (run_virtual): an hour of traffic in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from mavera_tui.client import ApiClient, RateHeaders
-from mavera_tui.clock import Clock, run_virtual
+from mavera_tui.client import RateHeaders
+from mavera_tui.clock import run_virtual
 from mavera_tui.jobs import JobSpec
 from mavera_tui.limiter import SlidingWindow
-from mavera_tui.scheduler import Scheduler, SchedulerConfig
-from mavera_tui.sim import Faults, SimConfig, create_sim, sim_transport
+from mavera_tui.sim import Faults
 
-WALL0 = 1_800_000_000.0
 KEY = "mvra_test_limiter"
 
 
@@ -26,22 +25,17 @@ def cheap(n: int, prefix: str = "r") -> list[JobSpec]:
     return [JobSpec(f"{prefix}{i}", "POST", "/responses", {"input": f"q{i}"}) for i in range(n)]
 
 
-def run_batch(specs: list[JobSpec], *, limit: int, window: float = 60.0,
-              faults: Faults | None = None, seed: int = 1) -> tuple[Any, dict[str, Any]]:
+def run_batch(make_rig: Callable[..., Any], specs: list[JobSpec], *, limit: int,
+              window: float = 60.0, faults: Faults | None = None, seed: int = 1,
+              ) -> tuple[Any, dict[str, Any]]:
     async def main() -> tuple[Any, dict[str, Any]]:
-        clock = Clock(wall0=WALL0)
-        sim = create_sim(SimConfig(limit=limit, window_seconds=window, plan="enterprise",
-                                   allocation=10_000_000, seed=seed,
-                                   faults=faults or Faults()), clock)
-        client = ApiClient("http://sim/api/v1", KEY, clock=clock, transport=sim_transport(sim))
-        sched = Scheduler(client, clock=clock,
-                          config=SchedulerConfig(window_seconds=window, seed=seed))
-        await sched.start()
-        await sched.submit_many(specs)
-        await sched.wait_idle()
-        await sched.close()
-        await client.aclose()
-        return sim, sched.summary()
+        rig = await make_rig({"limit": limit, "window_seconds": window, "seed": seed,
+                              "faults": faults or Faults()},
+                             key=KEY, window_seconds=window, seed=seed)
+        await rig.sched.submit_many(specs)
+        await rig.sched.wait_idle()
+        await rig.close()
+        return rig.sim, rig.sched.summary()
 
     return run_virtual(main())
 
@@ -51,9 +45,9 @@ def ours(sim: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize(("limit", "n"), [(10, 95), (60, 400)])
-def test_alone_on_the_key_the_window_is_never_exceeded_and_fully_used(limit: int,
+def test_alone_on_the_key_the_window_is_never_exceeded_and_fully_used(make_rig, limit: int,
                                                                        n: int) -> None:
-    sim, summary = run_batch(cheap(n), limit=limit)
+    sim, summary = run_batch(make_rig, cheap(n), limit=limit)
     assert summary["succeeded"] == n
     recs = ours(sim)
     assert sim.records.count(status=429) == 0
@@ -71,17 +65,17 @@ def test_alone_on_the_key_the_window_is_never_exceeded_and_fully_used(limit: int
     assert summary["makespan_s"] <= bound + 60.0 * 0.03 + 5.0
 
 
-def test_a_short_window_is_honoured_the_same_way() -> None:
-    sim, summary = run_batch(cheap(50), limit=10, window=2.0)
+def test_a_short_window_is_honoured_the_same_way(make_rig) -> None:
+    sim, summary = run_batch(make_rig, cheap(50), limit=10, window=2.0)
     assert summary["succeeded"] == 50
     assert sim.records.count(status=429) == 0
     assert sim.records.max_arrivals_in_window(window=2.0) <= 10
 
 
 def test_under_30_percent_foreign_traffic_429s_stay_under_1_percent_and_all_jobs_succeed(
-        ) -> None:
+        make_rig) -> None:
     limit = 60
-    sim, summary = run_batch(cheap(600), limit=limit,
+    sim, summary = run_batch(make_rig, cheap(600), limit=limit,
                              faults=Faults(foreign_rpm=int(limit * 0.3)), seed=7)
     assert summary["succeeded"] == 600 and summary["failed"] == 0
     recs = ours(sim)

@@ -6,46 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from mavera_tui import snapshot as S
-from mavera_tui.client import ApiClient
-from mavera_tui.clock import Clock, run_virtual
+from mavera_tui.clock import run_virtual
 from mavera_tui.jobs import JobSpec
-from mavera_tui.scheduler import Scheduler, SchedulerConfig
-from mavera_tui.sim import Faults, SimConfig, Simulator, create_sim, sim_transport
-
-WALL0 = 1_800_000_000.0
-KEY = "mvra_test_scheduler"
-
-
-@dataclass
-class Rig:
-    clock: Clock
-    sim: Simulator
-    client: ApiClient
-    sched: Scheduler
-
-    async def close(self) -> None:
-        await self.sched.close()
-        await self.client.aclose()
-
-    def now(self) -> float:
-        return self.clock.now()
-
-
-async def make_rig(sim: dict[str, Any] | None = None, **cfg: Any) -> Rig:
-    clock = Clock(wall0=WALL0)
-    kw: dict[str, Any] = {"plan": "enterprise", "allocation": 10_000_000, "seed": 1}
-    kw.update(sim or {})
-    simulator = create_sim(SimConfig(**kw), clock)
-    client = ApiClient("http://sim/api/v1", KEY, clock=clock,
-                       transport=sim_transport(simulator))
-    cfg.setdefault("seed", 1)
-    sched = Scheduler(client, clock=clock, config=SchedulerConfig(**cfg))
-    await sched.start()
-    return Rig(clock, simulator, client, sched)
+from mavera_tui.sim import Faults, Simulator
 
 
 def virtual(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -69,7 +35,7 @@ def arrivals(sim: Simulator, path: str | None = None) -> list[Any]:
 # --- concurrency caps -------------------------------------------------------------------------
 
 
-def test_concurrency_caps_are_never_exceeded_and_are_used() -> None:
+def test_concurrency_caps_are_never_exceeded_and_are_used(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig({"tier": "enterprise"})
         specs = (
@@ -95,11 +61,11 @@ def test_concurrency_caps_are_never_exceeded_and_are_used() -> None:
 # --- window 429s and Retry-After ---------------------------------------------------------------
 
 
-def _storm_run(mode: str) -> tuple[Simulator, Rig, float]:
+def _storm_run(make_rig: Callable[..., Any], mode: str) -> tuple[Simulator, Any, float]:
     """A steady trickle of jobs (one every 2 s) runs into a 30 s 429 storm."""
     storm_start, storm_len = 20.0, 30.0
 
-    async def main() -> tuple[Simulator, Rig, float]:
+    async def main() -> tuple[Simulator, Any, float]:
         rig = await make_rig({"limit": 60, "faults": Faults(
             storm_start=storm_start, storm_seconds=storm_len, retry_after_mode=mode)})
         t0 = rig.sim.records[0].t
@@ -113,7 +79,7 @@ def _storm_run(mode: str) -> tuple[Simulator, Rig, float]:
     return virtual(main)
 
 
-def _check_storm(sim: Simulator, rig: Rig, storm_end: float) -> None:
+def _check_storm(sim: Simulator, rig: Any, storm_end: float) -> None:
     recs = list(sim.records)
     first = next(r for r in recs if r.status == 429)
     # Nothing is sent between the first 429 and the moment its Retry-After expires.
@@ -125,17 +91,17 @@ def _check_storm(sim: Simulator, rig: Rig, storm_end: float) -> None:
     assert s["responses_429"] == sim.records.count(status=429)
 
 
-def test_a_window_429_holds_the_whole_key_until_retry_after() -> None:
-    sim, rig, storm_end = _storm_run("seconds")
+def test_a_window_429_holds_the_whole_key_until_retry_after(make_rig) -> None:
+    sim, rig, storm_end = _storm_run(make_rig, "seconds")
     _check_storm(sim, rig, storm_end)
 
 
-def test_retry_after_as_an_http_date_is_honoured() -> None:
-    sim, rig, storm_end = _storm_run("http-date")
+def test_retry_after_as_an_http_date_is_honoured(make_rig) -> None:
+    sim, rig, storm_end = _storm_run(make_rig, "http-date")
     _check_storm(sim, rig, storm_end)
 
 
-def test_a_retry_after_over_the_maximum_fails_the_job_naming_it_without_waiting() -> None:
+def test_a_retry_after_over_the_maximum_fails_the_job_naming_it_without_waiting(make_rig) -> None:
     async def main() -> None:
         # The storm starts just after the balance read, so only the job meets it.
         rig = await make_rig({"faults": Faults(storm_start=1.0, storm_seconds=3600.0)},
@@ -155,7 +121,7 @@ def test_a_retry_after_over_the_maximum_fails_the_job_naming_it_without_waiting(
     virtual(main)
 
 
-def test_a_huge_retry_after_is_reported_not_waited_out() -> None:
+def test_a_huge_retry_after_is_reported_not_waited_out(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig({"faults": Faults(storm_start=1.0, storm_seconds=30.0,
                                                retry_after_mode="huge")})
@@ -174,7 +140,7 @@ def test_a_huge_retry_after_is_reported_not_waited_out() -> None:
 # --- retries -----------------------------------------------------------------------------------
 
 
-def test_5xx_are_retried_with_growing_backoff_then_fail_with_the_reason() -> None:
+def test_5xx_are_retried_with_growing_backoff_then_fail_with_the_reason(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig(max_attempts=4, backoff_base=1.0)
         await rig.sched.submit(JobSpec("j1", "POST", "/responses", {}))
@@ -197,7 +163,7 @@ def test_5xx_are_retried_with_growing_backoff_then_fail_with_the_reason() -> Non
     virtual(main)
 
 
-def test_dropped_connections_are_retried_then_fail_naming_the_connection() -> None:
+def test_dropped_connections_are_retried_then_fail_naming_the_connection(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig(max_attempts=3)
         rig.sim.config.faults.drop_rate = 1.0
@@ -211,7 +177,7 @@ def test_dropped_connections_are_retried_then_fail_naming_the_connection() -> No
     virtual(main)
 
 
-def test_occasional_5xx_and_drops_are_retried_until_every_job_succeeds() -> None:
+def test_occasional_5xx_and_drops_are_retried_until_every_job_succeeds(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig({"limit": 600, "faults": Faults(error_5xx_rate=0.15,
                                                              drop_rate=0.1)},
@@ -228,7 +194,7 @@ def test_occasional_5xx_and_drops_are_retried_until_every_job_succeeds() -> None
 # --- pre-flight and reservations -----------------------------------------------------------------
 
 
-def test_a_job_preflight_refuses_is_never_sent_and_says_what_to_reduce() -> None:
+def test_a_job_preflight_refuses_is_never_sent_and_says_what_to_reduce(make_rig) -> None:
     async def main() -> None:
         # Starter plan, 400 of 500 used: 100 remain; a 135-credit focus group needs 162.
         rig = await make_rig({"plan": "starter", "allocation": None, "period_used": 400})
@@ -246,7 +212,7 @@ def test_a_job_preflight_refuses_is_never_sent_and_says_what_to_reduce() -> None
     virtual(main)
 
 
-def test_concurrent_focus_groups_cannot_jointly_overdraw_the_balance() -> None:
+def test_concurrent_focus_groups_cannot_jointly_overdraw_the_balance(make_rig) -> None:
     async def main() -> None:
         # 600 credits; five 135-credit focus groups (675 together, 162 each with buffer).
         rig = await make_rig({"plan": "starter", "allocation": None, "purchased": 100})
@@ -279,7 +245,8 @@ def test_concurrent_focus_groups_cannot_jointly_overdraw_the_balance() -> None:
 # --- 402: park, poll, resume ---------------------------------------------------------------------
 
 
-def test_a_402_parks_jobs_as_waiting_for_credits_and_they_resume_when_credits_arrive() -> None:
+def test_a_402_parks_jobs_as_waiting_for_credits_and_they_resume_when_credits_arrive(
+        make_rig) -> None:
     async def main() -> None:
         rig = await make_rig({"limit": 600}, credit_poll=5.0)
         sim = rig.sim
@@ -318,7 +285,7 @@ def test_a_402_parks_jobs_as_waiting_for_credits_and_they_resume_when_credits_ar
 # --- pause, resume, cancel -------------------------------------------------------------------
 
 
-def test_pause_stops_dispatch_and_resume_restarts_it() -> None:
+def test_pause_stops_dispatch_and_resume_restarts_it(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig({"limit": 600})
         rig.sched.pause()
@@ -335,7 +302,7 @@ def test_pause_stops_dispatch_and_resume_restarts_it() -> None:
     virtual(main)
 
 
-def test_a_queued_job_can_be_cancelled_and_is_never_sent() -> None:
+def test_a_queued_job_can_be_cancelled_and_is_never_sent(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig({"limit": 600})
         rig.sched.pause()
@@ -357,7 +324,7 @@ def test_a_queued_job_can_be_cancelled_and_is_never_sent() -> None:
 # --- the GET cache -----------------------------------------------------------------------------
 
 
-def test_identical_gets_inside_the_ttl_send_one_request() -> None:
+def test_identical_gets_inside_the_ttl_send_one_request(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig({"limit": 600}, cache_ttl=30.0)
         await rig.sched.submit(JobSpec("p1", "GET", "/personas", {}))

@@ -21,6 +21,7 @@ from mavera_tui import cli
 from mavera_tui.client import RateHeaders, parse_rate_headers, parse_retry_after
 from mavera_tui.estimate import EstimateError, estimate
 from mavera_tui.jobs import LineError, parse_lines
+from mavera_tui.states import JobState
 from mavera_tui.store import Store, StoreError
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -63,12 +64,6 @@ BAD_LINES = {
 }
 
 
-def write_jobs(tmp_path: Path, lines: list[str]) -> Path:
-    p = tmp_path / "jobs.jsonl"
-    p.write_text("\n".join(lines) + "\n")
-    return p
-
-
 @pytest.mark.parametrize("name", list(BAD_LINES))
 def test_each_bad_line_names_its_line_and_field(name):
     text, field, words = BAD_LINES[name]
@@ -81,9 +76,9 @@ def test_each_bad_line_names_its_line_and_field(name):
     assert str(e).startswith("line 2" + (f", field '{field}'" if field else ""))
 
 
-def test_valid_lines_still_run_and_errors_are_reported(tmp_path, capfd):
+def test_valid_lines_still_run_and_errors_are_reported(job_file, tmp_path, capfd):
     lines = [good(0)] + [t for t, _, _ in BAD_LINES.values()] + [good(1)]
-    jobs = write_jobs(tmp_path, lines)
+    jobs = job_file(lines)
     rc = cli.main(["run", str(jobs), *FAST, "--summary", str(tmp_path / "s.json")])
     out, err = capfd.readouterr()
     assert rc == 1, err  # the valid lines ran, but skipped lines are not a success
@@ -96,19 +91,19 @@ def test_valid_lines_still_run_and_errors_are_reported(tmp_path, capfd):
     assert "Traceback" not in out + err
 
 
-def test_three_bad_lines_of_four_exit_1_and_say_so(tmp_path, capfd):
-    jobs = write_jobs(tmp_path, [good(0), "{oops", "[1]", '{"id": "x"}'])
+def test_three_bad_lines_of_four_exit_1_and_say_so(job_file, tmp_path, capfd):
+    jobs = job_file([good(0), "{oops", "[1]", '{"id": "x"}'])
     rc = cli.main(["run", str(jobs), *FAST])
     out, err = capfd.readouterr()
     assert rc == cli.EXIT_JOBS_FAILED == 1
     assert "3 bad line(s) skipped; running the 1 valid job(s)" in err
     assert "jobs 1: 1 succeeded" in out and "3 bad line(s)" in out
-    ok = write_jobs(tmp_path, [good(0), good(1)])
+    ok = job_file([good(0), good(1)])
     assert cli.main(["run", str(ok), *FAST]) == 0  # nothing skipped, all done: still 0
 
 
-def test_strict_runs_nothing(tmp_path, capfd):
-    jobs = write_jobs(tmp_path, [good(0), "{oops", good(1)])
+def test_strict_runs_nothing(job_file, tmp_path, capfd):
+    jobs = job_file([good(0), "{oops", good(1)])
     db = tmp_path / "s.db"
     rc = cli.main(["run", str(jobs), *FAST, "--strict", "--db", str(db)])
     out, err = capfd.readouterr()
@@ -246,8 +241,8 @@ def test_screenshots_into_an_unwritable_folder_is_one_line(tmp_path, capfd):
     (["run", "J", "--db", "/nonexistent-dir/x.db"], "does not exist"),
     (["run", "J", "--debug", "/nonexistent-dir/debug.log"], "cannot write the debug log"),
 ])
-def test_bad_settings_are_one_line_exit_3(argv, words, tmp_path, capfd):
-    jobs = write_jobs(tmp_path, [good(0)])
+def test_bad_settings_are_one_line_exit_3(argv, words, tmp_path, capfd, job_file):
+    jobs = job_file([good(0)])
     argv = [str(jobs) if a == "J" else a for a in argv]
     rc = cli.main(argv + FAST)
     out, err = capfd.readouterr()
@@ -257,8 +252,8 @@ def test_bad_settings_are_one_line_exit_3(argv, words, tmp_path, capfd):
     assert "Traceback" not in out + err
 
 
-def test_db_that_is_a_directory_or_foreign_file(tmp_path, capfd):
-    jobs = write_jobs(tmp_path, [good(0)])
+def test_db_that_is_a_directory_or_foreign_file(job_file, tmp_path, capfd):
+    jobs = job_file([good(0)])
     (tmp_path / "d.db").mkdir()
     assert cli.main(["run", str(jobs), *FAST, "--db", str(tmp_path / "d.db")]) == 3
     foreign = tmp_path / "f.db"
@@ -276,12 +271,12 @@ def test_db_that_is_a_directory_or_foreign_file(tmp_path, capfd):
     assert "Traceback" not in out + err
 
 
-def test_read_only_database(tmp_path, capfd):
+def test_read_only_database(job_file, tmp_path, capfd):
     """A database in a read-only place: clear message, exit 3. As root, permission bits
     do not stop writes, so this case is only checked when not running as root."""
     if ROOT_USER:
         pytest.skip("running as root: chmod cannot make a file or directory read-only")
-    jobs = write_jobs(tmp_path, [good(0)])
+    jobs = job_file([good(0)])
     ro = tmp_path / "ro"
     ro.mkdir()
     db = ro / "x.db"
@@ -304,12 +299,12 @@ async def test_full_disk_says_so_and_loses_nothing(tmp_path):
     db = tmp_path / "full.db"
     store = await Store.open(db)
     rows = [(f"j{i}", i, "POST", "/responses", "responses", json.dumps({"input": "x" * 2000}),
-             0, "queued", 5, "", 1.0) for i in range(5)]
+             0, JobState.QUEUED, 5, "", 1.0) for i in range(5)]
     await store.add_jobs(rows)
     (pages,) = (await store.query("PRAGMA page_count"))[0]
     await store._db.execute(f"PRAGMA max_page_count={pages}")
     big = [(f"k{i}", 100 + i, "POST", "/responses", "responses",
-            json.dumps({"input": "y" * 4000}), 0, "queued", 5, "", 1.0) for i in range(50)]
+            json.dumps({"input": "y" * 4000}), 0, JobState.QUEUED, 5, "", 1.0) for i in range(50)]
     with pytest.raises(StoreError) as exc:
         await asyncio.wait_for(store.add_jobs(big), 10)
     assert "disk is full" in str(exc.value)
@@ -338,13 +333,12 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_full_disk_during_run_is_a_clear_message(tmp_path):
+def test_full_disk_during_run_is_a_clear_message(job_file, tmp_path):
     """run whose database cannot grow (SQLite max_page_count, as a full disk): one clear
     line, exit 3, no traceback, nothing sent (jobs are persisted before they are sent)."""
-    jobs = write_jobs(tmp_path, [json.dumps({"id": f"b{i}", "method": "POST",
-                                             "path": "/responses",
-                                             "body": {"input": "z" * 3000}})
-                                 for i in range(40)])
+    jobs = job_file([json.dumps({"id": f"b{i}", "method": "POST", "path": "/responses",
+                                 "body": {"input": "z" * 3000}})
+                     for i in range(40)])
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
     proc = subprocess.run(
         [sys.executable, "-c", FULL_DISK_RUN, "run", str(jobs), *FAST,
