@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mavera_tui.clock import Clock, run_virtual  # noqa: E402
 from mavera_tui.engine import Settings  # noqa: E402
-from mavera_tui.record import Recorder  # noqa: E402
+from mavera_tui.recording.recorder import Recorder  # noqa: E402
 
 
 async def _probe(worst: list[float], period: float = 0.05) -> None:

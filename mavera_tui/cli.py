@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import math
@@ -652,7 +653,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             # command would delay the monitor's first frame.
             sub.add_parser(name, help=helptext)
             continue
-        mod = __import__(f"mavera_tui.{name}", fromlist=["add_arguments", "main"])
+        mod = importlib.import_module(_COMMAND_MODULES[name])
         sp = sub.add_parser(name, help=helptext, description=(mod.__doc__ or "").split("\n")[0])
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.main)
@@ -679,6 +680,9 @@ def cmd_screenshots(args: argparse.Namespace) -> int:
     return shoot(str(out))
 
 
+#: The module of each command that lives outside this file.
+_COMMAND_MODULES = {"record": "mavera_tui.record", "replay": "mavera_tui.recording.replay",
+                    "report": "mavera_tui.recording.report"}
 COMMANDS = ("run", "estimate", "sim", "record", "replay", "report", "screenshots")
 
 

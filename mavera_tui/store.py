@@ -28,10 +28,27 @@ import aiosqlite
 from .clock import external
 from .errors import StoreError
 
-__all__ = ["Store", "StoreError", "StoredJob"]
+__all__ = ["Store", "StoreError", "StoredJob", "check_file", "check_meta"]
 
-SCHEMA_VERSION = 1
+#: 1: jobs, ledger, alerts, snapshots. 2: + daily_totals (what retention keeps of the ledger).
+SCHEMA_VERSION = 2
 APP_ID = "mavera-tui"
+#: Job states that never change again: retention may drop such jobs once they are old.
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+#: What retention keeps of the ledger rows it drops: one row per UTC day and endpoint.
+DAILY_TOTALS = """
+CREATE TABLE IF NOT EXISTS daily_totals (
+    day TEXT NOT NULL,           -- UTC date (YYYY-MM-DD) of the requests' send times
+    endpoint TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    r429 INTEGER NOT NULL,
+    r402 INTEGER NOT NULL,
+    credits INTEGER NOT NULL,    -- SUM(credits_used)
+    retries INTEGER NOT NULL,    -- job attempts after the first
+    PRIMARY KEY (day, endpoint)
+);
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,9 +101,13 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     t REAL PRIMARY KEY,          -- wall time of the snapshot
-    data BLOB NOT NULL           -- encoded by the recorder (see record.py)
+    data BLOB NOT NULL           -- encoded by the recorder (see recording/codec.py)
 );
-"""
+""" + DAILY_TOTALS
+
+#: Schema changes from each version to the next, applied in order when a writer opens an
+#: older file (readers accept older versions as they are).
+MIGRATIONS: dict[int, str] = {1: DAILY_TOTALS}
 
 
 @dataclass(frozen=True)
@@ -225,12 +246,27 @@ class Store:
                              "pick another --db")
         if "meta" in tables:
             await self._check_schema()
+            await self._migrate()
             return
         with external():
             await self._db.executescript(
                 "BEGIN;" + SCHEMA +
                 f"INSERT INTO meta VALUES ('app', '{APP_ID}');"
                 f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                "COMMIT;")
+        self.schema_version = SCHEMA_VERSION
+
+    async def _migrate(self) -> None:
+        """Bring an older file up to SCHEMA_VERSION in one transaction (before the writer
+        starts, so nothing else writes meanwhile)."""
+        version = self.schema_version
+        if version >= SCHEMA_VERSION:
+            return
+        steps = "".join(MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
+        with external():
+            await self._db.executescript(
+                "BEGIN;" + steps +
+                f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';"
                 "COMMIT;")
         self.schema_version = SCHEMA_VERSION
 
@@ -370,6 +406,51 @@ class Store:
     def add_snapshot(self, t: float, data: bytes) -> None:
         self._enqueue("INSERT OR REPLACE INTO snapshots (t, data) VALUES (?, ?)", (t, data))
 
+    async def prune(self, before: float) -> dict[str, int]:
+        """Retention: drop what was recorded before ``before`` (unix seconds), in one
+        transaction through the writer.
+
+        Ledger rows are cut at whole UTC days (the last midnight at or before ``before``)
+        and folded into ``daily_totals`` first, so a day is either in the ledger or in the
+        totals, never half in each, and a report over old days still has its requests,
+        429s, 402s, credits and retries. Snapshots are cut at the last keyframe at or
+        before ``before`` (what stays still decodes). Jobs in a final state last updated
+        before the cut go too; queued and in-flight jobs always stay. Returns the number of
+        rows dropped per table."""
+        day_cut = float(int(before // 86400) * 86400)
+        counts = dict(await self._q(
+            "SELECT 'ledger', COUNT(*) FROM ledger WHERE t < ?1 UNION ALL "
+            "SELECT 'jobs', COUNT(*) FROM jobs WHERE updated < ?1 AND state IN "
+            f"({','.join('?' * len(FINAL_STATES))})", (day_cut, *FINAL_STATES)))
+        [(key_t,)] = await self._q(
+            "SELECT MAX(t) FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = X'4B'",
+            (before,))
+        snap_n = 0
+        if key_t is not None:
+            [(snap_n,)] = await self._q("SELECT COUNT(*) FROM snapshots WHERE t < ?",
+                                        (key_t,))
+        if counts.get("ledger"):
+            self._enqueue(
+                "INSERT INTO daily_totals (day, endpoint, requests, r429, r402, credits, "
+                "retries) SELECT date(t, 'unixepoch'), endpoint, COUNT(*), "
+                "SUM(status = 429), SUM(status = 402), COALESCE(SUM(credits_used), 0), "
+                "SUM(job_id IS NOT NULL AND attempt > 1) FROM ledger WHERE t < ? "
+                "GROUP BY 1, 2 ON CONFLICT (day, endpoint) DO UPDATE SET "
+                "requests = requests + excluded.requests, r429 = r429 + excluded.r429, "
+                "r402 = r402 + excluded.r402, credits = credits + excluded.credits, "
+                "retries = retries + excluded.retries", (day_cut,))
+            self._enqueue("DELETE FROM ledger WHERE t < ?", (day_cut,))
+        if snap_n:
+            self._enqueue("DELETE FROM snapshots WHERE t < ?", (key_t,))
+        if counts.get("jobs"):
+            self._enqueue("DELETE FROM jobs WHERE updated < ? AND state IN "
+                          f"({','.join('?' * len(FINAL_STATES))})", (day_cut, *FINAL_STATES))
+        self._enqueue("DELETE FROM alerts WHERE t < ?", (day_cut,))
+        self.set_meta("retained_since", f"{day_cut:.0f}")
+        await self.flush()
+        return {"ledger": int(counts.get("ledger", 0)), "snapshots": int(snap_n),
+                "jobs": int(counts.get("jobs", 0))}
+
     def set_meta(self, key: str, value: str) -> None:
         self._enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
@@ -447,6 +528,41 @@ class Store:
             f"reason, created, updated FROM jobs{where} ORDER BY {col} {direction}, seq "
             f"{direction} LIMIT ? OFFSET ?", [*params, max(0, int(limit)), max(0, int(offset))])
         return [tuple(r) for r in rows], int(total)
+
+
+def check_file(path: Path | str) -> dict[str, str]:
+    """The meta table of a mavera-tui database at ``path``, read synchronously; StoreError
+    with a one-line reason if it is missing, not SQLite, another program's file, or of a
+    newer schema (``check_meta``). Readers call this before ``Store.open(readonly=True)``:
+    a failed aiosqlite open leaves its (non-daemon) thread running, which would keep the
+    process alive."""
+    p = Path(path)
+    if not p.exists():
+        raise StoreError(f"no such recording or database: {p}")
+    if p.is_dir():
+        raise StoreError(f"{p} is a directory, not a recording")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise StoreError(f"cannot read {p}: {e.strerror}") from None
+    if head != b"SQLite format 3\x00":
+        raise StoreError(f"{p} is not a mavera-tui recording (not an SQLite file)")
+    try:
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" not in tables:
+                raise StoreError(f"{p} is an SQLite file of another program, "
+                                 "not a mavera-tui recording")
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{p} is not a readable mavera-tui recording ({e})") from None
+    check_meta(p, meta)
+    return meta
 
 
 def check_meta(path: Path | str, meta: dict[str, str]) -> int:

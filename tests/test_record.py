@@ -18,13 +18,9 @@ import pytest
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.engine import Settings
 from mavera_tui.metrics import render
-from mavera_tui.record import (
-    Recorder,
-    SnapshotDecoder,
-    SnapshotEncoder,
-    parse_duration,
-    snapshot_state,
-)
+from mavera_tui.recording.codec import SnapshotDecoder, SnapshotEncoder, snapshot_state
+from mavera_tui.recording.recorder import Recorder
+from mavera_tui.recording.timespec import parse_duration
 
 WALL0 = 1_700_000_000.0
 ROOT = Path(__file__).resolve().parents[1]
