@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS daily_totals (
     r402 INTEGER NOT NULL,
     credits INTEGER NOT NULL,    -- SUM(credits_used)
     retries INTEGER NOT NULL,    -- job attempts after the first
+    first REAL NOT NULL,         -- earliest and latest send time folded in: a report
+    last REAL NOT NULL,          -- range counts a day's totals if it overlaps these
     PRIMARY KEY (day, endpoint)
 );
 """
@@ -408,20 +410,20 @@ class Store:
 
     async def prune(self, before: float) -> dict[str, int]:
         """Retention: drop what was recorded before ``before`` (unix seconds), in one
-        transaction through the writer.
+        transaction through the writer (one more batch in the group-commit queue).
 
-        Ledger rows are cut at whole UTC days (the last midnight at or before ``before``)
-        and folded into ``daily_totals`` first, so a day is either in the ledger or in the
-        totals, never half in each, and a report over old days still has its requests,
-        429s, 402s, credits and retries. Snapshots are cut at the last keyframe at or
-        before ``before`` (what stays still decodes). Jobs in a final state last updated
-        before the cut go too; queued and in-flight jobs always stay. Returns the number of
-        rows dropped per table."""
-        day_cut = float(int(before // 86400) * 86400)
+        Ledger rows sent before the cut are first added to ``daily_totals`` (per UTC day
+        and endpoint: requests, 429s, 402s, credits, retries, and the first/last send time
+        folded in), so a report over old days still answers; every request is counted in
+        exactly one of the two. Snapshots go up to the last keyframe at or before the cut
+        (what stays still decodes from its first row). Jobs in a final state last updated
+        before the cut go too, and alerts; queued and in-flight jobs always stay. Returns
+        the number of rows dropped per table."""
+        final = ",".join("?" * len(FINAL_STATES))
         counts = dict(await self._q(
             "SELECT 'ledger', COUNT(*) FROM ledger WHERE t < ?1 UNION ALL "
-            "SELECT 'jobs', COUNT(*) FROM jobs WHERE updated < ?1 AND state IN "
-            f"({','.join('?' * len(FINAL_STATES))})", (day_cut, *FINAL_STATES)))
+            f"SELECT 'jobs', COUNT(*) FROM jobs WHERE updated < ?1 AND state IN ({final})",
+            (before, *FINAL_STATES)))
         [(key_t,)] = await self._q(
             "SELECT MAX(t) FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = X'4B'",
             (before,))
@@ -432,21 +434,23 @@ class Store:
         if counts.get("ledger"):
             self._enqueue(
                 "INSERT INTO daily_totals (day, endpoint, requests, r429, r402, credits, "
-                "retries) SELECT date(t, 'unixepoch'), endpoint, COUNT(*), "
+                "retries, first, last) SELECT date(t, 'unixepoch'), endpoint, COUNT(*), "
                 "SUM(status = 429), SUM(status = 402), COALESCE(SUM(credits_used), 0), "
-                "SUM(job_id IS NOT NULL AND attempt > 1) FROM ledger WHERE t < ? "
-                "GROUP BY 1, 2 ON CONFLICT (day, endpoint) DO UPDATE SET "
+                "SUM(job_id IS NOT NULL AND attempt > 1), MIN(t), MAX(t) FROM ledger "
+                "WHERE t < ? GROUP BY 1, 2 ON CONFLICT (day, endpoint) DO UPDATE SET "
                 "requests = requests + excluded.requests, r429 = r429 + excluded.r429, "
                 "r402 = r402 + excluded.r402, credits = credits + excluded.credits, "
-                "retries = retries + excluded.retries", (day_cut,))
-            self._enqueue("DELETE FROM ledger WHERE t < ?", (day_cut,))
+                "retries = retries + excluded.retries, "
+                "first = MIN(first, excluded.first), last = MAX(last, excluded.last)",
+                (before,))
+            self._enqueue("DELETE FROM ledger WHERE t < ?", (before,))
         if snap_n:
             self._enqueue("DELETE FROM snapshots WHERE t < ?", (key_t,))
         if counts.get("jobs"):
-            self._enqueue("DELETE FROM jobs WHERE updated < ? AND state IN "
-                          f"({','.join('?' * len(FINAL_STATES))})", (day_cut, *FINAL_STATES))
-        self._enqueue("DELETE FROM alerts WHERE t < ?", (day_cut,))
-        self.set_meta("retained_since", f"{day_cut:.0f}")
+            self._enqueue(f"DELETE FROM jobs WHERE updated < ? AND state IN ({final})",
+                          (before, *FINAL_STATES))
+        self._enqueue("DELETE FROM alerts WHERE t < ?", (before,))
+        self.set_meta("retained_since", f"{before:.3f}")
         await self.flush()
         return {"ledger": int(counts.get("ledger", 0)), "snapshots": int(snap_n),
                 "jobs": int(counts.get("jobs", 0))}

@@ -23,7 +23,8 @@ __all__ = ["LEDGER_COLUMNS", "Recording", "check_recording"]
 LEDGER_COLUMNS = ("t", "t_done", "job_id", "endpoint", "method", "path", "attempt", "status",
                   "kind", "code", "credits_used", "tokens", "estimate", "latency", "rl_limit",
                   "rl_remaining", "rl_reset", "retry_after", "message")
-DAILY_COLUMNS = ("day", "endpoint", "requests", "r429", "r402", "credits", "retries")
+DAILY_COLUMNS = ("day", "endpoint", "requests", "r429", "r402", "credits", "retries",
+                 "first", "last")
 
 
 def check_recording(path: str) -> dict[str, str]:
@@ -160,16 +161,17 @@ class Recording:
 
     async def daily_totals(self, since: float | None = None, until: float | None = None,
                            ) -> list[dict[str, Any]]:
-        """Per-day, per-endpoint totals of ledger rows that retention dropped, for the UTC
-        days overlapping [since, until] (a total covers its whole day)."""
+        """Per-day, per-endpoint totals of the ledger rows that retention dropped, for the
+        days whose folded rows (sent between ``first`` and ``last``) overlap [since, until].
+        A total is counted whole: a range that cuts through one is approximate there."""
         if not await self._has("daily_totals"):
             return []  # a schema-1 file: nothing was ever pruned
         where, params = "WHERE 1=1", []
-        if since is not None:  # the day ends after since
-            where += " AND CAST(strftime('%s', day) AS INTEGER) + 86400 > ?"
+        if since is not None:
+            where += " AND last >= ?"
             params.append(since)
-        if until is not None:  # the day starts at or before until
-            where += " AND CAST(strftime('%s', day) AS INTEGER) <= ?"
+        if until is not None:
+            where += " AND first <= ?"
             params.append(until)
         rows = await self.store.query(
             f"SELECT {', '.join(DAILY_COLUMNS)} FROM daily_totals {where} "

@@ -92,10 +92,10 @@ class Recorder:
         self.latest = snap
 
     async def prune(self) -> dict[str, int]:
-        """One retention pass: drop what is older than ``keep`` seconds (whole UTC days of
-        ledger, folded into the daily totals first; snapshots up to a keyframe; final
-        jobs). Runs through the store's single writer, so it is one more transaction in
-        the group-commit queue. Returns the rows dropped per table."""
+        """One retention pass: drop what is older than ``keep`` seconds (ledger rows,
+        folded into the daily totals first; snapshots up to a keyframe; final jobs). Runs
+        through the store's single writer: one more transaction in the group-commit queue.
+        Returns the rows dropped per table."""
         if self.keep is None or self.engine is None:
             return {}
         dropped = await self.engine.store.prune(self.clock.wall() - self.keep)

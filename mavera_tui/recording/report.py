@@ -4,7 +4,11 @@
 computes, from the ledger (every attempt) and the recorded snapshots (queue depth):
 credits (total, per endpoint, estimated vs actual), 402s, 429s, retries, the
 X-RateLimit-Remaining distribution, requests per minute (mean, peak; per endpoint), queue
-depth and the makespan of each batch, with plotext charts. Never imports textual.
+depth and the makespan of each batch, with plotext charts. Where retention (``record
+--keep``) dropped old ledger rows, their daily totals (requests, 429s, 402s, credits,
+retries per endpoint) are added in, and the report names those days. Reads through
+``recording.reader``; ``--since``/``--until`` are in the one time grammar (timespec.py).
+Never imports textual.
 """
 
 from __future__ import annotations
@@ -235,6 +239,10 @@ def render_text(rep: dict[str, Any], *, charts: bool = True, width: int = 100) -
     q = rep["queue_depth"]
     lines.append(f"queue_depth          max {q['max']}  mean {q['mean']}  "
                  f"(in flight max {q['in_flight_max']})")
+    folded = rep.get("from_daily_totals") or {}
+    if folded.get("days"):
+        lines.append(f"older days from daily totals (retention): {', '.join(folded['days'])}"
+                     f" ({folded['requests']} requests; no rates or batches for them)")
     lines += ["", f"{'endpoint':<18}{'requests':>9}{'rpm':>8}{'peak':>6}{'credits':>10}"
                   f"{'429':>6}{'jobs':>7}{'estimated':>11}{'actual':>9}{'ratio':>7}"]
     eva = rep["estimated_vs_actual"]
