@@ -19,7 +19,7 @@ from mavera_tui.recording.report import build_report
 from mavera_tui.recording.timespec import TimeContext, parse_time
 from mavera_tui.sim import create_sim
 from mavera_tui.sim.config import Faults, SimConfig
-from mavera_tui.store import SCHEMA_VERSION, Store
+from mavera_tui.store import OPEN_JOBS, SCHEMA_VERSION, Store
 
 MIDNIGHT = 1_700_006_400.0  # 2023-11-15T00:00:00Z: daily totals are per UTC day
 START = MIDNIGHT - 150.0
@@ -121,10 +121,10 @@ def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(
     cut = MIDNIGHT + 100
     before_tail = report(recorded, since=str(cut))
     old_final = q(db, "SELECT COUNT(*) FROM jobs WHERE updated < ? AND state IN "
-                      "('succeeded', 'failed', 'cancelled')", (cut,))[0][0]
+                      "('succeeded', 'failed', 'cancelled', 'blocked_preflight')", (cut,))[0][0]
     old_rows = q(db, "SELECT COUNT(*) FROM ledger WHERE t < ?", (cut,))[0][0]
     open_jobs = q(db, "SELECT COUNT(*) FROM jobs WHERE state NOT IN "
-                      "('succeeded', 'failed', 'cancelled')")[0][0]
+                      "('succeeded', 'failed', 'cancelled', 'blocked_preflight')")[0][0]
 
     async def prune():
         store = await Store.open(db)
@@ -143,7 +143,7 @@ def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(
     assert bytes(first_snap)[:1] == b"K"
     assert cut - 31 <= q(db, "SELECT MIN(t) FROM snapshots")[0][0] <= cut
     assert q(db, "SELECT COUNT(*) FROM jobs WHERE state NOT IN "
-                 "('succeeded', 'failed', 'cancelled')")[0][0] == open_jobs
+                 "('succeeded', 'failed', 'cancelled', 'blocked_preflight')")[0][0] == open_jobs
     # The daily totals hold the old day; the report over it answers from them.
     totals = q(db, "SELECT day, SUM(requests), SUM(r429), SUM(credits) FROM daily_totals "
                    "GROUP BY day ORDER BY day")
@@ -212,9 +212,12 @@ def test_record_takes_keep_as_a_duration_and_refuses_nonsense(capsys):
 # --- the previous schema -------------------------------------------------------------------
 
 def _as_schema_1(src, dst):
+    """The file as schema 1 wrote it: no daily totals, an index over every job's state."""
     shutil.copy(src, dst)
     con = sqlite3.connect(dst)
     con.execute("DROP TABLE daily_totals")
+    con.execute("DROP INDEX jobs_open")
+    con.execute("CREATE INDEX jobs_state ON jobs(state)")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.commit()
     con.close()
@@ -247,3 +250,8 @@ def test_a_writer_migrates_a_schema_1_file_and_can_prune_it(recorded, tmp_path):
     assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == \
         [(str(SCHEMA_VERSION),)]
     assert q(db, "SELECT COUNT(*) FROM daily_totals")[0][0] > 0
+    indexes = {r[0] for r in q(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "jobs_open" in indexes and "jobs_state" not in indexes
+    plan = q(db, "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state IN ('queued') AND "
+                 f"{OPEN_JOBS}")
+    assert "jobs_open" in str(plan)
