@@ -243,7 +243,7 @@ class Store:
             "SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables:
             raise StoreError(f"{self.path} is not a mavera-tui database (no meta table)")
-        meta = dict(await self._q("SELECT key, value FROM meta"))
+        meta = {str(k): str(v) for k, v in await self._q("SELECT key, value FROM meta")}
         self.schema_version = check_meta(self.path, meta)
 
     async def _init_schema(self) -> None:
@@ -435,9 +435,9 @@ class Store:
         bound = await self._last_rowid_created_before(before)
         jobs_where = f"rowid <= ?1 AND updated < ?2 AND state IN ({final})"
         jobs_params = (bound, before, *PRUNABLE_STATES)
-        counts = dict(await self._q(
+        counts = {str(k): int(n) for k, n in await self._q(
             "SELECT 'ledger', COUNT(*) FROM ledger WHERE t < ?2 UNION ALL "
-            f"SELECT 'jobs', COUNT(*) FROM jobs WHERE {jobs_where}", jobs_params))
+            f"SELECT 'jobs', COUNT(*) FROM jobs WHERE {jobs_where}", jobs_params)}
         [(key_t,)] = await self._q(
             "SELECT MAX(t) FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = X'4B'",
             (before,))

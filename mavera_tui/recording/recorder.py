@@ -183,8 +183,9 @@ class Recorder:
     async def _submit_jobs(self, sched: Any) -> int | None:
         from ..jobs import JobFileError, read_job_file
 
+        path = self.jobs_path or ""  # only called with a job file
         try:
-            specs, errors = self.job_file or read_job_file(self.jobs_path)
+            specs, errors = self.job_file or read_job_file(path)
         except (JobFileError, OSError) as e:
             self.log(f"error: {e}")
             return None

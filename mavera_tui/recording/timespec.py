@@ -65,8 +65,8 @@ def parse_time(text: str, ctx: TimeContext) -> float:
         if h >= 24 or mnt >= 60 or sec >= 60:
             raise ValueError(f"not a clock time: {text!r} (use HH:MM or HH:MM:SS)")
         day = datetime.fromtimestamp(ctx.start)
-        base = day.replace(hour=int(h), minute=int(mnt), second=0, microsecond=0)
-        return base.timestamp() + sec
+        at = day.replace(hour=int(h), minute=int(mnt), second=0, microsecond=0)
+        return at.timestamp() + sec
     try:
         v = float(s)
     except ValueError:
