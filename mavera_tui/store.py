@@ -438,9 +438,7 @@ class Store:
         counts = {str(k): int(n) for k, n in await self._q(
             "SELECT 'ledger', COUNT(*) FROM ledger WHERE t < ?2 UNION ALL "
             f"SELECT 'jobs', COUNT(*) FROM jobs WHERE {jobs_where}", jobs_params)}
-        [(key_t,)] = await self._q(
-            "SELECT MAX(t) FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = X'4B'",
-            (before,))
+        key_t = await self.keyframe_at_or_before(before)
         snap_n = 0
         if key_t is not None:
             [(snap_n,)] = await self._q("SELECT COUNT(*) FROM snapshots WHERE t < ?",
@@ -467,6 +465,14 @@ class Store:
         await self.flush()
         return {"ledger": int(counts.get("ledger", 0)), "snapshots": int(snap_n),
                 "jobs": int(counts.get("jobs", 0))}
+
+    async def keyframe_at_or_before(self, t: float) -> float | None:
+        """Time of the last snapshot at or before ``t`` that decodes on its own (a 'K'
+        blob, recording/codec.py), or None. Walks back from ``t``: at most one keyframe
+        interval of rows is read."""
+        rows = await self._q("SELECT t FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = "
+                             "X'4B' ORDER BY t DESC LIMIT 1", (t,))
+        return float(rows[0][0]) if rows else None
 
     async def _last_rowid_created_before(self, t: float) -> int:
         """The largest jobs rowid whose job was created before ``t`` (0 if none), by

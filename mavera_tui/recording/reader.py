@@ -121,9 +121,7 @@ class Recording:
         ``since`` (so the first rows decode) up to ``until``."""
         lo = since
         if since is not None:
-            [(k,)] = await self.store.query(
-                "SELECT MAX(t) FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = X'4B'",
-                (since,))
+            k = await self.store.keyframe_at_or_before(since)
             lo = k if k is not None else since
         where, params = _range(lo, until)
         rows = await self.store.query(f"SELECT t, data FROM snapshots {where} ORDER BY t",
