@@ -130,6 +130,14 @@ def main() -> int:
                           sorted(tables.items(), key=lambda kv: -kv[1]) if v > 8192)
         print(f"per table        MB/day with indexes: {parts}"
               + (f"; free pages {free / 1e6:.2f} MB" if free else ""))
+    if tables and reqs:
+        # Jobs and ledger rows grow with requests, snapshots with time: the demo does not
+        # hold exactly --rate for hours (its backlog drifts to capped endpoints), so scale.
+        per_req = sum(v for k, v in tables.items() if k in ("jobs", "ledger")) / reqs
+        snaps_day = tables.get("snapshots", 0) * day
+        print(f"at {args.rate:g}/min      {per_req * args.rate * 1440 / 1e6 + snaps_day:8.1f} "
+              f"MB/day: jobs + ledger {per_req:.0f} B per request "
+              f"({per_req * args.rate * 1440 / 1e6:.1f} MB/day), snapshots {snaps_day:.1f}")
     print(f"snapshots only   {snap_bytes / 1e6:8.2f} MB  ({snap_bytes / max(n, 1):.0f} B each, "
           f"{snap_bytes * day:.1f} MB/day)")
     print(f"encode rate      {n / max(rec.encode_seconds, 1e-9):8.0f} snapshots/s "
