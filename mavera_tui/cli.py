@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import math
@@ -591,7 +592,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             # command would delay the monitor's first frame.
             sub.add_parser(name, help=helptext)
             continue
-        mod = __import__(f"mavera_tui.{name}", fromlist=["add_arguments", "main"])
+        mod = importlib.import_module(_COMMAND_MODULES[name])
         sp = sub.add_parser(name, help=helptext, description=(mod.__doc__ or "").split("\n")[0])
         mod.add_arguments(sp)
         if name != "record":  # record takes the engine options, --config among them
@@ -664,6 +665,9 @@ COMMANDS = ("run", "estimate", "sim", "record", "replay", "report", "config", "s
 #: Commands whose flags include settings (the model's flags): the others' options, such as
 #: sim's own --tier, are not settings of this tool.
 SETTINGS_COMMANDS = (None, "run", "record", "replay", "config")
+#: The module of each command that lives outside this file.
+_COMMAND_MODULES = {"record": "mavera_tui.record", "replay": "mavera_tui.recording.replay",
+                    "report": "mavera_tui.recording.report"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -27,11 +27,35 @@ import aiosqlite
 
 from .clock import external
 from .errors import StoreError
+from .snapshot import BLOCKED, CANCELLED, FAILED, SUCCEEDED
 
-__all__ = ["Store", "StoreError", "StoredJob"]
+__all__ = ["Store", "StoreError", "StoredJob", "check_file", "check_meta"]
 
-SCHEMA_VERSION = 1
+#: 1: jobs, ledger, alerts, snapshots. 2: + daily_totals (what retention keeps of the ledger).
+SCHEMA_VERSION = 2
 APP_ID = "mavera-tui"
+#: Job states retention may drop once old: they never change again and need nobody.
+#: ('outcome_unknown' is final too, but waits for the operator: it stays.)
+PRUNABLE_STATES = (SUCCEEDED, FAILED, CANCELLED, BLOCKED)
+#: The condition of the ``jobs_open`` partial index. A query must contain this very term
+#: for SQLite to use the index, so ``load_jobs`` adds it (and it is built from one constant).
+OPEN_JOBS = f"state NOT IN ({', '.join(repr(s) for s in PRUNABLE_STATES)})"
+
+#: What retention keeps of the ledger rows it drops: one row per UTC day and endpoint.
+DAILY_TOTALS = """
+CREATE TABLE IF NOT EXISTS daily_totals (
+    day TEXT NOT NULL,           -- UTC date (YYYY-MM-DD) of the requests' send times
+    endpoint TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    r429 INTEGER NOT NULL,
+    r402 INTEGER NOT NULL,
+    credits INTEGER NOT NULL,    -- SUM(credits_used)
+    retries INTEGER NOT NULL,    -- job attempts after the first
+    first REAL NOT NULL,         -- earliest and latest send time folded in: a report
+    last REAL NOT NULL,          -- range counts a day's totals if it overlaps these
+    PRIMARY KEY (day, endpoint)
+);
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,7 +75,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+-- Only the jobs still to run: at hundreds of jobs a minute, an index over every finished
+-- job's state costs more disk (about 17 MB a day at 600/min) than the startup scan it saves.
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE """ + OPEN_JOBS + """;
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY,
     t REAL NOT NULL,             -- wall time the request was sent
@@ -84,9 +110,16 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     t REAL PRIMARY KEY,          -- wall time of the snapshot
-    data BLOB NOT NULL           -- encoded by the recorder (see record.py)
+    data BLOB NOT NULL           -- encoded by the recorder (see recording/codec.py)
 );
-"""
+""" + DAILY_TOTALS
+
+#: Schema changes from each version to the next, applied in order when a writer opens an
+#: older file (readers accept older versions as they are).
+MIGRATIONS: dict[int, str] = {
+    1: DAILY_TOTALS + "DROP INDEX IF EXISTS jobs_state;"
+       f"CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE {OPEN_JOBS};",
+}
 
 
 @dataclass(frozen=True)
@@ -210,7 +243,7 @@ class Store:
             "SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables:
             raise StoreError(f"{self.path} is not a mavera-tui database (no meta table)")
-        meta = dict(await self._q("SELECT key, value FROM meta"))
+        meta = {str(k): str(v) for k, v in await self._q("SELECT key, value FROM meta")}
         self.schema_version = check_meta(self.path, meta)
 
     async def _init_schema(self) -> None:
@@ -225,12 +258,27 @@ class Store:
                              "pick another --db")
         if "meta" in tables:
             await self._check_schema()
+            await self._migrate()
             return
         with external():
             await self._db.executescript(
                 "BEGIN;" + SCHEMA +
                 f"INSERT INTO meta VALUES ('app', '{APP_ID}');"
                 f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                "COMMIT;")
+        self.schema_version = SCHEMA_VERSION
+
+    async def _migrate(self) -> None:
+        """Bring an older file up to SCHEMA_VERSION in one transaction (before the writer
+        starts, so nothing else writes meanwhile)."""
+        version = self.schema_version
+        if version >= SCHEMA_VERSION:
+            return
+        steps = "".join(MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
+        with external():
+            await self._db.executescript(
+                "BEGIN;" + steps +
+                f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';"
                 "COMMIT;")
         self.schema_version = SCHEMA_VERSION
 
@@ -370,6 +418,80 @@ class Store:
     def add_snapshot(self, t: float, data: bytes) -> None:
         self._enqueue("INSERT OR REPLACE INTO snapshots (t, data) VALUES (?, ?)", (t, data))
 
+    async def prune(self, before: float) -> dict[str, int]:
+        """Retention: drop what was recorded before ``before`` (unix seconds), in one
+        transaction through the writer (one more batch in the group-commit queue).
+
+        Ledger rows sent before the cut are first added to ``daily_totals`` (per UTC day
+        and endpoint: requests, 429s, 402s, credits, retries, and the first/last send time
+        folded in), so a report over old days still answers; every request is counted in
+        exactly one of the two. Snapshots go up to the last keyframe at or before the cut
+        (what stays still decodes from its first row). Jobs in a final state last updated
+        before the cut go too, and alerts; queued and in-flight jobs always stay. Returns
+        the number of rows dropped per table."""
+        final = ",".join("?" * len(PRUNABLE_STATES))
+        # Jobs have no index on time (it would cost as much disk as retention saves), but
+        # rows are appended as jobs are created: bound the scan by rowid, found by bisection.
+        bound = await self._last_rowid_created_before(before)
+        jobs_where = f"rowid <= ?1 AND updated < ?2 AND state IN ({final})"
+        jobs_params = (bound, before, *PRUNABLE_STATES)
+        counts = {str(k): int(n) for k, n in await self._q(
+            "SELECT 'ledger', COUNT(*) FROM ledger WHERE t < ?2 UNION ALL "
+            f"SELECT 'jobs', COUNT(*) FROM jobs WHERE {jobs_where}", jobs_params)}
+        key_t = await self.keyframe_at_or_before(before)
+        snap_n = 0
+        if key_t is not None:
+            [(snap_n,)] = await self._q("SELECT COUNT(*) FROM snapshots WHERE t < ?",
+                                        (key_t,))
+        if counts.get("ledger"):
+            self._enqueue(
+                "INSERT INTO daily_totals (day, endpoint, requests, r429, r402, credits, "
+                "retries, first, last) SELECT date(t, 'unixepoch'), endpoint, COUNT(*), "
+                "SUM(status = 429), SUM(status = 402), COALESCE(SUM(credits_used), 0), "
+                "SUM(job_id IS NOT NULL AND attempt > 1), MIN(t), MAX(t) FROM ledger "
+                "WHERE t < ? GROUP BY 1, 2 ON CONFLICT (day, endpoint) DO UPDATE SET "
+                "requests = requests + excluded.requests, r429 = r429 + excluded.r429, "
+                "r402 = r402 + excluded.r402, credits = credits + excluded.credits, "
+                "retries = retries + excluded.retries, "
+                "first = MIN(first, excluded.first), last = MAX(last, excluded.last)",
+                (before,))
+            self._enqueue("DELETE FROM ledger WHERE t < ?", (before,))
+        if snap_n:
+            self._enqueue("DELETE FROM snapshots WHERE t < ?", (key_t,))
+        if counts.get("jobs"):
+            self._enqueue(f"DELETE FROM jobs WHERE {jobs_where}", jobs_params)
+        self._enqueue("DELETE FROM alerts WHERE t < ?", (before,))
+        self.set_meta("retained_since", f"{before:.3f}")
+        await self.flush()
+        return {"ledger": int(counts.get("ledger", 0)), "snapshots": int(snap_n),
+                "jobs": int(counts.get("jobs", 0))}
+
+    async def keyframe_at_or_before(self, t: float) -> float | None:
+        """Time of the last snapshot at or before ``t`` that decodes on its own (a 'K'
+        blob, recording/codec.py), or None. Walks back from ``t``: at most one keyframe
+        interval of rows is read."""
+        rows = await self._q("SELECT t FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = "
+                             "X'4B' ORDER BY t DESC LIMIT 1", (t,))
+        return float(rows[0][0]) if rows else None
+
+    async def _last_rowid_created_before(self, t: float) -> int:
+        """The largest jobs rowid whose job was created before ``t`` (0 if none), by
+        bisection over rowids (each probe is one b-tree lookup; creation times grow with
+        the rowid, and where a clock stepped back the bound is only a little off)."""
+        [(lo_id, hi_id)] = await self._q("SELECT MIN(rowid), MAX(rowid) FROM jobs")
+        if lo_id is None:
+            return 0
+        lo, hi = int(lo_id) - 1, int(hi_id)  # invariant: created(lo) < t <= created(hi+1)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            rows = await self._q("SELECT rowid, created FROM jobs WHERE rowid >= ? "
+                                 "ORDER BY rowid LIMIT 1", (mid,))
+            if rows and rows[0][1] < t:
+                lo = max(mid, int(rows[0][0]))
+            else:
+                hi = mid - 1
+        return lo
+
     def set_meta(self, key: str, value: str) -> None:
         self._enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
@@ -383,6 +505,8 @@ class Store:
         if states:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
             params = list(states)
+            if not set(states) & set(PRUNABLE_STATES):
+                sql += f" AND {OPEN_JOBS}"  # lets SQLite use the jobs_open index
         sql += " ORDER BY seq"
         out = []
         for r in await self._q(sql, params):
@@ -447,6 +571,41 @@ class Store:
             f"reason, created, updated FROM jobs{where} ORDER BY {col} {direction}, seq "
             f"{direction} LIMIT ? OFFSET ?", [*params, max(0, int(limit)), max(0, int(offset))])
         return [tuple(r) for r in rows], int(total)
+
+
+def check_file(path: Path | str) -> dict[str, str]:
+    """The meta table of a mavera-tui database at ``path``, read synchronously; StoreError
+    with a one-line reason if it is missing, not SQLite, another program's file, or of a
+    newer schema (``check_meta``). Readers call this before ``Store.open(readonly=True)``:
+    a failed aiosqlite open leaves its (non-daemon) thread running, which would keep the
+    process alive."""
+    p = Path(path)
+    if not p.exists():
+        raise StoreError(f"no such recording or database: {p}")
+    if p.is_dir():
+        raise StoreError(f"{p} is a directory, not a recording")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise StoreError(f"cannot read {p}: {e.strerror}") from None
+    if head != b"SQLite format 3\x00":
+        raise StoreError(f"{p} is not a mavera-tui recording (not an SQLite file)")
+    try:
+        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" not in tables:
+                raise StoreError(f"{p} is an SQLite file of another program, "
+                                 "not a mavera-tui recording")
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{p} is not a readable mavera-tui recording ({e})") from None
+    check_meta(p, meta)
+    return meta
 
 
 def check_meta(path: Path | str, meta: dict[str, str]) -> int:

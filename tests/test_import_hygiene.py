@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-HEADLESS = ["mavera_tui.record", "mavera_tui.report", "mavera_tui.metrics",
+HEADLESS = ["mavera_tui.record", "mavera_tui.recording", "mavera_tui.recording.codec",
+            "mavera_tui.recording.recorder", "mavera_tui.recording.reader",
+            "mavera_tui.recording.timespec", "mavera_tui.recording.report", "mavera_tui.metrics",
             "mavera_tui.engine", "mavera_tui.scheduler", "mavera_tui.store",
             "mavera_tui.history", "mavera_tui.snapshot"]
 
@@ -23,7 +25,7 @@ def test_headless_module_does_not_import_textual(module):
 
 
 def test_the_replay_engine_alone_does_not_import_textual():
-    code = ("import sys; from mavera_tui.replay import ReplayEngine; "
+    code = ("import sys; from mavera_tui.recording.replay import ReplayEngine; "
             "sys.exit(1 if 'textual' in sys.modules else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)

@@ -19,13 +19,9 @@ from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.config import Config, SimSettings
 from mavera_tui.engine import Settings
 from mavera_tui.metrics import render
-from mavera_tui.record import (
-    Recorder,
-    SnapshotDecoder,
-    SnapshotEncoder,
-    parse_duration,
-    snapshot_state,
-)
+from mavera_tui.recording.codec import SnapshotDecoder, SnapshotEncoder, snapshot_state
+from mavera_tui.recording.recorder import Recorder
+from mavera_tui.recording.timespec import parse_duration
 from mavera_tui.states import JobState
 
 WALL0 = 1_700_000_000.0

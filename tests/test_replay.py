@@ -14,8 +14,8 @@ from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.config import Config, SimSettings
 from mavera_tui.engine import Settings
 from mavera_tui.errors import EXIT_CANNOT_START
-from mavera_tui.record import Recorder
-from mavera_tui.replay import ReplayEngine, create_replay_app
+from mavera_tui.recording.recorder import Recorder
+from mavera_tui.recording.replay import ReplayEngine, create_replay_app
 from mavera_tui.store import StoreError
 from mavera_tui.ui.pane import Line
 from mavera_tui.ui.timebar import GotoScreen, TimeBar

@@ -13,8 +13,9 @@ import pytest
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.engine import Settings
 from mavera_tui.errors import EXIT_CANNOT_START
-from mavera_tui.record import Recorder
-from mavera_tui.report import build_report, parse_time, render_text
+from mavera_tui.recording.recorder import Recorder
+from mavera_tui.recording.report import build_report, render_text
+from mavera_tui.recording.timespec import TimeContext, parse_time
 from mavera_tui.sim import create_sim
 from mavera_tui.sim.config import Faults, SimConfig
 
@@ -103,11 +104,12 @@ def test_since_and_until_select_a_time_range(query_db, recorded):
 
 
 def test_times_parse_as_iso_unix_or_relative():
-    assert parse_time("1700000000", 0) == 1_700_000_000
-    assert parse_time("-10m", 1000.0) == 400.0
-    assert parse_time("2023-11-14T22:13:20+00:00", 0) == 1_700_000_000
+    at_end = TimeContext(start=0.0, end=1000.0, anchor=1000.0)
+    assert parse_time("1700000000", at_end) == 1_700_000_000
+    assert parse_time("-10m", at_end) == 400.0
+    assert parse_time("2023-11-14T22:13:20+00:00", at_end) == 1_700_000_000
     with pytest.raises(ValueError):
-        parse_time("yesterday", 0)
+        parse_time("yesterday", at_end)
 
 
 def test_text_report_has_tables_and_charts(recorded):

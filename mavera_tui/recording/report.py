@@ -4,7 +4,11 @@
 computes, from the ledger (every attempt) and the recorded snapshots (queue depth):
 credits (total, per endpoint, estimated vs actual), 402s, 429s, retries, the
 X-RateLimit-Remaining distribution, requests per minute (mean, peak; per endpoint), queue
-depth and the makespan of each batch, with plotext charts. Never imports textual.
+depth and the makespan of each batch, with plotext charts. Where retention (``record
+--keep``) dropped old ledger rows, their daily totals (requests, 429s, 402s, credits,
+retries per endpoint) are added in, and the report names those days. Reads through
+``recording.reader``; ``--since``/``--until`` are in the one time grammar (timespec.py).
+Never imports textual.
 """
 
 from __future__ import annotations
@@ -13,34 +17,15 @@ import argparse
 import asyncio
 import json
 import math
-import re
 import sqlite3
 import sys
 from datetime import datetime
 from typing import Any
 
-from .record import ENCODING, DecodeError, SnapshotDecoder, parse_duration
+from .reader import Recording
 
 #: Two requests further apart than this (seconds, idle in between) are in different batches.
 BATCH_GAP = 60.0
-_REL = re.compile(r"^\s*-\s*(.+)$")
-
-
-def parse_time(text: str, end: float) -> float:
-    """Unix seconds from an ISO time (local time if no zone), unix seconds, or a relative
-    ``-10m`` / ``-2h`` counted back from ``end`` (the end of the recording)."""
-    m = _REL.match(text)
-    if m:
-        return end - parse_duration(m.group(1))
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise ValueError(f"not a time: {text!r} (use ISO 2024-05-01T12:00, unix seconds, "
-                         "or -10m)") from None
 
 
 def _pct(sorted_vals: list[float], p: float) -> float | None:
@@ -86,100 +71,26 @@ def _batches(rows: list[tuple[float, float, str]], gap: float) -> list[dict[str,
     return out
 
 
-async def load_snapshots(store: Any, since: float | None = None,
-                         until: float | None = None, *, rows: bool = False) -> list[Any]:
-    """Decode the recorded snapshots in [since, until] (chains are decoded from the start;
-    undecodable rows are skipped up to the next keyframe)."""
-    from .record import state_to_snapshot
-
-    dec = SnapshotDecoder()
-    out = []
-    for t, blob in await store.query("SELECT t, data FROM snapshots ORDER BY t"):
-        try:
-            st = dec.decode(bytes(blob))
-        except DecodeError:
-            continue
-        if (since is not None and t < since) or (until is not None and t > until):
-            continue
-        out.append(state_to_snapshot(st, dec.names, rows=rows))
-    return out
-
-
-def check_recording(path: str) -> None:
-    """Raise StoreError with a one-line reason if ``path`` is not a mavera-tui file this
-    version can read. Checked synchronously first because a failed ``Store.open`` leaves
-    aiosqlite's (non-daemon) thread running, which would keep the process alive."""
-    import sqlite3
-    from pathlib import Path
-
-    from .store import StoreError, check_meta
-
-    p = Path(path)
-    if not p.exists():
-        raise StoreError(f"no such recording: {p}")
-    if p.is_dir():
-        raise StoreError(f"{p} is a directory, not a recording")
-    try:
-        with open(p, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        raise StoreError(f"cannot read {p}: {e.strerror}") from None
-    if head != b"SQLite format 3\x00":
-        raise StoreError(f"{p} is not a mavera-tui recording (not an SQLite file)")
-    try:
-        db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in db.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
-            if "meta" not in tables:
-                raise StoreError(f"{p} is an SQLite file of another program, "
-                                 "not a mavera-tui recording")
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"{p} is not a readable mavera-tui recording ({e})") from None
-    check_meta(p, meta)
-    enc = meta.get("snapshot_encoding")
-    if enc is not None and enc != ENCODING:
-        raise StoreError(f"{p} holds snapshots encoded as {enc!r}; this mavera-tui reads "
-                         f"{ENCODING!r}")
-
-
 async def build_report(path: str, since: str | float | None = None,
                        until: str | float | None = None,
                        batch_gap: float = BATCH_GAP) -> dict[str, Any]:
     """The report as a JSON-able dict. Raises StoreError for files it cannot read and
-    ValueError for a bad --since/--until."""
-    from .store import Store
-
-    check_recording(path)
-    store = await Store.open(path, readonly=True)
-    try:
-        return await _build(store, since, until, batch_gap)
-    finally:
-        await store.close()
+    ValueError for a bad --since/--until (read in the one time grammar, timespec.py)."""
+    async with await Recording.open(path) as rec:
+        return await _build(rec, since, until, batch_gap)
 
 
-async def _build(store: Any, since: Any, until: Any, batch_gap: float) -> dict[str, Any]:
-    meta = await store.meta()
-    bounds = await store.query(
-        "SELECT MIN(t), MAX(t) FROM (SELECT t FROM ledger UNION ALL SELECT t FROM snapshots)")
-    first, last = bounds[0] if bounds else (None, None)
-    end = last if last is not None else 0.0
-    lo = parse_time(since, end) if isinstance(since, str) else since
-    hi = parse_time(until, end) if isinstance(until, str) else until
-    where, params = "WHERE 1=1", []
-    if lo is not None:
-        where += " AND t >= ?"
-        params.append(lo)
-    if hi is not None:
-        where += " AND t <= ?"
-        params.append(hi)
-    rows = await store.query(
-        "SELECT t, t_done, job_id, endpoint, attempt, status, kind, credits_used, estimate, "
-        f"rl_limit, rl_remaining FROM ledger {where} ORDER BY t", params)
-    snaps = await load_snapshots(store, lo, hi)
+_LEDGER = ("t", "t_done", "job_id", "endpoint", "attempt", "status", "kind", "credits_used",
+           "estimate", "rl_limit", "rl_remaining")
+
+
+async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> dict[str, Any]:
+    meta = rec.meta
+    first, last = await rec.bounds()
+    lo, hi = await rec.parse_range(since, until)
+    rows = await rec.ledger(_LEDGER, lo, hi)
+    snaps = await rec.snapshots(lo, hi)
+    daily = await rec.daily_totals(lo, hi)
 
     credits_total = 0
     by_ep: dict[str, dict[str, Any]] = {}
@@ -227,20 +138,37 @@ async def _build(store: Any, since: Any, until: Any, batch_gap: float) -> dict[s
     limit = limits[-1] if limits else (snaps[-1].limit if snaps else None)
     depth = [s.queue_depth for s in snaps]
     in_flight = [s.in_flight for s in snaps]
-    jobs_by_state = dict(await store.query(
-        "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state"))
+    jobs_by_state = await rec.jobs_by_state()
     rpm_by_ep = {}
     for ep, e in by_ep.items():
         rpm_by_ep[ep] = _rpm(e.pop("_times"), span)
+    # Days that retention folded into totals: their counts add to the ledger's (a request
+    # is in exactly one of the two), their timing (rates, batches) is gone.
+    requests_total = len(rows)
+    for d in daily:
+        e = by_ep.setdefault(d["endpoint"], {"requests": 0, "credits_used": 0, "429": 0,
+                                             "402": 0, "retries": 0})
+        e["requests"] += d["requests"]
+        e["credits_used"] += d["credits"]
+        e["429"] += d["r429"]
+        e["402"] += d["r402"]
+        requests_total += d["requests"]
+        credits_total += d["credits"]
+        c429 += d["r429"]
+        c402 += d["r402"]
+        retries += d["retries"]
+    days = sorted({d["day"] for d in daily})
     return {
-        "file": str(store.path),
-        "schema_version": getattr(store, "schema_version", None),
+        "file": str(rec.path),
+        "schema_version": rec.schema_version,
         "snapshot_encoding": meta.get("snapshot_encoding"),
         "target": meta.get("recorded_target"),
         "since": lo, "until": hi,
         "start": start_t, "end": end_t, "duration_s": round(span, 3),
         "recording": {"first": first, "last": last, "snapshots": len(snaps)},
-        "requests_total": len(rows),
+        "requests_total": requests_total,
+        "from_daily_totals": {"days": days,
+                              "requests": sum(d["requests"] for d in daily)},
         "credits_used_total": credits_total,
         "credits_used_by_endpoint": {k: v["credits_used"] for k, v in sorted(by_ep.items())},
         "402_count": c402,
@@ -311,6 +239,10 @@ def render_text(rep: dict[str, Any], *, charts: bool = True, width: int = 100) -
     q = rep["queue_depth"]
     lines.append(f"queue_depth          max {q['max']}  mean {q['mean']}  "
                  f"(in flight max {q['in_flight_max']})")
+    folded = rep.get("from_daily_totals") or {}
+    if folded.get("days"):
+        lines.append(f"older days from daily totals (retention): {', '.join(folded['days'])}"
+                     f" ({folded['requests']} requests; no rates or batches for them)")
     lines += ["", f"{'endpoint':<18}{'requests':>9}{'rpm':>8}{'peak':>6}{'credits':>10}"
                   f"{'429':>6}{'jobs':>7}{'estimated':>11}{'actual':>9}{'ratio':>7}"]
     eva = rep["estimated_vs_actual"]
@@ -374,8 +306,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``report`` subcommand's options."""
     p.add_argument("file", help="a recording or run database (--db of record/run)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
-    p.add_argument("--since", help="from this time: ISO, unix seconds, or -10m (back from "
-                                   "the end of the recording)")
+    p.add_argument("--since", help="from this time: unix seconds, ISO, HH:MM, start+5m, "
+                                   "end-10m, or -10m (back from the end of the recording); "
+                                   "the forms of replay's g key")
     p.add_argument("--until", help="up to this time (same forms as --since)")
     p.add_argument("--batch-gap", type=float, default=BATCH_GAP,
                    help=f"idle seconds that end a batch (default {BATCH_GAP:g})")
@@ -384,8 +317,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``mavera-tui report``: returns the exit code; errors are one line on stderr."""
-    from .errors import EXIT_CANNOT_START, EXIT_OK, EXIT_USAGE
-    from .store import StoreError
+    from ..errors import EXIT_CANNOT_START, EXIT_OK, EXIT_USAGE
+    from ..store import StoreError
 
     try:
         rep = asyncio.run(build_report(args.file, args.since, args.until,

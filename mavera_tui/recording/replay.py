@@ -13,20 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .estimate import Estimate, Verdict
-from .history import History
-from .jobs import JobSpec
-from .record import DecodeError, SnapshotDecoder, parse_duration, state_to_snapshot
-from .snapshot import Snapshot
+from ..estimate import Estimate, Verdict
+from ..history import History
+from ..jobs import JobSpec
+from ..snapshot import Snapshot
+from .codec import DecodeError, SnapshotDecoder, is_keyframe, state_to_snapshot
+from .timespec import TimeContext, parse_time
 
 SPEEDS = (1.0, 10.0, 60.0)
 READ_ONLY = "a replay is read-only: nothing can be submitted or cancelled"
@@ -60,7 +59,7 @@ class ReplayEngine:
             raise ValueError("the recording holds no snapshots")
         self.times = [t for t, _ in rows]
         self.blobs = [b for _, b in rows]
-        self.keyframes = [i for i, b in enumerate(self.blobs) if b[:1] == b"K"] or [0]
+        self.keyframes = [i for i, b in enumerate(self.blobs) if is_keyframe(b)] or [0]
         self.alert_times = sorted(alerts or [])
         self.now = now
         self.target = target
@@ -81,20 +80,14 @@ class ReplayEngine:
     @classmethod
     async def load(cls, path: str, **kw: Any) -> ReplayEngine:
         """Read a recording (read-only). Raises StoreError / ValueError with a clear message."""
-        from .report import check_recording
-        from .store import Store
+        from .reader import Recording
 
-        check_recording(path)
-        store = await Store.open(path, readonly=True)
-        try:
-            rows = await store.query("SELECT t, data FROM snapshots ORDER BY t")
-            alerts = [r[0] for r in await store.query("SELECT t FROM alerts ORDER BY t")]
-            meta = await store.meta()
-        finally:
-            await store.close()
+        async with await Recording.open(path) as rec:
+            rows = await rec.snapshot_rows()
+            alerts = await rec.alert_times()
         if not rows:
             raise ValueError(f"{path} holds no snapshots (was it written by `record`?)")
-        return cls(rows, alerts, target=meta.get("recorded_target", ""), **kw)
+        return cls(rows, alerts, target=rec.target, **kw)
 
     # --- decoding -----------------------------------------------------------------------
 
@@ -215,27 +208,10 @@ class ReplayEngine:
         return h
 
     def parse_goto(self, text: str) -> float:
-        """A time typed by the operator: ``+5m``/``-90s`` from the cursor, ``HH:MM[:SS]`` on
-        the recording's day, an ISO time, or unix seconds."""
-        text = text.strip()
-        m = re.fullmatch(r"([+-])\s*(.+)", text)
-        if m:
-            d = parse_duration(m.group(2))
-            return self.times[self.index] + (d if m.group(1) == "+" else -d)
-        if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?", text):
-            day = datetime.fromtimestamp(self.times[0])
-            parts = [float(p) for p in text.split(":")]
-            h, mnt, s = (parts + [0.0])[:3]
-            base = day.replace(hour=int(h), minute=int(mnt), second=0, microsecond=0)
-            return base.timestamp() + s
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        try:
-            return datetime.fromisoformat(text).timestamp()
-        except ValueError:
-            raise ValueError(f"not a time: {text!r}") from None
+        """A time typed by the operator, in the one time grammar (recording/timespec.py):
+        relative forms such as ``+5m``/``-90s`` count from the cursor."""
+        ctx = TimeContext(self.times[0], self.times[-1], self.times[self.index])
+        return parse_time(text, ctx)
 
 
 # ====================================================================== the app =======
@@ -245,9 +221,9 @@ def create_replay_app(engine: ReplayEngine, **kw: Any) -> Any:
     from textual.binding import Binding
     from textual.widgets import Footer, Input
 
-    from .ui import app as ui_app
-    from .ui.app import MaveraApp
-    from .ui.timebar import GotoScreen, TimeBar
+    from ..ui import app as ui_app
+    from ..ui.app import MaveraApp
+    from ..ui.timebar import GotoScreen, TimeBar
 
     class ReplayApp(MaveraApp):
         """The monitor plus the time bar; charts rebuilt when the cursor jumps."""
@@ -328,7 +304,7 @@ def create_replay_app(engine: ReplayEngine, **kw: Any) -> Any:
 
         def action_replay_goto(self) -> None:
             p = self.replay.position()
-            from .ui.text import clock
+            from ..ui.text import clock
 
             hint = f"recording {clock(p.start)} → {clock(p.end)}; cursor {clock(p.t)}"
 
@@ -350,7 +326,8 @@ def create_replay_app(engine: ReplayEngine, **kw: Any) -> Any:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``replay`` subcommand's options."""
     p.add_argument("file", help="a recording (the --db of `mavera-tui record`)")
-    p.add_argument("--at", help="start at this time (same forms as the g key)")
+    p.add_argument("--at", help="start at this time: unix seconds, ISO, HH:MM, start+5m, "
+                                "end-10m (the forms of the g key and of report --since)")
     p.add_argument("--speed", type=float, choices=SPEEDS, default=1.0)
     p.add_argument("--play", action="store_true", help="start playing at once")
     from . import config
@@ -363,8 +340,8 @@ def main(args: argparse.Namespace) -> int:
     """``mavera-tui replay``: exit code; an unreadable file is one line on stderr."""
     import sqlite3
 
-    from .errors import EXIT_CANNOT_START, EXIT_USAGE
-    from .store import StoreError
+    from ..errors import EXIT_CANNOT_START, EXIT_USAGE
+    from ..store import StoreError
 
     try:
         engine = asyncio.run(ReplayEngine.load(args.file))

@@ -1,0 +1,184 @@
+"""The reader of recordings: what replay and report read through.
+
+``Recording.open(path)`` checks the file with the store's one check (``store.check_file``:
+an SQLite file of ours, a schema this version reads) and the snapshot encoding, then opens
+the store read-only. It hands out the recorded snapshots (raw or decoded), the ledger and
+the daily totals that retention left for older days, by time range. Never imports textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from ..snapshot import Snapshot
+from ..store import Store, StoreError, check_file
+from .codec import ENCODING, DecodeError, SnapshotDecoder, state_to_snapshot
+from .timespec import TimeContext, parse_time
+
+__all__ = ["LEDGER_COLUMNS", "Recording", "check_recording"]
+
+#: Ledger columns a reader may ask for (the store's ledger table).
+LEDGER_COLUMNS = ("t", "t_done", "job_id", "endpoint", "method", "path", "attempt", "status",
+                  "kind", "code", "credits_used", "tokens", "estimate", "latency", "rl_limit",
+                  "rl_remaining", "rl_reset", "retry_after", "message")
+DAILY_COLUMNS = ("day", "endpoint", "requests", "r429", "r402", "credits", "retries",
+                 "first", "last")
+
+
+def check_recording(path: str) -> dict[str, str]:
+    """The meta table of a recording this version can read; StoreError (one line) if not."""
+    meta = check_file(path)
+    enc = meta.get("snapshot_encoding")
+    if enc is not None and enc != ENCODING:
+        raise StoreError(f"{path} holds snapshots encoded as {enc!r}; this mavera-tui reads "
+                         f"{ENCODING!r}")
+    return meta
+
+
+def _range(since: float | None, until: float | None) -> tuple[str, list[float]]:
+    where, params = "WHERE 1=1", []
+    if since is not None:
+        where += " AND t >= ?"
+        params.append(since)
+    if until is not None:
+        where += " AND t <= ?"
+        params.append(until)
+    return where, params
+
+
+class Recording:
+    """One recording (or run database), open read-only. Use ``async with await
+    Recording.open(path) as rec`` or call ``close()``."""
+
+    def __init__(self, store: Store, meta: dict[str, str]):
+        self.store = store
+        self.meta = meta
+        self.path = store.path
+
+    @classmethod
+    async def open(cls, path: str) -> Recording:
+        """Open ``path`` read-only; StoreError with a clear message if it cannot be read."""
+        check_recording(path)
+        store = await Store.open(path, readonly=True)
+        return cls(store, await store.meta())
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def __aenter__(self) -> Recording:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def schema_version(self) -> int | None:
+        return getattr(self.store, "schema_version", None)
+
+    @property
+    def target(self) -> str:
+        return self.meta.get("recorded_target", "")
+
+    async def _has(self, table: str) -> bool:
+        rows = await self.store.query(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,))
+        return bool(rows)
+
+    # --- time ---------------------------------------------------------------------------
+
+    async def bounds(self) -> tuple[float | None, float | None]:
+        """First and last time in the ledger and the snapshots (None, None when empty)."""
+        [(first, last)] = await self.store.query(
+            "SELECT MIN(t), MAX(t) FROM (SELECT MIN(t) AS t FROM ledger UNION ALL "
+            "SELECT MAX(t) FROM ledger UNION ALL SELECT MIN(t) FROM snapshots UNION ALL "
+            "SELECT MAX(t) FROM snapshots)")
+        return first, last
+
+    async def time_context(self, anchor: float | None = None) -> TimeContext:
+        """The context relative times are read in; ``anchor`` defaults to the end."""
+        first, last = await self.bounds()
+        start = first if first is not None else 0.0
+        end = last if last is not None else start
+        return TimeContext(start, end, end if anchor is None else anchor)
+
+    async def parse_range(self, since: str | float | None, until: str | float | None,
+                          ) -> tuple[float | None, float | None]:
+        """``--since``/``--until`` as unix seconds (strings in the one time grammar, relative
+        forms counted back from the end of the recording); ValueError if unreadable."""
+        ctx = await self.time_context()
+        lo = parse_time(since, ctx) if isinstance(since, str) else since
+        hi = parse_time(until, ctx) if isinstance(until, str) else until
+        return lo, hi
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    async def snapshot_rows(self, since: float | None = None, until: float | None = None,
+                            ) -> list[tuple[float, bytes]]:
+        """Encoded snapshots ``(t, blob)`` in time order from the last keyframe at or before
+        ``since`` (so the first rows decode) up to ``until``."""
+        lo = since
+        if since is not None:
+            k = await self.store.keyframe_at_or_before(since)
+            lo = k if k is not None else since
+        where, params = _range(lo, until)
+        rows = await self.store.query(f"SELECT t, data FROM snapshots {where} ORDER BY t",
+                                      params)
+        return [(float(t), bytes(b)) for t, b in rows if b]
+
+    async def snapshots(self, since: float | None = None, until: float | None = None,
+                        *, rows: bool = False) -> list[Snapshot]:
+        """Decoded snapshots in [since, until] (``rows=False`` skips jobs/alerts: cheaper).
+        Undecodable rows are skipped up to the next keyframe."""
+        dec = SnapshotDecoder()
+        out = []
+        for t, blob in await self.snapshot_rows(since, until):
+            try:
+                st = dec.decode(blob)
+            except DecodeError:
+                continue
+            if since is not None and t < since:
+                continue
+            out.append(state_to_snapshot(st, dec.names, rows=rows))
+        return out
+
+    # --- the ledger and what retention kept of it -----------------------------------------
+
+    async def ledger(self, columns: Sequence[str] = LEDGER_COLUMNS,
+                     since: float | None = None, until: float | None = None,
+                     ) -> list[tuple[Any, ...]]:
+        """Ledger rows (by send time ``t``) in [since, until], oldest first."""
+        bad = [c for c in columns if c not in LEDGER_COLUMNS]
+        if bad:
+            raise ValueError(f"no ledger column {bad[0]!r}")
+        where, params = _range(since, until)
+        return await self.store.query(
+            f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY t, id", params)
+
+    async def daily_totals(self, since: float | None = None, until: float | None = None,
+                           ) -> list[dict[str, Any]]:
+        """Per-day, per-endpoint totals of the ledger rows that retention dropped, for the
+        days whose folded rows (sent between ``first`` and ``last``) overlap [since, until].
+        A total is counted whole: a range that cuts through one is approximate there."""
+        if not await self._has("daily_totals"):
+            return []  # a schema-1 file: nothing was ever pruned
+        where, params = "WHERE 1=1", []
+        if since is not None:
+            where += " AND last >= ?"
+            params.append(since)
+        if until is not None:
+            where += " AND first <= ?"
+            params.append(until)
+        rows = await self.store.query(
+            f"SELECT {', '.join(DAILY_COLUMNS)} FROM daily_totals {where} "
+            "ORDER BY day, endpoint", params)
+        return [dict(zip(DAILY_COLUMNS, r, strict=True)) for r in rows]
+
+    async def alert_times(self) -> list[float]:
+        return [r[0] for r in await self.store.query("SELECT t FROM alerts ORDER BY t")]
+
+    async def jobs_by_state(self) -> dict[str, int]:
+        return dict(await self.store.query(
+            "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state"))

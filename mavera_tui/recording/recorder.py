@@ -1,0 +1,299 @@
+"""The headless recorder: run the engine with no UI and write a snapshot every interval.
+
+The end of ``duration`` and SIGTERM/SIGINT stop it the same clean way: nothing new is
+sent, requests in flight (already paid for) get up to ``grace`` seconds while snapshots
+go on, then a final snapshot is written and flushed. With ``keep`` it prunes what is older
+than that many seconds (``Store.prune``) at the start and every ``prune_every`` seconds.
+Never imports textual (tests/test_import_hygiene).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import Any, TextIO
+
+from ..clock import Clock
+from ..snapshot import Snapshot
+from .codec import ENCODING, KEYFRAME_EVERY, SnapshotEncoder
+
+__all__ = ["DEFAULT_GRACE", "PRUNE_EVERY", "Recorder"]
+
+DEFAULT_GRACE = 120.0
+#: Seconds between retention passes: a pass folds and deletes at most about this much.
+PRUNE_EVERY = 3600.0
+
+
+class Recorder:
+    """One recording: the engine, the snapshot loop, the log lines, a clean stop.
+
+    ``await Recorder(...).run()`` returns the exit code. Tests and the benchmark build it
+    directly with a virtual clock; ``request_stop()`` is what SIGTERM/SIGINT call.
+    """
+
+    def __init__(self, settings: Any, *, jobs: str | None = None,
+                 duration: float | None = None, interval: float = 1.0,
+                 metrics_port: int | None = None, grace: float = DEFAULT_GRACE,
+                 clock: Clock | None = None, sim: Any = None, out: TextIO | None = None,
+                 demo_kw: dict[str, Any] | None = None,
+                 keyframe_every: int = KEYFRAME_EVERY, job_file: Any = None,
+                 keep: float | None = None, prune_every: float = PRUNE_EVERY):
+        self.settings = settings
+        self.jobs_path = jobs
+        self.job_file = job_file  # (specs, line errors) already read from ``jobs``, if any
+        self.duration = duration
+        self.interval = max(0.01, float(interval))
+        self.metrics_port = metrics_port
+        self.grace = grace
+        self.clock = clock or Clock()
+        self.sim = sim
+        self.out = out or sys.stderr
+        self.demo_kw = demo_kw or {}
+        self.encoder = SnapshotEncoder(keyframe_every)
+        self.engine: Any = None
+        self.latest: Snapshot | None = None
+        self.snapshots_written = 0
+        self.bytes_written = 0
+        self.encode_seconds = 0.0
+        self._stop: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None
+        self._seen_alerts: set[tuple[float, str, str]] = set()
+        self._last_t = 0.0
+        self.stop_reason = ""
+        self.keep = keep  # retention in seconds; None keeps everything
+        self.prune_every = max(1.0, float(prune_every))
+        self._next_prune: float | None = None
+        self.pruned: dict[str, int] = {"ledger": 0, "snapshots": 0, "jobs": 0}
+
+    def log(self, msg: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"{stamp} record: {msg}", file=self.out, flush=True)
+
+    def request_stop(self, why: str = "stop requested") -> None:
+        if self._stop is not None and not self._stop.is_set():
+            self.stop_reason = why
+            self._stop.set()
+        elif self._hurry is not None:
+            self._hurry.set()  # a second signal: do not wait for in-flight requests
+
+    def _write(self, snap: Snapshot) -> None:
+        # The row's key is the snapshot's own (rounded) time, kept strictly increasing.
+        t = round(snap.t, 3)
+        t = t if t > self._last_t else round(self._last_t + 0.001, 3)
+        self._last_t = t
+        t0 = time.perf_counter()
+        blob = self.encoder.encode(snap)
+        self.encode_seconds += time.perf_counter() - t0
+        self.engine.store.add_snapshot(t, blob)
+        self.snapshots_written += 1
+        self.bytes_written += len(blob)
+        self.latest = snap
+
+    async def prune(self) -> dict[str, int]:
+        """One retention pass: drop what is older than ``keep`` seconds (ledger rows,
+        folded into the daily totals first; snapshots up to a keyframe; final jobs). Runs
+        through the store's single writer: one more transaction in the group-commit queue.
+        Returns the rows dropped per table."""
+        if self.keep is None or self.engine is None:
+            return {}
+        dropped = await self.engine.store.prune(self.clock.wall() - self.keep)
+        for k, v in dropped.items():
+            self.pruned[k] = self.pruned.get(k, 0) + v
+        if any(dropped.values()):
+            self.log("retention: dropped " + ", ".join(f"{v} {k} rows" for k, v in
+                                                      dropped.items() if v)
+                     + f" older than {self.keep / 86400:g} d (daily totals kept)")
+        return dropped
+
+    async def _maybe_prune(self) -> None:
+        now = self.clock.now()
+        if self.keep is None or (self._next_prune is not None and now < self._next_prune):
+            return
+        self._next_prune = now + self.prune_every
+        try:
+            await self.prune()
+        except Exception as e:  # a failed pass is retried at the next one; recording goes on
+            self.log(f"retention failed: {type(e).__name__}: {e}")
+
+    def _log_alerts(self, snap: Snapshot) -> None:
+        for a in reversed(snap.alerts):
+            k = (a.t, a.kind, a.message)
+            if k not in self._seen_alerts:
+                self._seen_alerts.add(k)
+                self.log(f"alert {a.level} {a.kind}: {a.message}")
+        if len(self._seen_alerts) > 1000:
+            self._seen_alerts = {(a.t, a.kind, a.message) for a in snap.alerts}
+
+    async def run(self) -> int:
+        from ..engine import Engine
+        from ..store import StoreError
+
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self.engine = Engine(self.settings, clock=self.clock, sim=self.sim)
+        try:
+            sched = await self.engine.start()
+        except StoreError as e:
+            self.log(f"error: {e}")
+            return 2
+        except Exception as e:  # a bad URL, config: one line, no traceback
+            self.log(f"error: {type(e).__name__}: {e}")
+            return 2
+        self.sim = self.engine.sim
+        store = self.engine.store
+        store.set_meta("snapshot_encoding", ENCODING)
+        store.set_meta("snapshot_interval", f"{self.interval:g}")
+        store.set_meta("recorded_target", self.engine.target)
+        metrics = None
+        demo: asyncio.Task[None] | None = None
+        try:
+            self.log(f"recording into {store.path} every {self.interval:g} s; "
+                     f"{self.engine.notice}")
+            jobs_mode = False
+            if self.jobs_path:
+                submitted = await self._submit_jobs(sched)
+                if submitted is None:
+                    return 2
+                jobs_mode = True
+            elif self.engine.simulated:
+                from ..demo import start_demo
+
+                demo = start_demo(sched, **self.demo_kw)
+                self.log("no --jobs: recording the demo workload")
+            else:
+                self.log("no --jobs: recording the engine's state (no jobs submitted)")
+            if self.metrics_port is not None:
+                from ..metrics import serve_metrics
+
+                metrics = serve_metrics(lambda: self.latest, self.metrics_port)
+                self.log(f"Prometheus metrics on http://127.0.0.1:{metrics.port}/metrics")
+            await self._loop(sched, jobs_mode)
+        finally:
+            if demo is not None:
+                demo.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await demo
+            await self._shutdown(sched)
+            if metrics is not None:
+                metrics.close()
+        return 0
+
+    async def _submit_jobs(self, sched: Any) -> int | None:
+        from ..jobs import JobFileError, read_job_file
+
+        path = self.jobs_path or ""  # only called with a job file
+        try:
+            specs, errors = self.job_file or read_job_file(path)
+        except (JobFileError, OSError) as e:
+            self.log(f"error: {e}")
+            return None
+        for err in errors:
+            print(f"{self.jobs_path}: {err}", file=self.out, flush=True)
+        accepted, refused = await sched.submit_many(specs)
+        for msg in refused:
+            print(f"{self.jobs_path}: {msg}", file=self.out, flush=True)
+        self.log(f"submitted {len(accepted)} jobs from {self.jobs_path}"
+                 + (f" ({len(errors) + len(refused)} refused)" if errors or refused else ""))
+        return len(accepted)
+
+    async def _loop(self, sched: Any, jobs_mode: bool) -> None:
+        assert self._stop is not None
+        clock = self.clock
+        start = clock.now()
+        progress_every = max(1, int(round(60.0 / self.interval)))
+        tick = 0
+        next_at = start
+        while True:
+            await self._maybe_prune()
+            snap = sched.snapshot()
+            self._write(snap)
+            self._log_alerts(snap)
+            tick += 1
+            if tick % progress_every == 0:
+                self.log(_progress(snap))
+            now = clock.now()
+            if jobs_mode and sched.unfinished() == 0:
+                self.stop_reason = "all jobs done"
+                self._stop.set()  # a signal from here on means: do not wait
+                break
+            if self.duration is not None and now - start >= self.duration - 1e-9:
+                self.stop_reason = f"duration {self.duration:g} s reached"
+                self._stop.set()
+                break
+            if self.engine.store.write_error:
+                self.log(f"store: {self.engine.store.write_error}")
+            next_at += self.interval
+            if next_at < now:  # fell behind (a stalled disk): do not burst to catch up
+                next_at = now
+            if self.duration is not None:
+                next_at = min(next_at, start + self.duration)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(0.0, next_at - now))
+            if self._stop.is_set():
+                break
+
+    async def _shutdown(self, sched: Any) -> None:
+        """Stop admitting, wait for what is in flight (it is paid for: its outcome and
+        charge belong in the ledger) for at most ``grace`` seconds while still recording a
+        snapshot every interval, then write the final snapshot, flush and close. This is
+        the same at the end of ``--duration`` and on a signal, so a recording ends within
+        duration + grace. Jobs still in flight after the grace (or a second signal) stay
+        'in flight' in the store: a restart reports them as outcome unknown, never re-sends
+        them blindly."""
+        assert self._hurry is not None
+        clock = self.clock
+        waiting = sched.snapshot().in_flight
+        closing = asyncio.ensure_future(sched.close())  # admits nothing from here on
+        reason = self.stop_reason or "stopping"
+        if waiting:
+            # One line, said once: why it stops, what it waits for, for how long at most.
+            again = ("signal again" if reason.startswith("SIG") else "Ctrl-C or SIGTERM")
+            self.log(f"stopping: {reason}: no new requests; waiting up to {self.grace:g} s "
+                     f"for the {waiting} request(s) in flight (they are paid for; {again} "
+                     "to stop at once)")
+        else:
+            self.log(f"stopping: {reason}")
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        started = clock.now()
+        deadline = started + max(0.0, self.grace)
+        while not closing.done() and not hurry.done():
+            left = deadline - clock.now()
+            if left <= 0:
+                break
+            await asyncio.wait({closing, hurry}, timeout=min(self.interval, left),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not closing.done():  # keep the recording going while they land
+                with contextlib.suppress(Exception):
+                    snap = sched.snapshot()
+                    self._write(snap)
+                    self._log_alerts(snap)
+        hurry.cancel()
+        waited = clock.now() - started
+        if not closing.done():
+            n = sched.snapshot().in_flight
+            when = "on a signal to stop at once" if self._hurry.is_set() else \
+                f"after {self.grace:g} s"
+            self.log(f"{n} request(s) still in flight {when}: abandoning them (they stay "
+                     "'in flight' in the store: outcome unknown)")
+            await sched.abort()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await closing
+        final = sched.snapshot()
+        with contextlib.suppress(Exception):
+            self._write(final)
+        self._log_alerts(final)
+        self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
+        await self.engine.stop()
+        self.log(f"stopped: {self.snapshots_written} snapshots "
+                 f"({self.bytes_written / 1024:.0f} KiB)"
+                 + (f" after waiting {waited:.0f} s for requests in flight" if waiting else "")
+                 + f"; {_progress(final)}")
+
+
+def _progress(s: Snapshot) -> str:
+    return (f"up {s.elapsed:.0f} s: {s.requests_total} requests, "
+            f"{s.credits_used_total} credits, {s.responses_429_total} 429s, "
+            f"queue {s.queue_depth}, in flight {s.in_flight}, "
+            f"done {sum(s.finished.values())}/{s.jobs_total}")
