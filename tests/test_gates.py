@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 
@@ -214,7 +215,7 @@ def test_admissions_are_kept_for_capped_slots_that_free_before_the_window_does()
 
 # ================================================================== credit gate ======
 
-def _credits(total: int | None, **cfg: int) -> CreditGate:
+def _credits(total: int | None, **cfg: Any) -> CreditGate:
     b = Budget(BudgetConfig(**cfg))
     b.total = total
     return CreditGate(b, balance_max_age=10.0)

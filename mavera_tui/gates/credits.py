@@ -67,6 +67,11 @@ class CreditGate:
             return VERIFY, "checking the balance before refusing: " + v.message
         return BLOCK, "pre-flight refused: " + v.message
 
+    def next_open(self, now: float) -> list[float]:
+        """No time opens this gate by itself: a settlement, a balance read or the credit
+        poll does (and wakes the loop)."""
+        return []
+
     def verdict(self, est: Estimate) -> Verdict:
         """The pre-flight verdict for a new job now (the form asks this as the user types)."""
         remaining = self.budget.total

@@ -181,6 +181,7 @@ class Scheduler(Observing):
 
     @property
     def paused(self) -> bool:
+        """Whether the operator paused dispatch."""
         return self._paused
 
     def cancel(self, job_id: str) -> bool:
@@ -346,6 +347,7 @@ class Scheduler(Observing):
             times.append(due)
         if waiting:
             times.extend(self.slots.next_open(now))
+            times.extend(self.credits.next_open(now))
         future = [t for t in times if t > now]
         if future:
             return min(future)

@@ -18,7 +18,9 @@ class Transport(Protocol):
     """What the scheduler sends requests through (ApiClient, or an instant fake in benches)."""
 
     async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                      timeout: float | None = None, on_written: Any = None) -> Outcome: ...
+                      timeout: float | None = None, on_written: Any = None) -> Outcome:
+        """Send one request; never raises for HTTP or network failures (see Outcome)."""
+        ...
 
 
 @dataclass
@@ -71,4 +73,5 @@ class Job:
 
     @property
     def id(self) -> str:
+        """The job's id (its spec's)."""
         return self.spec.id
