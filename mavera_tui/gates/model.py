@@ -1,0 +1,77 @@
+"""The scheduler's data: its settings, a job's live state, and what it sends through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .. import catalog
+from .. import snapshot as S
+from ..budget import BudgetConfig
+from ..catalog import Endpoint
+from ..client import Outcome
+from ..estimate import Estimate
+from ..jobs import JobSpec
+
+
+class Transport(Protocol):
+    """What the scheduler sends requests through (ApiClient, or an instant fake in benches)."""
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                      timeout: float | None = None, on_written: Any = None) -> Outcome:
+        """Send one request; never raises for HTTP or network failures (see Outcome)."""
+        ...
+
+
+@dataclass
+class SchedulerConfig:
+    """Scheduler settings. Times are seconds."""
+
+    window_seconds: float = catalog.WINDOW_SECONDS
+    limit: int | None = None              # None: the default tier's, until headers say
+    max_attempts: int = 5                 # for 5xx / timeouts / dropped connections
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0             # the longest any back-off (retry, 429 hold) grows
+    max_retry_after: float = catalog.MAX_BACKOFF_SECONDS
+    request_timeout: float = 300.0
+    # Requests in flight at once on endpoints without a documented cap (responses, ...).
+    # Thousands handed to the HTTP client at once starve the loop and make every stamp
+    # late; 256 keeps >1,000 requests/s possible over loopback at a 0.2 s latency.
+    max_in_flight: int = 256
+    credit_poll: float = 30.0             # balance poll while jobs wait for credits
+    balance_refresh: float = 0.0          # periodic balance re-sync (0: off)
+    cache_ttl: float = 30.0               # identical GETs inside this are served from cache
+    balance_max_age: float = 10.0         # re-read the balance before refusing on an older one
+    resend_unknown_up_to: int = 0         # after a crash, re-send in-flight jobs costing <= this
+    storm_threshold: int = 5              # 429s within a minute that make a "429 storm"
+    recent_jobs: int = 200
+    keep_finished: bool = True            # False for long runs (monitor, record): finished
+                                          # jobs then live only in the store and recent list
+    seed: int | None = None
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+
+@dataclass(eq=False)
+class Job:
+    """A job's live state inside the scheduler."""
+
+    spec: JobSpec
+    ep: Endpoint
+    est: Estimate
+    seq: int
+    state: str = S.QUEUED
+    attempts: int = 0
+    failures: int = 0                 # 5xx / timeouts / drops so far (for the backoff)
+    not_before: float = 0.0
+    reason: str = ""
+    actual: int | None = None
+    reserved: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+    sent_at: float = 0.0
+    in_heap: bool = False
+
+    @property
+    def id(self) -> str:
+        """The job's id (its spec's)."""
+        return self.spec.id

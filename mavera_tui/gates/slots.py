@@ -1,0 +1,130 @@
+"""The slot gate: requests in flight per endpoint, concurrency-429 holds, and latency.
+
+Capped endpoints (the catalog's documented concurrency) take at most their cap at once;
+the uncapped ones share ``max_in_flight``. A concurrency 429 holds only its endpoint. The
+gate also keeps each endpoint's measured latency, which tells when busy slots will free
+and so how many window admissions to keep for capped jobs (``reserve_for_capped``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import catalog
+from ..catalog import Endpoint
+from ..limiter import SlidingWindow
+from .model import Job
+from .ready import ReadyQueue
+
+
+class SlotGate:
+    """May a job go now on its endpoint's slots, and when might a held endpoint open?"""
+
+    def __init__(self, max_in_flight: int) -> None:
+        keys = catalog.ENDPOINTS
+        self.max_in_flight = max_in_flight
+        self.in_flight: dict[str, set[Job]] = {k: set() for k in keys}
+        self.uncapped_in_flight = 0
+        self.hold: dict[str, float] = dict.fromkeys(keys, 0.0)
+        self.busy: dict[str, int] = dict.fromkeys(keys, 0)   # concurrency 429s in a row
+        self.max_seen: dict[str, int] = dict.fromkeys(keys, 0)
+        self.latency: dict[str, float] = {
+            k: (e.latency[0] + e.latency[1]) / 2 for k, e in keys.items()}
+        self.latency_seen: dict[str, bool] = dict.fromkeys(keys, False)
+
+    def free(self, ep: Endpoint, now: float) -> int:
+        """Slots free on ``ep`` now (0 while a concurrency 429 holds it)."""
+        if self.hold[ep.key] > now:
+            return 0
+        if ep.cap is None:
+            return self.max_in_flight - self.uncapped_in_flight
+        return ep.cap - len(self.in_flight[ep.key])
+
+    def take(self, job: Job) -> None:
+        """A job goes: it holds a slot until ``release``."""
+        self.in_flight[job.ep.key].add(job)
+        if job.ep.cap is None:
+            self.uncapped_in_flight += 1
+
+    def release(self, job: Job) -> None:
+        """A job's answer came (or it was not sent): free its slot (idempotent)."""
+        slots = self.in_flight[job.ep.key]
+        if job in slots:
+            slots.discard(job)
+            if job.ep.cap is None:
+                self.uncapped_in_flight -= 1
+
+    def note_sent(self, job: Job) -> None:
+        """Record the most in flight seen on the job's endpoint."""
+        n = len(self.in_flight[job.ep.key])
+        if n > self.max_seen[job.ep.key]:
+            self.max_seen[job.ep.key] = n
+
+    def refused(self, key: str) -> int:
+        """A concurrency 429 on ``key``: returns the refusals in a row, this one included."""
+        self.busy[key] += 1
+        return self.busy[key]
+
+    def hold_until(self, key: str, until: float) -> float:
+        """Hold ``key`` until at least ``until``; returns when the hold ends."""
+        self.hold[key] = max(self.hold[key], until)
+        return self.hold[key]
+
+    def answered(self, key: str, lat: float) -> None:
+        """A success on ``key``: the refusal streak ends; the latency is measured."""
+        self.busy[key] = 0
+        self.note_latency(key, lat)
+
+    def next_open(self, now: float) -> list[float]:
+        """When held endpoints open."""
+        return [h for h in self.hold.values() if h > now]
+
+    def in_flight_total(self) -> int:
+        """Requests in flight on all endpoints."""
+        return sum(len(s) for s in self.in_flight.values())
+
+    def note_latency(self, key: str, lat: float) -> None:
+        """An answer's latency (the catalog's typical one is only a prior: the first
+        answer replaces it, later ones move it)."""
+        self.latency[key] = lat if not self.latency_seen[key] else (
+            0.8 * self.latency[key] + 0.2 * lat)
+        self.latency_seen[key] = True
+
+    def expected_latency(self, key: str) -> float:
+        """The endpoint's measured latency, or before any answer the catalog's typical one
+        scaled by how the balance read (answered before the first job) compared with its
+        own: a server that answers ten times faster than the catalog's guess answers
+        everything so (the simulator's time scale, a nearby API)."""
+        if self.latency_seen[key]:
+            return self.latency[key]
+        prior = catalog.ENDPOINTS[key].latency
+        scale = 1.0
+        if self.latency_seen["billing_credits"]:
+            b = catalog.ENDPOINTS["billing_credits"].latency
+            scale = self.latency["billing_credits"] / ((b[0] + b[1]) / 2)
+        return (prior[0] + prior[1]) / 2 * min(1.0, max(scale, 0.01))
+
+    def reserve_for_capped(self, now: float, priority: int, window: SlidingWindow,
+                           ready: ReadyQueue) -> int:
+        """Window admissions to keep for capped jobs that can start before the window gives
+        one back: each slot frees when its job ends and can then run one job after another
+        (at the endpoint's measured latency) until then. A batch ends no earlier than its
+        capped work allows, so those slots must not idle for want of an admission while
+        short uncapped jobs, which fit in any window, take them all."""
+        room_at = window.room_after_burst(now, window.window / 60)
+        if room_at is None:  # none of ours in the window: room comes back as others' leave
+            room_at = now + window.window
+        need = 0
+        for key, jobs in self.in_flight.items():
+            ep = catalog.ENDPOINTS[key]
+            if ep.cap is None or not jobs or ready.count[key] <= 0:
+                continue  # no slot will free: free ones are filled first, in select
+            head = ready.head(key)
+            if head is None or head.spec.priority < priority:
+                continue
+            lat = max(self.expected_latency(key), 1e-3)
+            frees = [max(now, j.sent_at + lat) for j in jobs]
+            frees += [now] * max(0, ep.cap - len(jobs))
+            starts = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
+            need += min(starts, ready.count[key])
+        return need
