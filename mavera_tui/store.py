@@ -39,7 +39,7 @@ APP_ID = "mavera-tui"
 PRUNABLE_STATES = (SUCCEEDED, FAILED, CANCELLED, BLOCKED)
 #: The condition of the ``jobs_open`` partial index. A query must contain this very term
 #: for SQLite to use the index, so ``load_jobs`` adds it (and it is built from one constant).
-OPEN_JOBS = f"state NOT IN ({', '.join(repr(s) for s in PRUNABLE_STATES)})"
+OPEN_JOBS = f"state NOT IN ({', '.join(repr(str(s)) for s in PRUNABLE_STATES)})"
 
 #: What retention keeps of the ledger rows it drops: one row per UTC day and endpoint.
 DAILY_TOTALS = """

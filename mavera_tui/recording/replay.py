@@ -330,7 +330,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                 "end-10m (the forms of the g key and of report --since)")
     p.add_argument("--speed", type=float, choices=SPEEDS, default=1.0)
     p.add_argument("--play", action="store_true", help="start playing at once")
-    from . import config
+    from .. import config
 
     config.add_flag(p, "ui.refresh")
     p.add_argument("--debug", metavar="LOG", help="write a debug log to this file")
@@ -360,7 +360,7 @@ def main(args: argparse.Namespace) -> int:
     engine.speed = float(getattr(args, "speed", 1.0) or 1.0)
     if getattr(args, "play", False):
         engine.resume()
-    from .cli import loaded_config
+    from ..cli import loaded_config
 
     ui = loaded_config(args).config.ui
     app = create_replay_app(engine, refresh=ui.refresh, debug_log=getattr(args, "debug", None),
