@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .states import ErrorKind
+
 
 @dataclass(frozen=True)
 class RateHeaders:
@@ -22,28 +24,33 @@ class RateHeaders:
 
 
 # Error kinds, the vocabulary the scheduler acts on.
-RATE_LIMITED = "rate_limited"          # 429 for the key's window: hold the whole key
-CONCURRENCY = "concurrency_limited"    # 429 for an endpoint's cap: hold that endpoint
-CREDITS = "credits_exhausted"          # 402
-BUDGET = "budget_exceeded"             # 402
-AUTH = "unauthorized"                  # 401 / 403
-SERVER = "server_error"                # 5xx
-TIMEOUT = "timeout"
-CONNECTION = "connection_error"        # dropped / refused / reset
-BAD_RESPONSE = "bad_response"          # 2xx with a body we cannot read
-CLIENT = "client_error"                # other 4xx: the request itself is wrong
+# The error kinds by their short names (the vocabulary is ErrorKind, in states).
+RATE_LIMITED = ErrorKind.RATE_LIMITED
+CONCURRENCY = ErrorKind.CONCURRENCY
+CREDITS = ErrorKind.CREDITS
+BUDGET = ErrorKind.BUDGET
+AUTH = ErrorKind.AUTH
+SERVER = ErrorKind.SERVER
+TIMEOUT = ErrorKind.TIMEOUT
+CONNECTION = ErrorKind.CONNECTION
+BAD_RESPONSE = ErrorKind.BAD_RESPONSE
+CLIENT = ErrorKind.CLIENT
 
-RETRYABLE = frozenset({SERVER, TIMEOUT, CONNECTION})
+RETRYABLE = frozenset(k for k in ErrorKind if k.retryable)
 
 
 @dataclass(frozen=True)
 class ApiError:
     """A failed attempt: what kind, the server's code and message (untrusted text)."""
 
-    kind: str
+    kind: ErrorKind
     status: int | None
     code: str | None = None
     message: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, ErrorKind):  # a plain string of the vocabulary
+            object.__setattr__(self, "kind", ErrorKind(self.kind))
 
     def describe(self) -> str:
         head = f"HTTP {self.status}" if self.status else self.kind

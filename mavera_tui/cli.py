@@ -108,7 +108,7 @@ class CliParser(argparse.ArgumentParser):
     #: option against the top-level parser too (``run --d`` is "ambiguous" there).
     command_prog: str | None = None
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         prog = self.command_prog or self.prog
         self.exit(EXIT_USAGE, f"{prog}: {printable(usage_line(message))}; see {prog} --help\n")
 
@@ -339,14 +339,13 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
         print(engine.notice, file=sys.stderr, flush=True)
     ids: list[str] = []
     try:
-        accepted, errors = await sched.submit_many(specs)
-        fresh = set(accepted)
+        submitted = await sched.submit_many(specs)
+        fresh = set(submitted.accepted)
         resumed = [j for j in sched.jobs if j not in fresh]
-        ids = accepted + resumed
-        for e in errors:
-            if "already exists" in e:
-                continue  # in this --db from an earlier run: resumed above, or finished
-            print(f"{args.jobs}: {e}", file=sys.stderr)
+        ids = submitted.accepted + resumed
+        # Duplicates are this --db's jobs from an earlier run: resumed above, or finished.
+        for msg in submitted.messages(duplicates=False):
+            print(f"{args.jobs}: {msg}", file=sys.stderr)
         if resumed and not args.quiet:
             print(f"resuming {len(resumed)} unfinished jobs from {args.db}", file=sys.stderr)
         known = await _finished_in_db(engine, specs, ids)

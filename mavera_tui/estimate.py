@@ -117,13 +117,14 @@ def estimate_for(ep: Endpoint, body: dict[str, Any]) -> Estimate:
                 f"'questions' must hold 0 to {MAX_QUESTIONS} questions, got {n_q}", "questions")
         high = focus_group_cost(sample, n_q)
         return Estimate(ep, min(catalog.FOCUS_GROUP_LOW, high), high,
-                        f"{sample} respondents, {n_q} questions",
+                        f"{sample:,} respondent{'s' * (sample != 1)}, "
+                        f"{n_q} question{'s' * (n_q != 1)}",
                         "reduce sample_size (25 or fewer: base 75) or the number of questions")
     if ep.cost == "video":
         secs = body.get("video_seconds")
         if secs is not None:
             if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not (
-                math.isfinite(secs) and 0 < secs <= MAX_VIDEO_SECONDS
+                math.isfinite(secs) and 1 <= secs <= MAX_VIDEO_SECONDS
             ):
                 raise EstimateError(
                     f"'video_seconds' must be a number from 1 to {MAX_VIDEO_SECONDS}, "

@@ -99,7 +99,7 @@ class SlidingWindow:
         window is full no answers come back to say so. Fading readings over the window
         (linearly, or after holding them for half or 0.8 of it) was measured: 4-5% of
         requests 429 at each window boundary with 30% foreign traffic (tests/
-        test_engine_limiter.py), against under 1% held. What made the estimate wrong
+        test_window.py), against under 1% held. What made the estimate wrong
         before was our own sends read as foreign; ``observe`` no longer does that.
         """
         self._prune(now)

@@ -163,10 +163,9 @@ class LiveEngine:
             self.error = f"could not start: {e}"
             return
         if specs:
-            _, errors = await sched.submit_many(specs)
-            for line_error in errors:
-                if "already exists" not in line_error:
-                    sched._alert("warning", "job_file", line_error)
+            submitted = await sched.submit_many(specs)
+            for line_error in submitted.messages(duplicates=False):
+                sched._alert("warning", "job_file", line_error)
         if demo and self.engine.simulated:
             from .demo import start_demo
 

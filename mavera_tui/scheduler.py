@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from .gates import Job, RunSummary, Scheduler, SchedulerConfig, Transport
+from .gates import Job, RunSummary, Scheduler, SchedulerConfig, SubmitResult, Transport
 
-__all__ = ["Job", "RunSummary", "Scheduler", "SchedulerConfig", "Transport"]
+__all__ = ["Job", "RunSummary", "Scheduler", "SchedulerConfig", "SubmitResult", "Transport"]

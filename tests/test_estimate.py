@@ -130,6 +130,7 @@ def test_responses_and_generations_use_the_documented_ranges() -> None:
     ("/focus-groups", {"sample_size": 10, "questions": "why?"}, "questions"),
     ("/focus-groups", {"sample_size": 10, "questions": 10_000}, "questions"),
     ("/video-analyses", {"video_seconds": -1}, "video_seconds"),
+    ("/video-analyses", {"video_seconds": 0.5}, "video_seconds"),  # 1 to 14,400, as it says
     ("/video-analyses", {"video_seconds": "long"}, "video_seconds"),
     ("/video-analyses", {"video_seconds": float("nan")}, "video_seconds"),
     ("/mave/chat", {"complexity": "hard"}, "complexity"),
@@ -207,7 +208,7 @@ def _bodies() -> st.SearchStrategy[tuple[str, str, dict[str, Any]]]:
     videos = st.builds(
         lambda s: ("POST", "/video-analyses", {} if s is None else {"video_seconds": s}),
         st.one_of(st.none(), st.integers(1, 14_400),
-                  st.floats(0.5, 14_400, allow_nan=False, allow_infinity=False)))
+                  st.floats(1.0, 14_400, allow_nan=False, allow_infinity=False)))
     maves = st.builds(
         lambda c: ("POST", "/mave/chat", {"message": "m"} if c is None
                    else {"message": "m", "complexity": c}),

@@ -343,3 +343,22 @@ def test_identical_gets_inside_the_ttl_send_one_request(make_rig) -> None:
         assert len(arrivals(rig.sim, "/personas")) == 2
 
     virtual(main)
+
+
+def test_submit_many_says_which_jobs_were_duplicates_and_which_invalid(make_rig) -> None:
+    async def main() -> None:
+        rig = await make_rig()
+        first = await rig.sched.submit_many([JobSpec("a", "POST", "/responses", {})])
+        again = await rig.sched.submit_many([
+            JobSpec("a", "POST", "/responses", {}),
+            JobSpec("b", "POST", "/focus-groups", {"sample_size": -1}),
+            JobSpec("c", "POST", "/responses", {})])
+        await rig.sched.wait_idle()
+        await rig.close()
+        assert first.accepted == ["a"] and not first.duplicates and not first.invalid
+        assert again.accepted == ["c"]
+        assert again.duplicates == ["a"]
+        assert [i for i, _ in again.invalid] == ["b"]
+        assert again.messages(duplicates=False) == [f"job 'b': {again.invalid[0][1]}"]
+
+    virtual(main)

@@ -4,7 +4,7 @@ policy, run statistics, and the dispatch loop around them (:class:`Scheduler`)."
 
 from .credits import CreditGate
 from .loop import Scheduler
-from .model import Job, SchedulerConfig, Transport
+from .model import Job, SchedulerConfig, SubmitResult, Transport
 from .ready import ReadyQueue
 from .retry import Step, backoff, next_step
 from .slots import SlotGate
@@ -12,5 +12,5 @@ from .stats import RunStats, RunSummary
 from .window import WindowGate
 
 __all__ = ["CreditGate", "Job", "ReadyQueue", "RunStats", "RunSummary", "Scheduler",
-           "SchedulerConfig", "SlotGate", "Step", "Transport", "WindowGate", "backoff",
-           "next_step"]
+           "SchedulerConfig", "SlotGate", "Step", "SubmitResult", "Transport", "WindowGate",
+           "backoff", "next_step"]

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mavera_tui.scheduler")
 
-_CHARGE_UNKNOWN = (api.TIMEOUT, api.CONNECTION, api.BAD_RESPONSE)
 
 
 class _Stamp:
@@ -131,7 +130,7 @@ class Answers(Journal):
         self._ledger(job.id, job.ep, job.spec.path, job.attempts, sent_at, out, job.est.high)
         self.credits.settle(job)
         err = out.error
-        if err is not None and err.kind in _CHARGE_UNKNOWN:
+        if err is not None and err.kind.charge_unknown:
             self.stats.credits_unknown_attempts += 1
             self.stats.credits_unknown_max += job.est.high
         self.window_gate.answered(job, err is not None and err.kind == api.RATE_LIMITED)

@@ -33,7 +33,7 @@ from ..limiter import SlidingWindow
 from ..store import Store
 from . import credits as C
 from .balance import BalanceKeeper
-from .model import Job, SchedulerConfig, Transport
+from .model import Job, SchedulerConfig, SubmitResult, Transport
 from .ready import ReadyQueue
 from .slots import SlotGate
 from .stats import RunStats
@@ -134,27 +134,27 @@ class Scheduler(Observing):
 
     async def submit(self, spec: JobSpec) -> str:
         """Persist and enqueue one job."""
-        accepted, errors = await self.submit_many([spec])
-        if errors:
-            raise ValueError(errors[0])
-        return accepted[0]
+        result = await self.submit_many([spec])
+        if not result.accepted:
+            raise ValueError(result.messages()[0])
+        return result.accepted[0]
 
-    async def submit_many(self, specs: list[JobSpec]) -> tuple[list[str], list[str]]:
-        """Persist (one transaction) and enqueue jobs. Returns (accepted ids, error messages);
-        ids already known (in this run or in the database) are refused."""
-        errors: list[str] = []
+    async def submit_many(self, specs: list[JobSpec]) -> SubmitResult:
+        """Persist (one transaction) and enqueue jobs. Ids already known (in this run or in
+        the database) are refused as duplicates; jobs that cannot be priced as invalid."""
+        result = SubmitResult()
         fresh: list[Job] = []
         seen: set[str] = set()
         in_db = await self.store.existing_ids([s.id for s in specs]) if self.store else set()
         wall = self.clock.wall()
         for spec in specs:
             if spec.id in self.jobs or spec.id in seen or spec.id in in_db:
-                errors.append(f"job id {spec.id!r} already exists")
+                result.duplicates.append(spec.id)
                 continue
             try:
                 est = spec.estimate()
             except ValueError as e:
-                errors.append(f"job {spec.id!r}: {e}")
+                result.invalid.append((spec.id, str(e)))
                 continue
             seen.add(spec.id)
             fresh.append(Job(spec, spec.endpoint, est, next(self._seq), created=wall,
@@ -164,7 +164,8 @@ class Scheduler(Observing):
             self._adopt(j)
             self._enqueue(j)
         self._wake.set()
-        return [j.id for j in fresh], errors
+        result.accepted.extend(j.id for j in fresh)
+        return result
 
     def pause(self) -> None:
         """Stop admitting jobs (those in flight finish)."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import catalog
 from .. import snapshot as S
 from ..budget import BudgetConfig
 from ..catalog import Endpoint
 from ..client import Outcome
+from ..config import EngineSettings
 from ..estimate import Estimate
 from ..jobs import JobSpec
+
+#: The settings model's defaults are the scheduler's: one source (mavera_tui.config).
+_ENGINE = EngineSettings()
 
 
 class Transport(Protocol):
@@ -27,28 +30,45 @@ class Transport(Protocol):
 class SchedulerConfig:
     """Scheduler settings. Times are seconds."""
 
-    window_seconds: float = catalog.WINDOW_SECONDS
+    window_seconds: float = _ENGINE.window_seconds
     limit: int | None = None              # None: the default tier's, until headers say
     max_attempts: int = 5                 # for 5xx / timeouts / dropped connections
     backoff_base: float = 1.0
     backoff_cap: float = 60.0             # the longest any back-off (retry, 429 hold) grows
-    max_retry_after: float = catalog.MAX_BACKOFF_SECONDS
-    request_timeout: float = 300.0
+    max_retry_after: float = _ENGINE.max_retry_after
+    request_timeout: float = _ENGINE.request_timeout
     # Requests in flight at once on endpoints without a documented cap (responses, ...).
     # Thousands handed to the HTTP client at once starve the loop and make every stamp
     # late; 256 keeps >1,000 requests/s possible over loopback at a 0.2 s latency.
-    max_in_flight: int = 256
-    credit_poll: float = 30.0             # balance poll while jobs wait for credits
+    max_in_flight: int = _ENGINE.max_in_flight
+    credit_poll: float = _ENGINE.credit_poll  # balance poll while jobs wait for credits
     balance_refresh: float = 0.0          # periodic balance re-sync (0: off)
     cache_ttl: float = 30.0               # identical GETs inside this are served from cache
     balance_max_age: float = 10.0         # re-read the balance before refusing on an older one
-    resend_unknown_up_to: int = 0         # after a crash, re-send in-flight jobs costing <= this
+    # After a crash, re-send in-flight jobs costing at most this.
+    resend_unknown_up_to: int = _ENGINE.resend_unknown_up_to
     storm_threshold: int = 5              # 429s within a minute that make a "429 storm"
     recent_jobs: int = 200
     keep_finished: bool = True            # False for long runs (monitor, record): finished
                                           # jobs then live only in the store and recent list
     seed: int | None = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+
+@dataclass
+class SubmitResult:
+    """What ``submit_many`` did with each job: accepted (ids), duplicates (ids already known
+    in this run or in the database: a rerun's resumed or finished jobs) and invalid ((id,
+    why): a body that cannot be priced)."""
+
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+
+    def messages(self, *, duplicates: bool = True) -> list[str]:
+        """One line per refused job, for a person."""
+        out = [f"job id {i!r} already exists" for i in self.duplicates] if duplicates else []
+        return out + [f"job {i!r}: {why}" for i, why in self.invalid]
 
 
 @dataclass(eq=False)

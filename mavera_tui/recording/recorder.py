@@ -191,12 +191,13 @@ class Recorder:
             return None
         for err in errors:
             print(f"{self.jobs_path}: {err}", file=self.out, flush=True)
-        accepted, refused = await sched.submit_many(specs)
+        submitted = await sched.submit_many(specs)
+        refused = submitted.messages()
         for msg in refused:
             print(f"{self.jobs_path}: {msg}", file=self.out, flush=True)
-        self.log(f"submitted {len(accepted)} jobs from {self.jobs_path}"
+        self.log(f"submitted {len(submitted.accepted)} jobs from {self.jobs_path}"
                  + (f" ({len(errors) + len(refused)} refused)" if errors or refused else ""))
-        return len(accepted)
+        return len(submitted.accepted)
 
     async def _loop(self, sched: Any, jobs_mode: bool) -> None:
         assert self._stop is not None
