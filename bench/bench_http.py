@@ -89,10 +89,14 @@ UNCAPPED = (
 )
 #: The capped endpoints and a body for each.
 CAPPED = {
-    "mave": lambda r, i: {"message": f"bench research {i}",
-                          "complexity": r.choice(["simple", "moderate", "complex"])},
-    "focus_groups": lambda r, i: {"sample_size": r.choice([10, 25, 40, 60]),
-                                  "questions": ["q"] * r.randint(2, 6)},
+    "mave": lambda r, i: {
+        "message": f"bench research {i}",
+        "complexity": r.choice(["simple", "moderate", "complex"]),
+    },
+    "focus_groups": lambda r, i: {
+        "sample_size": r.choice([10, 25, 40, 60]),
+        "questions": ["q"] * r.randint(2, 6),
+    },
     "video_analyses": lambda r, i: {"video_seconds": r.choice([20, 45, 120])},
 }
 #: Share of the window bound each capped endpoint's work fills (sum of latencies / cap):
@@ -116,22 +120,24 @@ def mix_jobs(n: int, limit: int, seed: int) -> list[dict[str, Any]]:
         assert ep.cap
         for _ in range(int(CAP_LOAD * wb * ep.cap / mean_latency(ep))):
             i = len(jobs)
-            jobs.append({"id": f"j{i}", "method": ep.method, "path": ep.path,
-                         "body": body(rng, i)})
+            jobs.append({"id": f"j{i}", "method": ep.method, "path": ep.path, "body": body(rng, i)})
     weights = [w for w, *_ in UNCAPPED]
     while len(jobs) < n:
         i = len(jobs)
         _, method, path, body = rng.choices(UNCAPPED, weights=weights)[0]
-        jobs.append({"id": f"j{i}", "method": method, "path": path.format(i=i),
-                     "body": body(rng, i)})
+        jobs.append(
+            {"id": f"j{i}", "method": method, "path": path.format(i=i), "body": body(rng, i)}
+        )
     rng.shuffle(jobs)
     return jobs
 
 
 def burst_jobs(n: int) -> list[dict[str, Any]]:
     """``n`` responses, all submitted at once."""
-    return [{"id": f"b{i}", "method": "POST", "path": "/responses",
-             "body": {"input": f"burst {i}"}} for i in range(n)]
+    return [
+        {"id": f"b{i}", "method": "POST", "path": "/responses", "body": {"input": f"burst {i}"}}
+        for i in range(n)
+    ]
 
 
 @dataclass(frozen=True)
@@ -182,8 +188,12 @@ class Cell:
             lats.append(lat)
             if ep.cap:
                 capped.setdefault(ep.key, []).append(mean_latency(ep))
-        return lower_bound(lats, self.limit_left, WINDOW,
-                           [(catalog.ENDPOINTS[k].cap or 1, v) for k, v in capped.items()])
+        return lower_bound(
+            lats,
+            self.limit_left,
+            WINDOW,
+            [(catalog.ENDPOINTS[k].cap or 1, v) for k, v in capped.items()],
+        )
 
 
 def _cells(scale: float = 1.0) -> dict[str, Cell]:
@@ -200,28 +210,65 @@ def _cells(scale: float = 1.0) -> dict[str, Cell]:
             peers = ("ours",) if hog else PEERS
             n = max(2, int(windows * lim * scale))
             out[f"{tier}{sfx}"] = Cell(
-                f"{tier}{sfx}", lim, "mix", n, hog=hog, peers=peers,
-                about=f"realistic mix, {n} jobs, {lim}/window, alone{hog_txt}")
+                f"{tier}{sfx}",
+                lim,
+                "mix",
+                n,
+                hog=hog,
+                peers=peers,
+                about=f"realistic mix, {n} jobs, {lim}/window, alone{hog_txt}",
+            )
             nf = max(2, int(windows * lim * (1 - FOREIGN_SHARE) * scale))
             out[f"{tier}-foreign{sfx}"] = Cell(
-                f"{tier}-foreign{sfx}", lim, "mix", nf, foreign=FOREIGN_SHARE, hog=hog,
+                f"{tier}-foreign{sfx}",
+                lim,
+                "mix",
+                nf,
+                foreign=FOREIGN_SHARE,
+                hog=hog,
                 peers=peers,
-                about=f"realistic mix, {nf} jobs, {lim}/window, 30% foreign{hog_txt}")
+                about=f"realistic mix, {nf} jobs, {lim}/window, 30% foreign{hog_txt}",
+            )
             nb = max(2, int(5 * lim * scale))
             out[f"{tier}-burst{sfx}"] = Cell(
-                f"{tier}-burst{sfx}", lim, "burst", nb, hog=hog, peers=peers,
-                about=f"burst: {nb} responses at once, {lim}/window{hog_txt}")
+                f"{tier}-burst{sfx}",
+                lim,
+                "burst",
+                nb,
+                hog=hog,
+                peers=peers,
+                about=f"burst: {nb} responses at once, {lim}/window{hog_txt}",
+            )
     for n in (5_000, 20_000):
         nn = max(2, int(n * scale))
         name = f"flood-{n // 1000}k"  # the nominal size, whatever --scale makes it
-        out[name] = Cell(name, NO_LIMIT, "flood", nn, peers=("ours",),
-                         about=f"{nn} responses, no effective limit (req/s, peak RSS)")
+        out[name] = Cell(
+            name,
+            NO_LIMIT,
+            "flood",
+            nn,
+            peers=("ours",),
+            about=f"{nn} responses, no effective limit (req/s, peak RSS)",
+        )
     return out
 
 
-DEFAULT_CELLS = ("basic", "basic-hog", "basic-foreign", "basic-foreign-hog", "basic-burst",
-                 "basic-burst-hog", "ent", "ent-hog", "ent-foreign", "ent-foreign-hog",
-                 "ent-burst", "ent-burst-hog", "flood-5k", "flood-20k")
+DEFAULT_CELLS = (
+    "basic",
+    "basic-hog",
+    "basic-foreign",
+    "basic-foreign-hog",
+    "basic-burst",
+    "basic-burst-hog",
+    "ent",
+    "ent-hog",
+    "ent-foreign",
+    "ent-foreign-hog",
+    "ent-burst",
+    "ent-burst-hog",
+    "flood-5k",
+    "flood-20k",
+)
 QUICK_CELLS = ("basic", "basic-burst-hog", "flood-5k")
 QUICK_SCALE = 0.4
 
@@ -241,8 +288,9 @@ def _die_with_parent() -> None:
 
 def spawn(cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in its own process group, tracked for clean-up."""
-    p = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent,
-                         stdin=subprocess.DEVNULL, **kw)
+    p = subprocess.Popen(
+        cmd, start_new_session=True, preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL, **kw
+    )
     _LIVE[p.pid] = p
     return p
 
@@ -284,8 +332,10 @@ def stop_all(grace: float = 2.0) -> None:
         stop(p, grace=1.0)
 
 
-def wait_rusage(p: subprocess.Popen[bytes], deadline: float,
-                ) -> tuple[int | None, Any, bool]:
+def wait_rusage(
+    p: subprocess.Popen[bytes],
+    deadline: float,
+) -> tuple[int | None, Any, bool]:
     """Wait for ``p`` until ``deadline`` (monotonic): (exit code, rusage, timed out).
 
     ``os.wait4`` rather than ``Popen.wait`` so the child's own CPU time and peak RSS come
@@ -318,9 +368,20 @@ def start_hog() -> subprocess.Popen[bytes]:
 
 
 def start_server(cell: Cell, seed: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    cmd = [PY, str(ROOT / "bench" / "http_sim.py"), "--limit", str(cell.limit),
-           "--window-seconds", str(WINDOW), "--time-scale", str(TIME_SCALE),
-           "--foreign-rpm", f"{cell.foreign_rpm:g}", "--seed", str(seed)]
+    cmd = [
+        PY,
+        str(ROOT / "bench" / "http_sim.py"),
+        "--limit",
+        str(cell.limit),
+        "--window-seconds",
+        str(WINDOW),
+        "--time-scale",
+        str(TIME_SCALE),
+        "--foreign-rpm",
+        f"{cell.foreign_rpm:g}",
+        "--seed",
+        str(seed),
+    ]
     p = spawn(cmd, stdout=subprocess.PIPE, stderr=open(log, "ab"))  # noqa: SIM115
     assert p.stdout is not None
     deadline = time.monotonic() + 20.0
@@ -356,16 +417,45 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def peer_command(peer: str, cell: Cell, jobs: Path, url: str, out: Path, summary: Path,
-                 ours_args: list[str]) -> list[str]:
+def peer_command(
+    peer: str, cell: Cell, jobs: Path, url: str, out: Path, summary: Path, ours_args: list[str]
+) -> list[str]:
     script = str(ROOT / "bench" / "peers.py")
     if peer == "ours":
-        return [PY, script, "ours", "--out", str(out), "--", "run", str(jobs),
-                "--base-url", url, "--window-seconds", f"{WINDOW:g}", "--summary", str(summary),
-                *ours_args]
-    return [PY, script, peer, "--jobs", str(jobs), "--base-url", url, "--limit",
-            str(cell.limit), "--window-seconds", f"{WINDOW:g}", "--time-scale",
-            f"{TIME_SCALE:g}", "--out", str(out)]
+        return [
+            PY,
+            script,
+            "ours",
+            "--out",
+            str(out),
+            "--",
+            "run",
+            str(jobs),
+            "--base-url",
+            url,
+            "--window-seconds",
+            f"{WINDOW:g}",
+            "--summary",
+            str(summary),
+            *ours_args,
+        ]
+    return [
+        PY,
+        script,
+        peer,
+        "--jobs",
+        str(jobs),
+        "--base-url",
+        url,
+        "--limit",
+        str(cell.limit),
+        "--window-seconds",
+        f"{WINDOW:g}",
+        "--time-scale",
+        f"{TIME_SCALE:g}",
+        "--out",
+        str(out),
+    ]
 
 
 # --- one run --------------------------------------------------------------------------------
@@ -382,8 +472,12 @@ def sliding_max(times: list[float], window: float) -> int:
     return best
 
 
-def analyse(cell: Cell, n_jobs: int, stats: dict[str, Any], result: dict[str, Any] | None,
-            ) -> dict[str, Any]:
+def analyse(
+    cell: Cell,
+    n_jobs: int,
+    stats: dict[str, Any],
+    result: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The run's numbers from the server's records (and the client's own stamps)."""
     cols = stats["columns"]
     recs = [dict(zip(cols, row, strict=True)) for row in stats["records"]]
@@ -416,9 +510,9 @@ def analyse(cell: Cell, n_jobs: int, stats: dict[str, Any], result: dict[str, An
             if ep is not None and ep.cap:
                 capped.setdefault(ep.key, []).append(r["latency"])
         limit = min(cell.limit_left, NO_LIMIT)
-        out["bound_s"] = lower_bound(lats, limit, WINDOW,
-                                     [(catalog.ENDPOINTS[k].cap or 1, v)
-                                      for k, v in capped.items()])
+        out["bound_s"] = lower_bound(
+            lats, limit, WINDOW, [(catalog.ENDPOINTS[k].cap or 1, v) for k, v in capped.items()]
+        )
         last = max(r["wall"] + (r["done"] - r["t"]) for r in ok)
         out["makespan_server_s"] = last - min(r["wall"] for r in recs)
         if out["makespan_server_s"] > 0:
@@ -438,8 +532,16 @@ def analyse(cell: Cell, n_jobs: int, stats: dict[str, Any], result: dict[str, An
     return out
 
 
-def run_one(cell: Cell, peer: str, rep: int, work: Path, jobs: Path, n_jobs: int,
-            timeout_factor: tuple[float, float], ours_args: list[str]) -> dict[str, Any]:
+def run_one(
+    cell: Cell,
+    peer: str,
+    rep: int,
+    work: Path,
+    jobs: Path,
+    n_jobs: int,
+    timeout_factor: tuple[float, float],
+    ours_args: list[str],
+) -> dict[str, Any]:
     """One client against one fresh server (and a hog, if the cell has one)."""
     tag = f"{cell.name}-{peer}-{rep}"
     log = work / f"{tag}.log"
@@ -457,8 +559,7 @@ def run_one(cell: Cell, peer: str, rep: int, work: Path, jobs: Path, n_jobs: int
         timeout = cell.timeout(*timeout_factor)
         t0 = time.monotonic()
         rc, ru, timed_out = wait_rusage(client, t0 + timeout)
-        info.update(exit=rc, timed_out=timed_out, wall_s=time.monotonic() - t0,
-                    timeout_s=timeout)
+        info.update(exit=rc, timed_out=timed_out, wall_s=time.monotonic() - t0, timeout_s=timeout)
         if ru is not None:
             info["process_cpu_s"] = ru.ru_utime + ru.ru_stime
             info["peak_rss_mb"] = ru.ru_maxrss / 1024.0
@@ -506,12 +607,20 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((r["cell"], r["peer"]), []).append(r)
     out = []
     for (cell, peer), rs in groups.items():
-        row: dict[str, Any] = {"cell": cell, "peer": peer, "runs": len(rs),
-                               "incomplete": sum(1 for r in rs if not r.get("complete"))}
+        row: dict[str, Any] = {
+            "cell": cell,
+            "peer": peer,
+            "runs": len(rs),
+            "incomplete": sum(1 for r in rs if not r.get("complete")),
+        }
         keys = [(k, worse) for k, _, worse in METRICS] + [
-            ("jobs_per_s", min), ("max_offered_in_window", max),
-            ("max_foreign_in_window", max), ("mean_foreign_in_window", max),
-            ("bound_s", max), ("makespan_s", max)]
+            ("jobs_per_s", min),
+            ("max_offered_in_window", max),
+            ("max_foreign_in_window", max),
+            ("mean_foreign_in_window", max),
+            ("bound_s", max),
+            ("makespan_s", max),
+        ]
         for key, worse in keys:
             vals = [r[key] for r in rs if r.get(key) is not None and r.get("complete")]
             if vals:
@@ -532,37 +641,53 @@ def _fmt(v: dict[str, float] | None, spec: str) -> str:
 
 
 def table(summary: list[dict[str, Any]]) -> str:
-    head = (f"{'cell':<18} {'peer':<11} {'runs':>4} {'makespan/bound':>15} {'429s':>11} "
-            f"{'max in W':>11} {'CPU ms/req':>12}  {'jobs/s':>11} {'RSS MB':>11}")
-    lines = ["median / worst per cell and peer (worst: highest ratio, 429s, CPU and RSS; "
-             "fewest in a window; lowest jobs/s)", head, "-" * len(head)]
+    head = (
+        f"{'cell':<18} {'peer':<11} {'runs':>4} {'makespan/bound':>15} {'429s':>11} "
+        f"{'max in W':>11} {'CPU ms/req':>12}  {'jobs/s':>11} {'RSS MB':>11}"
+    )
+    lines = [
+        "median / worst per cell and peer (worst: highest ratio, 429s, CPU and RSS; "
+        "fewest in a window; lowest jobs/s)",
+        head,
+        "-" * len(head),
+    ]
     for row in summary:
         runs = f"{row['runs'] - row['incomplete']}" + (
-            f"!{row['incomplete']}" if row["incomplete"] else "")
+            f"!{row['incomplete']}" if row["incomplete"] else ""
+        )
         lines.append(
             f"{row['cell']:<18} {row['peer']:<11} {runs:>4} "
             f"{_fmt(row.get('ratio'), '.2f'):>15} {_fmt(row.get('r429'), '.0f'):>11} "
             f"{_fmt(row.get('max_in_window'), '.0f'):>11} "
             f"{_fmt(row.get('cpu_ms_per_req'), '.2f'):>12}  "
             f"{_fmt(row.get('server_jobs_per_s'), '.0f'):>11} "
-            f"{_fmt(row.get('peak_rss_mb'), '.0f'):>11}")
-    lines.append("runs: complete runs (!N: N more timed out or did not finish every job; they "
-                 "are left out of the figures except jobs/s, while it ran, and RSS)")
+            f"{_fmt(row.get('peak_rss_mb'), '.0f'):>11}"
+        )
+    lines.append(
+        "runs: complete runs (!N: N more timed out or did not finish every job; they "
+        "are left out of the figures except jobs/s, while it ran, and RSS)"
+    )
     return "\n".join(lines)
 
 
 def machine() -> dict[str, Any]:
     def git(*a: str) -> str:
         try:
-            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "git_rev": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
-            "loadavg_start": os.getloadavg()}
+    return {
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_rev": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -574,35 +699,59 @@ def _on_term(signum: int, frame: Any) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cells",
-                    help="comma-separated cells, each with every peer of --peers, or 'all' "
-                         "(default: every cell; the hog and no-limit cells with ours only; "
-                         "see --list)")
+    ap.add_argument(
+        "--cells",
+        help="comma-separated cells, each with every peer of --peers, or 'all' "
+        "(default: every cell; the hog and no-limit cells with ours only; "
+        "see --list)",
+    )
     ap.add_argument("--peers", help=f"comma-separated peers (default: {','.join(PEERS)})")
     ap.add_argument("--repeat", type=int, default=5, help="runs of ours per cell (default 5)")
-    ap.add_argument("--peer-repeat", type=int, default=None,
-                    help="runs of each other peer per cell (default 1, so that the default "
-                         "matrix takes 60-90 minutes; 5 of everything, --cells all "
-                         "--peer-repeat 5, takes about 5 hours)")
-    ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: cells {','.join(QUICK_CELLS)} at {QUICK_SCALE:g} of the "
-                         "size, once each (a few minutes)")
-    ap.add_argument("--scale", type=float, default=None,
-                    help="multiply every cell's job count (default 1; --quick: "
-                         f"{QUICK_SCALE:g})")
-    ap.add_argument("--timeout-factor", type=float, default=10.0,
-                    help="kill a run after this many times its expected bound (default 10)")
-    ap.add_argument("--flood-timeout-factor", type=float, default=4.0,
-                    help="the same for the no-limit cells, whose expected time is the jobs at "
-                         "the 1,000/s target (default 4: a run below 250/s is stopped; its "
-                         "rate so far is still reported)")
-    ap.add_argument("--ours-args", default="",
-                    help="extra options for mavera-tui run, e.g. '--max-in-flight 200'")
+    ap.add_argument(
+        "--peer-repeat",
+        type=int,
+        default=None,
+        help="runs of each other peer per cell (default 1, so that the default "
+        "matrix takes 60-90 minutes; 5 of everything, --cells all "
+        "--peer-repeat 5, takes about 5 hours)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: cells {','.join(QUICK_CELLS)} at {QUICK_SCALE:g} of the "
+        "size, once each (a few minutes)",
+    )
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help=f"multiply every cell's job count (default 1; --quick: {QUICK_SCALE:g})",
+    )
+    ap.add_argument(
+        "--timeout-factor",
+        type=float,
+        default=10.0,
+        help="kill a run after this many times its expected bound (default 10)",
+    )
+    ap.add_argument(
+        "--flood-timeout-factor",
+        type=float,
+        default=4.0,
+        help="the same for the no-limit cells, whose expected time is the jobs at "
+        "the 1,000/s target (default 4: a run below 250/s is stopped; its "
+        "rate so far is still reported)",
+    )
+    ap.add_argument(
+        "--ours-args",
+        default="",
+        help="extra options for mavera-tui run, e.g. '--max-in-flight 200'",
+    )
     ap.add_argument("--out", help="result file (default bench/results/http-YYYYMMDD-HHMM.json)")
     ap.add_argument("--keep", action="store_true", help="keep job files and logs")
     ap.add_argument("--list", action="store_true", help="list cells and peers and exit")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="print how many runs and roughly how long, and exit")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="print how many runs and roughly how long, and exit"
+    )
     a = ap.parse_args(argv)
     if a.repeat < 1 or (a.peer_repeat is not None and a.peer_repeat < 0):
         ap.error("--repeat must be at least 1 and --peer-repeat at least 0")
@@ -630,15 +779,20 @@ def main(argv: list[str] | None = None) -> int:
     peers = a.peers.split(",") if a.peers else list(PEERS)
     badp = [p for p in peers if p not in PEERS]
     if badp:
-        print(f"bench_http: unknown peer(s) {', '.join(badp)}; known: {', '.join(PEERS)}",
-              file=sys.stderr)
+        print(
+            f"bench_http: unknown peer(s) {', '.join(badp)}; known: {', '.join(PEERS)}",
+            file=sys.stderr,
+        )
         return 2
     if "aiolimiter" in peers:
         try:
             import aiolimiter  # noqa: F401
         except ImportError:
-            print("bench_http: the aiolimiter peer needs the bench extra: "
-                  "pip install -e '.[bench]' (or leave it out with --peers)", file=sys.stderr)
+            print(
+                "bench_http: the aiolimiter peer needs the bench extra: "
+                "pip install -e '.[bench]' (or leave it out with --peers)",
+                file=sys.stderr,
+            )
             return 2
     repeat = 1 if a.quick and a.repeat == 5 else a.repeat
     peer_repeat = a.peer_repeat if a.peer_repeat is not None else 1
@@ -652,18 +806,27 @@ def main(argv: list[str] | None = None) -> int:
                 # A cell's own peer list (the flood cells: ours only) is the default;
                 # naming cells with --cells runs every peer of --peers on them.
                 if (a.cells or peer in cell.peers) and rep < (
-                        repeat if peer == "ours" else peer_repeat):
+                    repeat if peer == "ours" else peer_repeat
+                ):
                     plan.append((rep, cell, peer))
     if not plan:
-        print("bench_http: nothing to run (check --cells/--peers: the flood cells run only "
-              "ours unless listed with --cells)", file=sys.stderr)
+        print(
+            "bench_http: nothing to run (check --cells/--peers: the flood cells run only "
+            "ours unless listed with --cells)",
+            file=sys.stderr,
+        )
         return 2
     # Seen on a 2-core machine: ours and the peers at basic take 1.1-2x the bound; the peers
     # that hand hundreds of requests to httpx at once take 2.5-6x it at enterprise.
-    eta = sum(max(8.0, (1.5 if p == "ours" or c.limit < 600 else 3.5) * c.expected_bound())
-              + 3.0 for _, c, p in plan)
-    print(f"{len(plan)} runs, roughly {eta / 60:.0f} min (window {WINDOW:g} s, latencies "
-          f"x{TIME_SCALE:g}); results to bench/results/", flush=True)
+    eta = sum(
+        max(8.0, (1.5 if p == "ours" or c.limit < 600 else 3.5) * c.expected_bound()) + 3.0
+        for _, c, p in plan
+    )
+    print(
+        f"{len(plan)} runs, roughly {eta / 60:.0f} min (window {WINDOW:g} s, latencies "
+        f"x{TIME_SCALE:g}); results to bench/results/",
+        flush=True,
+    )
     if a.dry_run:
         return 0
 
@@ -680,16 +843,31 @@ def main(argv: list[str] | None = None) -> int:
         job_files[name] = (path, len(jobs))
     facts = machine()
     started = dt.datetime.now(dt.UTC)
-    out_path = Path(a.out) if a.out else (
-        ROOT / "bench" / "results"
-        / f"http-{'quick-' if a.quick else ''}{started:%Y%m%d-%H%M}.json")
+    out_path = (
+        Path(a.out)
+        if a.out
+        else (
+            ROOT
+            / "bench"
+            / "results"
+            / f"http-{'quick-' if a.quick else ''}{started:%Y%m%d-%H%M}.json"
+        )
+    )
     runs: list[dict[str, Any]] = []
     interrupted = False
     try:
         for i, (rep, cell, peer) in enumerate(plan, 1):
             path, n = job_files[cell.name]
-            r = run_one(cell, peer, rep, work, path, n,
-                        (a.timeout_factor, a.flood_timeout_factor), ours_args)
+            r = run_one(
+                cell,
+                peer,
+                rep,
+                work,
+                path,
+                n,
+                (a.timeout_factor, a.flood_timeout_factor),
+                ours_args,
+            )
             runs.append(r)
             print(f"[{i}/{len(plan)}] {_line(r)}", flush=True)
     except KeyboardInterrupt:
@@ -699,18 +877,37 @@ def main(argv: list[str] | None = None) -> int:
         stop_all()
     summary = aggregate(runs)
     facts["loadavg_end"] = os.getloadavg()
-    doc = {"started": started.isoformat(timespec="seconds"), "machine": facts,
-           "settings": {"window_s": WINDOW, "time_scale": TIME_SCALE,
-                        "foreign_share": FOREIGN_SHARE, "scale": scale, "repeat": repeat,
-                        "peer_repeat": peer_repeat, "timeout_factor": a.timeout_factor,
-                        "flood_timeout_factor": a.flood_timeout_factor,
-                        "ours_args": ours_args, "argv": sys.argv[1:],
-                        "interrupted": interrupted},
-           "cells": {n: {"about": cells[n].about, "limit": cells[n].limit,
-                         "limit_left": cells[n].limit_left, "jobs": cells[n].jobs,
-                         "foreign_rpm": cells[n].foreign_rpm, "hog": cells[n].hog,
-                         "expected_bound_s": cells[n].expected_bound()} for n in names},
-           "summary": summary, "runs": runs}
+    doc = {
+        "started": started.isoformat(timespec="seconds"),
+        "machine": facts,
+        "settings": {
+            "window_s": WINDOW,
+            "time_scale": TIME_SCALE,
+            "foreign_share": FOREIGN_SHARE,
+            "scale": scale,
+            "repeat": repeat,
+            "peer_repeat": peer_repeat,
+            "timeout_factor": a.timeout_factor,
+            "flood_timeout_factor": a.flood_timeout_factor,
+            "ours_args": ours_args,
+            "argv": sys.argv[1:],
+            "interrupted": interrupted,
+        },
+        "cells": {
+            n: {
+                "about": cells[n].about,
+                "limit": cells[n].limit,
+                "limit_left": cells[n].limit_left,
+                "jobs": cells[n].jobs,
+                "foreign_rpm": cells[n].foreign_rpm,
+                "hog": cells[n].hog,
+                "expected_bound_s": cells[n].expected_bound(),
+            }
+            for n in names
+        },
+        "summary": summary,
+        "runs": runs,
+    }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(doc, indent=1) + "\n")
     print()
@@ -729,15 +926,20 @@ def _line(r: dict[str, Any]) -> str:
         return f"{head} ERROR {r['error']}"
     parts = []
     if r.get("timed_out"):
-        parts.append(f"TIMED OUT after {r['timeout_s']:.0f} s "
-                     f"({r.get('server_jobs_per_s') or 0:.0f} jobs/s while it ran)")
+        parts.append(
+            f"TIMED OUT after {r['timeout_s']:.0f} s "
+            f"({r.get('server_jobs_per_s') or 0:.0f} jobs/s while it ran)"
+        )
     if "ratio" in r:
-        parts.append(f"makespan {r['makespan_s']:.1f} s / bound {r['bound_s']:.1f} s = "
-                     f"{r['ratio']:.2f}")
+        parts.append(
+            f"makespan {r['makespan_s']:.1f} s / bound {r['bound_s']:.1f} s = {r['ratio']:.2f}"
+        )
     elif "makespan_s" in r:
         parts.append(f"makespan {r['makespan_s']:.1f} s")
-    parts.append(f"ok {r.get('ok', 0)}/{r.get('jobs', 0)}  429s {r.get('r429', 0)}  "
-                 f"max in W {r.get('max_in_window', 0)}")
+    parts.append(
+        f"ok {r.get('ok', 0)}/{r.get('jobs', 0)}  429s {r.get('r429', 0)}  "
+        f"max in W {r.get('max_in_window', 0)}"
+    )
     if r.get("max_foreign_in_window"):
         parts.append(f"foreign {r['max_foreign_in_window']}")
     if "cpu_ms_per_req" in r:

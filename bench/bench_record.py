@@ -38,9 +38,11 @@ from mavera_tui.engine import Settings  # noqa: E402
 
 try:
     from mavera_tui.recording.recorder import Recorder  # noqa: E402
+
     HAS_RETENTION = True
 except ImportError:  # an older checkout: measure "before"
     from mavera_tui.record import Recorder  # type: ignore[no-redef]  # noqa: E402
+
     HAS_RETENTION = False
 
 MIDNIGHT = 1_700_006_400.0  # 2023-11-15T00:00:00Z
@@ -65,9 +67,10 @@ async def _run(rec: Any, worst: list[float]) -> int:
 def _tables(con: sqlite3.Connection) -> dict[str, int]:
     """Bytes per table, its indexes included (dbstat when SQLite has it)."""
     try:
-        rows = con.execute("SELECT s.name, m.tbl_name, SUM(s.pgsize) FROM dbstat s "
-                           "LEFT JOIN sqlite_master m ON m.name = s.name GROUP BY s.name"
-                           ).fetchall()
+        rows = con.execute(
+            "SELECT s.name, m.tbl_name, SUM(s.pgsize) FROM dbstat s "
+            "LEFT JOIN sqlite_master m ON m.name = s.name GROUP BY s.name"
+        ).fetchall()
     except sqlite3.Error:
         return {}
     out: dict[str, int] = {}
@@ -81,26 +84,42 @@ def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--hours", type=float, default=1.0)
     p.add_argument("--interval", type=float, default=1.0)
-    p.add_argument("--rate", type=float, default=600.0,
-                   help="demo requests per minute (default %(default)g)")
+    p.add_argument(
+        "--rate", type=float, default=600.0, help="demo requests per minute (default %(default)g)"
+    )
     p.add_argument("--tier", default="enterprise")
     p.add_argument("--keep", type=float, default=None, help="retention in seconds")
     p.add_argument("--prune-every", type=float, default=600.0)
-    p.add_argument("--before-midnight", type=float, default=0.5,
-                   help="hours recorded before the first UTC midnight (default %(default)g)")
+    p.add_argument(
+        "--before-midnight",
+        type=float,
+        default=0.5,
+        help="hours recorded before the first UTC midnight (default %(default)g)",
+    )
     args = p.parse_args()
     if args.keep is not None and not HAS_RETENTION:
         p.error("--keep needs the recording package (this checkout has no retention)")
     with tempfile.TemporaryDirectory() as d:
         db = Path(d) / "bench.db"
-        settings = Settings(Config(sim=SimSettings(tier=args.tier, purchased=1_000_000_000)),
-                            db=str(db), keep_finished=False, mode="record")
+        settings = Settings(
+            Config(sim=SimSettings(tier=args.tier, purchased=1_000_000_000)),
+            db=str(db),
+            keep_finished=False,
+            mode="record",
+        )
         kw: dict[str, Any] = {}
         if args.keep is not None:
             kw = {"keep": args.keep, "prune_every": args.prune_every}
-        rec = Recorder(settings, duration=args.hours * 3600, interval=args.interval,
-                       grace=600, clock=Clock(wall0=MIDNIGHT - args.before_midnight * 3600),
-                       out=io.StringIO(), demo_kw={"rate_per_min": args.rate}, **kw)
+        rec = Recorder(
+            settings,
+            duration=args.hours * 3600,
+            interval=args.interval,
+            grace=600,
+            clock=Clock(wall0=MIDNIGHT - args.before_midnight * 3600),
+            out=io.StringIO(),
+            demo_kw={"rate_per_min": args.rate},
+            **kw,
+        )
         worst = [0.0]
         t0 = time.perf_counter()
         rc = run_virtual(_run(rec, worst))
@@ -108,43 +127,63 @@ def main() -> int:
         con = sqlite3.connect(db)
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         snap_bytes, n = con.execute(
-            "SELECT COALESCE(SUM(LENGTH(data)), 0), COUNT(*) FROM snapshots").fetchone()
+            "SELECT COALESCE(SUM(LENGTH(data)), 0), COUNT(*) FROM snapshots"
+        ).fetchone()
         ledger_n = con.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
         jobs_n = con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
         tables = _tables(con)
-        free = con.execute("PRAGMA freelist_count").fetchone()[0] * \
-            con.execute("PRAGMA page_size").fetchone()[0]
+        free = (
+            con.execute("PRAGMA freelist_count").fetchone()[0]
+            * con.execute("PRAGMA page_size").fetchone()[0]
+        )
         con.close()
         size = os.path.getsize(db)
     hours = args.hours
     day = 24 / hours / 1e6
     snap = rec.latest
     reqs = snap.requests_total if snap else 0
-    print(f"recorded {hours:g} h at {args.interval:g} s, demo at {args.rate:g}/min on tier "
-          f"{args.tier} (exit {rc}): {reqs} requests ({reqs / hours / 60:.0f}/min), "
-          f"{n} snapshots, {ledger_n} ledger rows, {jobs_n} job rows"
-          + (f"; retention {args.keep:g} s dropped {rec.pruned}" if args.keep else ""))
-    print(f"file size        {size / 1e6:8.2f} MB  ({size / hours / 1e6:.2f} MB/h, "
-          f"{size * day:.1f} MB/day extrapolated; target < 50 MB/day, ledger included)")
+    print(
+        f"recorded {hours:g} h at {args.interval:g} s, demo at {args.rate:g}/min on tier "
+        f"{args.tier} (exit {rc}): {reqs} requests ({reqs / hours / 60:.0f}/min), "
+        f"{n} snapshots, {ledger_n} ledger rows, {jobs_n} job rows"
+        + (f"; retention {args.keep:g} s dropped {rec.pruned}" if args.keep else "")
+    )
+    print(
+        f"file size        {size / 1e6:8.2f} MB  ({size / hours / 1e6:.2f} MB/h, "
+        f"{size * day:.1f} MB/day extrapolated; target < 50 MB/day, ledger included)"
+    )
     if tables:
-        parts = ", ".join(f"{k} {v * day:.1f}" for k, v in
-                          sorted(tables.items(), key=lambda kv: -kv[1]) if v > 8192)
-        print(f"per table        MB/day with indexes: {parts}"
-              + (f"; free pages {free / 1e6:.2f} MB" if free else ""))
+        parts = ", ".join(
+            f"{k} {v * day:.1f}"
+            for k, v in sorted(tables.items(), key=lambda kv: -kv[1])
+            if v > 8192
+        )
+        print(
+            f"per table        MB/day with indexes: {parts}"
+            + (f"; free pages {free / 1e6:.2f} MB" if free else "")
+        )
     if tables and reqs:
         # Jobs and ledger rows grow with requests, snapshots with time: the demo does not
         # hold exactly --rate for hours (its backlog drifts to capped endpoints), so scale.
         per_req = sum(v for k, v in tables.items() if k in ("jobs", "ledger")) / reqs
         snaps_day = tables.get("snapshots", 0) * day
-        print(f"at {args.rate:g}/min      {per_req * args.rate * 1440 / 1e6 + snaps_day:8.1f} "
-              f"MB/day: jobs + ledger {per_req:.0f} B per request "
-              f"({per_req * args.rate * 1440 / 1e6:.1f} MB/day), snapshots {snaps_day:.1f}")
-    print(f"snapshots only   {snap_bytes / 1e6:8.2f} MB  ({snap_bytes / max(n, 1):.0f} B each, "
-          f"{snap_bytes * day:.1f} MB/day)")
-    print(f"encode rate      {n / max(rec.encode_seconds, 1e-9):8.0f} snapshots/s "
-          f"({rec.encode_seconds / max(n, 1) * 1e3:.2f} ms each)")
-    print(f"wall time        {real:8.1f} s for {hours:g} simulated h "
-          f"({n / real:.0f} snapshots/s end to end with the engine)")
+        print(
+            f"at {args.rate:g}/min      {per_req * args.rate * 1440 / 1e6 + snaps_day:8.1f} "
+            f"MB/day: jobs + ledger {per_req:.0f} B per request "
+            f"({per_req * args.rate * 1440 / 1e6:.1f} MB/day), snapshots {snaps_day:.1f}"
+        )
+    print(
+        f"snapshots only   {snap_bytes / 1e6:8.2f} MB  ({snap_bytes / max(n, 1):.0f} B each, "
+        f"{snap_bytes * day:.1f} MB/day)"
+    )
+    print(
+        f"encode rate      {n / max(rec.encode_seconds, 1e-9):8.0f} snapshots/s "
+        f"({rec.encode_seconds / max(n, 1) * 1e3:.2f} ms each)"
+    )
+    print(
+        f"wall time        {real:8.1f} s for {hours:g} simulated h "
+        f"({n / real:.0f} snapshots/s end to end with the engine)"
+    )
     print(f"dispatch delay   {worst[0] * 1e3:8.1f} ms worst lateness of a 50 ms loop probe")
     return 0 if rc == 0 else 1
 

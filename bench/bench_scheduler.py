@@ -48,13 +48,19 @@ def realistic_mix(n: int, seed: int = 1, responses_share: float = 0.70) -> list[
         if r < responses_share:
             spec = ("POST", "/responses", {"input": f"q{i}"})
         elif r < 0.82:
-            spec = ("POST", "/mave/chat", {"message": f"m{i}",
-                                          "complexity": rng.choice(["simple", "moderate"])})
+            spec = (
+                "POST",
+                "/mave/chat",
+                {"message": f"m{i}", "complexity": rng.choice(["simple", "moderate"])},
+            )
         elif r < 0.89:
             spec = ("POST", "/generations", {"prompt": f"g{i}"})
         elif r < 0.95:
-            spec = ("POST", "/focus-groups", {"sample_size": rng.choice([10, 25, 40]),
-                                              "questions": ["a", "b", "c"]})
+            spec = (
+                "POST",
+                "/focus-groups",
+                {"sample_size": rng.choice([10, 25, 40]), "questions": ["a", "b", "c"]},
+            )
         else:
             spec = ("POST", "/video-analyses", {"video_seconds": rng.choice([20, 90])})
         out.append(JobSpec(f"j{i}", spec[0], spec[1], spec[2]))
@@ -78,8 +84,10 @@ async def run_ours(jobs, tier, seed, foreign_share=0.0):
     clock = Clock(wall0=1_800_000_000.0)
     limit = catalog.TIERS[tier]
     faults = Faults(foreign_rpm=int(limit * foreign_share)) if foreign_share else Faults()
-    sim = create_sim(SimConfig(tier=tier, plan="enterprise", allocation=10_000_000,
-                               seed=seed, faults=faults), clock)
+    sim = create_sim(
+        SimConfig(tier=tier, plan="enterprise", allocation=10_000_000, seed=seed, faults=faults),
+        clock,
+    )
     client = ApiClient("http://sim/api/v1", KEY, clock=clock, transport=sim_transport(sim))
     sched = Scheduler(client, clock=clock, config=SchedulerConfig(seed=seed))
     await sched.start()
@@ -97,8 +105,9 @@ async def run_ours(jobs, tier, seed, foreign_share=0.0):
         "429": sum(1 for r in ours if r.status == 429),
         "max_window": sim.records.max_window_count(),
         "succeeded": sched.summary()["succeeded"],
-        "max_in_flight": {k: sim.records.max_in_flight(k) for k in
-                          ("mave", "focus_groups", "video_analyses")},
+        "max_in_flight": {
+            k: sim.records.max_in_flight(k) for k in ("mave", "focus_groups", "video_analyses")
+        },
     }
 
 
@@ -106,8 +115,9 @@ async def run_bucket(jobs, tier, seed):
     """The docs' pattern: token bucket (capacity = a minute), semaphores, retry on 429."""
     clock = Clock(wall0=1_800_000_000.0)
     limit = catalog.TIERS[tier]
-    sim = create_sim(SimConfig(tier=tier, plan="enterprise", allocation=10_000_000,
-                               seed=seed), clock)
+    sim = create_sim(
+        SimConfig(tier=tier, plan="enterprise", allocation=10_000_000, seed=seed), clock
+    )
     client = ApiClient("http://sim/api/v1", KEY, clock=clock, transport=sim_transport(sim))
     rate = limit / 60.0
     state = {"tokens": float(limit), "last": clock.now()}
@@ -138,14 +148,18 @@ async def run_bucket(jobs, tier, seed):
             if out.status != 429:
                 return
             ra = out.headers.retry_after or 30
-            await asyncio.sleep(min(ra * 2 ** attempt + random.uniform(0, 5), 300))
+            await asyncio.sleep(min(ra * 2**attempt + random.uniform(0, 5), 300))
 
     t0 = clock.now()
     await asyncio.gather(*(one(j) for j in jobs))
     makespan = clock.now() - t0
     await client.aclose()
-    return {"makespan": makespan, "bound": bound(sim, len(jobs), limit, 60.0),
-            "requests": len(sim.records), "429": sim.records.count(status=429)}
+    return {
+        "makespan": makespan,
+        "bound": bound(sim, len(jobs), limit, 60.0),
+        "requests": len(sim.records),
+        "429": sim.records.count(status=429),
+    }
 
 
 class InstantTransport:
@@ -156,8 +170,14 @@ class InstantTransport:
 
     async def request(self, method, path, body=None, timeout=None):
         self.n += 1
-        return Outcome(200, 0.0, RateHeaders(1_000_000, 999_999, None, None), 1, 10,
-                       {"usage": {"credits_used": 1}})
+        return Outcome(
+            200,
+            0.0,
+            RateHeaders(1_000_000, 999_999, None, None),
+            1,
+            10,
+            {"usage": {"credits_used": 1}},
+        )
 
 
 async def overhead(n: int) -> float:
@@ -178,8 +198,12 @@ def main() -> int:
     ap.add_argument("--tier", default="starter", choices=list(catalog.TIERS))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip-bucket", action="store_true")
-    ap.add_argument("--responses-share", type=float, default=0.70,
-                    help="share of cheap, fast /responses jobs (0.97: a window-bound batch)")
+    ap.add_argument(
+        "--responses-share",
+        type=float,
+        default=0.70,
+        help="share of cheap, fast /responses jobs (0.97: a window-bound batch)",
+    )
     a = ap.parse_args()
     jobs = realistic_mix(a.jobs, a.seed, a.responses_share)
     mix = {}
@@ -187,21 +211,29 @@ def main() -> int:
         mix[j.path] = mix.get(j.path, 0) + 1
     print(f"batch: {a.jobs} jobs, tier {a.tier} ({catalog.TIERS[a.tier]}/min), mix {mix}")
     r = run_virtual(run_ours(jobs, a.tier, a.seed))
-    print(f"ours alone:        makespan {r['makespan']:8.1f} s  bound {r['bound']:8.1f} s  "
-          f"ratio {r['makespan'] / r['bound']:.3f}  429s {r['429']}  "
-          f"max window {r['max_window']}  succeeded {r['succeeded']}/{a.jobs}  "
-          f"max in flight {r['max_in_flight']}")
+    print(
+        f"ours alone:        makespan {r['makespan']:8.1f} s  bound {r['bound']:8.1f} s  "
+        f"ratio {r['makespan'] / r['bound']:.3f}  429s {r['429']}  "
+        f"max window {r['max_window']}  succeeded {r['succeeded']}/{a.jobs}  "
+        f"max in flight {r['max_in_flight']}"
+    )
     f = run_virtual(run_ours(jobs, a.tier, a.seed, foreign_share=0.3))
-    print(f"ours, 30% foreign: makespan {f['makespan']:8.1f} s  bound {f['bound']:8.1f} s  "
-          f"ratio {f['makespan'] / f['bound']:.3f}  429s {f['429']} of {f['requests']} "
-          f"({100 * f['429'] / max(1, f['requests']):.2f}%)  succeeded {f['succeeded']}")
+    print(
+        f"ours, 30% foreign: makespan {f['makespan']:8.1f} s  bound {f['bound']:8.1f} s  "
+        f"ratio {f['makespan'] / f['bound']:.3f}  429s {f['429']} of {f['requests']} "
+        f"({100 * f['429'] / max(1, f['requests']):.2f}%)  succeeded {f['succeeded']}"
+    )
     if not a.skip_bucket:
         b = run_virtual(run_bucket(jobs, a.tier, a.seed))
-        print(f"docs token bucket: makespan {b['makespan']:8.1f} s  bound {b['bound']:8.1f} s  "
-              f"ratio {b['makespan'] / b['bound']:.3f}  429s {b['429']} of {b['requests']}")
+        print(
+            f"docs token bucket: makespan {b['makespan']:8.1f} s  bound {b['bound']:8.1f} s  "
+            f"ratio {b['makespan'] / b['bound']:.3f}  429s {b['429']} of {b['requests']}"
+        )
     rate = asyncio.run(overhead(20_000))
-    print(f"scheduler overhead: {rate:,.0f} jobs/s of CPU through queue and gates "
-          "(instant transport, no store)")
+    print(
+        f"scheduler overhead: {rate:,.0f} jobs/s of CPU through queue and gates "
+        "(instant transport, no store)"
+    )
     return 0
 
 

@@ -29,10 +29,25 @@ from mavera_tui.client import ApiClient  # noqa: E402
 def start_server(time_scale: float) -> tuple[subprocess.Popen[str], str]:
     """The simulator on a free loopback port, in its own process."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mavera_tui", "sim", "--port", "0", "--limit", "100000000",
-         "--time-scale", str(time_scale), "--plan", "enterprise", "--allocation",
-         "1000000000"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mavera_tui",
+            "sim",
+            "--port",
+            "0",
+            "--limit",
+            "100000000",
+            "--time-scale",
+            str(time_scale),
+            "--plan",
+            "enterprise",
+            "--allocation",
+            "1000000000",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening on" not in line:
@@ -46,8 +61,10 @@ async def raw_aiohttp_run(base: str, inflight: int, n: int) -> tuple[float, floa
     """Reference: aiohttp alone, without httpx's request and response objects."""
     import aiohttp
 
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(inflight, 1)),
-                                    headers={"Authorization": "Bearer bench-key"})
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max(inflight, 1)),
+        headers={"Authorization": "Bearer bench-key"},
+    )
     todo = iter(range(n))
     errors = 0
 
@@ -58,8 +75,9 @@ async def raw_aiohttp_run(base: str, inflight: int, n: int) -> tuple[float, floa
                 await r.json()
                 errors += r.status != 200
 
-    await asyncio.gather(*(session.post(base + "/responses", json={"input": "w"})
-                           for _ in range(inflight)))
+    await asyncio.gather(
+        *(session.post(base + "/responses", json={"input": "w"}) for _ in range(inflight))
+    )
     c0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(inflight)))
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
@@ -81,8 +99,9 @@ async def one_run(kind: str, base: str, inflight: int, n: int) -> tuple[float, f
             errors += not out.ok
 
     # Warm the connections first: the measurement is the steady state.
-    await asyncio.gather(*(client.request("POST", "/responses", {"input": "w"})
-                           for _ in range(inflight)))
+    await asyncio.gather(
+        *(client.request("POST", "/responses", {"input": "w"}) for _ in range(inflight))
+    )
     c0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(inflight)))
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
@@ -101,8 +120,10 @@ def main() -> None:
     proc, base = start_server(args.time_scale)
     try:
         kinds = args.kinds.split(",")
-        print(f"server {base}; {args.requests} requests a run, {args.repeat} runs, "
-              "interleaved; CPU per request in ms (worst / median), requests/s (median)")
+        print(
+            f"server {base}; {args.requests} requests a run, {args.repeat} runs, "
+            "interleaved; CPU per request in ms (worst / median), requests/s (median)"
+        )
         for c in (int(x) for x in args.inflight.split(",")):
             n = args.requests if c > 1 else max(200, args.requests // 10)
             res: dict[str, list[tuple[float, float, int]]] = {k: [] for k in kinds}
@@ -114,9 +135,10 @@ def main() -> None:
                 cpu = [r[0] for r in res[k]]
                 rps = [r[1] for r in res[k]]
                 errs = sum(r[2] for r in res[k])
-                cells.append(f"{k:8s} {max(cpu):6.3f} / {statistics.median(cpu):6.3f} ms "
-                             f"{statistics.median(rps):7.0f}/s" + (f" ({errs} errors)"
-                                                                     if errs else ""))
+                cells.append(
+                    f"{k:8s} {max(cpu):6.3f} / {statistics.median(cpu):6.3f} ms "
+                    f"{statistics.median(rps):7.0f}/s" + (f" ({errs} errors)" if errs else "")
+                )
             print(f"in flight {c:4d}: " + " | ".join(cells), flush=True)
     finally:
         proc.terminate()

@@ -50,17 +50,33 @@ def build_stream(n: int, refresh: float) -> list[Snapshot]:
         step = 90 + int(i * refresh / 10)  # a new 10-second demo step every 10 s
         s = demo_snapshot(DEMO_T + i * refresh, step=step)
         jobs = tuple(
-            JobView(f"job-{i // 4 + k}", "responses", "POST", "/responses",
-                    states[(i + k) % len(states)], estimate=5,
-                    actual=3 if states[(i + k) % len(states)] in FINAL_STATES else None,
-                    attempts=1 + k % 3, created=s.t - k * 7, updated=s.t)
-            for k in range(40))
+            JobView(
+                f"job-{i // 4 + k}",
+                "responses",
+                "POST",
+                "/responses",
+                states[(i + k) % len(states)],
+                estimate=5,
+                actual=3 if states[(i + k) % len(states)] in FINAL_STATES else None,
+                attempts=1 + k % 3,
+                created=s.t - k * 7,
+                updated=s.t,
+            )
+            for k in range(40)
+        )
         queue = dict(s.queue)
         queue[QUEUED] = (i // 3) % 9
-        out.append(dataclasses.replace(
-            s, jobs=jobs, queue=queue, window_used=(i * 7) % s.limit,
-            remaining=s.limit - (i * 7) % s.limit, reset_in=(loop_s - i * refresh) % 60,
-            alerts=base.alerts if i % 40 < 20 else base.alerts[1:]))
+        out.append(
+            dataclasses.replace(
+                s,
+                jobs=jobs,
+                queue=queue,
+                window_used=(i * 7) % s.limit,
+                remaining=s.limit - (i * 7) % s.limit,
+                reset_in=(loop_s - i * refresh) % 60,
+                alerts=base.alerts if i % 40 < 20 else base.alerts[1:],
+            )
+        )
     return out
 
 
@@ -89,24 +105,29 @@ async def measure(engine, size, seconds: float, refresh: float) -> tuple[float, 
     return 100.0 * cpu / wall, mem, polls
 
 
-async def measure_live(size, seconds: float, refresh: float,
-                       with_app: bool) -> tuple[float, float, int]:
+async def measure_live(
+    size, seconds: float, refresh: float, with_app: bool
+) -> tuple[float, float, int]:
     """The real engine running the demo at the highest tier (enterprise, 600/min) on the
     embedded simulator, with the monitor on it (or without, for the baseline)."""
     from mavera_tui.config import Config, SimSettings
     from mavera_tui.engine import Engine, Settings
     from mavera_tui.monitor import LiveEngine
 
-    live = LiveEngine(Engine(Settings(Config(sim=SimSettings(tier="enterprise")),
-                                      keep_finished=False, force_embedded=True)))
+    live = LiveEngine(
+        Engine(
+            Settings(
+                Config(sim=SimSettings(tier="enterprise")), keep_finished=False, force_embedded=True
+            )
+        )
+    )
     await live.boot([], demo=True)
     try:
         if not with_app:
             await asyncio.sleep(1.0)
             c0, w0 = time.process_time(), time.perf_counter()
             await asyncio.sleep(seconds)
-            return (100.0 * (time.process_time() - c0) / (time.perf_counter() - w0),
-                    rss_mb(), 0)
+            return (100.0 * (time.process_time() - c0) / (time.perf_counter() - w0), rss_mb(), 0)
         return await measure(live, size, seconds, refresh)
     finally:
         await live.shutdown()
@@ -156,21 +177,26 @@ def main(seconds: float = 15.0, refresh: float = 0.5) -> int:
     for size in ((80, 24), (200, 60)):
         runs = sorted(t for t in (first_frame(size) for _ in range(5)) if t is not None)
         shown = f"{runs[len(runs) // 2]:.2f} s median of {len(runs)}" if runs else "none"
-        print(f"first frame {size[0]}x{size[1]}: {shown} "
-              f"(runs {', '.join(f'{t:.2f}' for t in runs)})")
+        print(
+            f"first frame {size[0]}x{size[1]}: {shown} (runs {', '.join(f'{t:.2f}' for t in runs)})"
+        )
     stream = build_stream(int((seconds + 5) / refresh) + 10, refresh)
     print(f"refresh {refresh}s, {seconds:g}s per run; CPU is % of one core (process time)")
     print(f"{'size':>8} {'state':>10} {'cpu %':>7} {'rss MB':>7} {'polls':>6}")
     base, base_mem, _ = asyncio.run(measure_live(None, seconds, refresh, with_app=False))
-    print(f"{'-':>8} {'engine':>10} {base:>7.1f} {base_mem:>7.0f} {'':>6}  "
-          "(demo at 600/min on the embedded simulator, no UI: the baseline)")
+    print(
+        f"{'-':>8} {'engine':>10} {base:>7.1f} {base_mem:>7.0f} {'':>6}  "
+        "(demo at 600/min on the embedded simulator, no UI: the baseline)"
+    )
     for size in SIZES:
         for label, engine in (("idle", FrozenEngine()), ("stream", StreamEngine(stream))):
             cpu, mem, polls = asyncio.run(measure(engine, size, seconds, refresh))
             print(f"{size[0]:>4}x{size[1]:<3} {label:>10} {cpu:>7.1f} {mem:>7.0f} {polls:>6}")
         cpu, mem, polls = asyncio.run(measure_live(size, seconds, refresh, with_app=True))
-        print(f"{size[0]:>4}x{size[1]:<3} {'live demo':>10} {cpu:>7.1f} {mem:>7.0f} {polls:>6}"
-              f"  (watching costs {cpu - base:.1f} points over the engine alone)")
+        print(
+            f"{size[0]:>4}x{size[1]:<3} {'live demo':>10} {cpu:>7.1f} {mem:>7.0f} {polls:>6}"
+            f"  (watching costs {cpu - base:.1f} points over the engine alone)"
+        )
     return 0
 
 

@@ -38,8 +38,12 @@ def cap_bound(capped: Iterable[tuple[int, Sequence[float]]]) -> float:
     return best
 
 
-def lower_bound(latencies: Sequence[float], limit: int, window: float,
-                capped: Iterable[tuple[int, Sequence[float]]] = ()) -> float:
+def lower_bound(
+    latencies: Sequence[float],
+    limit: int,
+    window: float,
+    capped: Iterable[tuple[int, Sequence[float]]] = (),
+) -> float:
     """The makespan lower bound: the larger of :func:`window_bound` and :func:`cap_bound`.
 
     ``latencies`` are all N jobs' latencies (each job once, its successful attempt);

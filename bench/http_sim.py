@@ -29,18 +29,49 @@ from mavera_tui.sim.server import bound_port, build_server  # noqa: E402
 
 STATS_PATH = "/__bench/stats"
 #: Columns of each row of ``records`` in the stats answer (lists keep 20,000 rows small).
-COLUMNS = ("t", "wall", "status", "code", "endpoint", "latency", "window_count", "counted",
-           "done", "in_flight", "key")
+COLUMNS = (
+    "t",
+    "wall",
+    "status",
+    "code",
+    "endpoint",
+    "latency",
+    "window_count",
+    "counted",
+    "done",
+    "in_flight",
+    "key",
+)
 
 
 def stats(sim: Simulator) -> dict[str, Any]:
     """The server's records and configuration as plain JSON."""
     cfg = sim.config
-    rows = [[r.t, r.wall, r.status, r.code, r.endpoint, r.latency, r.window_count, r.counted,
-             r.done, r.in_flight, r.key] for r in sim.records]
-    return {"limit": cfg.effective_limit, "window_seconds": cfg.window_seconds,
-            "time_scale": cfg.time_scale, "foreign_rpm": cfg.faults.foreign_rpm,
-            "seed": cfg.seed, "columns": list(COLUMNS), "records": rows}
+    rows = [
+        [
+            r.t,
+            r.wall,
+            r.status,
+            r.code,
+            r.endpoint,
+            r.latency,
+            r.window_count,
+            r.counted,
+            r.done,
+            r.in_flight,
+            r.key,
+        ]
+        for r in sim.records
+    ]
+    return {
+        "limit": cfg.effective_limit,
+        "window_seconds": cfg.window_seconds,
+        "time_scale": cfg.time_scale,
+        "foreign_rpm": cfg.faults.foreign_rpm,
+        "seed": cfg.seed,
+        "columns": list(COLUMNS),
+        "records": rows,
+    }
 
 
 class BenchApp:
@@ -52,9 +83,16 @@ class BenchApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == STATS_PATH:
             data = json.dumps(stats(self.sim)).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(data)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(data)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": data})
             return
         await self.sim(scope, receive, send)
@@ -66,15 +104,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, required=True, help="requests per window")
     ap.add_argument("--window-seconds", type=float, default=6.0)
     ap.add_argument("--time-scale", type=float, default=0.1)
-    ap.add_argument("--foreign-rpm", type=float, default=0.0,
-                    help="phantom foreign arrivals per 60 s (the simulator's unit)")
+    ap.add_argument(
+        "--foreign-rpm",
+        type=float,
+        default=0.0,
+        help="phantom foreign arrivals per 60 s (the simulator's unit)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     try:
-        sim = create_sim(SimConfig(
-            tier="enterprise", limit=a.limit, plan="enterprise", allocation=1_000_000_000,
-            window_seconds=a.window_seconds, time_scale=a.time_scale, seed=a.seed,
-            faults=Faults(foreign_rpm=a.foreign_rpm)))
+        sim = create_sim(
+            SimConfig(
+                tier="enterprise",
+                limit=a.limit,
+                plan="enterprise",
+                allocation=1_000_000_000,
+                window_seconds=a.window_seconds,
+                time_scale=a.time_scale,
+                seed=a.seed,
+                faults=Faults(foreign_rpm=a.foreign_rpm),
+            )
+        )
     except ValueError as exc:
         print(f"http_sim: {exc}", file=sys.stderr)
         return 2

@@ -94,12 +94,15 @@ class Peer:
         # someone sending a batch: a pool large enough for bursts (httpx's default keeps only
         # 20 idle connections), no pool timeout (queueing for a connection is not an error).
         self.client = httpx.AsyncClient(
-            base_url=args.base_url, headers={"Authorization": f"Bearer {key}"},
+            base_url=args.base_url,
+            headers={"Authorization": f"Bearer {key}"},
             timeout=httpx.Timeout(120.0, pool=None),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        )
         self.transport_error = httpx.TransportError
-        self.sems = {e.slot_key: asyncio.Semaphore(e.cap)
-                     for e in catalog.ENDPOINTS.values() if e.cap}
+        self.sems = {
+            e.slot_key: asyncio.Semaphore(e.cap) for e in catalog.ENDPOINTS.values() if e.cap
+        }
 
     # --- what each peer chooses -------------------------------------------------------------
 
@@ -113,8 +116,10 @@ class Peer:
     def docs_backoff(self, resp: Any, attempt: int) -> float:
         """The cookbook's pattern 5, with jitter and cap compressed like the window."""
         ra = retry_after(resp, 30.0 * self.scale)
-        return min(ra * 2 ** attempt + random.uniform(0, BACKOFF_JITTER * self.scale),
-                   BACKOFF_CAP * self.scale)
+        return min(
+            ra * 2**attempt + random.uniform(0, BACKOFF_JITTER * self.scale),
+            BACKOFF_CAP * self.scale,
+        )
 
     # --- the shared retry loop --------------------------------------------------------------
 
@@ -122,7 +127,8 @@ class Peer:
         """Send ``job`` until it gets a final answer (429s, 5xx and transport errors retry)."""
         ep = catalog.find_endpoint(job.method, job.path)
         sem: AbstractAsyncContextManager[Any] = (
-            self.sems.get(ep.slot_key, nullcontext()) if ep else nullcontext())
+            self.sems.get(ep.slot_key, nullcontext()) if ep else nullcontext()
+        )
         attempt = 0
         st = self.stats
         while True:
@@ -131,7 +137,8 @@ class Peer:
                 st.requests += 1
                 try:
                     resp = await self.client.request(
-                        job.method, job.path, json=job.body if job.method == "POST" else None)
+                        job.method, job.path, json=job.body if job.method == "POST" else None
+                    )
                 except self.transport_error:
                     resp = None
             if resp is None:
@@ -247,7 +254,10 @@ class Semaphores(Peer):
 
 
 CLASSES: dict[str, Callable[[argparse.Namespace, str], Peer]] = {
-    "bucket": Bucket, "queue": Queue, "aiolimiter": AioLimiter, "sliding": Sliding,
+    "bucket": Bucket,
+    "queue": Queue,
+    "aiolimiter": AioLimiter,
+    "sliding": Sliding,
     "semaphores": Semaphores,
 }
 
@@ -277,11 +287,21 @@ async def _run_peer(args: argparse.Namespace, key: str) -> dict[str, Any]:
         c1 = time.process_time()
         await peer.client.aclose()
     st = peer.stats
-    return {"peer": args.peer, "jobs": len(jobs), "t_start": t0, "t_end": t1,
-            "makespan_client": t1 - t0, "cpu_s": c1 - c0, "requests": st.requests,
-            "r429": st.r429, "transport_errors": st.transport_errors,
-            "server_errors": st.other_errors, "succeeded": st.succeeded, "failed": st.failed,
-            "peak_rss_kb": _peak_rss_kb()}
+    return {
+        "peer": args.peer,
+        "jobs": len(jobs),
+        "t_start": t0,
+        "t_end": t1,
+        "makespan_client": t1 - t0,
+        "cpu_s": c1 - c0,
+        "requests": st.requests,
+        "r429": st.r429,
+        "transport_errors": st.transport_errors,
+        "server_errors": st.other_errors,
+        "succeeded": st.succeeded,
+        "failed": st.failed,
+        "peak_rss_kb": _peak_rss_kb(),
+    }
 
 
 def _run_ours(out: str, rest: list[str]) -> int:
@@ -293,16 +313,27 @@ def _run_ours(out: str, rest: list[str]) -> int:
     rc = cli.main(rest)
     t1 = time.time()
     c1 = time.process_time()
-    result: dict[str, Any] = {"peer": "ours", "t_start": t0, "t_end": t1,
-                              "makespan_client": t1 - t0, "cpu_s": c1 - c0, "exit": rc,
-                              "peak_rss_kb": _peak_rss_kb()}
+    result: dict[str, Any] = {
+        "peer": "ours",
+        "t_start": t0,
+        "t_end": t1,
+        "makespan_client": t1 - t0,
+        "cpu_s": c1 - c0,
+        "exit": rc,
+        "peak_rss_kb": _peak_rss_kb(),
+    }
     if "--summary" in rest:
         try:
             with open(rest[rest.index("--summary") + 1]) as f:
                 s = json.load(f)
-            result.update(jobs=s.get("jobs"), succeeded=s.get("succeeded"),
-                          failed=s.get("failed"), requests=s.get("requests"),
-                          r429=s.get("responses_429"), makespan_reported=s.get("makespan_s"))
+            result.update(
+                jobs=s.get("jobs"),
+                succeeded=s.get("succeeded"),
+                failed=s.get("failed"),
+                requests=s.get("requests"),
+                r429=s.get("responses_429"),
+                makespan_reported=s.get("makespan_s"),
+            )
         except (OSError, ValueError, IndexError):
             pass
     _write(out, result)
@@ -314,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     rest: list[str] = []
     if "--" in argv:
         i = argv.index("--")
-        argv, rest = argv[:i], argv[i + 1:]
+        argv, rest = argv[:i], argv[i + 1 :]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("peer", choices=PEERS)
     ap.add_argument("--out", required=True, help="where to write the JSON result")
@@ -322,8 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-url", default="")
     ap.add_argument("--limit", type=int, default=0, help="requests per window (the tier)")
     ap.add_argument("--window-seconds", type=float, default=6.0)
-    ap.add_argument("--time-scale", type=float, default=0.1,
-                    help="how compressed time is (scales the docs' backoff jitter and cap)")
+    ap.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.1,
+        help="how compressed time is (scales the docs' backoff jitter and cap)",
+    )
     ap.add_argument("--workers", type=int, default=0, help="queue: worker count (0: auto)")
     a = ap.parse_args(argv)
     if a.peer == "ours":

@@ -15,12 +15,16 @@ class RateHeaders:
 
     limit: int | None = None
     remaining: int | None = None
-    reset_at: float | None = None     # Unix time
+    reset_at: float | None = None  # Unix time
     retry_after: float | None = None  # seconds from receipt, >= 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"limit": self.limit, "remaining": self.remaining, "reset": self.reset_at,
-                "retry_after": self.retry_after}
+        return {
+            "limit": self.limit,
+            "remaining": self.remaining,
+            "reset": self.reset_at,
+            "retry_after": self.retry_after,
+        }
 
 
 # Error kinds, the vocabulary the scheduler acts on.
@@ -66,7 +70,7 @@ class Outcome:
     status: int | None
     latency: float
     headers: RateHeaders = field(default_factory=RateHeaders)
-    credits_used: int | None = None   # usage.credits_used, None when not reported
+    credits_used: int | None = None  # usage.credits_used, None when not reported
     tokens: int | None = None
     body: Any = None
     error: ApiError | None = None
@@ -74,5 +78,3 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-

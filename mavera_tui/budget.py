@@ -39,13 +39,13 @@ class RechargeConfig:
 class BudgetConfig:
     """Client-side budgets and alert settings."""
 
-    allocation: int | None = None          # monthly allocation; None: from the plan / API
+    allocation: int | None = None  # monthly allocation; None: from the plan / API
     thresholds: tuple[float, ...] = catalog.ALERT_THRESHOLDS
     # The default is the settings model's (config.BudgetSettings.alert_single).
     single_request: int = BudgetSettings.alert_single
-    workspace_alert: int | None = None     # credits spent by this workspace: warn
-    workspace_cap: int | None = None       # credits spent by this workspace: hard cap
-    spike_factor: float = 3.0              # burn over the recent pattern that raises an alert
+    workspace_alert: int | None = None  # credits spent by this workspace: warn
+    workspace_cap: int | None = None  # credits spent by this workspace: hard cap
+    spike_factor: float = 3.0  # burn over the recent pattern that raises an alert
     recharge: RechargeConfig = RechargeConfig()
 
 
@@ -66,9 +66,9 @@ class Budget:
         self.purchased: int | None = None
         self.allocation: int | None = self.config.allocation
         self.period_used: int | None = None
-        self.spent = 0                       # credits charged to this engine's requests
+        self.spent = 0  # credits charged to this engine's requests
         self.recharge_spent_eur = 0.0
-        self._events: deque[tuple[float, int]] = deque()   # (time, credits), last 24 h
+        self._events: deque[tuple[float, int]] = deque()  # (time, credits), last 24 h
         self._fired: set[str] = set()
         self._start: float | None = None
 
@@ -109,16 +109,29 @@ class Budget:
                 self.period_used += from_plan
         alerts = self._threshold_alerts()
         if credits > self.config.single_request:
-            alerts.append(Alert("warning", "single_request",
-                                f"one request used {credits} credits "
-                                f"(alert above {self.config.single_request})"))
+            alerts.append(
+                Alert(
+                    "warning",
+                    "single_request",
+                    f"one request used {credits} credits "
+                    f"(alert above {self.config.single_request})",
+                )
+            )
         cfg = self.config
-        if cfg.workspace_alert is not None and self.spent >= cfg.workspace_alert \
-                and "workspace_alert" not in self._fired:
+        if (
+            cfg.workspace_alert is not None
+            and self.spent >= cfg.workspace_alert
+            and "workspace_alert" not in self._fired
+        ):
             self._fired.add("workspace_alert")
-            alerts.append(Alert("warning", "workspace_alert",
-                                f"workspace spending reached {self.spent} credits "
-                                f"(alert at {cfg.workspace_alert})"))
+            alerts.append(
+                Alert(
+                    "warning",
+                    "workspace_alert",
+                    f"workspace spending reached {self.spent} credits "
+                    f"(alert at {cfg.workspace_alert})",
+                )
+            )
         spike = self._spike(now)
         if spike:
             alerts.append(spike)
@@ -176,8 +189,10 @@ class Budget:
         if cap is None or estimate <= 0:
             return None
         if self.spent + reserved + estimate > cap:
-            return (f"workspace budget cap {cap} credits: {self.spent} spent, {reserved} "
-                    f"reserved, this job may use {estimate}; raise --budget-cap or wait")
+            return (
+                f"workspace budget cap {cap} credits: {self.spent} spent, {reserved} "
+                f"reserved, this job may use {estimate}; raise --budget-cap or wait"
+            )
         return None
 
     def _threshold_alerts(self) -> list[Alert]:
@@ -189,9 +204,14 @@ class Budget:
             key = f"budget_{int(t * 100)}"
             if share >= t and key not in self._fired:
                 self._fired.add(key)
-                out.append(Alert("warning" if t < 0.9 else "error", key,
-                                 f"{int(t * 100)}% of the monthly allocation used "
-                                 f"({self.period_used} of {self.allocation} credits)"))
+                out.append(
+                    Alert(
+                        "warning" if t < 0.9 else "error",
+                        key,
+                        f"{int(t * 100)}% of the monthly allocation used "
+                        f"({self.period_used} of {self.allocation} credits)",
+                    )
+                )
         return out
 
     def _spike(self, now: float) -> Alert | None:
@@ -206,7 +226,10 @@ class Budget:
         normal = sum(before) * 60.0 / hist_span
         if normal > 0 and recent > self.config.spike_factor * normal:
             self._fired.add("spike")
-            return Alert("warning", "usage_spike",
-                         f"burning {recent:.1f} credits/min, over {self.config.spike_factor:g}x "
-                         f"the usual {normal:.1f}/min")
+            return Alert(
+                "warning",
+                "usage_spike",
+                f"burning {recent:.1f} credits/min, over {self.config.spike_factor:g}x "
+                f"the usual {normal:.1f}/min",
+            )
         return None

@@ -37,8 +37,14 @@ from .errors import (
 from .estimate import MAX_VIDEO_SECONDS, EstimateError, estimate, preflight, with_buffer
 from .jobs import JobFileError, JobSpec, read_job_file
 
-__all__ = ["EXIT_CANNOT_START", "EXIT_INTERRUPTED", "EXIT_JOBS_FAILED", "EXIT_OK",
-           "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_CANNOT_START",
+    "EXIT_INTERRUPTED",
+    "EXIT_JOBS_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "main",
+]
 
 #: The exit statuses, as every command's --help prints them (errors.py defines them).
 EXIT_EPILOG = """\
@@ -54,23 +60,37 @@ exit status (the same in every command):
        --db to resume the rest
 """
 
-RUN_EPILOG = EXIT_EPILOG + """
+RUN_EPILOG = (
+    EXIT_EPILOG
+    + """
 
 job file: one JSON object per line, {"id", "method", "path", "body"} (+ optional
 "priority", higher first); "path" is relative to the base URL, e.g. /focus-groups.
 """
+)
 
 FRIENDLY = {
-    "focus-group": "focus_groups", "focus-groups": "focus_groups", "fg": "focus_groups",
-    "video": "video_analyses", "video-analysis": "video_analyses",
+    "focus-group": "focus_groups",
+    "focus-groups": "focus_groups",
+    "fg": "focus_groups",
+    "video": "video_analyses",
+    "video-analysis": "video_analyses",
     "video-analyses": "video_analyses",
-    "mave": "mave", "mave-chat": "mave",
-    "response": "responses", "responses": "responses", "chat": "responses",
-    "generation": "generations", "generations": "generations",
-    "persona": "personas_create", "create-persona": "personas_create",
-    "personas": "personas_list", "list-personas": "personas_list",
-    "brand-voice": "brand_voices", "brand-voices": "brand_voices",
-    "news": "news_analyze", "news-analysis": "news_analyze",
+    "mave": "mave",
+    "mave-chat": "mave",
+    "response": "responses",
+    "responses": "responses",
+    "chat": "responses",
+    "generation": "generations",
+    "generations": "generations",
+    "persona": "personas_create",
+    "create-persona": "personas_create",
+    "personas": "personas_list",
+    "list-personas": "personas_list",
+    "brand-voice": "brand_voices",
+    "brand-voices": "brand_voices",
+    "news": "news_analyze",
+    "news-analysis": "news_analyze",
 }
 
 
@@ -82,8 +102,9 @@ def usage_line(message: str) -> str:
     message = " ".join(message.split())
     if message.startswith("unrecognized arguments: "):
         extra = message.split(": ", 1)[1].split()
-        return ("unrecognized argument " if len(extra) == 1 else "unrecognized arguments ") \
-            + " ".join(extra)
+        return (
+            "unrecognized argument " if len(extra) == 1 else "unrecognized arguments "
+        ) + " ".join(extra)
     m = _INVALID_CHOICE.match(message)
     if m:
         what, got, choices = m.groups()
@@ -154,29 +175,51 @@ def settings_from_args(args: argparse.Namespace, **runtime: Any):  # noqa: ANN20
     ``runtime`` choices (mode, keep_finished, ...)."""
     from .engine import Settings
 
-    return Settings(config=loaded_config(args).config, db=getattr(args, "db", None),
-                    **runtime)
+    return Settings(config=loaded_config(args).config, db=getattr(args, "db", None), **runtime)
 
 
 # ====================================================================== estimate ======
 
+
 def _estimate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="PATH|KIND",
-                   help="an API path such as /focus-groups, or a kind: "
-                        + ", ".join(sorted(set(FRIENDLY))))
+    p.add_argument(
+        "target",
+        metavar="PATH|KIND",
+        help="an API path such as /focus-groups, or a kind: " + ", ".join(sorted(set(FRIENDLY))),
+    )
     p.add_argument("--body", metavar="JSON", help="the request body as JSON")
-    p.add_argument("--method", choices=["GET", "POST"], help="HTTP method (default POST, "
-                   "GET for /personas listing and /billing/credits)")
+    p.add_argument(
+        "--method",
+        choices=["GET", "POST"],
+        help="HTTP method (default POST, GET for /personas listing and /billing/credits)",
+    )
     p.add_argument("--sample-size", type=int, help="focus groups: respondents")
     p.add_argument("--questions", type=int, help="focus groups: number of questions")
-    p.add_argument("--video-seconds", "--seconds", type=float, dest="video_seconds",
-                   help="video analyses: length in seconds")
-    p.add_argument("--complexity", choices=list(catalog.MAVE_COMPLEXITY),
-                   help="Mave: query complexity (default complex)")
-    p.add_argument("--balance", type=_nonneg_int, metavar="CREDITS",
-                   help="also give the pre-flight verdict against this balance")
-    p.add_argument("--reserved", type=_nonneg_int, default=0, metavar="CREDITS",
-                   help="credits already reserved by running jobs (with --balance)")
+    p.add_argument(
+        "--video-seconds",
+        "--seconds",
+        type=float,
+        dest="video_seconds",
+        help="video analyses: length in seconds",
+    )
+    p.add_argument(
+        "--complexity",
+        choices=list(catalog.MAVE_COMPLEXITY),
+        help="Mave: query complexity (default complex)",
+    )
+    p.add_argument(
+        "--balance",
+        type=_nonneg_int,
+        metavar="CREDITS",
+        help="also give the pre-flight verdict against this balance",
+    )
+    p.add_argument(
+        "--reserved",
+        type=_nonneg_int,
+        default=0,
+        metavar="CREDITS",
+        help="credits already reserved by running jobs (with --balance)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -188,8 +231,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as e:
             return _fail(f"--body is not valid JSON: {e.msg} at column {e.colno}", EXIT_USAGE)
         if not isinstance(body, dict):
-            return _fail("--body must be a JSON object, e.g. '{\"sample_size\": 50}'",
-                         EXIT_USAGE)
+            return _fail("--body must be a JSON object, e.g. '{\"sample_size\": 50}'", EXIT_USAGE)
     if args.sample_size is not None:
         body["sample_size"] = args.sample_size
     if args.questions is not None:
@@ -203,13 +245,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     target = args.target
     if target.startswith("/"):
         path = target
-        method = args.method or ("GET" if target.rstrip("/") in ("/billing/credits",)
-                                 else "POST")
+        method = args.method or ("GET" if target.rstrip("/") in ("/billing/credits",) else "POST")
     else:
         key = FRIENDLY.get(target.lower())
         if key is None:
-            return _fail(f"unknown kind {target!r}; use a path like /focus-groups or one of: "
-                         + ", ".join(sorted(set(FRIENDLY))), EXIT_USAGE)
+            return _fail(
+                f"unknown kind {target!r}; use a path like /focus-groups or one of: "
+                + ", ".join(sorted(set(FRIENDLY))),
+                EXIT_USAGE,
+            )
         ep = catalog.ENDPOINTS[key]
         path, method = ep.path.replace("{id}", "story"), args.method or ep.method
     try:
@@ -219,22 +263,29 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     secs = body.get("video_seconds")
     if est.endpoint.cost == "video" and isinstance(secs, (int, float)) and secs < 1:
         # The estimator's message promises 1 and up; hold the CLI to it.
-        return _fail(f"'video_seconds' must be a number from 1 to {MAX_VIDEO_SECONDS}, "
-                     f"got {secs!r}", EXIT_USAGE)
+        return _fail(
+            f"'video_seconds' must be a number from 1 to {MAX_VIDEO_SECONDS}, got {secs!r}",
+            EXIT_USAGE,
+        )
     out: dict[str, Any] = est.to_dict()
     verdict = None
     if args.balance is not None:
         verdict = preflight(est, args.balance, args.reserved)
-        out["preflight"] = {"ok": verdict.ok, "needed": verdict.needed,
-                            "available": verdict.available, "message": verdict.message}
+        out["preflight"] = {
+            "ok": verdict.ok,
+            "needed": verdict.needed,
+            "available": verdict.available,
+            "message": verdict.message,
+        }
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         rng = f"{est.low}-{est.high}" if est.low != est.high else f"{est.high}"
-        print(f"{est.endpoint.method} {path}: {rng} credits (upper bound {est.high}; "
-              f"{est.basis})")
-        print(f"  pre-flight needs {with_buffer(est.high)} available (estimate + 20% "
-              "buffer, rounded up)")
+        print(f"{est.endpoint.method} {path}: {rng} credits (upper bound {est.high}; {est.basis})")
+        print(
+            f"  pre-flight needs {with_buffer(est.high)} available (estimate + 20% "
+            "buffer, rounded up)"
+        )
         if verdict is not None:
             print(f"  {'OK' if verdict.ok else 'REFUSED'}: {verdict.message}")
     return EXIT_OK if verdict is None or verdict.ok else EXIT_JOBS_FAILED
@@ -242,14 +293,21 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 # =========================================================================== run ======
 
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("jobs", metavar="JOBS.jsonl", help="the job file (one JSON job per line)")
-    p.add_argument("--db", metavar="PATH",
-                   help="SQLite database: jobs are persisted before they are sent and a rerun "
-                        "with the same --db resumes them (default: none, nothing persisted)")
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help="SQLite database: jobs are persisted before they are sent and a rerun "
+        "with the same --db resumes them (default: none, nothing persisted)",
+    )
     p.add_argument("--summary", metavar="PATH", help="also write the summary as JSON here")
-    p.add_argument("--strict", action="store_true",
-                   help="refuse to run anything if any line of the job file is bad")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to run anything if any line of the job file is bad",
+    )
     config.add_flag(p, "run.credit_wait")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--debug", metavar="FILE", help="write a debug log to FILE")
@@ -269,11 +327,18 @@ class _Progress:
     def update(self, s: dict[str, Any], snap: Any, final: bool = False) -> None:
         if self.quiet:
             return
-        done = s["succeeded"] + s["failed"] + s["blocked_preflight"] + s["outcome_unknown"] \
+        done = (
+            s["succeeded"]
+            + s["failed"]
+            + s["blocked_preflight"]
+            + s["outcome_unknown"]
             + s["cancelled"]
-        parts = (f"{done}/{self.total} done  ok {s['succeeded']}  failed {s['failed']}  "
-                 f"in flight {snap.in_flight}  queued {snap.queue_depth}  "
-                 f"window {snap.window_used}/{snap.limit}  credits {s['credits_used']}")
+        )
+        parts = (
+            f"{done}/{self.total} done  ok {s['succeeded']}  failed {s['failed']}  "
+            f"in flight {snap.in_flight}  queued {snap.queue_depth}  "
+            f"window {snap.window_used}/{snap.limit}  credits {s['credits_used']}"
+        )
         if s["waiting_for_credits"]:
             parts += f"  waiting for credits {s['waiting_for_credits']}"
         if self.tty:
@@ -300,14 +365,17 @@ def _print_summary(s: dict[str, Any]) -> None:
         + (f", {s['not_finished']} not finished" if s["not_finished"] else ""),
         f"credits used {s['credits_used']} (estimated {s['credits_estimated']} for the jobs "
         f"that succeeded)"
-        + (f"; includes {s['credits_reconciled']} read from the balance for "
-           f"{s['credits_unknown_attempts']} attempt(s) whose answer was lost"
-           if s.get("credits_reconciled") is not None else
-           f"; charge unknown for {s['credits_unknown_attempts']} attempt(s) (timeouts, "
-           f"dropped connections, unreadable answers): up to {s['credits_unknown_max']} more "
-           "may have been charged, see GET /billing/credits"
-           + (f" ({s['credits_reconcile_note']})" if s.get("credits_reconcile_note") else "")
-           if s.get("credits_unknown_attempts") else ""),
+        + (
+            f"; includes {s['credits_reconciled']} read from the balance for "
+            f"{s['credits_unknown_attempts']} attempt(s) whose answer was lost"
+            if s.get("credits_reconciled") is not None
+            else f"; charge unknown for {s['credits_unknown_attempts']} attempt(s) (timeouts, "
+            f"dropped connections, unreadable answers): up to {s['credits_unknown_max']} more "
+            "may have been charged, see GET /billing/credits"
+            + (f" ({s['credits_reconcile_note']})" if s.get("credits_reconcile_note") else "")
+            if s.get("credits_unknown_attempts")
+            else ""
+        ),
         f"requests {s['requests']}, 429s {s['responses_429']}, 402s {s['count_402']}, "
         f"retries {s['retries']}, statuses "
         + ", ".join(f"{k}: {v}" for k, v in s["status_counts"].items()),
@@ -353,8 +421,11 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
         credit_wait = loaded_config(args).config.run.credit_wait
         waiter = asyncio.create_task(sched.wait_idle(credit_wait=credit_wait))
         while not waiter.done():
-            done, _ = await asyncio.wait({waiter, asyncio.create_task(stop.wait())},
-                                         timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {waiter, asyncio.create_task(stop.wait())},
+                timeout=0.5,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             progress.update(sched.summary(ids), sched.snapshot())
             if stop.is_set():
                 break
@@ -362,9 +433,12 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
             waiter.cancel()
             sched.pause()
             if not args.quiet:
-                print("\ninterrupted: waiting for requests in flight (Ctrl-C again to "
-                      "stop at once; they are then marked 'outcome unknown')",
-                      file=sys.stderr, flush=True)
+                print(
+                    "\ninterrupted: waiting for requests in flight (Ctrl-C again to "
+                    "stop at once; they are then marked 'outcome unknown')",
+                    file=sys.stderr,
+                    flush=True,
+                )
             stop.clear()
             closing = asyncio.create_task(engine.stop())
             stopper = asyncio.create_task(stop.wait())
@@ -384,8 +458,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
             await engine.stop()
     if not args.quiet:
         _print_summary(summary)
-        bad = [j for i in ids if (j := sched.jobs.get(i)) is not None
-               and j.state != "succeeded"]
+        bad = [j for i in ids if (j := sched.jobs.get(i)) is not None and j.state != "succeeded"]
         for j in bad[:20]:
             print(f"  {printable(j.id)}: {j.state}: {printable(j.reason)[:300]}")
         if len(bad) > 20:
@@ -413,9 +486,10 @@ async def _finished_in_db(engine: Any, specs: list[JobSpec], ids: list[str]) -> 
     want = sorted({s.id for s in specs} - set(ids))
     out: dict[str, str] = {}
     for i in range(0, len(want), 500):
-        chunk = want[i:i + 500]
+        chunk = want[i : i + 500]
         rows = await engine.store.query(
-            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk
+        )
         out.update((r[0], r[1]) for r in rows)
     return out
 
@@ -443,16 +517,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_debug(args.debug)
     specs, errors = _load_jobs(args.jobs)
     if errors and args.strict:
-        return _fail(f"{len(errors)} bad line(s) in {args.jobs}; nothing was run (--strict)",
-                     EXIT_USAGE)
+        return _fail(
+            f"{len(errors)} bad line(s) in {args.jobs}; nothing was run (--strict)", EXIT_USAGE
+        )
     if not specs:
         if errors:
             return _fail(f"no valid jobs in {args.jobs}", EXIT_USAGE)
         if not args.db:
             return _fail(f"{args.jobs} holds no jobs", EXIT_USAGE)
     if errors and not args.quiet:
-        print(f"{len(errors)} bad line(s) skipped; running the {len(specs)} valid job(s)",
-              file=sys.stderr)
+        print(
+            f"{len(errors)} bad line(s) skipped; running the {len(specs)} valid job(s)",
+            file=sys.stderr,
+        )
     try:
         return asyncio.run(_run_async(args, specs, len(errors)))
     except (ConfigError, StoreError) as e:
@@ -461,17 +538,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # ======================================================================= monitor ======
 
+
 def _monitor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", metavar="JOBS.jsonl", help="open the monitor on this batch")
-    p.add_argument("--db", metavar="PATH", help="SQLite database to use (reopen it later to "
-                                                 "pick up where you left)")
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help="SQLite database to use (reopen it later to pick up where you left)",
+    )
     config.add_flag(p, "ui.refresh")
-    p.add_argument("--debug", metavar="FILE", nargs="?", const="mavera-tui-debug.log",
-                   help="write a debug log (default file mavera-tui-debug.log)")
-    p.add_argument("--no-demo", action="store_true",
-                   help="with the embedded simulator, do not run the demo workload")
-    p.add_argument("--metrics-port", type=_port, metavar="PORT",
-                   help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument(
+        "--debug",
+        metavar="FILE",
+        nargs="?",
+        const="mavera-tui-debug.log",
+        help="write a debug log (default file mavera-tui-debug.log)",
+    )
+    p.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="with the embedded simulator, do not run the demo workload",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT",
+    )
     _add_target_options(p)
 
 
@@ -484,9 +577,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args, keep_finished=False)
         ui = settings.config.ui
-        return run_monitor(settings, specs=specs, refresh=ui.refresh, debug_log=args.debug,
-                           demo=not args.no_demo and not args.jobs,
-                           metrics_port=args.metrics_port, keys=ui.keys)
+        return run_monitor(
+            settings,
+            specs=specs,
+            refresh=ui.refresh,
+            debug_log=args.debug,
+            demo=not args.no_demo and not args.jobs,
+            metrics_port=args.metrics_port,
+            keys=ui.keys,
+        )
     except (ConfigError, StoreError) as e:
         return _fail(str(e), EXIT_CANNOT_START)
 
@@ -540,40 +639,50 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = CliParser(
         prog="mavera-tui",
         description="Run work against the Mavera API as fast as its limits allow, and watch "
-                    "the limits and the credits live. With no command: the live monitor.",
+        "the limits and the credits live. With no command: the live monitor.",
         epilog="With no MAVERA_API_KEY set (and no --base-url), everything runs against the "
-               "embedded simulator and says so. Run 'mavera-tui COMMAND --help' for details; "
-               "'mavera-tui config' shows the effective settings.\n\n" + EXIT_EPILOG,
+        "embedded simulator and says so. Run 'mavera-tui COMMAND --help' for details; "
+        "'mavera-tui config' shows the effective settings.\n\n" + EXIT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"mavera-tui {__version__}")
     _monitor_args(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run a batch of jobs from a JSONL file",
-                       description="Run every job in JOBS.jsonl as fast as the rate limit, the "
-                                   "concurrency caps and the credits allow.",
-                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = sub.add_parser(
+        "run",
+        help="run a batch of jobs from a JSONL file",
+        description="Run every job in JOBS.jsonl as fast as the rate limit, the "
+        "concurrency caps and the credits allow.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _run_args(r)
     r.set_defaults(func=cmd_run)
 
-    e = sub.add_parser("estimate", help="estimate the credit cost of a request",
-                       description="Upper-bound credit estimate of one request, from the "
-                                   "vendor's documented cost model.",
-                       epilog="examples:\n  mavera-tui estimate /focus-groups --body "
-                              "'{\"sample_size\": 50, \"questions\": [\"a\",\"b\"]}'\n"
-                              "  mavera-tui estimate focus-group --sample-size 50 "
-                              "--questions 5\n  mavera-tui estimate video --seconds 90 "
-                              "--balance 400\n\nexit status: 0 ok, 1 refused by pre-flight "
-                              "(with --balance), 2 bad input",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e = sub.add_parser(
+        "estimate",
+        help="estimate the credit cost of a request",
+        description="Upper-bound credit estimate of one request, from the "
+        "vendor's documented cost model.",
+        epilog="examples:\n  mavera-tui estimate /focus-groups --body "
+        '\'{"sample_size": 50, "questions": ["a","b"]}\'\n'
+        "  mavera-tui estimate focus-group --sample-size 50 "
+        "--questions 5\n  mavera-tui estimate video --seconds 90 "
+        "--balance 400\n\nexit status: 0 ok, 1 refused by pre-flight "
+        "(with --balance), 2 bad input",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _estimate_args(e)
     config.add_config_flag(e)
     e.set_defaults(func=cmd_estimate)
 
-    s = sub.add_parser("sim", help="serve the API simulator on a local port",
-                       description="Serve the Mavera API simulator over HTTP (for trying the "
-                                   "tool, and for tests). Base URL: http://HOST:PORT/api/v1")
+    s = sub.add_parser(
+        "sim",
+        help="serve the API simulator on a local port",
+        description="Serve the Mavera API simulator over HTTP (for trying the "
+        "tool, and for tests). Base URL: http://HOST:PORT/api/v1",
+    )
     if command is None or command == "sim":
         from .sim import server as sim_server
 
@@ -598,11 +707,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             config.add_config_flag(sp)
         sp.set_defaults(func=mod.main)
 
-    cf = sub.add_parser("config", help="print the effective settings and where each came from",
-                        description="Print the effective settings (defaults < config file < "
-                                    "environment < flags) and where each value came from. "
-                                    "The API key is never shown, only whether it is set.",
-                        epilog=CONFIG_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cf = sub.add_parser(
+        "config",
+        help="print the effective settings and where each came from",
+        description="Print the effective settings (defaults < config file < "
+        "environment < flags) and where each value came from. "
+        "The API key is never shown, only whether it is set.",
+        epilog=CONFIG_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     cf.add_argument("--json", action="store_true", help="machine-readable output")
     config.add_flag(cf, "ui.refresh")
     config.add_flag(cf, "run.credit_wait")
@@ -625,14 +738,17 @@ def cmd_screenshots(args: argparse.Namespace) -> int:
         probe.touch()
         probe.unlink()
     except OSError as e:
-        return _fail(f"cannot write screenshots into {out}: {e.strerror or e}; "
-                     "pick another --out", EXIT_CANNOT_START)
+        return _fail(
+            f"cannot write screenshots into {out}: {e.strerror or e}; pick another --out",
+            EXIT_CANNOT_START,
+        )
     from .ui.screenshots import main as shoot
 
     return shoot(str(out))
 
 
-CONFIG_EPILOG = f"""\
+CONFIG_EPILOG = (
+    f"""\
 config file: --config PATH, else ${config.CONFIG_ENV}, else
   $XDG_CONFIG_HOME/mavera-tui/config.toml (default ~/.config/mavera-tui/config.toml), e.g.
 
@@ -645,7 +761,9 @@ config file: --config PATH, else ${config.CONFIG_ENV}, else
 environment: {config.ENV_PREFIX}<SECTION>__<NAME>, e.g. {config.ENV_PREFIX}ENGINE__TIER=basic;
   the base URL is ${catalog.BASE_URL_ENV}, the key ${catalog.API_KEY_ENV} (never in the file).
 
-""" + EXIT_EPILOG
+"""
+    + EXIT_EPILOG
+)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -665,8 +783,11 @@ COMMANDS = ("run", "estimate", "sim", "record", "replay", "report", "config", "s
 #: sim's own --tier, are not settings of this tool.
 SETTINGS_COMMANDS = (None, "run", "record", "replay", "config")
 #: The module of each command that lives outside this file.
-_COMMAND_MODULES = {"record": "mavera_tui.record", "replay": "mavera_tui.recording.replay",
-                    "report": "mavera_tui.recording.report"}
+_COMMAND_MODULES = {
+    "record": "mavera_tui.record",
+    "replay": "mavera_tui.recording.replay",
+    "report": "mavera_tui.recording.report",
+}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -725,8 +846,9 @@ def main(argv: list[str] | None = None) -> int:
         # Read (and check) the settings before anything starts, for every command: a bad
         # config file is one line and the same exit status whichever command met it.
         command = getattr(args, "command", None)
-        args.loaded = load_config(getattr(args, "config", None),
-                                  args=args if command in SETTINGS_COMMANDS else None)
+        args.loaded = load_config(
+            getattr(args, "config", None), args=args if command in SETTINGS_COMMANDS else None
+        )
         _check_debug_log(args)
         if func is None:
             return cmd_monitor(args)
@@ -742,8 +864,11 @@ def main(argv: list[str] | None = None) -> int:
         if logging.getLogger().handlers:  # else logging's last resort prints it on stderr
             logging.getLogger(__name__).exception("unexpected error")
         msg = re.sub(r"\s+", " ", str(e))[:300]
-        return _fail(f"unexpected {type(e).__name__}: {msg} (run with --debug FILE for "
-                     "details, and please report it)", EXIT_CANNOT_START)
+        return _fail(
+            f"unexpected {type(e).__name__}: {msg} (run with --debug FILE for "
+            "details, and please report it)",
+            EXIT_CANNOT_START,
+        )
 
 
 if __name__ == "__main__":

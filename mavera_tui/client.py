@@ -42,9 +42,25 @@ from .api_types import (
 from .clock import Clock
 from .errors import ConfigError
 
-__all__ = ["AUTH", "BAD_RESPONSE", "BUDGET", "CLIENT", "CONCURRENCY", "CONNECTION", "CREDITS",
-           "RATE_LIMITED", "RETRYABLE", "SERVER", "TIMEOUT", "ApiClient", "ApiError", "Balance",
-           "ConfigError", "Outcome", "RateHeaders"]
+__all__ = [
+    "AUTH",
+    "BAD_RESPONSE",
+    "BUDGET",
+    "CLIENT",
+    "CONCURRENCY",
+    "CONNECTION",
+    "CREDITS",
+    "RATE_LIMITED",
+    "RETRYABLE",
+    "SERVER",
+    "TIMEOUT",
+    "ApiClient",
+    "ApiError",
+    "Balance",
+    "ConfigError",
+    "Outcome",
+    "RateHeaders",
+]
 
 
 _INT_RE = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
@@ -101,9 +117,15 @@ def parse_rate_headers(headers: Any, now_wall: float) -> RateHeaders:
         h: Any = headers
     else:  # plain text: httpx.Headers() would raise on non-ASCII values
         h = {str(k).lower(): v for k, v in headers.items()}
-        h = {name: h.get(name.lower()) for name in (
-            catalog.HEADER_LIMIT, catalog.HEADER_REMAINING, catalog.HEADER_RESET,
-            catalog.HEADER_RETRY_AFTER)}
+        h = {
+            name: h.get(name.lower())
+            for name in (
+                catalog.HEADER_LIMIT,
+                catalog.HEADER_REMAINING,
+                catalog.HEADER_RESET,
+                catalog.HEADER_RETRY_AFTER,
+            )
+        }
     limit = _parse_int(h.get(catalog.HEADER_LIMIT))
     if limit == 0:
         limit = None  # a zero limit would stop all traffic; treat it as malformed
@@ -132,8 +154,10 @@ def _error_fields(body: Any) -> tuple[str | None, str]:
         if isinstance(err, dict):
             code = err.get("code")
             msg = err.get("message")
-            return (str(code)[:100] if code is not None else None,
-                    str(msg)[:500] if msg is not None else "")
+            return (
+                str(code)[:100] if code is not None else None,
+                str(msg)[:500] if msg is not None else "",
+            )
         if isinstance(err, str):
             return None, err[:500]
     return None, ""
@@ -180,12 +204,12 @@ def check_base_url(url: str) -> str:
     except ValueError:
         raise ConfigError(f"base URL {url!r} is not a URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"base URL {url!r} must start with https:// (or http:// for localhost)")
+        raise ConfigError(f"base URL {url!r} must start with https:// (or http:// for localhost)")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError(
             f"refusing plain http:// to {parts.hostname}: the API key would travel "
-            "unencrypted. Use https://, or http:// only for localhost.")
+            "unencrypted. Use https://, or http:// only for localhost."
+        )
     if parts.username or parts.password:
         raise ConfigError("base URL must not contain credentials; set MAVERA_API_KEY")
     return url.rstrip("/")
@@ -206,10 +230,18 @@ class ApiClient:
     send then, not when its task started, so that a burst's stamps stay close to arrival.
     """
 
-    def __init__(self, base_url: str, api_key: str, *, clock: Clock | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 120.0, connect_timeout: float = 10.0,
-                 max_connections: int = 256, backend: str = "aiohttp"):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        clock: Clock | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 120.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 256,
+        backend: str = "aiohttp",
+    ):
         if not api_key or not api_key.strip():
             raise ConfigError("no API key: set MAVERA_API_KEY")
         if any(c in api_key for c in "\r\n\x00"):
@@ -221,8 +253,10 @@ class ApiClient:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
-        self._headers = {"Authorization": f"Bearer {api_key.strip()}",
-                         "User-Agent": "mavera-tui/0.1"}
+        self._headers = {
+            "Authorization": f"Bearer {api_key.strip()}",
+            "User-Agent": "mavera-tui/0.1",
+        }
         # TLS: certificates verified against certifi's roots (what httpx uses), hostnames
         # checked; never turned off.
         self.ssl_context = ssl.create_default_context(cafile=certifi.where())
@@ -231,14 +265,18 @@ class ApiClient:
         self.backend = "httpx" if transport is not None else backend
         self.reports_writes = transport is None
         if self.backend == "httpx":
-            limits = httpx.Limits(max_connections=max_connections,
-                                  max_keepalive_connections=max_connections)
+            limits = httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
             self._httpx = httpx.AsyncClient(
-                base_url=self.base_url, headers=self._headers,
-                timeout=httpx.Timeout(timeout, connect=connect_timeout), limits=limits,
-                transport=transport or httpx.AsyncHTTPTransport(verify=self.ssl_context,
-                                                                limits=limits),
-                follow_redirects=False)
+                base_url=self.base_url,
+                headers=self._headers,
+                timeout=httpx.Timeout(timeout, connect=connect_timeout),
+                limits=limits,
+                transport=transport
+                or httpx.AsyncHTTPTransport(verify=self.ssl_context, limits=limits),
+                follow_redirects=False,
+            )
 
     def __repr__(self) -> str:  # never show the key
         return f"ApiClient({self.base_url!r})"
@@ -260,35 +298,49 @@ class ApiClient:
 
         if self._session is None:
             # Built inside the running loop: aiohttp binds a session to its loop.
-            connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self.ssl_context,
-                                             ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections, ssl=self.ssl_context, ttl_dns_cache=300
+            )
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, trace_configs=[_write_trace()],
+                connector=connector,
+                headers=self._headers,
+                trace_configs=[_write_trace()],
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
-                skip_auto_headers=("Accept-Encoding",))
+                skip_auto_headers=("Accept-Encoding",),
+            )
         return self._session
 
-    async def _send_aiohttp(self, method: str, path: str, kw: dict[str, Any],
-                            on_written: Any) -> tuple[int, Any, bytes]:
+    async def _send_aiohttp(
+        self, method: str, path: str, kw: dict[str, Any], on_written: Any
+    ) -> tuple[int, Any, bytes]:
         url = path if "://" in path else self.base_url + path
         async with self._aiohttp_session().request(
-                method, url, allow_redirects=False, trace_request_ctx=on_written,
-                **kw) as resp:
+            method, url, allow_redirects=False, trace_request_ctx=on_written, **kw
+        ) as resp:
             return resp.status, resp.headers, await resp.read()
 
-    async def _send_httpx(self, method: str, path: str, kw: dict[str, Any],
-                          on_written: Any) -> tuple[int, Any, bytes]:
+    async def _send_httpx(
+        self, method: str, path: str, kw: dict[str, Any], on_written: Any
+    ) -> tuple[int, Any, bytes]:
         assert self._httpx is not None
         if on_written is not None:
+
             async def trace(event: str, info: dict[str, Any]) -> None:
                 if event.endswith("send_request_headers.complete"):
                     on_written()
+
             kw["extensions"] = {"trace": trace}
         resp = await self._httpx.request(method, path, **kw)
         return resp.status_code, resp.headers, resp.content
 
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                      timeout: float | None = None, on_written: Any = None) -> Outcome:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        on_written: Any = None,
+    ) -> Outcome:
         """Send one request; every failure comes back as an Outcome with an ApiError."""
         import aiohttp
 
@@ -298,8 +350,11 @@ class ApiClient:
         if method != "GET":
             kw["json"] = body or {}
         elif body:
-            kw["params"] = {k: v for k, v in body.items()
-                            if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+            kw["params"] = {
+                k: v
+                for k, v in body.items()
+                if isinstance(v, (str, int, float)) and not isinstance(v, bool)
+            }
         send = self._send_httpx if self._httpx is not None else self._send_aiohttp
         try:
             # The timeout is for the whole request: per-operation timeouts never cut off a
@@ -307,16 +362,23 @@ class ApiClient:
             async with asyncio.timeout(timeout if timeout is not None else self.timeout):
                 status, raw_headers, content = await send(method, path, kw, on_written)
         except (httpx.TimeoutException, TimeoutError):
-            return Outcome(None, self.clock.now() - t0,
-                           error=ApiError(TIMEOUT, None, None, "request timed out"))
+            return Outcome(
+                None,
+                self.clock.now() - t0,
+                error=ApiError(TIMEOUT, None, None, "request timed out"),
+            )
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
-            return Outcome(None, self.clock.now() - t0,
-                           error=ApiError(CONNECTION, None, None,
-                                          f"connection failed: {type(e).__name__}"))
+            return Outcome(
+                None,
+                self.clock.now() - t0,
+                error=ApiError(CONNECTION, None, None, f"connection failed: {type(e).__name__}"),
+            )
         except Exception as e:  # an in-process app raising is a dropped connection too
-            return Outcome(None, self.clock.now() - t0,
-                           error=ApiError(CONNECTION, None, None,
-                                          f"connection failed: {type(e).__name__}"))
+            return Outcome(
+                None,
+                self.clock.now() - t0,
+                error=ApiError(CONNECTION, None, None, f"connection failed: {type(e).__name__}"),
+            )
         latency = self.clock.now() - t0
         headers = parse_rate_headers(raw_headers, self.clock.wall())
         try:
@@ -327,8 +389,9 @@ class ApiClient:
         error = classify(status, body_json, headers)
         credits, tokens = _usage(body_json)
         if error is None and (not readable or not isinstance(body_json, dict)):
-            error = ApiError(BAD_RESPONSE, status, None,
-                             "response body is not valid JSON; the charge is unknown")
+            error = ApiError(
+                BAD_RESPONSE, status, None, "response body is not valid JSON; the charge is unknown"
+            )
         return Outcome(status, latency, headers, credits, tokens, body_json, error)
 
 
@@ -361,10 +424,22 @@ def _usage(body: Any) -> tuple[int | None, int | None]:
         return None, None
     credits = usage.get("credits_used")
     tokens = usage.get("total_tokens")
-    c = int(credits) if isinstance(credits, (int, float)) and not isinstance(credits, bool) \
-        and math.isfinite(credits) and credits >= 0 else None
-    t = int(tokens) if isinstance(tokens, (int, float)) and not isinstance(tokens, bool) \
-        and math.isfinite(tokens) and tokens >= 0 else None
+    c = (
+        int(credits)
+        if isinstance(credits, (int, float))
+        and not isinstance(credits, bool)
+        and math.isfinite(credits)
+        and credits >= 0
+        else None
+    )
+    t = (
+        int(tokens)
+        if isinstance(tokens, (int, float))
+        and not isinstance(tokens, bool)
+        and math.isfinite(tokens)
+        and tokens >= 0
+        else None
+    )
     return c, t
 
 
@@ -403,5 +478,10 @@ def parse_balance(body: Any) -> Balance | None:
         total = plan + (purchased or 0)
     if total is None:
         return None
-    return Balance(total, plan, purchased, num("monthly_allocation", "allocation"),
-                   num("period_used", "used_this_period", "credits_used"))
+    return Balance(
+        total,
+        plan,
+        purchased,
+        num("monthly_allocation", "allocation"),
+        num("period_used", "used_this_period", "credits_used"),
+    )

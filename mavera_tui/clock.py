@@ -50,19 +50,23 @@ class _FastForwardSelector(selectors.BaseSelector):
         self._real = real
         self._loop = loop
 
-    def register(self, fileobj: FileDescriptorLike, events: int,
-                 data: Any = None) -> selectors.SelectorKey:
+    def register(
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
 
     def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
         return self._real.unregister(fileobj)
 
-    def modify(self, fileobj: FileDescriptorLike, events: int,
-               data: Any = None) -> selectors.SelectorKey:
+    def modify(
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
         return self._real.modify(fileobj, events, data)
 
-    def select(self, timeout: float | None = None,
-               ) -> list[tuple[selectors.SelectorKey, int]]:
+    def select(
+        self,
+        timeout: float | None = None,
+    ) -> list[tuple[selectors.SelectorKey, int]]:
         loop = self._loop
         if loop.external_pending > 0:
             # A thread (aiosqlite) is working for us: wait for it in real time, and do not

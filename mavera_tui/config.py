@@ -44,24 +44,49 @@ CONFIG_NAME = "config.toml"
 #: The monitor's key bindings an operator may rebind (``[ui.keys]``), by binding id, with
 #: their default keys. tests/test_config.py checks this against the app's BINDINGS.
 KEY_BINDINGS: dict[str, str] = {
-    "quit": "q", "next_view": "v", "help": "question_mark", "new_job": "n", "pause": "p",
-    "cancel_job": "c", "filter_jobs": "slash", "ack_alerts": "k", "freeze": "f",
-    "cancel_matching": "C", "retry_matching": "R", "job_history": "H", "set_priority": "P",
+    "quit": "q",
+    "next_view": "v",
+    "help": "question_mark",
+    "new_job": "n",
+    "pause": "p",
+    "cancel_job": "c",
+    "filter_jobs": "slash",
+    "ack_alerts": "k",
+    "freeze": "f",
+    "cancel_matching": "C",
+    "retry_matching": "R",
+    "job_history": "H",
+    "set_priority": "P",
 }
 HTTP_BACKENDS = ("aiohttp", "httpx")
 
 
-def setting(default: Any, doc: str, *, kind: str | None = None, check: str | None = None,
-            choices: tuple[str, ...] | None = None, flag: str | None = None,
-            metavar: str | None = None, env: str | None = None) -> Any:
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    kind: str | None = None,
+    check: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    env: str | None = None,
+) -> Any:
     """A field of the model: its default, what it means, what values it takes, and its
     command-line flag (if any). ``kind`` is int, float, str, bool, shares (a list of
     fractions of 1) or keys (a table of strings); it defaults to the default's type.
     ``check``: positive, nonneg or atleast1."""
     if kind is None:
         kind = {bool: "bool", int: "int", float: "float", str: "str"}[type(default)]
-    meta = {"doc": doc, "kind": kind, "check": check, "choices": choices, "flag": flag,
-            "metavar": metavar, "env": env}
+    meta = {
+        "doc": doc,
+        "kind": kind,
+        "check": check,
+        "choices": choices,
+        "flag": flag,
+        "metavar": metavar,
+        "env": env,
+    }
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -74,41 +99,72 @@ def section(cls: type, doc: str) -> Any:
 
 # ======================================================================= the model =====
 
+
 @dataclass
 class EngineSettings:
     """Where requests go and how they are paced."""
 
     base_url: str | None = setting(
-        None, "API base URL (default: the vendor's; with no MAVERA_API_KEY and no URL, the "
-              "embedded simulator)", kind="str", flag="--base-url", metavar="URL",
-        env=catalog.BASE_URL_ENV)
+        None,
+        "API base URL (default: the vendor's; with no MAVERA_API_KEY and no URL, the "
+        "embedded simulator)",
+        kind="str",
+        flag="--base-url",
+        metavar="URL",
+        env=catalog.BASE_URL_ENV,
+    )
     tier: str | None = setting(
-        None, "your key's tier, if known (else learned from X-RateLimit-Limit)", kind="str",
-        choices=tuple(catalog.TIERS), flag="--tier")
+        None,
+        "your key's tier, if known (else learned from X-RateLimit-Limit)",
+        kind="str",
+        choices=tuple(catalog.TIERS),
+        flag="--tier",
+    )
     window_seconds: float = setting(
-        catalog.WINDOW_SECONDS, "length of the rate-limit window in seconds (tests and local "
-                                "simulators use shorter ones)", check="positive",
-        flag="--window-seconds", metavar="S")
+        catalog.WINDOW_SECONDS,
+        "length of the rate-limit window in seconds (tests and local simulators use shorter ones)",
+        check="positive",
+        flag="--window-seconds",
+        metavar="S",
+    )
     request_timeout: float = setting(
-        300.0, "per-request timeout in seconds", check="positive", flag="--timeout",
-        metavar="S")
+        300.0, "per-request timeout in seconds", check="positive", flag="--timeout", metavar="S"
+    )
     max_retry_after: float = setting(
-        catalog.MAX_BACKOFF_SECONDS, "longest Retry-After to wait out, in seconds; longer is "
-                                     "reported as a failure", check="positive",
-        flag="--max-retry-after", metavar="S")
+        catalog.MAX_BACKOFF_SECONDS,
+        "longest Retry-After to wait out, in seconds; longer is reported as a failure",
+        check="positive",
+        flag="--max-retry-after",
+        metavar="S",
+    )
     max_in_flight: int = setting(
-        256, "most requests in flight at once on endpoints without a documented concurrency "
-             "cap", check="atleast1", flag="--max-in-flight", metavar="N")
+        256,
+        "most requests in flight at once on endpoints without a documented concurrency cap",
+        check="atleast1",
+        flag="--max-in-flight",
+        metavar="N",
+    )
     http_backend: str = setting(
-        "aiohttp", "HTTP client library for real sockets", choices=HTTP_BACKENDS,
-        flag="--http-backend")
+        "aiohttp",
+        "HTTP client library for real sockets",
+        choices=HTTP_BACKENDS,
+        flag="--http-backend",
+    )
     credit_poll: float = setting(
-        30.0, "balance poll interval in seconds while jobs wait for credits",
-        check="positive", flag="--credit-poll", metavar="S")
+        30.0,
+        "balance poll interval in seconds while jobs wait for credits",
+        check="positive",
+        flag="--credit-poll",
+        metavar="S",
+    )
     resend_unknown_up_to: int = setting(
-        0, "after a crash, re-send jobs that were in flight if they cost at most this many "
-           "credits (0: never re-send anything that costs credits)", check="nonneg",
-        flag="--resend-unknown-up-to", metavar="CREDITS")
+        0,
+        "after a crash, re-send jobs that were in flight if they cost at most this many "
+        "credits (0: never re-send anything that costs credits)",
+        check="nonneg",
+        flag="--resend-unknown-up-to",
+        metavar="CREDITS",
+    )
 
 
 @dataclass
@@ -118,15 +174,23 @@ class AutoRechargeSettings:
     THRESHOLD:CREDITS[:PACK[:EUR]] sets all of it at once."""
 
     enabled: bool = setting(False, "whether auto-recharge is on")
-    threshold: int = setting(catalog.DEFAULT_RECHARGE_THRESHOLD,
-                             "balance (credits) at which a recharge is bought", check="nonneg")
-    credits: int = setting(catalog.DEFAULT_RECHARGE_CREDITS, "credits one recharge adds",
-                           check="atleast1")
-    pack: str = setting(catalog.DEFAULT_RECHARGE_PACK, "the credit pack bought",
-                        choices=tuple(catalog.CREDIT_PACKS))
-    monthly_limit_eur: float = setting(float(catalog.DEFAULT_RECHARGE_MONTHLY_LIMIT_EUR),
-                                       "most euros auto-recharge may spend a month",
-                                       kind="float", check="nonneg")
+    threshold: int = setting(
+        catalog.DEFAULT_RECHARGE_THRESHOLD,
+        "balance (credits) at which a recharge is bought",
+        check="nonneg",
+    )
+    credits: int = setting(
+        catalog.DEFAULT_RECHARGE_CREDITS, "credits one recharge adds", check="atleast1"
+    )
+    pack: str = setting(
+        catalog.DEFAULT_RECHARGE_PACK, "the credit pack bought", choices=tuple(catalog.CREDIT_PACKS)
+    )
+    monthly_limit_eur: float = setting(
+        float(catalog.DEFAULT_RECHARGE_MONTHLY_LIMIT_EUR),
+        "most euros auto-recharge may spend a month",
+        kind="float",
+        check="nonneg",
+    )
 
 
 @dataclass
@@ -134,32 +198,57 @@ class BudgetSettings:
     """Client-side budgets and alert thresholds."""
 
     workspace_cap: int | None = setting(
-        None, "workspace hard cap in credits: refuse jobs that could spend more", kind="int",
-        check="nonneg", flag="--budget-cap", metavar="CREDITS")
+        None,
+        "workspace hard cap in credits: refuse jobs that could spend more",
+        kind="int",
+        check="nonneg",
+        flag="--budget-cap",
+        metavar="CREDITS",
+    )
     workspace_alert: int | None = setting(
-        None, "workspace alert in credits: warn when spending reaches this", kind="int",
-        check="nonneg", flag="--budget-alert", metavar="CREDITS")
+        None,
+        "workspace alert in credits: warn when spending reaches this",
+        kind="int",
+        check="nonneg",
+        flag="--budget-alert",
+        metavar="CREDITS",
+    )
     # The docs' example alerts above 10 credits; that fires on every Mave query, so the
     # default here is a focus-group-sized request.
     alert_single: int = setting(
-        300, "alert when one request uses more credits than this", check="nonneg",
-        flag="--alert-single", metavar="CREDITS")
+        300,
+        "alert when one request uses more credits than this",
+        check="nonneg",
+        flag="--alert-single",
+        metavar="CREDITS",
+    )
     allocation_alerts: tuple[float, ...] = setting(
-        catalog.ALERT_THRESHOLDS, "shares of the monthly allocation used at which to alert "
-                                  "(the last ones as errors)", kind="shares")
+        catalog.ALERT_THRESHOLDS,
+        "shares of the monthly allocation used at which to alert (the last ones as errors)",
+        kind="shares",
+    )
     auto_recharge: AutoRechargeSettings = section(
-        AutoRechargeSettings, "your account's auto-recharge (for the time-left estimate)")
+        AutoRechargeSettings, "your account's auto-recharge (for the time-left estimate)"
+    )
 
 
 @dataclass
 class UiSettings:
     """The monitor and the replay."""
 
-    refresh: float = setting(0.5, "seconds between redraws of the panes", check="positive",
-                             flag="--refresh", metavar="SECONDS")
+    refresh: float = setting(
+        0.5,
+        "seconds between redraws of the panes",
+        check="positive",
+        flag="--refresh",
+        metavar="SECONDS",
+    )
     keys: dict[str, str] = setting(
-        {}, "key bindings: binding id = key (Textual key names, comma-separated for more "
-            "than one), e.g. quit = \"ctrl+q\"; ids: " + ", ".join(KEY_BINDINGS), kind="keys")
+        {},
+        "key bindings: binding id = key (Textual key names, comma-separated for more "
+        'than one), e.g. quit = "ctrl+q"; ids: ' + ", ".join(KEY_BINDINGS),
+        kind="keys",
+    )
 
 
 @dataclass
@@ -167,38 +256,62 @@ class RunSettings:
     """``mavera-tui run``."""
 
     credit_wait: float = setting(
-        120.0, "stop when every remaining job has waited this many seconds for credits "
-               "(they stay queued in --db)", check="nonneg", flag="--credit-wait", metavar="S")
+        120.0,
+        "stop when every remaining job has waited this many seconds for credits "
+        "(they stay queued in --db)",
+        check="nonneg",
+        flag="--credit-wait",
+        metavar="S",
+    )
 
 
 @dataclass
 class RecordSettings:
     """``mavera-tui record`` (its flags also take 90s / 10m / 2h / 1d)."""
 
-    interval: float = setting(1.0, "seconds between snapshots", check="positive",
-                              flag="--interval")
+    interval: float = setting(1.0, "seconds between snapshots", check="positive", flag="--interval")
     duration: float | None = setting(
-        None, "send no new requests after this many seconds (not set: until stopped)",
-        kind="float", check="positive", flag="--duration")
+        None,
+        "send no new requests after this many seconds (not set: until stopped)",
+        kind="float",
+        check="positive",
+        flag="--duration",
+    )
     # Requests in flight are already paid for: their outcomes (and charges) belong in the
     # ledger. Long jobs take minutes, so the default waits up to two.
-    grace: float = setting(120.0, "seconds to let requests in flight finish at the end of "
-                                  "--duration or on SIGTERM/SIGINT", check="nonneg",
-                           flag="--grace")
+    grace: float = setting(
+        120.0,
+        "seconds to let requests in flight finish at the end of --duration or on SIGTERM/SIGINT",
+        check="nonneg",
+        flag="--grace",
+    )
 
 
 @dataclass
 class SimSettings:
     """The embedded simulator, used when no MAVERA_API_KEY and no base URL are set."""
 
-    tier: str = setting("professional", "embedded simulator: its key's tier",
-                        choices=tuple(catalog.TIERS), flag="--sim-tier")
-    plan: str = setting("professional", "embedded simulator: its account's plan",
-                        choices=tuple(catalog.PLANS))
-    purchased: int = setting(250_000, "embedded simulator: purchased credits at start (a "
-                                      "demo that can run for hours)", check="nonneg")
-    time_scale: float = setting(1.0, "embedded simulator: multiply its latencies (0: instant)",
-                                check="nonneg", flag="--sim-time-scale", metavar="X")
+    tier: str = setting(
+        "professional",
+        "embedded simulator: its key's tier",
+        choices=tuple(catalog.TIERS),
+        flag="--sim-tier",
+    )
+    plan: str = setting(
+        "professional", "embedded simulator: its account's plan", choices=tuple(catalog.PLANS)
+    )
+    purchased: int = setting(
+        250_000,
+        "embedded simulator: purchased credits at start (a demo that can run for hours)",
+        check="nonneg",
+    )
+    time_scale: float = setting(
+        1.0,
+        "embedded simulator: multiply its latencies (0: instant)",
+        check="nonneg",
+        flag="--sim-time-scale",
+        metavar="X",
+    )
     seed: int = setting(1, "embedded simulator: seed for charges, latencies, faults")
     auto_recharge: bool = setting(True, "embedded simulator: whether its account auto-recharges")
 
@@ -217,6 +330,7 @@ class Config:
 
 
 # ===================================================================== the fields =====
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -246,14 +360,16 @@ class Spec:
         if self.choices:
             return "one of " + ", ".join(self.choices)
         return {
-            ("int", None): "a whole number", ("int", "nonneg"): "a whole number, 0 or more",
+            ("int", None): "a whole number",
+            ("int", "nonneg"): "a whole number, 0 or more",
             ("int", "atleast1"): "a whole number, 1 or more",
-            ("float", None): "a number", ("float", "positive"): "a number above 0",
-            ("float", "nonneg"): "a number, 0 or more", ("bool", None): "true or false",
+            ("float", None): "a number",
+            ("float", "positive"): "a number above 0",
+            ("float", "nonneg"): "a number, 0 or more",
+            ("bool", None): "true or false",
             ("str", None): "a string",
             ("shares", None): "a list of fractions above 0 and at most 1, e.g. [0.5, 0.9]",
-            ("keys", None): "a table of binding id = \"key\" (ids: "
-                            + ", ".join(KEY_BINDINGS) + ")",
+            ("keys", None): 'a table of binding id = "key" (ids: ' + ", ".join(KEY_BINDINGS) + ")",
         }[(self.kind, self.check)]
 
 
@@ -268,13 +384,23 @@ def _walk(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
 
 def _spec(name: str, f: Any, default: Any) -> Spec:
     m = f.metadata
-    return Spec(name, m["doc"], m["kind"], default, m["check"], m["choices"], m["flag"],
-                m["metavar"], m["env"])
+    return Spec(
+        name,
+        m["doc"],
+        m["kind"],
+        default,
+        m["check"],
+        m["choices"],
+        m["flag"],
+        m["metavar"],
+        m["env"],
+    )
 
 
 #: Every setting, in the model's order, by dotted name.
-SPECS: dict[str, Spec] = {name: _spec(name, f, getattr(owner, f.name))
-                          for name, owner, f in _walk(Config())}
+SPECS: dict[str, Spec] = {
+    name: _spec(name, f, getattr(owner, f.name)) for name, owner, f in _walk(Config())
+}
 #: The tables, in the model's order: engine, budget, budget.auto_recharge, ui, ...
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(n.rsplit(".", 1)[0] for n in SPECS))
 
@@ -294,7 +420,7 @@ def coerce(spec: Spec, value: Any, *, text: bool = False) -> Any:
             if k not in KEY_BINDINGS:
                 raise _Bad(f"unknown binding id {k!r}; ids: " + ", ".join(KEY_BINDINGS))
             if not isinstance(v, str) or not v.strip():
-                raise _Bad(f"{k} takes a key name such as \"ctrl+q\", got {_shown(v)}")
+                raise _Bad(f'{k} takes a key name such as "ctrl+q", got {_shown(v)}')
         return {k: v.strip() for k, v in value.items()}
     if kind == "shares":
         if text:
@@ -304,8 +430,8 @@ def coerce(spec: Spec, value: Any, *, text: bool = False) -> Any:
             except ValueError:
                 raise _Bad(spec.allowed()) from None
         if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
-                for v in value):
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in value
+        ):
             raise _Bad(spec.allowed())
         return tuple(sorted(float(v) for v in value))
     if text:
@@ -322,9 +448,12 @@ def coerce(spec: Spec, value: Any, *, text: bool = False) -> Any:
                 value = low in ("true", "1", "yes")
         except ValueError:
             raise _Bad(spec.allowed()) from None
-    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-          "bool": isinstance(value, bool), "str": isinstance(value, str)}[kind]
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
     if not ok:
         raise _Bad(spec.allowed())
     if kind == "float":
@@ -333,8 +462,11 @@ def coerce(spec: Spec, value: Any, *, text: bool = False) -> Any:
             raise _Bad(spec.allowed())
     if spec.choices and value not in spec.choices:
         raise _Bad(spec.allowed())
-    if (spec.check == "positive" and value <= 0) or (spec.check == "nonneg" and value < 0) \
-            or (spec.check == "atleast1" and value < 1):
+    if (
+        (spec.check == "positive" and value <= 0)
+        or (spec.check == "nonneg" and value < 0)
+        or (spec.check == "atleast1" and value < 1)
+    ):
         raise _Bad(spec.allowed())
     return value
 
@@ -347,6 +479,7 @@ def _shown(value: Any) -> str:
 
 
 # ==================================================================== the loading =====
+
 
 @dataclass
 class LoadedConfig:
@@ -388,8 +521,12 @@ def default_path(environ: Mapping[str, str] | None = None) -> Path:
     return root / APP_DIR / CONFIG_NAME
 
 
-def load_config(config_path: str | None = None, *, environ: Mapping[str, str] | None = None,
-                args: argparse.Namespace | None = None) -> LoadedConfig:
+def load_config(
+    config_path: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    args: argparse.Namespace | None = None,
+) -> LoadedConfig:
     """The effective settings: defaults < file < environment < flags (``args``).
 
     ConfigError (one line naming the file or variable, the key and what it takes) for a
@@ -401,8 +538,12 @@ def load_config(config_path: str | None = None, *, environ: Mapping[str, str] | 
     path = Path(explicit).expanduser() if explicit else default_path(env)
     loaded = LoadedConfig(cfg, sources)
     if explicit or path.is_file():
-        _apply_file(cfg, sources, path, named_by=("--config" if config_path else CONFIG_ENV)
-                    if explicit else None)
+        _apply_file(
+            cfg,
+            sources,
+            path,
+            named_by=("--config" if config_path else CONFIG_ENV) if explicit else None,
+        )
         loaded.file = path
     else:
         loaded.looked_for = path
@@ -412,13 +553,13 @@ def load_config(config_path: str | None = None, *, environ: Mapping[str, str] | 
     return loaded
 
 
-def _apply_file(cfg: Config, sources: dict[str, str], path: Path,
-                named_by: str | None) -> None:
+def _apply_file(cfg: Config, sources: dict[str, str], path: Path, named_by: str | None) -> None:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found (named by {named_by}); create it or "
-                          "give another path") from None
+        raise ConfigError(
+            f"config file {path} not found (named by {named_by}); create it or give another path"
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot read the config file {path}: {e.strerror or e}") from None
     import tomllib
@@ -445,6 +586,7 @@ def _apply_file(cfg: Config, sources: dict[str, str], path: Path,
 def _flatten(doc: dict[str, Any], path: Path) -> Iterator[tuple[str, Any]]:
     """(dotted name, value) for every setting of a parsed file; unknown tables and keys
     are errors that list what is known."""
+
     def walk(table: dict[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
         for key, value in table.items():
             name = f"{prefix}{key}"
@@ -452,8 +594,9 @@ def _flatten(doc: dict[str, Any], path: Path) -> Iterator[tuple[str, Any]]:
                 yield name, value
             elif name in SECTIONS:
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{path}: {name} is a table: write [{name}] and its "
-                                      "keys under it")
+                    raise ConfigError(
+                        f"{path}: {name} is a table: write [{name}] and its keys under it"
+                    )
                 yield from walk(value, name + ".")
             else:
                 raise ConfigError(_unknown(path, name, prefix))
@@ -463,18 +606,20 @@ def _flatten(doc: dict[str, Any], path: Path) -> Iterator[tuple[str, Any]]:
 
 def _unknown(path: Path, name: str, prefix: str) -> str:
     if name.rsplit(".", 1)[-1].lower() in ("api_key", "key", "mavera_api_key", "token"):
-        return (f"{path}: {name}: the API key is not a setting; remove it from the file and "
-                f"set {catalog.API_KEY_ENV} in the environment")
+        return (
+            f"{path}: {name}: the API key is not a setting; remove it from the file and "
+            f"set {catalog.API_KEY_ENV} in the environment"
+        )
     if not prefix:
         return f"{path}: unknown section [{name}]; sections: " + ", ".join(
-            s for s in SECTIONS if "." not in s)
+            s for s in SECTIONS if "." not in s
+        )
     sec = prefix[:-1]
-    keys = [n[len(prefix):] for n in SPECS if n.startswith(prefix)
-            and "." not in n[len(prefix):]]
-    keys += [s[len(prefix):] for s in SECTIONS if s.startswith(prefix)]
+    keys = [n[len(prefix) :] for n in SPECS if n.startswith(prefix) and "." not in n[len(prefix) :]]
+    keys += [s[len(prefix) :] for s in SECTIONS if s.startswith(prefix)]
     import difflib  # only for this message: not on every start
 
-    near = difflib.get_close_matches(name[len(prefix):], keys, n=1)
+    near = difflib.get_close_matches(name[len(prefix) :], keys, n=1)
     hint = f" (did you mean {near[0]}?)" if near else ""
     return f"{path}: unknown key {name}{hint}; [{sec}] takes: " + ", ".join(keys)
 
@@ -489,7 +634,7 @@ def _apply_env(cfg: Config, sources: dict[str, str], env: Mapping[str, str]) -> 
         if not text.strip():
             continue  # an empty value counts as unset
         if var.startswith(keys_prefix):
-            binding = var[len(keys_prefix):].lower()
+            binding = var[len(keys_prefix) :].lower()
             try:
                 keys = coerce(SPECS["ui.keys"], {binding: text})
             except _Bad as e:
@@ -500,8 +645,9 @@ def _apply_env(cfg: Config, sources: dict[str, str], env: Mapping[str, str]) -> 
         spec = by_env.get(var)
         if spec is None:
             known = ", ".join(sorted(by_env))
-            raise ConfigError(f"unknown setting {var} in the environment; known: {known} "
-                              f"(and {keys_prefix}<ID>)")
+            raise ConfigError(
+                f"unknown setting {var} in the environment; known: {known} (and {keys_prefix}<ID>)"
+            )
         try:
             value = coerce(spec, text, text=True)
         except _Bad as e:
@@ -534,25 +680,30 @@ def parse_auto_recharge(text: str) -> AutoRechargeSettings:
         pack = parts[2] if len(parts) > 2 else catalog.DEFAULT_RECHARGE_PACK
         eur = float(parts[3]) if len(parts) > 3 else catalog.DEFAULT_RECHARGE_MONTHLY_LIMIT_EUR
     except (ValueError, IndexError):
-        raise ConfigError("--auto-recharge takes THRESHOLD:CREDITS[:PACK[:EUR]], "
-                          "e.g. 100:500:standard:50") from None
+        raise ConfigError(
+            "--auto-recharge takes THRESHOLD:CREDITS[:PACK[:EUR]], e.g. 100:500:standard:50"
+        ) from None
     if pack not in catalog.CREDIT_PACKS:
-        raise ConfigError(f"--auto-recharge: unknown pack {pack!r}; known: "
-                          + ", ".join(catalog.CREDIT_PACKS))
+        raise ConfigError(
+            f"--auto-recharge: unknown pack {pack!r}; known: " + ", ".join(catalog.CREDIT_PACKS)
+        )
     return AutoRechargeSettings(True, threshold, credits, pack, eur)
 
 
 # ======================================================================= the flags =====
 
+
 def flag_type(spec: Spec) -> Callable[[str], Any]:
     """argparse ``type=`` for a setting's flag: the same check as the file's and the
     environment's, with argparse's kind of message."""
+
     def convert(text: str) -> Any:
         try:
             return coerce(spec, text, text=True)
         except _Bad as e:
-            raise argparse.ArgumentTypeError(f"expected {_flag_words(spec, str(e))}, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {_flag_words(spec, str(e))}, got {text!r}"
+            ) from None
 
     convert.__name__ = spec.kind  # argparse names the type in some messages
     return convert
@@ -560,13 +711,21 @@ def flag_type(spec: Spec) -> Callable[[str], Any]:
 
 def _flag_words(spec: Spec, allowed: str) -> str:
     # The words the CLI has always used for these (tests/test_inputs.py checks them).
-    return {"a number above 0": "a positive number", "a number, 0 or more": "zero or more",
-            "a whole number, 0 or more": "zero or more",
-            "a whole number, 1 or more": "1 or more"}.get(allowed, allowed)
+    return {
+        "a number above 0": "a positive number",
+        "a number, 0 or more": "zero or more",
+        "a whole number, 0 or more": "zero or more",
+        "a whole number, 1 or more": "1 or more",
+    }.get(allowed, allowed)
 
 
-def add_flag(p: argparse.ArgumentParser, name: str, *, help_: str | None = None,
-             type_: Callable[[str], Any] | None = None) -> None:
+def add_flag(
+    p: argparse.ArgumentParser,
+    name: str,
+    *,
+    help_: str | None = None,
+    type_: Callable[[str], Any] | None = None,
+) -> None:
     """Declare the flag of setting ``name`` on ``p``, default None (not given: the file,
     the environment or the default decides). ``type_`` replaces the converter (record's
     durations)."""
@@ -575,8 +734,11 @@ def add_flag(p: argparse.ArgumentParser, name: str, *, help_: str | None = None,
     text = help_ or spec.doc
     d = spec.default
     shown = "not set" if d is None else f"{d:g}" if isinstance(d, float) else str(d)
-    kw: dict[str, Any] = {"default": None, "dest": spec.dest,
-                          "help": f"{text} (default {shown}; setting {name})"}
+    kw: dict[str, Any] = {
+        "default": None,
+        "dest": spec.dest,
+        "help": f"{text} (default {shown}; setting {name})",
+    }
     if spec.choices:
         kw["choices"] = list(spec.choices)
     else:
@@ -586,15 +748,20 @@ def add_flag(p: argparse.ArgumentParser, name: str, *, help_: str | None = None,
 
 
 #: The engine options every engine command (the monitor, run, record, config) takes.
-ENGINE_FLAGS = tuple(n for n, s in SPECS.items() if s.flag and n.split(".")[0] in
-                     ("engine", "budget", "sim"))
+ENGINE_FLAGS = tuple(
+    n for n, s in SPECS.items() if s.flag and n.split(".")[0] in ("engine", "budget", "sim")
+)
 
 
 def add_config_flag(p: argparse.ArgumentParser) -> None:
     """``--config PATH``: every command takes it."""
-    p.add_argument("--config", metavar="PATH", default=None,
-                   help="settings file (default: $MAVERA_TUI_CONFIG or "
-                        "$XDG_CONFIG_HOME/mavera-tui/config.toml); see 'mavera-tui config'")
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="settings file (default: $MAVERA_TUI_CONFIG or "
+        "$XDG_CONFIG_HOME/mavera-tui/config.toml); see 'mavera-tui config'",
+    )
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -602,13 +769,18 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     embedded simulator."""
     for name in ENGINE_FLAGS:
         add_flag(p, name)
-    p.add_argument("--auto-recharge", metavar="THRESHOLD:CREDITS[:PACK[:EUR]]", default=None,
-                   help="your account's auto-recharge (the API does not expose it), for the "
-                        "time-left estimate, e.g. 100:500:standard:50 ([budget.auto_recharge] "
-                        "in the config file)")
+    p.add_argument(
+        "--auto-recharge",
+        metavar="THRESHOLD:CREDITS[:PACK[:EUR]]",
+        default=None,
+        help="your account's auto-recharge (the API does not expose it), for the "
+        "time-left estimate, e.g. 100:500:standard:50 ([budget.auto_recharge] "
+        "in the config file)",
+    )
 
 
 # ====================================================================== the report =====
+
 
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
@@ -632,9 +804,16 @@ def describe(loaded: LoadedConfig, *, api_key_set: bool) -> str:
         lines.append(f"# config file: {loaded.file}")
     else:
         lines.append(f"# config file: none ({loaded.looked_for} does not exist)")
-    lines.append(f"# {catalog.API_KEY_ENV}: {'set' if api_key_set else 'not set'}"
-                 + ("" if api_key_set else " (no base URL: the embedded simulator)"
-                    if loaded.config.engine.base_url is None else ""))
+    lines.append(
+        f"# {catalog.API_KEY_ENV}: {'set' if api_key_set else 'not set'}"
+        + (
+            ""
+            if api_key_set
+            else " (no base URL: the embedded simulator)"
+            if loaded.config.engine.base_url is None
+            else ""
+        )
+    )
     current = None
     rows: list[tuple[str, str]] = []
     for name in SPECS:
@@ -659,8 +838,10 @@ def _aligned(rows: list[tuple[str, str]]) -> list[str]:
 
 def as_json(loaded: LoadedConfig, *, api_key_set: bool) -> dict[str, Any]:
     """``mavera-tui config --json``: {setting: {value, source}} and the file."""
-    return {"config_file": str(loaded.file) if loaded.file else None,
-            "api_key_set": api_key_set,
-            "settings": {n: {"value": _get(loaded.config, n), "source": loaded.sources[n]}
-                         for n in SPECS}}
-
+    return {
+        "config_file": str(loaded.file) if loaded.file else None,
+        "api_key_set": api_key_set,
+        "settings": {
+            n: {"value": _get(loaded.config, n), "source": loaded.sources[n]} for n in SPECS
+        },
+    }

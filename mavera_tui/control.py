@@ -57,9 +57,14 @@ class OperatorControl(Protocol):
         """The job's ledger rows, oldest first; None when no ledger is kept (no --db)."""
         ...
 
-    async def jobs_page(self, offset: int, limit: int, text: str = "",
-                        order: str = "created", descending: bool = True,
-                        ) -> tuple[list[JobView], int]:
+    async def jobs_page(
+        self,
+        offset: int,
+        limit: int,
+        text: str = "",
+        order: str = "created",
+        descending: bool = True,
+    ) -> tuple[list[JobView], int]:
         """Jobs from the store matching ``text`` (id, state, endpoint, reason), sorted by
         ``order``; returns the page and how many match in all."""
         ...

@@ -19,11 +19,25 @@ from .scheduler import Scheduler
 # (weight, method, path, body factory)
 _MIX: tuple[tuple[float, str, str, Callable[[random.Random, int], dict[str, Any]]], ...] = (
     (70, "POST", "/responses", lambda r, i: {"input": f"demo question {i}"}),
-    (12, "POST", "/mave/chat", lambda r, i: {
-        "message": f"demo research {i}", "complexity": r.choice(list(catalog.MAVE_COMPLEXITY))}),
+    (
+        12,
+        "POST",
+        "/mave/chat",
+        lambda r, i: {
+            "message": f"demo research {i}",
+            "complexity": r.choice(list(catalog.MAVE_COMPLEXITY)),
+        },
+    ),
     (8, "POST", "/generations", lambda r, i: {"prompt": f"demo copy {i}"}),
-    (3, "POST", "/focus-groups", lambda r, i: {"sample_size": r.choice([10, 25, 40, 60]),
-                                               "questions": ["q"] * r.randint(2, 6)}),
+    (
+        3,
+        "POST",
+        "/focus-groups",
+        lambda r, i: {
+            "sample_size": r.choice([10, 25, 40, 60]),
+            "questions": ["q"] * r.randint(2, 6),
+        },
+    ),
     (2, "POST", "/video-analyses", lambda r, i: {"video_seconds": r.choice([20, 45, 120])}),
     (3, "GET", "/personas", lambda r, i: {}),
     (1.5, "POST", "/news/stories/demo-{i}/analyze", lambda r, i: {}),
@@ -36,13 +50,24 @@ def demo_job(rng: random.Random, n: int, prefix: str = "demo") -> JobSpec:
     """One job of the demo mix."""
     weights = [w for w, *_ in _MIX]
     _, method, path, body = rng.choices(_MIX, weights=weights)[0]
-    return JobSpec(f"{prefix}-{n}", method, path.format(i=n), body(rng, n),
-                   priority=1 if rng.random() < 0.05 else 0)
+    return JobSpec(
+        f"{prefix}-{n}",
+        method,
+        path.format(i=n),
+        body(rng, n),
+        priority=1 if rng.random() < 0.05 else 0,
+    )
 
 
-async def run_demo(sched: Scheduler, *, rate_per_min: float | None = None, seed: int = 1,
-                   burst_every: float = 150.0, burst_size: int = 40,
-                   prefix: str = "demo") -> None:
+async def run_demo(
+    sched: Scheduler,
+    *,
+    rate_per_min: float | None = None,
+    seed: int = 1,
+    burst_every: float = 150.0,
+    burst_size: int = 40,
+    prefix: str = "demo",
+) -> None:
     """Submit demo jobs forever (until cancelled): about 40% of the limit, plus bursts."""
     rng = random.Random(seed)
     counter = itertools.count(1)
@@ -64,8 +89,14 @@ def start_demo(sched: Scheduler, **kw: object) -> asyncio.Task[None]:
     return asyncio.create_task(run_demo(sched, **kw), name="demo-workload")  # type: ignore[arg-type]
 
 
-def simulate_demo(minutes: float = 12.0, *, seed: int = 1, interval: float = 1.0,
-                  wall0: float = 1_795_000_000.0, sim_config=None):  # noqa: ANN001, ANN201
+def simulate_demo(
+    minutes: float = 12.0,
+    *,
+    seed: int = 1,
+    interval: float = 1.0,
+    wall0: float = 1_795_000_000.0,
+    sim_config=None,
+):  # noqa: ANN001, ANN201
     """Run the demo on the embedded simulator for ``minutes`` of fast-forwarded time.
 
     Returns (final snapshot, History of the run): a real, deterministic demo state for
@@ -84,8 +115,11 @@ def simulate_demo(minutes: float = 12.0, *, seed: int = 1, interval: float = 1.0
             from .sim import create_sim
 
             sim = create_sim(sim_config, clock)
-        engine = Engine(Settings(Config(sim=SimSettings(seed=seed)), keep_finished=False,
-                                 force_embedded=True), clock=clock, sim=sim)
+        engine = Engine(
+            Settings(Config(sim=SimSettings(seed=seed)), keep_finished=False, force_embedded=True),
+            clock=clock,
+            sim=sim,
+        )
         sched = await engine.start()
         demo = start_demo(sched, seed=seed)
         history = History()

@@ -36,8 +36,8 @@ class Settings:
 
     config: Config = field(default_factory=Config)
     db: str | None = None
-    keep_finished: bool = True            # False for long runs (monitor, record)
-    force_embedded: bool = False          # use the embedded simulator whatever the env says
+    keep_finished: bool = True  # False for long runs (monitor, record)
+    force_embedded: bool = False  # use the embedded simulator whatever the env says
     mode: str = "live"
 
 
@@ -49,16 +49,20 @@ def scheduler_config(config: Config, *, keep_finished: bool = True) -> Scheduler
     return SchedulerConfig(
         window_seconds=eng.window_seconds,
         limit=catalog.TIERS[eng.tier] if eng.tier else None,
-        max_retry_after=eng.max_retry_after, request_timeout=eng.request_timeout,
-        max_in_flight=eng.max_in_flight, credit_poll=eng.credit_poll,
+        max_retry_after=eng.max_retry_after,
+        request_timeout=eng.request_timeout,
+        max_in_flight=eng.max_in_flight,
+        credit_poll=eng.credit_poll,
         resend_unknown_up_to=eng.resend_unknown_up_to,
         keep_finished=keep_finished,
-        budget=BudgetConfig(workspace_cap=bud.workspace_cap,
-                            workspace_alert=bud.workspace_alert,
-                            single_request=bud.alert_single,
-                            thresholds=bud.allocation_alerts,
-                            recharge=RechargeConfig(r.enabled, r.threshold, r.credits, r.pack,
-                                                    r.monthly_limit_eur)))
+        budget=BudgetConfig(
+            workspace_cap=bud.workspace_cap,
+            workspace_alert=bud.workspace_alert,
+            single_request=bud.alert_single,
+            thresholds=bud.allocation_alerts,
+            recharge=RechargeConfig(r.enabled, r.threshold, r.credits, r.pack, r.monthly_limit_eur),
+        ),
+    )
 
 
 def api_key_from_env() -> str | None:
@@ -73,8 +77,7 @@ def is_local(url: str) -> bool:
 class Engine:
     """A started scheduler with its client and store. ``async with Engine(settings) as e``."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None,
-                 sim: Any = None):
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, sim: Any = None):
         self.settings = settings
         self.clock = clock or Clock()
         self.sim = sim
@@ -83,7 +86,7 @@ class Engine:
         self.scheduler: Scheduler | None = None
         self.simulated = False
         self.target = ""
-        self.notice = ""          # a line to show the user about where requests go
+        self.notice = ""  # a line to show the user about where requests go
 
     def _make_client(self) -> ApiClient:
         s = self.settings
@@ -96,38 +99,61 @@ class Engine:
             from .sim.config import AutoRecharge, SimConfig
 
             if self.sim is None:
-                self.sim = create_sim(SimConfig(
-                    tier=sim_cfg.tier, plan=sim_cfg.plan, purchased=sim_cfg.purchased,
-                    window_seconds=eng.window_seconds, seed=sim_cfg.seed,
-                    time_scale=sim_cfg.time_scale,
-                    auto_recharge=AutoRecharge(enabled=sim_cfg.auto_recharge)), self.clock)
+                self.sim = create_sim(
+                    SimConfig(
+                        tier=sim_cfg.tier,
+                        plan=sim_cfg.plan,
+                        purchased=sim_cfg.purchased,
+                        window_seconds=eng.window_seconds,
+                        seed=sim_cfg.seed,
+                        time_scale=sim_cfg.time_scale,
+                        auto_recharge=AutoRecharge(enabled=sim_cfg.auto_recharge),
+                    ),
+                    self.clock,
+                )
             self.simulated = True
             self.target = EMBEDDED_TARGET
             cfg = self.sim.config
-            self.notice = (f"no {catalog.API_KEY_ENV} set: using the embedded simulator "
-                           f"(tier {cfg.tier} {cfg.effective_limit}/min, plan {cfg.plan}, "
-                           f"window {cfg.window_seconds:g} s)")
-            return ApiClient("http://simulator/api/v1", SIM_KEY, clock=self.clock,
-                             transport=sim_transport(self.sim),
-                             timeout=eng.request_timeout)
+            self.notice = (
+                f"no {catalog.API_KEY_ENV} set: using the embedded simulator "
+                f"(tier {cfg.tier} {cfg.effective_limit}/min, plan {cfg.plan}, "
+                f"window {cfg.window_seconds:g} s)"
+            )
+            return ApiClient(
+                "http://simulator/api/v1",
+                SIM_KEY,
+                clock=self.clock,
+                transport=sim_transport(self.sim),
+                timeout=eng.request_timeout,
+            )
         if base is None:
             base = catalog.DEFAULT_BASE_URL
         base = check_base_url(base)
         if key is None:
             if not is_local(base):
-                raise ConfigError(f"{catalog.API_KEY_ENV} is not set; the API at {base} needs "
-                                  "a key (export MAVERA_API_KEY=...)")
+                raise ConfigError(
+                    f"{catalog.API_KEY_ENV} is not set; the API at {base} needs "
+                    "a key (export MAVERA_API_KEY=...)"
+                )
             key = "local-no-key"
-            self.notice = (f"no {catalog.API_KEY_ENV} set: sending a placeholder key to the "
-                           f"local server at {base}")
+            self.notice = (
+                f"no {catalog.API_KEY_ENV} set: sending a placeholder key to the "
+                f"local server at {base}"
+            )
         self.target = base
         if not self.notice:
             self.notice = f"target: {base}"
         # Enough connections for every request the scheduler may have in flight: the
         # uncapped ones, each capped endpoint's slots, and the engine's own balance reads.
         conns = eng.max_in_flight + sum(e.cap or 0 for e in catalog.ENDPOINTS.values()) + 2
-        return ApiClient(base, key, clock=self.clock, timeout=eng.request_timeout,
-                         max_connections=conns, backend=eng.http_backend)
+        return ApiClient(
+            base,
+            key,
+            clock=self.clock,
+            timeout=eng.request_timeout,
+            max_connections=conns,
+            backend=eng.http_backend,
+        )
 
     def _scheduler_config(self) -> SchedulerConfig:
         return scheduler_config(self.settings.config, keep_finished=self.settings.keep_finished)
@@ -139,11 +165,16 @@ class Engine:
             if self.settings.db:
                 self.store = await Store.open(Path(self.settings.db))
             self.scheduler = Scheduler(
-                self.client, clock=self.clock, store=self.store,
+                self.client,
+                clock=self.clock,
+                store=self.store,
                 config=self._scheduler_config(),
-                mode="demo" if self.simulated and self.settings.mode == "live"
+                mode="demo"
+                if self.simulated and self.settings.mode == "live"
                 else self.settings.mode,
-                target=self.target, simulated=self.simulated)
+                target=self.target,
+                simulated=self.simulated,
+            )
             await self.scheduler.start()
         except BaseException:
             await self.stop()

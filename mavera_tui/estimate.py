@@ -68,8 +68,10 @@ MAX_VIDEO_SECONDS = 4 * 3600
 
 def focus_group_cost(sample_size: int, questions: int) -> int:
     """The cookbook's upper-bound formula: 75/125/200 by sample size, plus 2 per question."""
-    base = next((b for limit, b in catalog.FOCUS_GROUP_BASES if sample_size <= limit),
-                catalog.FOCUS_GROUP_BASE_LARGE)
+    base = next(
+        (b for limit, b in catalog.FOCUS_GROUP_BASES if sample_size <= limit),
+        catalog.FOCUS_GROUP_BASE_LARGE,
+    )
     return base + questions * catalog.FOCUS_GROUP_PER_QUESTION
 
 
@@ -103,8 +105,9 @@ def estimate(method: str, path: str, body: dict[str, Any] | None = None) -> Esti
 def estimate_for(ep: Endpoint, body: dict[str, Any]) -> Estimate:
     """Price a request to a known endpoint."""
     if ep.cost == "focus_group":
-        sample = _int_field(body, "sample_size", catalog.FOCUS_GROUP_DEFAULT_SAMPLE, 1,
-                            MAX_SAMPLE_SIZE)
+        sample = _int_field(
+            body, "sample_size", catalog.FOCUS_GROUP_DEFAULT_SAMPLE, 1, MAX_SAMPLE_SIZE
+        )
         questions = body.get("questions", [])
         if isinstance(questions, int) and not isinstance(questions, bool):
             n_q = questions
@@ -114,21 +117,28 @@ def estimate_for(ep: Endpoint, body: dict[str, Any]) -> Estimate:
             raise EstimateError("'questions' must be a list of questions", "questions")
         if not 0 <= n_q <= MAX_QUESTIONS:
             raise EstimateError(
-                f"'questions' must hold 0 to {MAX_QUESTIONS} questions, got {n_q}", "questions")
+                f"'questions' must hold 0 to {MAX_QUESTIONS} questions, got {n_q}", "questions"
+            )
         high = focus_group_cost(sample, n_q)
-        return Estimate(ep, min(catalog.FOCUS_GROUP_LOW, high), high,
-                        f"{sample:,} respondent{'s' * (sample != 1)}, "
-                        f"{n_q} question{'s' * (n_q != 1)}",
-                        "reduce sample_size (25 or fewer: base 75) or the number of questions")
+        return Estimate(
+            ep,
+            min(catalog.FOCUS_GROUP_LOW, high),
+            high,
+            f"{sample:,} respondent{'s' * (sample != 1)}, {n_q} question{'s' * (n_q != 1)}",
+            "reduce sample_size (25 or fewer: base 75) or the number of questions",
+        )
     if ep.cost == "video":
         secs = body.get("video_seconds")
         if secs is not None:
-            if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not (
-                math.isfinite(secs) and 1 <= secs <= MAX_VIDEO_SECONDS
+            if (
+                isinstance(secs, bool)
+                or not isinstance(secs, (int, float))
+                or not (math.isfinite(secs) and 1 <= secs <= MAX_VIDEO_SECONDS)
             ):
                 raise EstimateError(
-                    f"'video_seconds' must be a number from 1 to {MAX_VIDEO_SECONDS}, "
-                    f"got {secs!r}", "video_seconds")
+                    f"'video_seconds' must be a number from 1 to {MAX_VIDEO_SECONDS}, got {secs!r}",
+                    "video_seconds",
+                )
         low, high = video_cost(secs)
         basis = f"{secs:g} s of video" if secs is not None else "length unknown (priced as long)"
         return Estimate(ep, low, high, basis, "analyse a shorter clip (under 30 s: up to 150)")
@@ -137,14 +147,19 @@ def estimate_for(ep: Endpoint, body: dict[str, Any]) -> Estimate:
         if not isinstance(cx, str) or cx not in catalog.MAVE_COMPLEXITY:
             raise EstimateError(
                 f"'complexity' must be one of {', '.join(catalog.MAVE_COMPLEXITY)}, got {cx!r}",
-                "complexity")
+                "complexity",
+            )
         low, high = catalog.MAVE_COMPLEXITY[cx]
-        return Estimate(ep, low, high, f"{cx} query",
-                        "ask a narrower question (simple: up to 15)")
+        return Estimate(ep, low, high, f"{cx} query", "ask a narrower question (simple: up to 15)")
     if ep.cost == "free":
         return Estimate(ep, 0, 0, "free")
-    return Estimate(ep, ep.low, ep.high, f"{ep.label}: documented {ep.low}-{ep.high}",
-                    "split the work or wait for credits")
+    return Estimate(
+        ep,
+        ep.low,
+        ep.high,
+        f"{ep.label}: documented {ep.low}-{ep.high}",
+        "split the work or wait for credits",
+    )
 
 
 @dataclass(frozen=True)
@@ -178,12 +193,20 @@ def preflight(est: Estimate | int, remaining: int, reserved: int = 0) -> Verdict
     needed = with_buffer(high)
     available = remaining - reserved
     if high == 0 or available >= needed:
-        return Verdict(True, high, needed, available, remaining, reserved,
-                       f"affordable: needs {needed} (estimate {high} + 20%), "
-                       f"{available} available")
-    msg = (f"estimated {high} credits (+20% buffer = {needed}); only {remaining} remaining"
-           + (f", {reserved} reserved by running jobs" if reserved else "")
-           + f" ({available} available)")
+        return Verdict(
+            True,
+            high,
+            needed,
+            available,
+            remaining,
+            reserved,
+            f"affordable: needs {needed} (estimate {high} + 20%), {available} available",
+        )
+    msg = (
+        f"estimated {high} credits (+20% buffer = {needed}); only {remaining} remaining"
+        + (f", {reserved} reserved by running jobs" if reserved else "")
+        + f" ({available} available)"
+    )
     if hint:
         msg += f"; add credits or {hint}"
     else:
@@ -210,5 +233,6 @@ class Calibration:
 
     def rows(self) -> list[tuple[str, int, int, int]]:
         """(endpoint, jobs, estimated, actual) sorted by endpoint."""
-        return [(k, self.count[k], self.estimated[k], self.actual.get(k, 0))
-                for k in sorted(self.count)]
+        return [
+            (k, self.count[k], self.estimated[k], self.actual.get(k, 0)) for k in sorted(self.count)
+        ]

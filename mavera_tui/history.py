@@ -22,8 +22,7 @@ from .snapshot import (
 )
 
 #: The states the queue chart splits by, in stacking order.
-QUEUE_STATES: tuple[str, ...] = (QUEUED, WAITING_WINDOW, WAITING_SLOT, BACKOFF,
-                                 WAITING_CREDITS)
+QUEUE_STATES: tuple[str, ...] = (QUEUED, WAITING_WINDOW, WAITING_SLOT, BACKOFF, WAITING_CREDITS)
 #: Chart names, each with its own version: requests, credits, errors (429s and retries), queue.
 CHARTS: tuple[str, ...] = ("requests", "credits", "errors", "queue")
 
@@ -106,8 +105,13 @@ class History:
             gap = int(round((start - last.start) / self.bucket_s)) - 1
             first = max(0, gap - self.size)
             for i in range(first, gap):
-                self._buckets.append(_Bucket(last.start + (i + 1) * self.bucket_s,
-                                             queue=dict(last.queue), in_flight=last.in_flight))
+                self._buckets.append(
+                    _Bucket(
+                        last.start + (i + 1) * self.bucket_s,
+                        queue=dict(last.queue),
+                        in_flight=last.in_flight,
+                    )
+                )
         b = _Bucket(start)
         if self._buckets:
             b.queue = dict(self._buckets[-1].queue)

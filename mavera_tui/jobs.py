@@ -39,6 +39,7 @@ class JobSpec:
     def estimate(self) -> Estimate:
         return estimate(self.method, self.path, self.body)
 
+
 @dataclass(frozen=True)
 class LineError:
     """One rejected line of a job file."""
@@ -60,8 +61,12 @@ def parse_job(obj: Any, line: int = 0) -> JobSpec:
     """Validate one decoded job object. Raises ``_Bad``, whose ``error`` is the LineError
     naming the line and the field."""
     if not isinstance(obj, dict):
-        raise _Bad(line, None, "each line must be a JSON object like "
-                   '{"id": "j1", "method": "POST", "path": "/responses", "body": {}}')
+        raise _Bad(
+            line,
+            None,
+            "each line must be a JSON object like "
+            '{"id": "j1", "method": "POST", "path": "/responses", "body": {}}',
+        )
     jid = obj.get("id")
     if isinstance(jid, int) and not isinstance(jid, bool):
         jid = str(jid)
@@ -81,11 +86,16 @@ def parse_job(obj: Any, line: int = 0) -> JobSpec:
     if not isinstance(body, dict):
         raise _Bad(line, "body", "must be a JSON object")
     priority = obj.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int) or not (
-        PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not (PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1])
     ):
-        raise _Bad(line, "priority",
-                   f"must be a whole number from {PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]}")
+        raise _Bad(
+            line,
+            "priority",
+            f"must be a whole number from {PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]}",
+        )
     spec = JobSpec(jid, method.upper(), "/" + path.strip().lstrip("/"), body, priority)
     try:
         spec.estimate()

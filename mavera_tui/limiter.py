@@ -45,20 +45,20 @@ class SlidingWindow:
         # Never more than a tenth of the window: past that, a "delay" is foreign traffic.
         self.margin_cap = max(self.margin_floor, self.window / 10)
         self.margin = self.margin_floor
-        self.delay_seen = 0.0                  # largest write-to-count delay measured
+        self.delay_seen = 0.0  # largest write-to-count delay measured
         self.limit_learned = False
-        self._own: deque[float] = deque()      # our send times, kept 2 windows for reconciling
+        self._own: deque[float] = deque()  # our send times, kept 2 windows for reconciling
         # (time observed, foreign requests the server counted then), for the fading estimate.
         self._foreign_obs: deque[tuple[float, int]] = deque()
-        self.foreign_max_seen = 0              # for the run summary
+        self.foreign_max_seen = 0  # for the run summary
         # Runs of sends written back to back (see observe): their starts and last writes.
         self._burst_starts: list[float] = []
         self._burst_ends: list[float] = []
         self._burst_gap = 0.01
-        self.reads_at_answer = False           # the server counts when it answers
-        self._contra_arrival = 0.0             # see observe()
+        self.reads_at_answer = False  # the server counts when it answers
+        self._contra_arrival = 0.0  # see observe()
         self._contra_answer = 0.0
-        self._hold_until = 0.0                 # server said "full until" (Retry-After)
+        self._hold_until = 0.0  # server said "full until" (Retry-After)
         # Sends chosen but not yet on the wire: counted as in the window until stamped.
         self.pending = 0
         self.last_remaining: int | None = None
@@ -83,8 +83,7 @@ class SlidingWindow:
 
     def _own_between(self, lo: float, hi: float) -> int:
         """Our sends in (lo, hi]."""
-        return (bisect.bisect_right(self._own, hi + 1e-9)
-                - bisect.bisect_right(self._own, lo))
+        return bisect.bisect_right(self._own, hi + 1e-9) - bisect.bisect_right(self._own, lo)
 
     def _burst_end(self, t: float) -> float:
         """The last write of the burst (writes less than ``_burst_gap`` apart) holding t."""
@@ -117,8 +116,7 @@ class SlidingWindow:
         if now < self._hold_until:
             return 0
         f = self.foreign(now)
-        return max(0, self.limit - self._own_in_window(now) - self.pending - f
-                   - self._slack(f))
+        return max(0, self.limit - self._own_in_window(now) - self.pending - f - self._slack(f))
 
     def next_free(self, now: float) -> float:
         """The earliest time at which ``available`` becomes positive (as far as we know)."""
@@ -159,8 +157,7 @@ class SlidingWindow:
         for j in range(i + 1, len(own)):
             if own[j] - own[j - 1] > gap:
                 return own[j] + self._expiry()
-        return own[i] + self._expiry() if own[i] + self._expiry() > now + gap else \
-            now + self.window
+        return own[i] + self._expiry() if own[i] + self._expiry() > now + gap else now + self.window
 
     def hold_remaining(self, now: float) -> float:
         return max(0.0, self._hold_until - now)
@@ -207,8 +204,9 @@ class SlidingWindow:
     def _widen(self, margin: float) -> None:
         self.margin = min(self.margin_cap, max(self.margin, margin))
 
-    def observe(self, sent_at: float, now: float, headers: RateHeaders,
-                wall_now: float | None = None) -> None:
+    def observe(
+        self, sent_at: float, now: float, headers: RateHeaders, wall_now: float | None = None
+    ) -> None:
         """Reconcile with the answer (at ``now``) to a request we wrote at ``sent_at``."""
         if headers.limit is not None:
             self.limit = headers.limit
@@ -236,9 +234,11 @@ class SlidingWindow:
         # yet at it: a count short by those alone contradicts neither reading.
         d = self.delay_seen
         self._contra_arrival = 0.98 * self._contra_arrival + (
-            server_count < self._own_between(sent_at - w, sent_at - d) - 1)
+            server_count < self._own_between(sent_at - w, sent_at - d) - 1
+        )
         self._contra_answer = 0.98 * self._contra_answer + (
-            server_count < self._own_between(now - w, now - d) - 1)
+            server_count < self._own_between(now - w, now - d) - 1
+        )
         at_answer = self._contra_arrival > self._contra_answer + 2.0
         self.reads_at_answer = at_answer
         own = own_at_answer if at_answer else own_at_send
@@ -259,7 +259,7 @@ class SlidingWindow:
         as late after their write as this one's write came after theirs. One short is
         tolerated (a server whose Remaining is read before counting this request)."""
         w = self.window
-        i = bisect.bisect_right(self._own, sent_at) - 1      # this send (or the newest before)
+        i = bisect.bisect_right(self._own, sent_at) - 1  # this send (or the newest before)
         behind = self._own_between(sent_at - w, sent_at) - server_count - 1
         if behind <= 0 or i - behind < 0:
             return

@@ -58,16 +58,16 @@ class LiveEngine:
             if self._answers is not None and self._answers.at is not None:
                 # When the server last answered, and how fast: the headroom pane shows how
                 # old the server's numbers are, and the latency when it stops answering.
-                snap = dataclasses.replace(snap, last_answer_t=self._answers.at,
-                                           last_latency=self._answers.latency)
+                snap = dataclasses.replace(
+                    snap, last_answer_t=self._answers.at, last_latency=self._answers.latency
+                )
             self.last = snap
             return self.last
         alerts: tuple[AlertView, ...] = ()
         if self.error:
             alerts = (AlertView(0.0, "error", "start", self.error),)
         target = self.engine.target if self.engine is not None else ""
-        return Snapshot(mode="starting", target=target or "starting...",
-                        alerts=alerts)
+        return Snapshot(mode="starting", target=target or "starting...", alerts=alerts)
 
     async def submit(self, spec: JobSpec) -> str:
         if self.sched is None:
@@ -99,14 +99,21 @@ class LiveEngine:
         await store.flush()  # the ledger is write-behind: include the latest attempt
         return await store.job_attempts(job_id)
 
-    async def jobs_page(self, offset: int, limit: int, text: str = "",
-                        order: str = "created", descending: bool = True,
-                        ) -> tuple[list[JobView], int]:
+    async def jobs_page(
+        self,
+        offset: int,
+        limit: int,
+        text: str = "",
+        order: str = "created",
+        descending: bool = True,
+    ) -> tuple[list[JobView], int]:
         store = self.engine.store if self.engine is not None else None
         if store is not None:
             rows, total = await store.jobs_page(offset, limit, text, order, descending)
-            return [JobView(r[0], r[3], r[1], r[2], r[4], r[5], r[6], r[7], r[8], r[10],
-                            r[11], r[9]) for r in rows], total
+            return [
+                JobView(r[0], r[3], r[1], r[2], r[4], r[5], r[6], r[7], r[8], r[10], r[11], r[9])
+                for r in rows
+            ], total
         # No database: the jobs this engine holds in memory (the monitor keeps finished
         # ones only among the recent jobs).
         sched = self.sched
@@ -129,8 +136,9 @@ class LiveEngine:
             method, path, body, priority, state = row
             spec = JobSpec(job_id, method, path, body, priority)
         if state not in RETRYABLE:
-            raise ValueError(f"{job_id} is {state}: only failed, blocked or unknown-"
-                             "outcome jobs are retried")
+            raise ValueError(
+                f"{job_id} is {state}: only failed, blocked or unknown-outcome jobs are retried"
+            )
         base = job_id.split("~r")[0]
         while True:
             self._retries += 1
@@ -213,13 +221,22 @@ class _AnswerWatch:
         return getattr(self.inner, name)
 
 
-def page_of(views: list[JobView], offset: int, limit: int, text: str = "",
-            order: str = "created", descending: bool = True) -> tuple[list[JobView], int]:
+def page_of(
+    views: list[JobView],
+    offset: int,
+    limit: int,
+    text: str = "",
+    order: str = "created",
+    descending: bool = True,
+) -> tuple[list[JobView], int]:
     """``jobs_page`` over jobs in memory: the same filter and sort as the store's."""
     text = text.lower()
     if text:
-        views = [v for v in views if any(text in f.lower() for f in
-                                         (v.id, v.state, v.endpoint, v.reason))]
+        views = [
+            v
+            for v in views
+            if any(text in f.lower() for f in (v.id, v.state, v.endpoint, v.reason))
+        ]
     if order not in JobView.__dataclass_fields__:
         order = "created"
 
@@ -228,19 +245,31 @@ def page_of(views: list[JobView], offset: int, limit: int, text: str = "",
         return (x is not None, x if x is not None else 0)
 
     views = sorted(views, key=key, reverse=descending)
-    return views[max(0, offset): max(0, offset) + max(0, limit)], len(views)
+    return views[max(0, offset) : max(0, offset) + max(0, limit)], len(views)
 
 
-def run_monitor(settings: Settings, *, specs: list[JobSpec], refresh: float,
-                debug_log: str | None, demo: bool, metrics_port: int | None = None,
-                keys: dict[str, str] | None = None) -> int:
+def run_monitor(
+    settings: Settings,
+    *,
+    specs: list[JobSpec],
+    refresh: float,
+    debug_log: str | None,
+    demo: bool,
+    metrics_port: int | None = None,
+    keys: dict[str, str] | None = None,
+) -> int:
     """Open the monitor; returns the exit status. ``keys``: binding id -> key."""
     from .ui.app import create_app
 
     async def main() -> int:
         live = LiveEngine(settings=settings)
-        app = create_app(live, refresh=refresh, debug_log=debug_log, keys=keys,
-                         after_first_frame=lambda: live.boot(specs, demo))
+        app = create_app(
+            live,
+            refresh=refresh,
+            debug_log=debug_log,
+            keys=keys,
+            after_first_frame=lambda: live.boot(specs, demo),
+        )
         server: Any = None
         if metrics_port:
             from .metrics import serve_metrics

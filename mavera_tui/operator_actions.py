@@ -26,8 +26,9 @@ def set_priority(sched: Any, job_id: str, priority: int) -> bool:
     heap = sched._ready[key]
     if job.in_heap and any(j is job for _, j in heap):
         lpt = -job.est.high if job.ep.cap else 0  # as Scheduler._push_ready orders it
-        sched._ready[key] = [((-job.spec.priority, lpt, job.seq), j) if j is job else (k, j)
-                             for k, j in heap]
+        sched._ready[key] = [
+            ((-job.spec.priority, lpt, job.seq), j) if j is job else (k, j) for k, j in heap
+        ]
         heapq.heapify(sched._ready[key])
     sched._touch(job)
     sched._wake.set()

@@ -41,25 +41,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import _add_target_options, _port
 
     p.add_argument("--db", required=True, help="SQLite file to record into (created 0600)")
-    p.add_argument("--jobs", help="JSONL job file to run (default: the demo workload on the "
-                                  "embedded simulator when no key is set)")
-    config.add_flag(p, "record.duration", type_=_duration_arg,
-                    help_="send no new requests after this long (seconds, or 90s / 10m / 2h / "
-                          "1d), then wait for those in flight, at most --grace: the recording "
-                          "ends within duration + grace")
-    config.add_flag(p, "record.interval", type_=_duration_arg,
-                    help_="seconds between snapshots (or 500ms, 2s, 1m)")
-    p.add_argument("--metrics-port", type=_port, default=None,
-                   help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument(
+        "--jobs",
+        help="JSONL job file to run (default: the demo workload on the "
+        "embedded simulator when no key is set)",
+    )
+    config.add_flag(
+        p,
+        "record.duration",
+        type_=_duration_arg,
+        help_="send no new requests after this long (seconds, or 90s / 10m / 2h / "
+        "1d), then wait for those in flight, at most --grace: the recording "
+        "ends within duration + grace",
+    )
+    config.add_flag(
+        p,
+        "record.interval",
+        type_=_duration_arg,
+        help_="seconds between snapshots (or 500ms, 2s, 1m)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve Prometheus metrics on 127.0.0.1:PORT",
+    )
     # A second signal during the grace stops at once (in-flight jobs are then 'outcome
     # unknown').
-    config.add_flag(p, "record.grace",
-                    help_="at the end of --duration or on SIGTERM/SIGINT, seconds to let "
-                          "requests in flight finish (a signal during the wait stops at once)")
-    p.add_argument("--keep", type=_duration_arg, default=None,
-                   help="retention: drop ledger rows, snapshots and finished jobs older "
-                        "than this (e.g. 7d), keeping per-day totals for reports; checked "
-                        "at the start and every hour (default: keep everything)")
+    config.add_flag(
+        p,
+        "record.grace",
+        help_="at the end of --duration or on SIGTERM/SIGINT, seconds to let "
+        "requests in flight finish (a signal during the wait stops at once)",
+    )
+    p.add_argument(
+        "--keep",
+        type=_duration_arg,
+        default=None,
+        help="retention: drop ledger rows, snapshots and finished jobs older "
+        "than this (e.g. 7d), keeping per-day totals for reports; checked "
+        "at the start and every hour (default: keep everything)",
+    )
     _add_target_options(p)
 
 
@@ -89,9 +111,16 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_CANNOT_START
     settings = settings_from_args(args)
     rc = settings.config.record
-    rec = Recorder(settings, jobs=args.jobs, duration=rc.duration, interval=rc.interval,
-                   metrics_port=args.metrics_port, grace=rc.grace, job_file=job_file,
-                   keep=getattr(args, "keep", None))
+    rec = Recorder(
+        settings,
+        jobs=args.jobs,
+        duration=rc.duration,
+        interval=rc.interval,
+        metrics_port=args.metrics_port,
+        grace=rc.grace,
+        job_file=job_file,
+        keep=getattr(args, "keep", None),
+    )
 
     async def go() -> int:
         loop = asyncio.get_running_loop()

@@ -29,8 +29,14 @@ BLOCKED = JobState.BLOCKED
 OUTCOME_UNKNOWN = JobState.OUTCOME_UNKNOWN
 
 # Typed as str tuples: a dict built from them is keyed by the text a job's state is read as.
-WAITING_STATES: tuple[str, ...] = (QUEUED, WAITING_WINDOW, WAITING_SLOT, BACKOFF,
-                                   WAITING_CREDITS, PAUSED)
+WAITING_STATES: tuple[str, ...] = (
+    QUEUED,
+    WAITING_WINDOW,
+    WAITING_SLOT,
+    BACKOFF,
+    WAITING_CREDITS,
+    PAUSED,
+)
 ACTIVE_STATES: tuple[str, ...] = WAITING_STATES + (IN_FLIGHT,)
 FINAL_STATES: tuple[str, ...] = (SUCCEEDED, FAILED, CANCELLED, BLOCKED, OUTCOME_UNKNOWN)
 
@@ -44,10 +50,10 @@ class EndpointState:
     cap: int | None
     in_flight: int = 0
     waiting: int = 0
-    hold_s: float = 0.0          # seconds left of a concurrency-429 hold on this endpoint
+    hold_s: float = 0.0  # seconds left of a concurrency-429 hold on this endpoint
     sent_total: int = 0
     credits_used_total: int = 0
-    estimated_total: int = 0     # sum of estimates of settled jobs (calibration)
+    estimated_total: int = 0  # sum of estimates of settled jobs (calibration)
     max_in_flight: int = 0
 
 
@@ -64,39 +70,39 @@ class JobView:
     estimate: int = 0
     actual: int | None = None
     attempts: int = 0
-    created: float = 0.0         # wall-clock unix time
+    created: float = 0.0  # wall-clock unix time
     updated: float = 0.0
-    reason: str = ""             # why it waits or failed; may hold server text: render literally
+    reason: str = ""  # why it waits or failed; may hold server text: render literally
 
 
 @dataclass(frozen=True)
 class AlertView:
     """One alert or event: budget thresholds, 402s, 429 storms, parked/resumed jobs."""
 
-    t: float                     # wall-clock unix time
-    level: str                   # "info" | "warning" | "error"
-    kind: str                    # e.g. "budget_50", "credits_exhausted", "429_storm"
-    message: str                 # may hold server text: render literally
+    t: float  # wall-clock unix time
+    level: str  # "info" | "warning" | "error"
+    kind: str  # e.g. "budget_50", "credits_exhausted", "429_storm"
+    message: str  # may hold server text: render literally
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """Everything the panes show, at one instant. Build with ``Snapshot(...)``; never mutate."""
 
-    t: float = 0.0                       # wall-clock unix time
-    elapsed: float = 0.0                 # seconds since the engine started
-    mode: str = "live"                   # live | demo | replay | record
-    target: str = ""                     # base URL (never the key) or "embedded simulator"
+    t: float = 0.0  # wall-clock unix time
+    elapsed: float = 0.0  # seconds since the engine started
+    mode: str = "live"  # live | demo | replay | record
+    target: str = ""  # base URL (never the key) or "embedded simulator"
     simulated: bool = False
     paused: bool = False
     # Rate-limit window.
     limit: int = 60
     window_seconds: float = 60.0
-    window_used: int = 0                 # requests counted in the window (ours + foreign)
-    foreign: int = 0                     # estimated requests of other clients on the key
-    remaining: int | None = None         # last X-RateLimit-Remaining seen
-    reset_in: float = 0.0                # seconds until the window next has room
-    key_hold_s: float = 0.0              # seconds left of a key-wide 429 hold
+    window_used: int = 0  # requests counted in the window (ours + foreign)
+    foreign: int = 0  # estimated requests of other clients on the key
+    remaining: int | None = None  # last X-RateLimit-Remaining seen
+    reset_in: float = 0.0  # seconds until the window next has room
+    key_hold_s: float = 0.0  # seconds left of a key-wide 429 hold
     requests_total: int = 0
     responses_429_total: int = 0
     retries_total: int = 0
@@ -107,26 +113,26 @@ class Snapshot:
     jobs_total: int = 0
     finished: dict[str, int] = field(default_factory=dict)
     # Credits.
-    balance: int | None = None           # total remaining: plan allocation + purchased
+    balance: int | None = None  # total remaining: plan allocation + purchased
     plan_remaining: int | None = None
     purchased: int | None = None
-    allocation: int | None = None        # monthly plan allocation
-    month_used: int | None = None        # allocation used this billing month
-    credits_used_total: int = 0          # what this engine's requests were charged
-    reserved: int = 0                    # estimates held by admitted / in-flight jobs
-    estimated_total: int = 0             # estimates of settled jobs (calibration)
-    burn_1m: float = 0.0                 # credits per minute
+    allocation: int | None = None  # monthly plan allocation
+    month_used: int | None = None  # allocation used this billing month
+    credits_used_total: int = 0  # what this engine's requests were charged
+    reserved: int = 0  # estimates held by admitted / in-flight jobs
+    estimated_total: int = 0  # estimates of settled jobs (calibration)
+    burn_1m: float = 0.0  # credits per minute
     burn_5m: float = 0.0
     burn_15m: float = 0.0
-    eta_s: float | None = None           # until credits run out at burn_5m (auto-recharge counted)
+    eta_s: float | None = None  # until credits run out at burn_5m (auto-recharge counted)
     month_projection: int | None = None  # credits this month at the current rate
     recharge_spent_eur: float = 0.0
     # The server's last word (filled by the live monitor's engine; None when unknown, e.g.
     # in recordings made before these fields: the monitor then infers it from the counters).
-    last_answer_t: float | None = None   # wall-clock time of the last HTTP answer
-    last_latency: float | None = None    # seconds that answer took
-    jobs: tuple[JobView, ...] = ()       # recent jobs, newest first
-    alerts: tuple[AlertView, ...] = ()   # recent alerts, newest first
+    last_answer_t: float | None = None  # wall-clock time of the last HTTP answer
+    last_latency: float | None = None  # seconds that answer took
+    jobs: tuple[JobView, ...] = ()  # recent jobs, newest first
+    alerts: tuple[AlertView, ...] = ()  # recent alerts, newest first
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -138,7 +144,8 @@ class Snapshot:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         kw["endpoints"] = tuple(
-            EndpointState(**_known(EndpointState, e)) for e in d.get("endpoints", ()))
+            EndpointState(**_known(EndpointState, e)) for e in d.get("endpoints", ())
+        )
         kw["jobs"] = tuple(JobView(**_known(JobView, j)) for j in d.get("jobs", ()))
         kw["alerts"] = tuple(AlertView(**_known(AlertView, a)) for a in d.get("alerts", ()))
         return cls(**kw)

@@ -14,17 +14,17 @@ from enum import StrEnum
 class JobState(StrEnum):
     """Where a job is. The waiting states say what holds a job that is not yet sent."""
 
-    QUEUED = "queued"                    # ready: waits only for the dispatcher
-    WAITING_WINDOW = "waiting_window"    # the key's sliding window (or a key-wide 429 hold)
-    WAITING_SLOT = "waiting_slot"        # the endpoint's concurrency cap (or its 429 hold)
-    BACKOFF = "backoff"                  # retry back-off after a 5xx / timeout / drop
+    QUEUED = "queued"  # ready: waits only for the dispatcher
+    WAITING_WINDOW = "waiting_window"  # the key's sliding window (or a key-wide 429 hold)
+    WAITING_SLOT = "waiting_slot"  # the endpoint's concurrency cap (or its 429 hold)
+    BACKOFF = "backoff"  # retry back-off after a 5xx / timeout / drop
     WAITING_CREDITS = "waiting_credits"  # parked by a 402 or by pre-flight, polls the balance
-    PAUSED = "paused"                    # dispatch paused by the operator
+    PAUSED = "paused"  # dispatch paused by the operator
     IN_FLIGHT = "in_flight"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    BLOCKED = "blocked_preflight"        # refused by pre-flight: never sent
+    BLOCKED = "blocked_preflight"  # refused by pre-flight: never sent
     OUTCOME_UNKNOWN = "outcome_unknown"  # was in flight when the process died
 
     @property
@@ -43,25 +43,40 @@ class JobState(StrEnum):
         return self in _FINAL
 
 
-_WAITING = frozenset({JobState.QUEUED, JobState.WAITING_WINDOW, JobState.WAITING_SLOT,
-                      JobState.BACKOFF, JobState.WAITING_CREDITS, JobState.PAUSED})
-_FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.BLOCKED,
-                    JobState.OUTCOME_UNKNOWN})
+_WAITING = frozenset(
+    {
+        JobState.QUEUED,
+        JobState.WAITING_WINDOW,
+        JobState.WAITING_SLOT,
+        JobState.BACKOFF,
+        JobState.WAITING_CREDITS,
+        JobState.PAUSED,
+    }
+)
+_FINAL = frozenset(
+    {
+        JobState.SUCCEEDED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.BLOCKED,
+        JobState.OUTCOME_UNKNOWN,
+    }
+)
 
 
 class ErrorKind(StrEnum):
     """Why an attempt failed: the vocabulary the scheduler acts on."""
 
-    RATE_LIMITED = "rate_limited"          # 429 for the key's window: hold the whole key
-    CONCURRENCY = "concurrency_limited"    # 429 for an endpoint's cap: hold that endpoint
-    CREDITS = "credits_exhausted"          # 402
-    BUDGET = "budget_exceeded"             # 402
-    AUTH = "unauthorized"                  # 401 / 403
-    SERVER = "server_error"                # 5xx
+    RATE_LIMITED = "rate_limited"  # 429 for the key's window: hold the whole key
+    CONCURRENCY = "concurrency_limited"  # 429 for an endpoint's cap: hold that endpoint
+    CREDITS = "credits_exhausted"  # 402
+    BUDGET = "budget_exceeded"  # 402
+    AUTH = "unauthorized"  # 401 / 403
+    SERVER = "server_error"  # 5xx
     TIMEOUT = "timeout"
-    CONNECTION = "connection_error"        # dropped / refused / reset
-    BAD_RESPONSE = "bad_response"          # 2xx with a body we cannot read
-    CLIENT = "client_error"                # other 4xx: the request itself is wrong
+    CONNECTION = "connection_error"  # dropped / refused / reset
+    BAD_RESPONSE = "bad_response"  # 2xx with a body we cannot read
+    CLIENT = "client_error"  # other 4xx: the request itself is wrong
 
     @property
     def retryable(self) -> bool:

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS daily_totals (
 );
 """
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -77,7 +78,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 -- Only the jobs still to run: at hundreds of jobs a minute, an index over every finished
 -- job's state costs more disk (about 17 MB a day at 600/min) than the startup scan it saves.
-CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE """ + OPEN_JOBS + """;
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE """
+    + OPEN_JOBS
+    + """;
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY,
     t REAL NOT NULL,             -- wall time the request was sent
@@ -112,13 +115,15 @@ CREATE TABLE IF NOT EXISTS snapshots (
     t REAL PRIMARY KEY,          -- wall time of the snapshot
     data BLOB NOT NULL           -- encoded by the recorder (see recording/codec.py)
 );
-""" + DAILY_TOTALS
+"""
+    + DAILY_TOTALS
+)
 
 #: Schema changes from each version to the next, applied in order when a writer opens an
 #: older file (readers accept older versions as they are).
 MIGRATIONS: dict[int, str] = {
     1: DAILY_TOTALS + "DROP INDEX IF EXISTS jobs_state;"
-       f"CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE {OPEN_JOBS};",
+    f"CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE {OPEN_JOBS};",
 }
 
 
@@ -151,8 +156,7 @@ def _create_private(path: Path) -> None:
 class Store:
     """The SQLite store. Open with ``await Store.open(path)``; close with ``await close()``."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, lock_fd: int | None,
-                 readonly: bool):
+    def __init__(self, path: Path, db: aiosqlite.Connection, lock_fd: int | None, readonly: bool):
         self.path = path
         self._db = db
         self._lock_fd = lock_fd
@@ -181,8 +185,9 @@ class Store:
         try:
             _create_private(p)
         except PermissionError:
-            raise StoreError(f"cannot create or write {p} (permission denied); "
-                             "pick a writable --db path") from None
+            raise StoreError(
+                f"cannot create or write {p} (permission denied); pick a writable --db path"
+            ) from None
         except OSError as e:
             raise StoreError(f"cannot create {p}: {e.strerror}") from None
         lock_fd = os.open(p, os.O_RDONLY)
@@ -208,8 +213,9 @@ class Store:
             os.close(lock_fd)
             if isinstance(e, StoreError):
                 raise
-            raise StoreError(f"{p} is not a mavera-tui database ({e}); "
-                             "pick another --db or move the file away") from None
+            raise StoreError(
+                f"{p} is not a mavera-tui database ({e}); pick another --db or move the file away"
+            ) from None
         store._writer = asyncio.create_task(store._write_loop(), name="store-writer")
         return store
 
@@ -217,8 +223,7 @@ class Store:
     async def _open_readonly(cls, p: Path) -> Store:
         with external():
             try:
-                db = await aiosqlite.connect(f"file:{p}?mode=ro", uri=True,
-                                             isolation_level=None)
+                db = await aiosqlite.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None)
             except sqlite3.Error as e:
                 raise StoreError(f"cannot open {p}: {e}") from None
         store = cls(p, db, None, True)
@@ -239,8 +244,7 @@ class Store:
                 return list(await cur.fetchall())
 
     async def _check_schema(self) -> None:
-        tables = {r[0] for r in await self._q(
-            "SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {r[0] for r in await self._q("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables:
             raise StoreError(f"{self.path} is not a mavera-tui database (no meta table)")
         meta = {str(k): str(v) for k, v in await self._q("SELECT key, value FROM meta")}
@@ -251,21 +255,19 @@ class Store:
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=5000")
-        tables = {r[0] for r in await self._q(
-            "SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {r[0] for r in await self._q("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "meta" not in tables:
-            raise StoreError(f"{self.path} is an SQLite file of another program; "
-                             "pick another --db")
+            raise StoreError(f"{self.path} is an SQLite file of another program; pick another --db")
         if "meta" in tables:
             await self._check_schema()
             await self._migrate()
             return
         with external():
             await self._db.executescript(
-                "BEGIN;" + SCHEMA +
-                f"INSERT INTO meta VALUES ('app', '{APP_ID}');"
+                "BEGIN;" + SCHEMA + f"INSERT INTO meta VALUES ('app', '{APP_ID}');"
                 f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
-                "COMMIT;")
+                "COMMIT;"
+            )
         self.schema_version = SCHEMA_VERSION
 
     async def _migrate(self) -> None:
@@ -277,9 +279,11 @@ class Store:
         steps = "".join(MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
         with external():
             await self._db.executescript(
-                "BEGIN;" + steps +
-                f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';"
-                "COMMIT;")
+                "BEGIN;"
+                + steps
+                + f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';"
+                "COMMIT;"
+            )
         self.schema_version = SCHEMA_VERSION
 
     # --- the writer ------------------------------------------------------------------------
@@ -375,9 +379,10 @@ class Store:
         ids = list(ids)
         found: set[str] = set()
         for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+            chunk = ids[i : i + 500]
             rows = await self._q(
-                f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
             found.update(r[0] for r in rows)
         return found
 
@@ -387,33 +392,49 @@ class Store:
         self._enqueue(
             "INSERT INTO jobs (id, seq, method, path, endpoint, body, priority, state, "
             "estimate, reason, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [r + (r[-1],) for r in rows], many=True)
+            [r + (r[-1],) for r in rows],
+            many=True,
+        )
         await self.flush()
 
     async def mark_dispatch(self, rows: list[tuple[str, int, float]]) -> None:
         """Durably mark jobs in flight before their requests leave: (id, attempts, wall)."""
-        self._enqueue("UPDATE jobs SET state='in_flight', attempts=?, updated=? WHERE id=?",
-                      [(a, t, i) for i, a, t in rows], many=True)
+        self._enqueue(
+            "UPDATE jobs SET state='in_flight', attempts=?, updated=? WHERE id=?",
+            [(a, t, i) for i, a, t in rows],
+            many=True,
+        )
         await self.flush()
 
-    def update_job(self, job_id: str, state: str, *, reason: str = "",
-                   actual: int | None = None, attempts: int | None = None,
-                   wall: float) -> None:
+    def update_job(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        reason: str = "",
+        actual: int | None = None,
+        attempts: int | None = None,
+        wall: float,
+    ) -> None:
         """Write-behind state change."""
         self._enqueue(
             "UPDATE jobs SET state=?, reason=?, actual=COALESCE(?, actual), "
             "attempts=COALESCE(?, attempts), updated=? WHERE id=?",
-            (state, reason, actual, attempts, wall, job_id))
+            (state, reason, actual, attempts, wall, job_id),
+        )
 
     def record_attempt(self, row: dict[str, Any]) -> None:
         """Write-behind ledger row (keys: the ledger's column names)."""
         cols = ", ".join(row)
-        self._enqueue(f"INSERT INTO ledger ({cols}) VALUES ({','.join('?' * len(row))})",
-                      tuple(row.values()))
+        self._enqueue(
+            f"INSERT INTO ledger ({cols}) VALUES ({','.join('?' * len(row))})", tuple(row.values())
+        )
 
     def add_alert(self, t: float, level: str, kind: str, message: str) -> None:
-        self._enqueue("INSERT INTO alerts (t, level, kind, message) VALUES (?,?,?,?)",
-                      (t, level, kind, message))
+        self._enqueue(
+            "INSERT INTO alerts (t, level, kind, message) VALUES (?,?,?,?)",
+            (t, level, kind, message),
+        )
 
     def add_snapshot(self, t: float, data: bytes) -> None:
         self._enqueue("INSERT OR REPLACE INTO snapshots (t, data) VALUES (?, ?)", (t, data))
@@ -435,14 +456,18 @@ class Store:
         bound = await self._last_rowid_created_before(before)
         jobs_where = f"rowid <= ?1 AND updated < ?2 AND state IN ({final})"
         jobs_params = (bound, before, *PRUNABLE_STATES)
-        counts = {str(k): int(n) for k, n in await self._q(
-            "SELECT 'ledger', COUNT(*) FROM ledger WHERE t < ?2 UNION ALL "
-            f"SELECT 'jobs', COUNT(*) FROM jobs WHERE {jobs_where}", jobs_params)}
+        counts = {
+            str(k): int(n)
+            for k, n in await self._q(
+                "SELECT 'ledger', COUNT(*) FROM ledger WHERE t < ?2 UNION ALL "
+                f"SELECT 'jobs', COUNT(*) FROM jobs WHERE {jobs_where}",
+                jobs_params,
+            )
+        }
         key_t = await self.keyframe_at_or_before(before)
         snap_n = 0
         if key_t is not None:
-            [(snap_n,)] = await self._q("SELECT COUNT(*) FROM snapshots WHERE t < ?",
-                                        (key_t,))
+            [(snap_n,)] = await self._q("SELECT COUNT(*) FROM snapshots WHERE t < ?", (key_t,))
         if counts.get("ledger"):
             self._enqueue(
                 "INSERT INTO daily_totals (day, endpoint, requests, r429, r402, credits, "
@@ -454,7 +479,8 @@ class Store:
                 "r402 = r402 + excluded.r402, credits = credits + excluded.credits, "
                 "retries = retries + excluded.retries, "
                 "first = MIN(first, excluded.first), last = MAX(last, excluded.last)",
-                (before,))
+                (before,),
+            )
             self._enqueue("DELETE FROM ledger WHERE t < ?", (before,))
         if snap_n:
             self._enqueue("DELETE FROM snapshots WHERE t < ?", (key_t,))
@@ -463,15 +489,21 @@ class Store:
         self._enqueue("DELETE FROM alerts WHERE t < ?", (before,))
         self.set_meta("retained_since", f"{before:.3f}")
         await self.flush()
-        return {"ledger": int(counts.get("ledger", 0)), "snapshots": int(snap_n),
-                "jobs": int(counts.get("jobs", 0))}
+        return {
+            "ledger": int(counts.get("ledger", 0)),
+            "snapshots": int(snap_n),
+            "jobs": int(counts.get("jobs", 0)),
+        }
 
     async def keyframe_at_or_before(self, t: float) -> float | None:
         """Time of the last snapshot at or before ``t`` that decodes on its own (a 'K'
         blob, recording/codec.py), or None. Walks back from ``t``: at most one keyframe
         interval of rows is read."""
-        rows = await self._q("SELECT t FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = "
-                             "X'4B' ORDER BY t DESC LIMIT 1", (t,))
+        rows = await self._q(
+            "SELECT t FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = "
+            "X'4B' ORDER BY t DESC LIMIT 1",
+            (t,),
+        )
         return float(rows[0][0]) if rows else None
 
     async def _last_rowid_created_before(self, t: float) -> int:
@@ -484,8 +516,9 @@ class Store:
         lo, hi = int(lo_id) - 1, int(hi_id)  # invariant: created(lo) < t <= created(hi+1)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            rows = await self._q("SELECT rowid, created FROM jobs WHERE rowid >= ? "
-                                 "ORDER BY rowid LIMIT 1", (mid,))
+            rows = await self._q(
+                "SELECT rowid, created FROM jobs WHERE rowid >= ? ORDER BY rowid LIMIT 1", (mid,)
+            )
             if rows and rows[0][1] < t:
                 lo = max(mid, int(rows[0][0]))
             else:
@@ -499,8 +532,10 @@ class Store:
         return {k: v for k, v in await self._q("SELECT key, value FROM meta")}
 
     async def load_jobs(self, states: Sequence[str] | None = None) -> list[StoredJob]:
-        sql = ("SELECT id, seq, method, path, body, priority, state, estimate, actual, "
-               "attempts, reason, created FROM jobs")
+        sql = (
+            "SELECT id, seq, method, path, body, priority, state, estimate, actual, "
+            "attempts, reason, created FROM jobs"
+        )
         params: list[Any] = []
         if states:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
@@ -514,8 +549,22 @@ class Store:
                 body = json.loads(r[4])
             except (TypeError, ValueError):
                 body = {}
-            out.append(StoredJob(r[0], r[1], r[2], r[3], body if isinstance(body, dict) else {},
-                                 r[5], r[6], r[7], r[8], r[9], r[10], r[11]))
+            out.append(
+                StoredJob(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    body if isinstance(body, dict) else {},
+                    r[5],
+                    r[6],
+                    r[7],
+                    r[8],
+                    r[9],
+                    r[10],
+                    r[11],
+                )
+            )
         return out
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -523,25 +572,50 @@ class Store:
         return [tuple(r) for r in await self._q(sql, params)]
 
     #: Ledger columns ``job_attempts`` returns, by name.
-    ATTEMPT_FIELDS = ("t", "t_done", "attempt", "status", "kind", "code", "credits_used",
-                      "estimate", "latency", "rl_limit", "rl_remaining", "rl_reset",
-                      "retry_after", "message")
+    ATTEMPT_FIELDS = (
+        "t",
+        "t_done",
+        "attempt",
+        "status",
+        "kind",
+        "code",
+        "credits_used",
+        "estimate",
+        "latency",
+        "rl_limit",
+        "rl_remaining",
+        "rl_reset",
+        "retry_after",
+        "message",
+    )
     #: Columns ``jobs_page`` may sort by (anything else falls back to creation order).
-    JOB_ORDERS = {"created": "created", "id": "id", "state": "state", "endpoint": "endpoint",
-                  "estimate": "estimate", "actual": "actual", "attempts": "attempts",
-                  "priority": "priority", "updated": "updated", "reason": "reason"}
+    JOB_ORDERS = {
+        "created": "created",
+        "id": "id",
+        "state": "state",
+        "endpoint": "endpoint",
+        "estimate": "estimate",
+        "actual": "actual",
+        "attempts": "attempts",
+        "priority": "priority",
+        "updated": "updated",
+        "reason": "reason",
+    }
 
     async def job_attempts(self, job_id: str) -> list[dict[str, Any]]:
         """Every ledger row of one job, oldest first (read-only; writes still pending are
         not seen until the writer commits them, a few milliseconds later)."""
-        rows = await self._q(f"SELECT {', '.join(self.ATTEMPT_FIELDS)} FROM ledger "
-                             "WHERE job_id = ? ORDER BY t, id", (job_id,))
+        rows = await self._q(
+            f"SELECT {', '.join(self.ATTEMPT_FIELDS)} FROM ledger WHERE job_id = ? ORDER BY t, id",
+            (job_id,),
+        )
         return [dict(zip(self.ATTEMPT_FIELDS, tuple(r), strict=True)) for r in rows]
 
     async def job_request(self, job_id: str) -> tuple[str, str, dict[str, Any], int, str] | None:
         """``(method, path, body, priority, state)`` of a stored job, or None (read-only)."""
-        rows = await self._q("SELECT method, path, body, priority, state FROM jobs "
-                             "WHERE id = ?", (job_id,))
+        rows = await self._q(
+            "SELECT method, path, body, priority, state FROM jobs WHERE id = ?", (job_id,)
+        )
         if not rows:
             return None
         method, path, body, priority, state = tuple(rows[0])
@@ -551,17 +625,24 @@ class Store:
             parsed = {}
         return method, path, parsed if isinstance(parsed, dict) else {}, priority, state
 
-    async def jobs_page(self, offset: int, limit: int, text: str = "",
-                        order: str = "created", descending: bool = True,
-                        ) -> tuple[list[tuple[Any, ...]], int]:
+    async def jobs_page(
+        self,
+        offset: int,
+        limit: int,
+        text: str = "",
+        order: str = "created",
+        descending: bool = True,
+    ) -> tuple[list[tuple[Any, ...]], int]:
         """A page of job rows ``(id, method, path, endpoint, state, priority, estimate,
         actual, attempts, reason, created, updated)`` matching ``text`` anywhere in id,
         state, endpoint or reason; and the number matching in all."""
         where, params = "", []
         if text:
             like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where = (" WHERE id LIKE ? ESCAPE '\\' OR state LIKE ? ESCAPE '\\'"
-                     " OR endpoint LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\'")
+            where = (
+                " WHERE id LIKE ? ESCAPE '\\' OR state LIKE ? ESCAPE '\\'"
+                " OR endpoint LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\'"
+            )
             params = [like] * 4
         col = self.JOB_ORDERS.get(order, "created")
         direction = "DESC" if descending else "ASC"
@@ -569,7 +650,9 @@ class Store:
         rows = await self._q(
             "SELECT id, method, path, endpoint, state, priority, estimate, actual, attempts, "
             f"reason, created, updated FROM jobs{where} ORDER BY {col} {direction}, seq "
-            f"{direction} LIMIT ? OFFSET ?", [*params, max(0, int(limit)), max(0, int(offset))])
+            f"{direction} LIMIT ? OFFSET ?",
+            [*params, max(0, int(limit)), max(0, int(offset))],
+        )
         return [tuple(r) for r in rows], int(total)
 
 
@@ -594,11 +677,11 @@ def check_file(path: Path | str) -> dict[str, str]:
     try:
         db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
         try:
-            tables = {r[0] for r in db.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "meta" not in tables:
-                raise StoreError(f"{p} is an SQLite file of another program, "
-                                 "not a mavera-tui recording")
+                raise StoreError(
+                    f"{p} is an SQLite file of another program, not a mavera-tui recording"
+                )
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         finally:
             db.close()
@@ -618,8 +701,10 @@ def check_meta(path: Path | str, meta: dict[str, str]) -> int:
     except ValueError:
         raise StoreError(f"{path}: unreadable schema version") from None
     if version > SCHEMA_VERSION:
-        raise StoreError(f"{path} has schema version {version}, newer than this mavera-tui "
-                         f"understands ({SCHEMA_VERSION}); upgrade mavera-tui to open it")
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this mavera-tui "
+            f"understands ({SCHEMA_VERSION}); upgrade mavera-tui to open it"
+        )
     if version < 1:
         raise StoreError(f"{path}: schema version {version} is not supported")
     return version

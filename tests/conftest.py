@@ -130,11 +130,18 @@ class Rig:
         return self.clock.now()
 
 
-async def build_rig(sim: Simulator | SimConfig | dict[str, Any] | None = None, *,
-                    clock: Clock | None = None, key: str = "mvra_test", tap: bool = False,
-                    transport: httpx.AsyncBaseTransport | None = None,
-                    db: Path | None = None, timeout: float | None = None,
-                    start: bool = True, **config: Any) -> Rig:
+async def build_rig(
+    sim: Simulator | SimConfig | dict[str, Any] | None = None,
+    *,
+    clock: Clock | None = None,
+    key: str = "mvra_test",
+    tap: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    db: Path | None = None,
+    timeout: float | None = None,
+    start: bool = True,
+    **config: Any,
+) -> Rig:
     """A started scheduler on a simulator; call inside ``run_virtual``.
 
     ``sim``: a Simulator to share (e.g. across a restart), a SimConfig used as is, or
@@ -151,8 +158,11 @@ async def build_rig(sim: Simulator | SimConfig | dict[str, Any] | None = None, *
         simulator = create_sim(cfg, clock)
     request_tap = RequestTap(simulator) if tap else None
     if transport is None:
-        transport = (httpx.ASGITransport(app=request_tap) if request_tap is not None
-                     else sim_transport(simulator))
+        transport = (
+            httpx.ASGITransport(app=request_tap)
+            if request_tap is not None
+            else sim_transport(simulator)
+        )
     client_kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     client = ApiClient(SIM_URL, key, clock=clock, transport=transport, **client_kw)
     store = await Store.open(db) if db is not None else None
@@ -204,8 +214,12 @@ class LoopbackSim:
 def _loopback_factory() -> Iterator[Callable[..., LoopbackSim]]:
     started: list[LoopbackSim] = []
 
-    def start(config: SimConfig | None = None, *, tap: bool = False, **fields: Any,
-              ) -> LoopbackSim:
+    def start(
+        config: SimConfig | None = None,
+        *,
+        tap: bool = False,
+        **fields: Any,
+    ) -> LoopbackSim:
         srv = LoopbackSim(config or SimConfig(**fields), tap=tap)
         started.append(srv)
         return srv
@@ -246,11 +260,15 @@ def job_file(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def read_db(db: Path | str, sql: str, params: Sequence[Any] = (), *,
-            readonly: bool = False) -> list[Any]:
+def read_db(
+    db: Path | str, sql: str, params: Sequence[Any] = (), *, readonly: bool = False
+) -> list[Any]:
     """Rows of ``sql`` on the SQLite file ``db`` (read-only: safe beside a live writer)."""
-    con = (sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) if readonly
-           else sqlite3.connect(db))
+    con = (
+        sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        if readonly
+        else sqlite3.connect(db)
+    )
     try:
         return con.execute(sql, params).fetchall()
     finally:

@@ -29,7 +29,7 @@ def test_the_balance_is_found_at_the_documented_api_billing_credits_when_v1_has_
         first = list(asked)
         assert await sched.refresh_balance()
         await rig.client.aclose()
-        return sched.budget.total, first, asked[len(first):]
+        return sched.budget.total, first, asked[len(first) :]
 
     total, first, second = run_virtual(go())
     assert total == 2000  # the simulator's default plan (basic)
@@ -38,8 +38,12 @@ def test_the_balance_is_found_at_the_documented_api_billing_credits_when_v1_has_
 
 
 def test_parse_balance_reads_flat_nested_and_wrapped_shapes():
-    assert parse_balance({"balance": 120, "plan_credits_remaining": 20,
-                          "purchased_credits": 100}).total == 120
+    assert (
+        parse_balance(
+            {"balance": 120, "plan_credits_remaining": 20, "purchased_credits": 100}
+        ).total
+        == 120
+    )
     assert parse_balance({"balance": {"total": 75, "purchased": 5}}).total == 75
     assert parse_balance({"data": {"credits_remaining": 9}}).total == 9
     assert parse_balance({"plan_remaining": 30, "purchased": 4}).total == 34

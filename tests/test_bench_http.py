@@ -48,11 +48,19 @@ def test_foreign_traffic_takes_its_share_of_an_idle_window() -> None:
 
     async def go() -> int:
         clock = Clock(wall0=1_800_000_000.0)
-        sim = create_sim(SimConfig(tier="basic", window_seconds=bench.WINDOW,
-                                   faults=Faults(foreign_rpm=cell.foreign_rpm)), clock)
-        async with httpx.AsyncClient(transport=sim_transport(sim),
-                                     base_url="http://sim/api/v1",
-                                     headers={"Authorization": "Bearer k"}) as c:
+        sim = create_sim(
+            SimConfig(
+                tier="basic",
+                window_seconds=bench.WINDOW,
+                faults=Faults(foreign_rpm=cell.foreign_rpm),
+            ),
+            clock,
+        )
+        async with httpx.AsyncClient(
+            transport=sim_transport(sim),
+            base_url="http://sim/api/v1",
+            headers={"Authorization": "Bearer k"},
+        ) as c:
             r = await c.get("/personas")
             assert r.status_code == 200
             await asyncio.sleep(3 * bench.WINDOW)

@@ -8,9 +8,19 @@ from mavera_tui import cli
 from mavera_tui.estimate import estimate, preflight, with_buffer
 
 
-@pytest.mark.parametrize(("high", "needed"), [
-    (0, 0), (1, 2), (5, 6), (75, 90), (100, 120), (131, 158), (135, 162), (77, 93),
-])
+@pytest.mark.parametrize(
+    ("high", "needed"),
+    [
+        (0, 0),
+        (1, 2),
+        (5, 6),
+        (75, 90),
+        (100, 120),
+        (131, 158),
+        (135, 162),
+        (77, 93),
+    ],
+)
 def test_the_buffer_rounds_up_and_is_exact_on_whole_results(high, needed):
     assert with_buffer(high) == needed
 
@@ -26,11 +36,23 @@ def test_preflight_needs_the_rounded_up_amount():
 
 
 def test_cli_estimate_prints_the_same_rounded_up_need(capsys):
-    code = cli.main(["estimate", "focus-group", "--sample-size", "50", "--questions", "3",
-                     "--balance", "157"])
+    code = cli.main(
+        ["estimate", "focus-group", "--sample-size", "50", "--questions", "3", "--balance", "157"]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "pre-flight needs 158 available" in out and "REFUSED" in out
-    code = cli.main(["estimate", "focus-group", "--sample-size", "50", "--questions", "3",
-                     "--balance", "158", "--json"])
+    code = cli.main(
+        [
+            "estimate",
+            "focus-group",
+            "--sample-size",
+            "50",
+            "--questions",
+            "3",
+            "--balance",
+            "158",
+            "--json",
+        ]
+    )
     assert code == 0 and '"needed": 158' in capsys.readouterr().out

@@ -17,9 +17,19 @@ import pytest
 from mavera_tui import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SUMMARY_KEYS = {"jobs", "succeeded", "failed", "blocked_preflight", "waiting_for_credits",
-                "credits_used", "credits_estimated", "status_counts", "retries", "makespan_s",
-                "max_in_flight"}
+SUMMARY_KEYS = {
+    "jobs",
+    "succeeded",
+    "failed",
+    "blocked_preflight",
+    "waiting_for_credits",
+    "credits_used",
+    "credits_estimated",
+    "status_counts",
+    "retries",
+    "makespan_s",
+    "max_in_flight",
+}
 FAST = ["--window-seconds", "2", "--sim-time-scale", "0.01"]
 
 
@@ -29,8 +39,9 @@ def no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAVERA_BASE_URL", raising=False)
 
 
-def job(i: int | str, path: str = "/responses", body: dict[str, Any] | None = None,
-        method: str = "POST") -> dict[str, Any]:
+def job(
+    i: int | str, path: str = "/responses", body: dict[str, Any] | None = None, method: str = "POST"
+) -> dict[str, Any]:
     return {"id": str(i), "method": method, "path": path, "body": body or {"input": str(i)}}
 
 
@@ -38,9 +49,11 @@ def job(i: int | str, path: str = "/responses", body: dict[str, Any] | None = No
 
 
 def test_estimate_a_focus_group_in_the_friendly_form_prints_135_as_json(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["estimate", "focus-group", "--sample-size", "50", "--questions", "5",
-                     "--json"])
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(
+        ["estimate", "focus-group", "--sample-size", "50", "--questions", "5", "--json"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     data = json.loads(out)
@@ -48,26 +61,33 @@ def test_estimate_a_focus_group_in_the_friendly_form_prints_135_as_json(
 
 
 def test_estimate_by_path_with_a_balance_too_small_is_refused_with_exit_1(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["estimate", "/video-analyses", "--body", '{"video_seconds": 90}',
-                     "--balance", "300"])
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(
+        ["estimate", "/video-analyses", "--body", '{"video_seconds": 90}', "--balance", "300"]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "REFUSED" in out and "350" in out and "300" in out
-    code = cli.main(["estimate", "/video-analyses", "--body", '{"video_seconds": 90}',
-                     "--balance", "420"])
+    code = cli.main(
+        ["estimate", "/video-analyses", "--body", '{"video_seconds": 90}', "--balance", "420"]
+    )
     assert code == 0 and "OK" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["estimate", "/focus-groups", "--body", "{not json"], "--body is not valid JSON"),
-    (["estimate", "/focus-groups", "--body", "[1, 2]"], "JSON object"),
-    (["estimate", "/focus-groups", "--body", '{"sample_size": "many"}'], "sample_size"),
-    (["estimate", "/nowhere", "--body", "{}"], "unknown endpoint"),
-    (["estimate", "hovercraft"], "unknown kind"),
-])
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["estimate", "/focus-groups", "--body", "{not json"], "--body is not valid JSON"),
+        (["estimate", "/focus-groups", "--body", "[1, 2]"], "JSON object"),
+        (["estimate", "/focus-groups", "--body", '{"sample_size": "many"}'], "sample_size"),
+        (["estimate", "/nowhere", "--body", "{}"], "unknown endpoint"),
+        (["estimate", "hovercraft"], "unknown kind"),
+    ],
+)
 def test_bad_estimate_input_is_one_line_on_stderr_with_exit_2(
-        argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = cli.main(argv)
     cap = capsys.readouterr()
     assert code == 2
@@ -80,13 +100,16 @@ def test_bad_estimate_input_is_one_line_on_stderr_with_exit_2(
 
 
 def test_run_writes_the_summary_json_and_exits_0_when_every_job_succeeds(
-        job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    jobs = job_file([
-        *(job(f"r{i}") for i in range(12)),
-        job("fg", "/focus-groups", {"sample_size": 20, "questions": ["a", "b"]}),
-        job("mave", "/mave/chat", {"message": "hi", "complexity": "simple"}),
-        job("personas", "/personas", {}, method="GET"),
-    ])
+    job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = job_file(
+        [
+            *(job(f"r{i}") for i in range(12)),
+            job("fg", "/focus-groups", {"sample_size": 20, "questions": ["a", "b"]}),
+            job("mave", "/mave/chat", {"message": "hi", "complexity": "simple"}),
+            job("personas", "/personas", {}, method="GET"),
+        ]
+    )
     summary_path = tmp_path / "summary.json"
     t0 = time.monotonic()
     code = cli.main(["run", str(jobs), "--summary", str(summary_path), *FAST])
@@ -105,16 +128,19 @@ def test_run_writes_the_summary_json_and_exits_0_when_every_job_succeeds(
 
 
 def test_run_reports_each_bad_line_and_runs_the_valid_ones(
-        job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    jobs = job_file([
-        job("ok1"),
-        "{this is not json",
-        job("ok2"),
-        job("bad-sample", "/focus-groups", {"sample_size": "lots"}),
-        {"id": "no-path", "method": "POST", "body": {}},
-        job("ok1"),                                        # duplicate id
-        job("ok3"),
-    ])
+    job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = job_file(
+        [
+            job("ok1"),
+            "{this is not json",
+            job("ok2"),
+            job("bad-sample", "/focus-groups", {"sample_size": "lots"}),
+            {"id": "no-path", "method": "POST", "body": {}},
+            job("ok1"),  # duplicate id
+            job("ok3"),
+        ]
+    )
     summary_path = tmp_path / "summary.json"
     code = cli.main(["run", str(jobs), "--summary", str(summary_path), *FAST])
     cap = capsys.readouterr()
@@ -129,7 +155,8 @@ def test_run_reports_each_bad_line_and_runs_the_valid_ones(
 
 
 def test_run_strict_with_a_bad_line_runs_nothing_and_exits_2(
-        job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     jobs = job_file([job("ok1"), "{oops", job("ok2")])
     summary_path = tmp_path / "summary.json"
     code = cli.main(["run", str(jobs), "--strict", "--summary", str(summary_path), *FAST])
@@ -137,18 +164,23 @@ def test_run_strict_with_a_bad_line_runs_nothing_and_exits_2(
     assert code == 2
     assert "line 2" in cap.err and "--strict" in cap.err
     assert not summary_path.exists()
-    assert "embedded simulator" not in cap.err         # never started
+    assert "embedded simulator" not in cap.err  # never started
 
 
 def test_run_exits_1_when_a_job_is_refused_by_preflight(
-        job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    jobs = job_file([
-        job("cheap"), job("fg", "/focus-groups", {"sample_size": 50, "questions": 5}),
-    ])
+    job_file, no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = job_file(
+        [
+            job("cheap"),
+            job("fg", "/focus-groups", {"sample_size": 50, "questions": 5}),
+        ]
+    )
     summary_path = tmp_path / "summary.json"
     # A workspace cap of 100 credits: the 135-credit focus group may not be sent.
-    code = cli.main(["run", str(jobs), "--budget-cap", "100", "--summary", str(summary_path),
-                     *FAST])
+    code = cli.main(
+        ["run", str(jobs), "--budget-cap", "100", "--summary", str(summary_path), *FAST]
+    )
     capsys.readouterr()
     assert code == 1
     s = json.loads(summary_path.read_text())
@@ -157,7 +189,8 @@ def test_run_exits_1_when_a_job_is_refused_by_preflight(
 
 
 def test_run_with_a_missing_job_file_is_one_line_and_exit_3(
-        no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = cli.main(["run", str(tmp_path / "nope.jsonl"), *FAST])
     cap = capsys.readouterr()
     assert code == 3
@@ -165,8 +198,8 @@ def test_run_with_a_missing_job_file_is_one_line_and_exit_3(
 
 
 def test_run_refuses_plain_http_to_a_remote_host(
-        job_file, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    job_file, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MAVERA_API_KEY", "mvra_test_SECRET_cli")
     jobs = job_file([job("a")])
     code = cli.main(["run", str(jobs), "--base-url", "http://app.mavera.io/api/v1"])
@@ -186,28 +219,53 @@ def test_run_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]
 
 
 def test_a_run_over_loopback_http_matches_the_api_sides_own_records(
-        tmp_path: Path, loopback_sim: Any, job_file: Any) -> None:
+    tmp_path: Path, loopback_sim: Any, job_file: Any
+) -> None:
     limit = 10
-    srv = loopback_sim(limit=limit, window_seconds=2.0, time_scale=0.02, seed=5,
-                       plan="professional")
+    srv = loopback_sim(
+        limit=limit, window_seconds=2.0, time_scale=0.02, seed=5, plan="professional"
+    )
     sim = srv.sim
-    jobs = job_file([
-        *(job(f"r{i}") for i in range(22)),
-        *(job(f"m{i}", "/mave/chat", {"message": "x", "complexity": "simple"})
-          for i in range(3)),
-        *(job(f"f{i}", "/focus-groups", {"sample_size": 10, "questions": ["a"]})
-          for i in range(2)),
-        job("v", "/video-analyses", {"video_seconds": 20}),
-        job("p", "/personas", {}, method="GET"),
-    ])
+    jobs = job_file(
+        [
+            *(job(f"r{i}") for i in range(22)),
+            *(
+                job(f"m{i}", "/mave/chat", {"message": "x", "complexity": "simple"})
+                for i in range(3)
+            ),
+            *(
+                job(f"f{i}", "/focus-groups", {"sample_size": 10, "questions": ["a"]})
+                for i in range(2)
+            ),
+            job("v", "/video-analyses", {"video_seconds": 20}),
+            job("p", "/personas", {}, method="GET"),
+        ]
+    )
     summary_path = tmp_path / "summary.json"
     env = {**os.environ, "MAVERA_API_KEY": "mvra_test_loopback"}
     env.pop("MAVERA_BASE_URL", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "mavera_tui", "run", str(jobs),
-         "--base-url", srv.url, "--window-seconds", "2",
-         "--summary", str(summary_path), "--db", str(tmp_path / "run.db")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "mavera_tui",
+            "run",
+            str(jobs),
+            "--base-url",
+            srv.url,
+            "--window-seconds",
+            "2",
+            "--summary",
+            str(summary_path),
+            "--db",
+            str(tmp_path / "run.db"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "mvra_test_loopback" not in proc.stderr + proc.stdout

@@ -28,8 +28,12 @@ from mavera_tui.sim import Faults, SimConfig, create_sim, sim_transport
 from mavera_tui.states import ErrorKind
 
 NOW = 1_700_000_000.0
-LIMIT, REMAINING, RESET, RETRY = (catalog.HEADER_LIMIT, catalog.HEADER_REMAINING,
-                                  catalog.HEADER_RESET, catalog.HEADER_RETRY_AFTER)
+LIMIT, REMAINING, RESET, RETRY = (
+    catalog.HEADER_LIMIT,
+    catalog.HEADER_REMAINING,
+    catalog.HEADER_RESET,
+    catalog.HEADER_RETRY_AFTER,
+)
 
 
 def parse(**headers: str) -> RateHeaders:
@@ -50,8 +54,21 @@ def test_missing_headers_read_as_unknown() -> None:
     assert parse(limit="60") == RateHeaders(60, None, None, None)
 
 
-@pytest.mark.parametrize("bad", ["abc", "-5", "1e400", "", "  ", "12abc", "nan", "inf",
-                                 "60 per minute", "99999999999999999999999"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "abc",
+        "-5",
+        "1e400",
+        "",
+        "  ",
+        "12abc",
+        "nan",
+        "inf",
+        "60 per minute",
+        "99999999999999999999999",
+    ],
+)
 def test_malformed_values_read_as_unknown_never_as_a_number(bad: str) -> None:
     h = parse(limit=bad, remaining=bad, reset=bad, retry=bad)
     assert (h.limit, h.remaining, h.reset_at) == (None, None, None)
@@ -83,7 +100,7 @@ def test_retry_after_as_seconds() -> None:
 
 
 def test_retry_after_as_an_http_date_in_the_future_and_in_the_past() -> None:
-    future = formatdate(NOW + 120, usegmt=True)       # IMF-fixdate: "Tue, 14 Nov 2023 ..."
+    future = formatdate(NOW + 120, usegmt=True)  # IMF-fixdate: "Tue, 14 Nov 2023 ..."
     assert future.endswith("GMT")
     assert parse(retry=future).retry_after == pytest.approx(120)
     past = formatdate(NOW - 600, usegmt=True)
@@ -92,9 +109,12 @@ def test_retry_after_as_an_http_date_in_the_future_and_in_the_past() -> None:
 
 def test_retry_after_in_the_obsolete_rfc_850_and_asctime_formats() -> None:
     # RFC 7231 7.1.1.1: recipients must accept all three date formats.
-    wall = 784_111_777.0 - 60   # one minute before Sun, 06 Nov 1994 08:49:37 GMT
-    for value in ("Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
-                  "Sun Nov  6 08:49:37 1994"):
+    wall = 784_111_777.0 - 60  # one minute before Sun, 06 Nov 1994 08:49:37 GMT
+    for value in (
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "Sunday, 06-Nov-94 08:49:37 GMT",
+        "Sun Nov  6 08:49:37 1994",
+    ):
         assert parse_retry_after(value, wall) == pytest.approx(60), value
 
 
@@ -106,11 +126,15 @@ def test_a_negative_retry_after_means_now_and_a_huge_one_is_capped_not_overflowi
 
 
 @settings(max_examples=400, deadline=None)
-@given(values=st.dictionaries(st.sampled_from([LIMIT, REMAINING, RESET, RETRY, "X-Other"]),
-                              st.text(max_size=40)),
-       now=st.floats(0, 4e9, allow_nan=False))
-def test_parse_rate_headers_never_raises_on_arbitrary_text(values: dict[str, str],
-                                                           now: float) -> None:
+@given(
+    values=st.dictionaries(
+        st.sampled_from([LIMIT, REMAINING, RESET, RETRY, "X-Other"]), st.text(max_size=40)
+    ),
+    now=st.floats(0, 4e9, allow_nan=False),
+)
+def test_parse_rate_headers_never_raises_on_arbitrary_text(
+    values: dict[str, str], now: float
+) -> None:
     h = parse_rate_headers(values, now)
     for v in (h.limit, h.remaining):
         assert v is None or v >= 0
@@ -118,12 +142,18 @@ def test_parse_rate_headers_never_raises_on_arbitrary_text(values: dict[str, str
 
 
 @settings(max_examples=300, deadline=None)
-@given(values=st.lists(st.tuples(st.sampled_from([LIMIT, REMAINING, RESET, RETRY]),
-                                 st.binary(max_size=40).filter(
-                                     lambda b: b"\r" not in b and b"\n" not in b)),
-                       max_size=6))
+@given(
+    values=st.lists(
+        st.tuples(
+            st.sampled_from([LIMIT, REMAINING, RESET, RETRY]),
+            st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
+        ),
+        max_size=6,
+    )
+)
 def test_parse_rate_headers_never_raises_on_arbitrary_bytes_off_the_wire(
-        values: list[tuple[str, bytes]]) -> None:
+    values: list[tuple[str, bytes]],
+) -> None:
     headers = httpx.Headers([(k.encode(), v) for k, v in values])
     parse_rate_headers(headers, NOW)
 
@@ -144,10 +174,14 @@ def test_a_429_for_the_window_and_one_for_a_concurrency_cap_are_told_apart() -> 
 
 
 def test_a_429_with_an_unknown_code_is_a_concurrency_limit_only_if_the_window_had_room() -> None:
-    assert classify(429, envelope("slow_down"), RateHeaders(60, 3, None, None)).kind \
-        == ErrorKind.CONCURRENCY  # type: ignore[union-attr]
-    assert classify(429, envelope("slow_down"), RateHeaders(60, 0, None, None)).kind \
-        == ErrorKind.RATE_LIMITED  # type: ignore[union-attr]
+    assert (
+        classify(429, envelope("slow_down"), RateHeaders(60, 3, None, None)).kind
+        == ErrorKind.CONCURRENCY
+    )  # type: ignore[union-attr]
+    assert (
+        classify(429, envelope("slow_down"), RateHeaders(60, 0, None, None)).kind
+        == ErrorKind.RATE_LIMITED
+    )  # type: ignore[union-attr]
     assert classify(429, None, RateHeaders()).kind == ErrorKind.RATE_LIMITED  # type: ignore[union-attr]
 
 
@@ -161,22 +195,30 @@ def test_402_credits_exhausted_and_budget_exceeded_are_distinct() -> None:
 
 
 def test_401_5xx_and_other_4xx_are_typed() -> None:
-    assert classify(401, envelope("invalid_api_key"), RateHeaders()).kind \
-        == ErrorKind.AUTH  # type: ignore[union-attr]
+    assert classify(401, envelope("invalid_api_key"), RateHeaders()).kind == ErrorKind.AUTH  # type: ignore[union-attr]
     assert classify(403, None, RateHeaders()).kind == ErrorKind.AUTH  # type: ignore[union-attr]
     for status in (500, 502, 503, 504):
         err = classify(status, "<html>", RateHeaders())
         assert err is not None and err.kind == ErrorKind.SERVER and ErrorKind(err.kind).retryable
-    assert classify(404, envelope("not_found"), RateHeaders()).kind \
-        == ErrorKind.CLIENT  # type: ignore[union-attr]
+    assert classify(404, envelope("not_found"), RateHeaders()).kind == ErrorKind.CLIENT  # type: ignore[union-attr]
     assert classify(200, {}, RateHeaders()) is None
 
 
 def test_parse_balance_reads_the_documented_and_the_simulated_shapes() -> None:
-    b = parse_balance({"balance": 1200, "plan_credits_remaining": 700,
-                       "purchased_credits": 500, "monthly_allocation": 2000})
+    b = parse_balance(
+        {
+            "balance": 1200,
+            "plan_credits_remaining": 700,
+            "purchased_credits": 500,
+            "monthly_allocation": 2000,
+        }
+    )
     assert b is not None and (b.total, b.plan_remaining, b.purchased, b.allocation) == (
-        1200, 700, 500, 2000)
+        1200,
+        700,
+        500,
+        2000,
+    )
     assert parse_balance({"data": {"credits": 5}}).total == 5  # type: ignore[union-attr]
     assert parse_balance({"nothing": 1}) is None
     assert parse_balance("garbage") is None
@@ -185,19 +227,34 @@ def test_parse_balance_reads_the_documented_and_the_simulated_shapes() -> None:
 # --- base URL -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", [
-    "https://app.mavera.io/api/v1", "https://app.mavera.io/api/v1/", "http://127.0.0.1:8000/api/v1",
-    "http://localhost:9/api/v1", "http://[::1]:8000/api/v1", "https://10.0.0.5/api",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app.mavera.io/api/v1",
+        "https://app.mavera.io/api/v1/",
+        "http://127.0.0.1:8000/api/v1",
+        "http://localhost:9/api/v1",
+        "http://[::1]:8000/api/v1",
+        "https://10.0.0.5/api",
+    ],
+)
 def test_https_anywhere_and_plain_http_to_loopback_are_accepted(url: str) -> None:
     assert check_base_url(url) == url.rstrip("/")
 
 
-@pytest.mark.parametrize("url", [
-    "http://app.mavera.io/api/v1", "http://10.0.0.5:8000/api/v1", "http://example.com",
-    "http://127.attacker.example/api/v1", "http://localhost.attacker.example/api/v1",
-    "ftp://app.mavera.io", "app.mavera.io/api/v1", "https://user:pw@app.mavera.io/api/v1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://app.mavera.io/api/v1",
+        "http://10.0.0.5:8000/api/v1",
+        "http://example.com",
+        "http://127.attacker.example/api/v1",
+        "http://localhost.attacker.example/api/v1",
+        "ftp://app.mavera.io",
+        "app.mavera.io/api/v1",
+        "https://user:pw@app.mavera.io/api/v1",
+    ],
+)
 def test_plain_http_to_any_other_host_and_odd_urls_are_refused(url: str) -> None:
     with pytest.raises(ConfigError):
         check_base_url(url)
@@ -228,28 +285,44 @@ def test_the_api_key_never_appears_in_repr_or_in_any_outcome_or_error_text() -> 
         texts.append(repr(client))
         await client.aclose()
         # Every kind of outcome the simulator can produce.
-        sim = create_sim(SimConfig(limit=1000, time_scale=0.0, seed=3, allocation=10**6,
-                                   faults=Faults(error_5xx_rate=0.2, drop_rate=0.2,
-                                                 bad_body_rate=0.2, bad_headers=0.2,
-                                                 hostile_text=True)), clock)
+        sim = create_sim(
+            SimConfig(
+                limit=1000,
+                time_scale=0.0,
+                seed=3,
+                allocation=10**6,
+                faults=Faults(
+                    error_5xx_rate=0.2,
+                    drop_rate=0.2,
+                    bad_body_rate=0.2,
+                    bad_headers=0.2,
+                    hostile_text=True,
+                ),
+            ),
+            clock,
+        )
         c = ApiClient("http://sim/api/v1", key, clock=clock, transport=sim_transport(sim))
         texts.append(repr(c))
         outs = []
         for i in range(40):
-            outs.append(await c.request("POST", "/focus-groups",
-                                        {"sample_size": 10 + i, "questions": ["a"]}))
+            outs.append(
+                await c.request(
+                    "POST", "/focus-groups", {"sample_size": 10 + i, "questions": ["a"]}
+                )
+            )
         outs.append(await c.request("POST", "/nope", {}))
         await c.aclose()
-        small = create_sim(SimConfig(limit=2, time_scale=0.0, plan="starter", period_used=490),
-                           clock)
+        small = create_sim(
+            SimConfig(limit=2, time_scale=0.0, plan="starter", period_used=490), clock
+        )
         c = ApiClient("http://sim/api/v1", key, clock=clock, transport=sim_transport(small))
         outs.append(await c.request("POST", "/video-analyses", {}))  # 10 left: 402
         outs.append(await c.request("GET", "/personas"))
-        outs.append(await c.request("GET", "/personas"))                 # window 429
+        outs.append(await c.request("GET", "/personas"))  # window 429
         await c.aclose()
         small.config.rejected_keys = frozenset({key})
         c = ApiClient("http://sim/api/v1", key, clock=clock, transport=sim_transport(small))
-        outs.append(await c.request("GET", "/personas"))                 # 401
+        outs.append(await c.request("GET", "/personas"))  # 401
         await c.aclose()
 
         def boom(request: httpx.Request) -> httpx.Response:
@@ -262,9 +335,16 @@ def test_the_api_key_never_appears_in_repr_or_in_any_outcome_or_error_text() -> 
         outs.append(await c.request("POST", "/slow", {}))
         await c.aclose()
         kinds = {o.error.kind for o in outs if o.error}
-        assert {ErrorKind.SERVER, ErrorKind.CONNECTION, ErrorKind.BAD_RESPONSE, ErrorKind.AUTH,
-                ErrorKind.TIMEOUT, ErrorKind.CLIENT, ErrorKind.RATE_LIMITED,
-                ErrorKind.CREDITS} <= kinds, kinds
+        assert {
+            ErrorKind.SERVER,
+            ErrorKind.CONNECTION,
+            ErrorKind.BAD_RESPONSE,
+            ErrorKind.AUTH,
+            ErrorKind.TIMEOUT,
+            ErrorKind.CLIENT,
+            ErrorKind.RATE_LIMITED,
+            ErrorKind.CREDITS,
+        } <= kinds, kinds
         for o in outs:
             texts.append(repr(o))
             if o.error:
@@ -283,9 +363,11 @@ def test_requests_carry_the_bearer_key_and_json_and_read_usage() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"id": "r1", "usage": {"credits_used": 4,
-                                                                 "total_tokens": 99}},
-                              headers={LIMIT: "60", REMAINING: "59", RESET: "30"})
+        return httpx.Response(
+            200,
+            json={"id": "r1", "usage": {"credits_used": 4, "total_tokens": 99}},
+            headers={LIMIT: "60", REMAINING: "59", RESET: "30"},
+        )
 
     async def main() -> api.Outcome:
         c = ApiClient("https://x/api/v1", "k1", transport=httpx.MockTransport(handler))

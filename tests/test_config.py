@@ -52,6 +52,7 @@ def effective(argv: list[str], env: dict[str, str]) -> config.LoadedConfig:
 
 # --- read order ----------------------------------------------------------------------------
 
+
 def test_defaults_then_file_then_env_then_flags(tmp_path: Path) -> None:
     env: dict[str, str] = {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     argv = ["run", "jobs.jsonl"]
@@ -67,28 +68,32 @@ def test_defaults_then_file_then_env_then_flags(tmp_path: Path) -> None:
     assert f.sources["engine.tier"] == f"file {path}" and f.file == path
     assert f.sources["engine.window_seconds"] == "default"
 
-    env |= {"MAVERA_TUI_ENGINE__TIER": "professional", "MAVERA_TUI_BUDGET__WORKSPACE_CAP": "7000",
-            "MAVERA_BASE_URL": "http://127.0.0.1:9/api/v1", "MAVERA_TUI_UI__REFRESH": ""}
+    env |= {
+        "MAVERA_TUI_ENGINE__TIER": "professional",
+        "MAVERA_TUI_BUDGET__WORKSPACE_CAP": "7000",
+        "MAVERA_BASE_URL": "http://127.0.0.1:9/api/v1",
+        "MAVERA_TUI_UI__REFRESH": "",
+    }
     e = effective(argv, env)
     assert e.config.engine.tier == "professional" and e.config.budget.workspace_cap == 7000
-    assert e.config.engine.request_timeout == 120.0          # the file's, env says nothing
+    assert e.config.engine.request_timeout == 120.0  # the file's, env says nothing
     assert e.config.engine.base_url == "http://127.0.0.1:9/api/v1"
     assert e.sources["engine.tier"] == "env MAVERA_TUI_ENGINE__TIER"
     assert e.sources["engine.base_url"] == "env MAVERA_BASE_URL"
-    assert e.config.ui.refresh == 2.0                        # an empty variable is unset
+    assert e.config.ui.refresh == 2.0  # an empty variable is unset
 
     g = effective([*argv, "--tier", "enterprise", "--budget-cap", "9000", "--timeout", "7"], env)
     assert g.config.engine.tier == "enterprise" and g.config.budget.workspace_cap == 9000
     assert g.config.engine.request_timeout == 7.0
     assert g.sources["engine.request_timeout"] == "flag --timeout"
-    assert g.config.budget.alert_single == 50               # a flag not given changes nothing
+    assert g.config.budget.alert_single == 50  # a flag not given changes nothing
     assert g.sources["budget.alert_single"] == f"file {path}"
 
 
 def test_config_path_flag_and_env_name_the_file(tmp_path: Path) -> None:
     a, b = tmp_path / "a.toml", tmp_path / "b.toml"
-    a.write_text("[engine]\ntier = \"starter\"\n")
-    b.write_text("[engine]\ntier = \"basic\"\n")
+    a.write_text('[engine]\ntier = "starter"\n')
+    b.write_text('[engine]\ntier = "basic"\n')
     env = {"XDG_CONFIG_HOME": str(tmp_path / "none"), "MAVERA_TUI_CONFIG": str(a)}
     assert effective(["config"], env).config.engine.tier == "starter"
     assert effective(["config", "--config", str(b)], env).config.engine.tier == "basic"
@@ -102,13 +107,28 @@ def test_record_takes_every_engine_option_that_run_takes(tmp_path: Path) -> None
         sub = cli._subparser(parser, argv[0]) if argv else parser
         return {o for a in sub._actions for o in a.option_strings}
 
-    engine = {config.SPECS[n].flag for n in config.ENGINE_FLAGS} | {"--auto-recharge",
-                                                                    "--config"}
+    engine = {config.SPECS[n].flag for n in config.ENGINE_FLAGS} | {"--auto-recharge", "--config"}
     for argv in (["run"], ["record"], [], ["config"]):
         assert engine <= options(argv), argv
-    args = cli.parse_args(["record", "--db", str(tmp_path / "r.db"), "--tier", "basic",
-                           "--timeout", "9", "--budget-cap", "10", "--interval", "2m",
-                           "--auto-recharge", "100:500", "--sim-time-scale", "0"])
+    args = cli.parse_args(
+        [
+            "record",
+            "--db",
+            str(tmp_path / "r.db"),
+            "--tier",
+            "basic",
+            "--timeout",
+            "9",
+            "--budget-cap",
+            "10",
+            "--interval",
+            "2m",
+            "--auto-recharge",
+            "100:500",
+            "--sim-time-scale",
+            "0",
+        ]
+    )
     from mavera_tui.record import settings_from_args
 
     s = settings_from_args(args)
@@ -158,24 +178,38 @@ def test_key_bindings_match_the_app_and_are_applied() -> None:
 
 # --- the config command --------------------------------------------------------------------
 
+
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
-    return subprocess.run([sys.executable, "-m", "mavera_tui", *args], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT, env={**base, **env},
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "mavera_tui", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**base, **env},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_config_command_shows_the_example_file_and_never_the_key(tmp_path: Path) -> None:
     path = user_file(tmp_path, EXAMPLE)
-    env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-           "MAVERA_API_KEY": SECRET, "MAVERA_TUI_ENGINE__CREDIT_POLL": "5"}
+    env = {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "MAVERA_API_KEY": SECRET,
+        "MAVERA_TUI_ENGINE__CREDIT_POLL": "5",
+    }
     r = run_cli(["config", "--alert-single", "99"], env)
     assert r.returncode == EXIT_OK, r.stderr
     out = r.stdout
     assert SECRET not in out + r.stderr
     assert "MAVERA_API_KEY: set" in out
-    lines = {ln.split("#")[0].strip(): ln.split("#", 1)[1].strip()
-             for ln in out.splitlines() if "=" in ln and not ln.startswith("#")}
+    lines = {
+        ln.split("#")[0].strip(): ln.split("#", 1)[1].strip()
+        for ln in out.splitlines()
+        if "=" in ln and not ln.startswith("#")
+    }
     assert lines['tier = "basic"'] == f"file {path}"
     assert lines["request_timeout = 120.0"] == f"file {path}"
     assert lines["workspace_cap = 5000"] == f"file {path}"
@@ -192,22 +226,29 @@ def test_config_command_shows_the_example_file_and_never_the_key(tmp_path: Path)
 
 # --- bad settings ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("[engine]\ntimeout = 5\n", ["engine.timeout", "unknown key", "request_timeout"]),
-    ("[engine]\nrequest_timeout = \"slow\"\n",
-     ["engine.request_timeout", "expected a number above 0", "'slow'"]),
-    ("[engine]\ntier = \"gold\"\n", ["engine.tier", "one of starter, basic"]),
-    ("[budget]\nworkspace_cap = -1\n", ["budget.workspace_cap", "0 or more"]),
-    ("[budget]\nallocation_alerts = [50, 90]\n", ["budget.allocation_alerts", "at most 1"]),
-    ("[engine]\ntier = \"basic\"\nrequest_timeout = \n", ["not valid TOML", "line 3"]),
-    ("[enigne]\ntier = \"basic\"\n", ["unknown section [enigne]", "engine, budget"]),
-    ("engine = 3\n", ["engine is a table"]),
-    ("[ui.keys]\nfly = \"x\"\n", ["ui.keys: unknown binding id 'fly'; ids: quit"]),
-    ("[ui]\nkeys = { quit = 3 }\n", ["ui.keys: quit takes a key name", "got 3"]),
-    (f"[engine]\napi_key = \"{SECRET}\"\n", ["engine.api_key", "MAVERA_API_KEY"]),
-])
-def test_a_bad_file_is_one_line_naming_the_file_and_the_key(text, words, tmp_path, clean_env,
-                                                            capfd) -> None:
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[engine]\ntimeout = 5\n", ["engine.timeout", "unknown key", "request_timeout"]),
+        (
+            '[engine]\nrequest_timeout = "slow"\n',
+            ["engine.request_timeout", "expected a number above 0", "'slow'"],
+        ),
+        ('[engine]\ntier = "gold"\n', ["engine.tier", "one of starter, basic"]),
+        ("[budget]\nworkspace_cap = -1\n", ["budget.workspace_cap", "0 or more"]),
+        ("[budget]\nallocation_alerts = [50, 90]\n", ["budget.allocation_alerts", "at most 1"]),
+        ('[engine]\ntier = "basic"\nrequest_timeout = \n', ["not valid TOML", "line 3"]),
+        ('[enigne]\ntier = "basic"\n', ["unknown section [enigne]", "engine, budget"]),
+        ("engine = 3\n", ["engine is a table"]),
+        ('[ui.keys]\nfly = "x"\n', ["ui.keys: unknown binding id 'fly'; ids: quit"]),
+        ("[ui]\nkeys = { quit = 3 }\n", ["ui.keys: quit takes a key name", "got 3"]),
+        (f'[engine]\napi_key = "{SECRET}"\n', ["engine.api_key", "MAVERA_API_KEY"]),
+    ],
+)
+def test_a_bad_file_is_one_line_naming_the_file_and_the_key(
+    text, words, tmp_path, clean_env, capfd
+) -> None:
     path = user_file(tmp_path, text)
     rc = cli.main(["config"])
     out, err = capfd.readouterr()
@@ -219,13 +260,17 @@ def test_a_bad_file_is_one_line_naming_the_file_and_the_key(text, words, tmp_pat
     assert SECRET not in err
 
 
-@pytest.mark.parametrize(("var", "value", "words"), [
-    ("MAVERA_TUI_ENGINE__MAX_IN_FLIGHT", "0", "expected a whole number, 1 or more"),
-    ("MAVERA_TUI_ENGINE__TEIR", "basic", "unknown setting MAVERA_TUI_ENGINE__TEIR"),
-    ("MAVERA_TUI_SIM__AUTO_RECHARGE", "maybe", "true or false"),
-])
-def test_a_bad_environment_value_is_one_line_naming_the_variable(var, value, words, clean_env,
-                                                                 monkeypatch, capfd) -> None:
+@pytest.mark.parametrize(
+    ("var", "value", "words"),
+    [
+        ("MAVERA_TUI_ENGINE__MAX_IN_FLIGHT", "0", "expected a whole number, 1 or more"),
+        ("MAVERA_TUI_ENGINE__TEIR", "basic", "unknown setting MAVERA_TUI_ENGINE__TEIR"),
+        ("MAVERA_TUI_SIM__AUTO_RECHARGE", "maybe", "true or false"),
+    ],
+)
+def test_a_bad_environment_value_is_one_line_naming_the_variable(
+    var, value, words, clean_env, monkeypatch, capfd
+) -> None:
     monkeypatch.setenv(var, value)
     assert cli.main(["config"]) == EXIT_CANNOT_START
     err = capfd.readouterr().err
@@ -234,11 +279,19 @@ def test_a_bad_environment_value_is_one_line_naming_the_variable(var, value, wor
 
 def test_exit_statuses_mean_the_same_in_every_command(tmp_path, clean_env, capfd) -> None:
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text('{"id": "a", "method": "POST", "path": "/responses", '
-                    '"body": {"input": "hi"}}\n')
+    jobs.write_text(
+        '{"id": "a", "method": "POST", "path": "/responses", "body": {"input": "hi"}}\n'
+    )
     db = str(tmp_path / "r.db")
-    commands = [["run", str(jobs)], ["record", "--db", db, "--jobs", str(jobs)],
-                ["replay", db], ["report", db], ["estimate", "fg"], ["config"], ["--no-demo"]]
+    commands = [
+        ["run", str(jobs)],
+        ["record", "--db", db, "--jobs", str(jobs)],
+        ["replay", db],
+        ["report", db],
+        ["estimate", "fg"],
+        ["config"],
+        ["--no-demo"],
+    ]
     # A bad config file: could not start, whichever command.
     user_file(tmp_path, "[engine]\ntier = 1\n")
     for argv in commands:
@@ -247,14 +300,22 @@ def test_exit_statuses_mean_the_same_in_every_command(tmp_path, clean_env, capfd
     (tmp_path / "xdg" / "mavera-tui" / "config.toml").unlink()
     # A file that is not there: could not start.
     missing = str(tmp_path / "missing")
-    for argv in (["run", missing], ["record", "--db", db, "--jobs", missing],
-                 ["replay", missing], ["report", missing]):
+    for argv in (
+        ["run", missing],
+        ["record", "--db", db, "--jobs", missing],
+        ["replay", missing],
+        ["report", missing],
+    ):
         assert cli.main(argv) == EXIT_CANNOT_START, argv
         capfd.readouterr()
     # A bad flag value: bad usage, whichever command.
-    for argv in (["run", str(jobs), "--timeout", "-1"], ["record", "--db", db, "--timeout", "-1"],
-                 ["--timeout", "-1"], ["config", "--timeout", "-1"], ["replay", db, "--refresh",
-                                                                       "0"]):
+    for argv in (
+        ["run", str(jobs), "--timeout", "-1"],
+        ["record", "--db", db, "--timeout", "-1"],
+        ["--timeout", "-1"],
+        ["config", "--timeout", "-1"],
+        ["replay", db, "--refresh", "0"],
+    ):
         with pytest.raises(SystemExit) as exc:
             cli.main(argv)
         assert exc.value.code == EXIT_USAGE, argv
@@ -276,8 +337,9 @@ async def test_a_rebound_key_drives_its_action_and_the_old_one_does_not() -> Non
     from mavera_tui.ui.fixtures import FrozenEngine, demo_snapshot
     from mavera_tui.ui.screens import ConfirmQuit
 
-    app = create_app(FrozenEngine(demo_snapshot()), keys={"quit": "x"}, watch_terminal=False,
-                     show_health=False)
+    app = create_app(
+        FrozenEngine(demo_snapshot()), keys={"quit": "x"}, watch_terminal=False, show_health=False
+    )
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         await pilot.press("q")

@@ -32,8 +32,15 @@ FINAL = {s for s in JobState if s.final}
 
 @pytest.fixture
 def loopback(loopback_sim):
-    return loopback_sim(tier="professional", plan="enterprise", allocation=10_000_000,
-                        window_seconds=2.0, time_scale=0.03, seed=11, tap=True)
+    return loopback_sim(
+        tier="professional",
+        plan="enterprise",
+        allocation=10_000_000,
+        window_seconds=2.0,
+        time_scale=0.03,
+        seed=11,
+        tap=True,
+    )
 
 
 def job_lines(n: int, seed: int) -> list[dict]:
@@ -47,8 +54,11 @@ def job_lines(n: int, seed: int) -> list[dict]:
         elif r < 0.6:
             j = {"method": "POST", "path": "/mave/chat", "body": {"message": jid}}
         elif r < 0.75:
-            j = {"method": "POST", "path": "/focus-groups",
-                 "body": {"sample_size": 10, "questions": ["a", "b"]}}
+            j = {
+                "method": "POST",
+                "path": "/focus-groups",
+                "body": {"sample_size": 10, "questions": ["a", "b"]},
+            }
         elif r < 0.85:
             j = {"method": "POST", "path": "/video-analyses", "body": {"video_seconds": 30}}
         else:
@@ -68,19 +78,39 @@ def env_for(extra: dict | None = None) -> dict:
 
 def start_run(jobs: Path, db: Path, url: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "mavera_tui", "run", str(jobs), "--db", str(db),
-         "--base-url", url, "--window-seconds", "2", "--credit-wait", "5", *extra],
-        cwd=ROOT, env=env_for(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mavera_tui",
+            "run",
+            str(jobs),
+            "--db",
+            str(db),
+            "--base-url",
+            url,
+            "--window-seconds",
+            "2",
+            "--credit-wait",
+            "5",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env_for(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_kill_9_and_restart_loses_nothing_and_resends_nothing(seed, tmp_path, loopback,
-                                                              job_file, job_states):
+def test_kill_9_and_restart_loses_nothing_and_resends_nothing(
+    seed, tmp_path, loopback, job_file, job_states
+):
     rng = random.Random(seed)
     lines = job_lines(40, seed)
     jobs = job_file(lines)
     db = tmp_path / "run.db"
-    finished: dict[str, str] = {}     # final states seen so far: they must never change
+    finished: dict[str, str] = {}  # final states seen so far: they must never change
     unknown_expected: set[str] = set()
     kills = 0
     for _round in range(8):
@@ -107,15 +137,17 @@ def test_kill_9_and_restart_loses_nothing_and_resends_nothing(seed, tmp_path, lo
             # Still "in flight" if this restart was killed before it marked them (a loaded
             # machine can take the whole 0.5-1.5 s to start Python); never anything else.
             # The last run, which is not killed, must mark them: checked after the loop.
-            assert states[jid] in (JobState.OUTCOME_UNKNOWN, JobState.IN_FLIGHT) \
-                or jid in finished, (jid, states[jid])
+            assert (
+                states[jid] in (JobState.OUTCOME_UNKNOWN, JobState.IN_FLIGHT) or jid in finished
+            ), (jid, states[jid])
         for jid, st in states.items():
             if st in FINAL:
                 finished.setdefault(jid, st)
         cost = {j["id"]: estimate(j["method"], j["path"], j["body"]).high for j in lines}
         # what a restart must do with jobs caught in flight
-        unknown_expected |= {jid for jid, st in states.items()
-                             if st == JobState.IN_FLIGHT and cost[jid] > 0}
+        unknown_expected |= {
+            jid for jid, st in states.items() if st == JobState.IN_FLIGHT and cost[jid] > 0
+        }
         if proc.returncode in (0, 1):
             break
     assert kills >= 1
@@ -137,8 +169,15 @@ def test_kill_9_and_restart_loses_nothing_and_resends_nothing(seed, tmp_path, lo
 
 def test_two_processes_on_one_db_and_sigterm(tmp_path, loopback_sim, job_file, job_states):
     """The second process refuses with one clear line; SIGTERM saves finished jobs (130)."""
-    srv = loopback_sim(tier="professional", plan="enterprise", allocation=10_000_000,
-                       window_seconds=2.0, time_scale=0.1, seed=3, tap=True)
+    srv = loopback_sim(
+        tier="professional",
+        plan="enterprise",
+        allocation=10_000_000,
+        window_seconds=2.0,
+        time_scale=0.1,
+        seed=3,
+        tap=True,
+    )
     try:
         lines = job_lines(30, 7)
         jobs = job_file(lines)
@@ -154,9 +193,23 @@ def test_two_processes_on_one_db_and_sigterm(tmp_path, loopback_sim, job_file, j
                 pass  # the schema is being created
             time.sleep(0.05)
         second = subprocess.run(
-            [sys.executable, "-m", "mavera_tui", "run", str(jobs), "--db", str(db),
-             "--base-url", srv.url], cwd=ROOT, env=env_for(), capture_output=True,
-            text=True, timeout=30)
+            [
+                sys.executable,
+                "-m",
+                "mavera_tui",
+                "run",
+                str(jobs),
+                "--db",
+                str(db),
+                "--base-url",
+                srv.url,
+            ],
+            cwd=ROOT,
+            env=env_for(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert second.returncode == 3
         assert "in use by another mavera-tui process" in second.stderr
         assert "Traceback" not in second.stderr + second.stdout
@@ -190,9 +243,26 @@ def test_kill_9_of_record_keeps_the_database_sound(tmp_path, query_db):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
     for _ in range(2):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mavera_tui", "record", "--db", str(db), "--duration",
-             "30", "--interval", "0.2", "--window-seconds", "2"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "mavera_tui",
+                "record",
+                "--db",
+                str(db),
+                "--duration",
+                "30",
+                "--interval",
+                "0.2",
+                "--window-seconds",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(rng.uniform(1.5, 3.0))
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGKILL)

@@ -38,9 +38,17 @@ def test_the_documented_example_50_respondents_and_5_questions_costs_135() -> No
     assert est.endpoint.key == "focus_groups"
 
 
-@pytest.mark.parametrize(("sample", "base"), [
-    (1, 75), (25, 75), (26, 125), (50, 125), (51, 200), (1000, 200),
-])
+@pytest.mark.parametrize(
+    ("sample", "base"),
+    [
+        (1, 75),
+        (25, 75),
+        (26, 125),
+        (50, 125),
+        (51, 200),
+        (1000, 200),
+    ],
+)
 def test_the_focus_group_base_follows_the_sample_size_bands(sample: int, base: int) -> None:
     assert estimate("POST", "/focus-groups", fg(sample, 0)).high == base
 
@@ -59,17 +67,21 @@ def test_a_focus_group_without_sample_size_uses_the_cookbook_default_of_25() -> 
 # --- video analyses -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("seconds", "low", "high"), [
-    (5, 100, 150),          # < 30 s
-    (29.9, 100, 150),
-    (60, 200, 350),         # 1-3 min
-    (90, 200, 350),
-    (180, 200, 350),
-    (181, 400, 600),        # long
-    (3600, 400, 600),
-])
+@pytest.mark.parametrize(
+    ("seconds", "low", "high"),
+    [
+        (5, 100, 150),  # < 30 s
+        (29.9, 100, 150),
+        (60, 200, 350),  # 1-3 min
+        (90, 200, 350),
+        (180, 200, 350),
+        (181, 400, 600),  # long
+        (3600, 400, 600),
+    ],
+)
 def test_video_analyses_are_priced_by_the_documented_length_bands(
-        seconds: float, low: int, high: int) -> None:
+    seconds: float, low: int, high: int
+) -> None:
     est = estimate("POST", "/video-analyses", {"video_seconds": seconds})
     assert (est.low, est.high) == (low, high)
 
@@ -83,9 +95,14 @@ def test_a_video_of_unknown_length_is_priced_as_a_long_one() -> None:
 # --- Mave, fixed costs, news ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("complexity", "high"), [
-    ("simple", 15), ("moderate", 30), ("complex", 75),
-])
+@pytest.mark.parametrize(
+    ("complexity", "high"),
+    [
+        ("simple", 15),
+        ("moderate", 30),
+        ("complex", 75),
+    ],
+)
 def test_mave_is_priced_by_complexity(complexity: str, high: int) -> None:
     est = estimate("POST", "/mave/chat", {"message": "hi", "complexity": complexity})
     assert est.high == high
@@ -121,22 +138,26 @@ def test_responses_and_generations_use_the_documented_ranges() -> None:
 # --- invalid input names the field ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/focus-groups", {"sample_size": "fifty"}, "sample_size"),
-    ("/focus-groups", {"sample_size": 0}, "sample_size"),
-    ("/focus-groups", {"sample_size": 10**7}, "sample_size"),
-    ("/focus-groups", {"sample_size": True}, "sample_size"),
-    ("/focus-groups", {"sample_size": 2.5}, "sample_size"),
-    ("/focus-groups", {"sample_size": 10, "questions": "why?"}, "questions"),
-    ("/focus-groups", {"sample_size": 10, "questions": 10_000}, "questions"),
-    ("/video-analyses", {"video_seconds": -1}, "video_seconds"),
-    ("/video-analyses", {"video_seconds": 0.5}, "video_seconds"),  # 1 to 14,400, as it says
-    ("/video-analyses", {"video_seconds": "long"}, "video_seconds"),
-    ("/video-analyses", {"video_seconds": float("nan")}, "video_seconds"),
-    ("/mave/chat", {"complexity": "hard"}, "complexity"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/focus-groups", {"sample_size": "fifty"}, "sample_size"),
+        ("/focus-groups", {"sample_size": 0}, "sample_size"),
+        ("/focus-groups", {"sample_size": 10**7}, "sample_size"),
+        ("/focus-groups", {"sample_size": True}, "sample_size"),
+        ("/focus-groups", {"sample_size": 2.5}, "sample_size"),
+        ("/focus-groups", {"sample_size": 10, "questions": "why?"}, "questions"),
+        ("/focus-groups", {"sample_size": 10, "questions": 10_000}, "questions"),
+        ("/video-analyses", {"video_seconds": -1}, "video_seconds"),
+        ("/video-analyses", {"video_seconds": 0.5}, "video_seconds"),  # 1 to 14,400, as it says
+        ("/video-analyses", {"video_seconds": "long"}, "video_seconds"),
+        ("/video-analyses", {"video_seconds": float("nan")}, "video_seconds"),
+        ("/mave/chat", {"complexity": "hard"}, "complexity"),
+    ],
+)
 def test_an_invalid_field_raises_an_estimate_error_naming_it(
-        path: str, body: dict[str, Any], field: str) -> None:
+    path: str, body: dict[str, Any], field: str
+) -> None:
     with pytest.raises(EstimateError) as info:
         estimate("POST", path, body)
     assert info.value.field == field
@@ -156,14 +177,14 @@ def test_an_unknown_endpoint_is_refused_naming_the_path_and_the_known_routes() -
 
 
 def test_preflight_needs_the_estimate_plus_a_20_percent_buffer() -> None:
-    est = estimate("POST", "/focus-groups", fg(50, 5))   # 135, +20% = 162
+    est = estimate("POST", "/focus-groups", fg(50, 5))  # 135, +20% = 162
     ok = preflight(est, 162)
     assert ok.ok and ok.needed == 162
     refused = preflight(est, 161)
     assert not refused.ok
     msg = refused.message
     assert "135" in msg and "162" in msg and "161" in msg
-    assert "sample_size" in msg and "questions" in msg   # what to reduce
+    assert "sample_size" in msg and "questions" in msg  # what to reduce
 
 
 def test_a_free_request_is_always_affordable() -> None:
@@ -201,34 +222,53 @@ def test_calibration_tracks_estimated_versus_actual_per_endpoint() -> None:
 
 def _bodies() -> st.SearchStrategy[tuple[str, str, dict[str, Any]]]:
     fgs = st.builds(
-        lambda s, q, as_count: ("POST", "/focus-groups",
-                                {**({"sample_size": s} if s is not None else {}),
-                                 "questions": q if as_count else [f"q{i}" for i in range(q)]}),
-        st.one_of(st.none(), st.integers(1, 1000)), st.integers(0, 100), st.booleans())
+        lambda s, q, as_count: (
+            "POST",
+            "/focus-groups",
+            {
+                **({"sample_size": s} if s is not None else {}),
+                "questions": q if as_count else [f"q{i}" for i in range(q)],
+            },
+        ),
+        st.one_of(st.none(), st.integers(1, 1000)),
+        st.integers(0, 100),
+        st.booleans(),
+    )
     videos = st.builds(
         lambda s: ("POST", "/video-analyses", {} if s is None else {"video_seconds": s}),
-        st.one_of(st.none(), st.integers(1, 14_400),
-                  st.floats(1.0, 14_400, allow_nan=False, allow_infinity=False)))
+        st.one_of(
+            st.none(),
+            st.integers(1, 14_400),
+            st.floats(1.0, 14_400, allow_nan=False, allow_infinity=False),
+        ),
+    )
     maves = st.builds(
-        lambda c: ("POST", "/mave/chat", {"message": "m"} if c is None
-                   else {"message": "m", "complexity": c}),
-        st.one_of(st.none(), st.sampled_from(list(catalog.MAVE_COMPLEXITY))))
-    others = st.sampled_from([
-        ("POST", "/responses", {"input": "x"}),
-        ("POST", "/generations", {"prompt": "x"}),
-        ("POST", "/personas", {"name": "p"}),
-        ("GET", "/personas", {}),
-        ("POST", "/brand-voices", {"name": "b"}),
-        ("POST", "/news/stories/s1/analyze", {}),
-        ("GET", "/billing/credits", {}),
-    ])
+        lambda c: (
+            "POST",
+            "/mave/chat",
+            {"message": "m"} if c is None else {"message": "m", "complexity": c},
+        ),
+        st.one_of(st.none(), st.sampled_from(list(catalog.MAVE_COMPLEXITY))),
+    )
+    others = st.sampled_from(
+        [
+            ("POST", "/responses", {"input": "x"}),
+            ("POST", "/generations", {"prompt": "x"}),
+            ("POST", "/personas", {"name": "p"}),
+            ("GET", "/personas", {}),
+            ("POST", "/brand-voices", {"name": "b"}),
+            ("POST", "/news/stories/s1/analyze", {}),
+            ("GET", "/billing/credits", {}),
+        ]
+    )
     return st.one_of(fgs, videos, maves, others)
 
 
 @settings(max_examples=300, deadline=None)
 @given(job=_bodies(), seed=st.integers(0, 2**32))
 def test_the_estimate_is_never_below_what_the_simulator_charges(
-        job: tuple[str, str, dict[str, Any]], seed: int) -> None:
+    job: tuple[str, str, dict[str, Any]], seed: int
+) -> None:
     method, path, body = job
     est = estimate(method, path, body)
     assert est.high >= est.low >= 0

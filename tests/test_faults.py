@@ -40,8 +40,7 @@ from mavera_tui.states import ErrorKind
 KEY = "mvra_test_faults"
 LIMIT = 60
 UNKNOWN_KINDS = tuple(k for k in ErrorKind if k.charge_unknown)
-DEFINED = {S.SUCCEEDED, S.FAILED, S.BLOCKED, S.WAITING_CREDITS, S.OUTCOME_UNKNOWN,
-           S.CANCELLED}
+DEFINED = {S.SUCCEEDED, S.FAILED, S.BLOCKED, S.WAITING_CREDITS, S.OUTCOME_UNKNOWN, S.CANCELLED}
 
 
 def batch(n: int, seed: int) -> list[JobSpec]:
@@ -66,12 +65,25 @@ def batch(n: int, seed: int) -> list[JobSpec]:
     return out
 
 
-async def run_batch(make_rig, faults: Faults, db: Path, n: int = 120, seed: int = 5,
-                    timeout: float = 200.0, **sim_kw):
-    rig = await make_rig({"tier": "starter", "allocation": 1_000_000, "seed": seed,
-                          "faults": faults, **sim_kw}, key=KEY, tap=True, db=db,
-                         timeout=timeout, seed=seed, request_timeout=timeout,
-                         credit_poll=10.0)
+async def run_batch(
+    make_rig,
+    faults: Faults,
+    db: Path,
+    n: int = 120,
+    seed: int = 5,
+    timeout: float = 200.0,
+    **sim_kw,
+):
+    rig = await make_rig(
+        {"tier": "starter", "allocation": 1_000_000, "seed": seed, "faults": faults, **sim_kw},
+        key=KEY,
+        tap=True,
+        db=db,
+        timeout=timeout,
+        seed=seed,
+        request_timeout=timeout,
+        credit_poll=10.0,
+    )
     await rig.sched.submit_many(batch(n, seed))
     await asyncio.wait_for(rig.sched.wait_idle(credit_wait=60.0), 50_000)
     await rig.close()
@@ -108,10 +120,11 @@ def check(sched, sim, tap, db: Path, query_db, job_states, *, storm: bool = Fals
     if summary["credits_unknown_attempts"] == 0:
         assert sim.records.total_charged() == summary["credits_used"]
     [(ledger_sum,)] = query_db(
-        db, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger WHERE kind='ok'")
+        db, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger WHERE kind='ok'"
+    )
     unknown_rows = query_db(
-        db, "SELECT job_id FROM ledger WHERE job_id IS NOT NULL AND kind IN (?,?,?)",
-        UNKNOWN_KINDS)
+        db, "SELECT job_id FROM ledger WHERE job_id IS NOT NULL AND kind IN (?,?,?)", UNKNOWN_KINDS
+    )
     db_states = job_states(db)  # after PRAGMA integrity_check
     assert ledger_sum == summary["credits_used"]
     assert len(unknown_rows) == summary["credits_unknown_attempts"]
@@ -132,8 +145,7 @@ def check(sched, sim, tap, db: Path, query_db, job_states, *, storm: bool = Fals
         assert len(recs) == j.attempts, (j.id, len(recs), j.attempts)
         seen_ok = sum(1 for r in recs if readable(r))
         assert seen_ok == (1 if j.state == S.SUCCEEDED and j.attempts else 0), j.id
-        worked = sum(1 for r in recs if r.credits or r.status == 200
-                     or r.fault == "drop-after")
+        worked = sum(1 for r in recs if r.credits or r.status == 200 or r.fault == "drop-after")
         assert worked <= seen_ok + unknown_by_job.get(j.id, 0), j.id
         if j.state == S.BLOCKED:
             assert not recs, j.id
@@ -168,17 +180,29 @@ MATRIX = {
     "retry-after-huge": (Faults(retry_after_mode="huge", **STORM), {"storm": True}),
     "retry-after-absent": (Faults(retry_after_mode="absent", **STORM), {"storm": True}),
     "long-storm-no-usable-headers": (
-        Faults(retry_after_mode="absent", bad_headers=1.0, storm_start=55.0,
-               storm_seconds=200.0), {"storm": True}),
+        Faults(retry_after_mode="absent", bad_headers=1.0, storm_start=55.0, storm_seconds=200.0),
+        {"storm": True},
+    ),
     "foreign-traffic": (Faults(foreign_rpm=20.0), {}),
     "balance-runs-out": (Faults(balance_runs_out_after=700), {}),
     "workspace-budget-cap": (Faults(budget_cap=700), {}),
     "hostile-text": (Faults(hostile_text=True, error_5xx_rate=0.2), {}),
     "bad-bodies": (Faults(bad_body_rate=0.1), {}),
-    "mix": (Faults(error_5xx_rate=0.1, drop_rate=0.05, slow_rate=0.05, slow_seconds=400.0,
-                   bad_headers=0.3, foreign_rpm=10.0, bad_body_rate=0.03,
-                   hostile_text=True, retry_after_mode="http-date", **STORM),
-            {"storm": True}),
+    "mix": (
+        Faults(
+            error_5xx_rate=0.1,
+            drop_rate=0.05,
+            slow_rate=0.05,
+            slow_seconds=400.0,
+            bad_headers=0.3,
+            foreign_rpm=10.0,
+            bad_body_rate=0.03,
+            hostile_text=True,
+            retry_after_mode="http-date",
+            **STORM,
+        ),
+        {"storm": True},
+    ),
 }
 
 
@@ -189,9 +213,16 @@ def test_fault_matrix(name, tmp_path, make_rig, query_db, job_states):
     summary = check(sched, sim, tap, tmp_path / "f.db", query_db, job_states, **opts)
     states = {j.state for j in sched.jobs.values()}
     assert summary["jobs"] == 120
-    if name in ("5xx", "bad-headers", "foreign-traffic", "hostile-text",
-                "retry-after-seconds-storm", "retry-after-http-date",
-                "retry-after-negative", "retry-after-absent"):
+    if name in (
+        "5xx",
+        "bad-headers",
+        "foreign-traffic",
+        "hostile-text",
+        "retry-after-seconds-storm",
+        "retry-after-http-date",
+        "retry-after-negative",
+        "retry-after-absent",
+    ):
         assert states == {S.SUCCEEDED}, summary
     if name == "retry-after-huge":
         # reported, not waited out: the job that got it fails and says why; the rest run
@@ -225,8 +256,7 @@ CLI_FAULTS = {
     "slow": Faults(slow_rate=0.2, slow_seconds=1.0),
     "bad-headers": Faults(bad_headers=1.0),
     "storm-huge": Faults(storm_start=0.0, storm_seconds=0.5, retry_after_mode="huge"),
-    "storm-negative": Faults(storm_start=0.0, storm_seconds=0.5,
-                             retry_after_mode="negative"),
+    "storm-negative": Faults(storm_start=0.0, storm_seconds=0.5, retry_after_mode="negative"),
     "runs-out": Faults(balance_runs_out_after=30),
     "budget": Faults(budget_cap=30),
     "hostile": Faults(hostile_text=True, error_5xx_rate=0.2, bad_body_rate=0.2),
@@ -248,12 +278,34 @@ def test_run_command_never_shows_a_traceback(name, tmp_path, monkeypatch, capfd,
     monkeypatch.setattr(sim_pkg, "create_sim", faulty)
     monkeypatch.delenv("MAVERA_API_KEY", raising=False)
     monkeypatch.delenv("MAVERA_BASE_URL", raising=False)
-    jobs = job_file([{"id": f"c{i}", "method": "POST", "path": "/responses",
-                      "body": {"input": str(i)}} for i in range(12)])
-    rc = cli.main(["run", str(jobs), "--db", str(tmp_path / "c.db"), "--window-seconds", "2",
-                   "--sim-time-scale", "0", "--timeout", "0.5", "--credit-poll", "0.2",
-                   "--credit-wait", "0.5", "--max-retry-after", "5",
-                   "--summary", str(tmp_path / "s.json")])
+    jobs = job_file(
+        [
+            {"id": f"c{i}", "method": "POST", "path": "/responses", "body": {"input": str(i)}}
+            for i in range(12)
+        ]
+    )
+    rc = cli.main(
+        [
+            "run",
+            str(jobs),
+            "--db",
+            str(tmp_path / "c.db"),
+            "--window-seconds",
+            "2",
+            "--sim-time-scale",
+            "0",
+            "--timeout",
+            "0.5",
+            "--credit-poll",
+            "0.2",
+            "--credit-wait",
+            "0.5",
+            "--max-retry-after",
+            "5",
+            "--summary",
+            str(tmp_path / "s.json"),
+        ]
+    )
     out, err = capfd.readouterr()
     assert rc in (0, 1), (rc, out, err)
     assert "Traceback" not in out + err

@@ -37,8 +37,7 @@ from mavera_tui.limiter import SlidingWindow
 _seq = iter(range(1, 10_000))
 
 
-def job(ep_key: str = "responses", high: int = 5, priority: int = 0,
-        state: str = S.QUEUED) -> Job:
+def job(ep_key: str = "responses", high: int = 5, priority: int = 0, state: str = S.QUEUED) -> Job:
     """A job on ``ep_key`` whose estimate is at most ``high`` credits."""
     ep = ENDPOINTS[ep_key]
     n = next(_seq)
@@ -46,14 +45,26 @@ def job(ep_key: str = "responses", high: int = 5, priority: int = 0,
     return Job(spec, ep, Estimate(ep, 0, high, "test"), n, state=state)
 
 
-def answer(kind: str | None = None, *, status: int | None = 200, retry_after: float | None = None,
-           reset_at: float | None = None, credits: int | None = None) -> Outcome:
+def answer(
+    kind: str | None = None,
+    *,
+    status: int | None = 200,
+    retry_after: float | None = None,
+    reset_at: float | None = None,
+    credits: int | None = None,
+) -> Outcome:
     err = ApiError(kind, status, None, "server said no") if kind else None
-    return Outcome(status, 0.5, RateHeaders(retry_after=retry_after, reset_at=reset_at),
-                   credits_used=credits, error=err)
+    return Outcome(
+        status,
+        0.5,
+        RateHeaders(retry_after=retry_after, reset_at=reset_at),
+        credits_used=credits,
+        error=err,
+    )
 
 
 # ================================================================== ready queue ======
+
 
 def _queue() -> ReadyQueue:
     return ReadyQueue(list(ENDPOINTS), {k: 2.0 for k in ENDPOINTS})
@@ -61,8 +72,11 @@ def _queue() -> ReadyQueue:
 
 def test_ready_queue_orders_by_priority_then_longest_on_capped_then_submission():
     q = _queue()
-    short, long_, urgent = job("focus_groups", 60), job("focus_groups", 200), \
-        job("focus_groups", 50, priority=5)
+    short, long_, urgent = (
+        job("focus_groups", 60),
+        job("focus_groups", 200),
+        job("focus_groups", 50, priority=5),
+    )
     for j in (short, long_, urgent):
         q.push(j)
     assert q.count["focus_groups"] == 3 and q.work["focus_groups"] == 6.0
@@ -83,7 +97,7 @@ def test_ready_queue_remove_fixes_the_counts_and_the_head_skips_the_removed_job(
     assert q.remove(a) is True
     assert q.count["responses"] == 1 and q.work["responses"] == 2.0
     assert q.head("responses") is b
-    assert q.remove(a) is False          # twice: nothing more to fix
+    assert q.remove(a) is False  # twice: nothing more to fix
     assert q.count["responses"] == 1
 
 
@@ -101,6 +115,7 @@ def test_ready_queue_promotes_delayed_jobs_when_due_and_skips_finished_ones():
 
 # ================================================================== window gate ======
 
+
 def test_window_gate_room_is_the_window_and_next_open_is_when_it_slides():
     w = SlidingWindow(3, 60.0)
     g = WindowGate(w)
@@ -110,7 +125,7 @@ def test_window_gate_room_is_the_window_and_next_open_is_when_it_slides():
         w.record_send(t, reserved=True)
     assert g.room(2.0) == 0
     (opens,) = g.next_open(2.0, waiting=True)
-    assert 60.0 <= opens <= 61.0          # the first send leaves the window (plus margin)
+    assert 60.0 <= opens <= 61.0  # the first send leaves the window (plus margin)
     assert g.room(opens + 0.01) == 1
     assert g.next_open(2.0, waiting=False) == []
 
@@ -118,24 +133,25 @@ def test_window_gate_room_is_the_window_and_next_open_is_when_it_slides():
 def test_a_429_with_retry_after_holds_the_key_that_long_and_sends_no_probe():
     g = WindowGate(SlidingWindow(100, 60.0))
     assert g.note_429(10.0, sent_at=9.5, retry_after=7.0) is False
-    wait = g.hold_key(RateHeaders(retry_after=7.0), 10.0, 1e9, base=1.0, cap=60.0,
-                      max_retry_after=300.0)
+    wait = g.hold_key(
+        RateHeaders(retry_after=7.0), 10.0, 1e9, base=1.0, cap=60.0, max_retry_after=300.0
+    )
     assert wait == 7.0 and g.room(16.9) == 0 and g.room(17.01) > 0
     assert not g.probe_needed
-    assert g.note_429(11.0, sent_at=10.5, retry_after=6.0) is True   # same hold
+    assert g.note_429(11.0, sent_at=10.5, retry_after=6.0) is True  # same hold
 
 
 def test_a_429_without_retry_after_backs_off_then_lets_one_probe_go_alone():
     g = WindowGate(SlidingWindow(100, 60.0))
     g.note_429(10.0, sent_at=9.9, retry_after=None)
     wait = g.hold_key(RateHeaders(), 10.0, 1e9, base=1.0, cap=60.0, max_retry_after=300.0)
-    assert wait == 2.0 and g.probe_needed         # one 429 in the last minute: backoff(2)
+    assert wait == 2.0 and g.probe_needed  # one 429 in the last minute: backoff(2)
     assert g.room(11.9) == 0
     probe, other = job(), job()
     assert g.room(12.0) > 0
-    assert g.admit(probe, 12.0) is True           # goes alone
+    assert g.admit(probe, 12.0) is True  # goes alone
     assert g.room(12.0 + g.probe_grace / 2) == 0  # the rest wait for its answer
-    g.answered(other, rate_limited=False)         # not the probe: changes nothing
+    g.answered(other, rate_limited=False)  # not the probe: changes nothing
     assert g.probe_job is probe
     g.answered(probe, rate_limited=False)
     assert not g.probe_needed and g.room(12.5) > 0
@@ -152,6 +168,7 @@ def test_a_probe_without_an_answer_opens_the_key_after_the_grace():
 
 # ==================================================================== slot gate ======
 
+
 def test_slot_gate_caps_capped_endpoints_and_shares_max_in_flight_among_the_rest():
     s = SlotGate(max_in_flight=2)
     fg = ENDPOINTS["focus_groups"]
@@ -160,7 +177,7 @@ def test_slot_gate_caps_capped_endpoints_and_shares_max_in_flight_among_the_rest
         s.take(j)
     assert s.free(fg, 0.0) == 0
     s.release(jobs[0])
-    s.release(jobs[0])                           # idempotent
+    s.release(jobs[0])  # idempotent
     assert s.free(fg, 0.0) == 1
     r, g = job("responses"), job("generations")
     s.take(r)
@@ -174,7 +191,7 @@ def test_a_concurrency_hold_closes_only_its_endpoint_until_it_ends():
     s = SlotGate(max_in_flight=10)
     assert s.refused("mave") == 1 and s.refused("mave") == 2
     assert s.hold_until("mave", 30.0) == 30.0
-    assert s.hold_until("mave", 20.0) == 30.0     # never shortened
+    assert s.hold_until("mave", 20.0) == 30.0  # never shortened
     assert s.free(ENDPOINTS["mave"], 29.0) == 0 and s.free(ENDPOINTS["mave"], 30.0) == 10
     assert s.free(ENDPOINTS["responses"], 29.0) == 10
     assert s.next_open(29.0) == [30.0] and s.next_open(30.0) == []
@@ -187,7 +204,7 @@ def test_expected_latency_scales_the_prior_by_the_balance_read_then_measures():
     prior = sum(ENDPOINTS["focus_groups"].latency) / 2
     assert s.expected_latency("focus_groups") == prior
     b = sum(ENDPOINTS["billing_credits"].latency) / 2
-    s.note_latency("billing_credits", b / 10)     # the server answers 10x faster
+    s.note_latency("billing_credits", b / 10)  # the server answers 10x faster
     assert s.expected_latency("focus_groups") == pytest.approx(prior / 10)
     s.note_latency("focus_groups", 4.0)
     s.note_latency("focus_groups", 9.0)
@@ -199,7 +216,7 @@ def test_admissions_are_kept_for_capped_slots_that_free_before_the_window_does()
     q = ReadyQueue(list(ENDPOINTS), s.latency)
     w = SlidingWindow(100, 60.0)
     s.note_latency("focus_groups", 10.0)
-    assert s.reserve_for_capped(0.0, 0, w, q) == 0          # nothing in flight
+    assert s.reserve_for_capped(0.0, 0, w, q) == 0  # nothing in flight
     running = [job("focus_groups") for _ in range(5)]
     for j in running:
         j.sent_at = 0.0
@@ -210,10 +227,11 @@ def test_admissions_are_kept_for_capped_slots_that_free_before_the_window_does()
     # Each of 5 slots frees at 10 s and runs a job every 10 s until the window gives
     # room back at 60 s: 5 starts per slot, all of them queued.
     assert s.reserve_for_capped(0.0, 0, w, q) == 25
-    assert s.reserve_for_capped(0.0, 1, w, q) == 0          # higher-priority job asks
+    assert s.reserve_for_capped(0.0, 1, w, q) == 0  # higher-priority job asks
 
 
 # ================================================================== credit gate ======
+
 
 def _credits(total: int | None, **cfg: Any) -> CreditGate:
     b = Budget(BudgetConfig(**cfg))
@@ -235,11 +253,11 @@ def test_credit_gate_waits_for_settlement_then_verifies_then_blocks():
     g.reserve(first)
     assert g.reserved == 60
     action, reason = g.decide(job(high=60), 0.0)
-    assert action == C.SETTLE and "settle" in reason          # fits once `first` settles
+    assert action == C.SETTLE and "settle" in reason  # fits once `first` settles
     g.settle(first)
     assert g.reserved == 0 and first.reserved == 0
-    big = job(high=90)                                          # 90 + 20% > 100
-    assert g.decide(big, 0.0)[0] == C.VERIFY                   # never refuse on a stale balance
+    big = job(high=90)  # 90 + 20% > 100
+    assert g.decide(big, 0.0)[0] == C.VERIFY  # never refuse on a stale balance
     g.balance_at = 0.0
     action, reason = g.decide(big, 5.0)
     assert action == C.BLOCK and reason.startswith("pre-flight refused")
@@ -255,13 +273,13 @@ def test_a_402_parks_jobs_and_the_poll_resumes_them_when_the_balance_covers_the_
     g = _credits(1000)
     assert g.refused(api.CREDITS, catalog.CODE_CREDITS_EXHAUSTED, True) is True
     assert g.budget.total == 0
-    assert g.refused(api.CREDITS, None, True) is False         # same hold
+    assert g.refused(api.CREDITS, None, True) is False  # same hold
     j = job(high=20)
     action, reason = g.decide(j, 0.0)
     assert action == C.PARK
     g.wait(j, action, reason)
     assert j.state == S.WAITING_CREDITS and g.parked == [j]
-    assert g.poll(balance_read=True) == (C.POLL_WAIT, None)    # still 0
+    assert g.poll(balance_read=True) == (C.POLL_WAIT, None)  # still 0
     g.budget.total = 100
     assert g.poll(balance_read=True) == (C.POLL_RESUME, None) and g.hold is None
     assert g.take_all(g.parked) == [j] and g.parked == []
@@ -281,6 +299,7 @@ def test_a_workspace_budget_402_is_probed_with_the_cheapest_parked_job():
 
 # ================================================================= retry policy ======
 
+
 def test_one_backoff_formula_doubles_caps_and_jitters_between_half_and_all():
     assert [backoff(n, 1.0, 60.0) for n in (1, 2, 3, 7, 8)] == [1.0, 2.0, 4.0, 60.0, 60.0]
     assert backoff(9, 1.0, 1e9, max_doublings=4) == 16.0
@@ -296,7 +315,7 @@ def test_retryable_failures_back_off_with_jitter_then_give_up():
     assert step.reason.startswith("retry 1/2 in 1.0 s")
     j.failures = step.failures
     step = next_step(j, answer(api.TIMEOUT, status=None), cfg, jitter=lambda: 0.5)
-    assert (step.action, step.delay) == (R.RETRY, 3.0)     # 4 s, jittered to 3/4
+    assert (step.action, step.delay) == (R.RETRY, 3.0)  # 4 s, jittered to 3/4
     j.failures = step.failures
     step = next_step(j, answer(api.CONNECTION, status=None), cfg)
     assert step.action == R.FAIL and "gave up after 3" in step.reason
@@ -305,9 +324,14 @@ def test_retryable_failures_back_off_with_jitter_then_give_up():
 def test_the_jitter_is_asked_only_for_a_retry():
     def no_jitter() -> float:
         raise AssertionError("not a retry")
+
     cfg = SchedulerConfig()
-    for out in (answer(), answer(api.CREDITS, status=402), answer(api.AUTH, status=401),
-                answer(api.RATE_LIMITED, status=429, retry_after=3.0)):
+    for out in (
+        answer(),
+        answer(api.CREDITS, status=402),
+        answer(api.AUTH, status=401),
+        answer(api.RATE_LIMITED, status=429, retry_after=3.0),
+    ):
         next_step(job(), out, cfg, jitter=no_jitter)
 
 
@@ -339,27 +363,60 @@ def test_each_answer_kind_has_its_step():
 # ================================================================== run summary ======
 
 SUMMARY_KEYS = [
-    "jobs", "succeeded", "failed", "blocked_preflight", "waiting_for_credits",
-    "outcome_unknown", "cancelled", "not_finished", "credits_used", "credits_reconciled",
-    "credits_reconcile_note", "credits_unknown_attempts", "credits_unknown_max",
-    "credits_estimated", "credits_estimated_all", "status_counts", "requests",
-    "responses_429", "count_402", "retries", "makespan_s", "max_in_flight",
-    "estimated_vs_actual", "balance_end", "limit", "window_margin_s",
-    "server_count_delay_s", "foreign_max_seen", "server_counts_at_answer"]
+    "jobs",
+    "succeeded",
+    "failed",
+    "blocked_preflight",
+    "waiting_for_credits",
+    "outcome_unknown",
+    "cancelled",
+    "not_finished",
+    "credits_used",
+    "credits_reconciled",
+    "credits_reconcile_note",
+    "credits_unknown_attempts",
+    "credits_unknown_max",
+    "credits_estimated",
+    "credits_estimated_all",
+    "status_counts",
+    "requests",
+    "responses_429",
+    "count_402",
+    "retries",
+    "makespan_s",
+    "max_in_flight",
+    "estimated_vs_actual",
+    "balance_end",
+    "limit",
+    "window_margin_s",
+    "server_count_delay_s",
+    "foreign_max_seen",
+    "server_counts_at_answer",
+]
 
 
 def test_the_run_summary_counts_jobs_by_state_and_keeps_the_cli_keys():
     stats = RunStats(requests_total=4, first_send=10.0, last_done=12.5)
     stats.answered(answer())
     stats.answered(answer(api.TIMEOUT, status=None))
-    done, failed, waiting = (job(high=5, state=S.SUCCEEDED), job(high=7, state=S.FAILED),
-                             job(high=9, state=S.BACKOFF))
+    done, failed, waiting = (
+        job(high=5, state=S.SUCCEEDED),
+        job(high=7, state=S.FAILED),
+        job(high=9, state=S.BACKOFF),
+    )
     cal = Calibration()
     cal.add("responses", 5, 3)
     b = Budget()
     b.total = 77
-    s = RunSummary.of([done, failed, waiting], stats, credits_used=3, calibration=cal,
-                      budget=b, window=SlidingWindow(240), max_seen={"mave": 2, "responses": 0})
+    s = RunSummary.of(
+        [done, failed, waiting],
+        stats,
+        credits_used=3,
+        calibration=cal,
+        budget=b,
+        window=SlidingWindow(240),
+        max_seen={"mave": 2, "responses": 0},
+    )
     d = s.to_dict()
     assert list(d) == SUMMARY_KEYS
     assert (d["jobs"], d["succeeded"], d["failed"], d["not_finished"]) == (3, 1, 1, 1)
@@ -370,6 +427,7 @@ def test_the_run_summary_counts_jobs_by_state_and_keeps_the_cli_keys():
 
 
 # ======================================================================== abort ======
+
 
 def test_abort_cancels_the_balance_verifier():
     """A job refused on a stale balance starts a balance re-read; abort() must not leave
@@ -384,7 +442,7 @@ def test_abort_cancels_the_balance_verifier():
 
     async def main() -> None:
         sched = Scheduler(Hangs(), clock=Clock(), config=SchedulerConfig(seed=1))
-        sched.budget.total = 0                      # stale (never read): verify first
+        sched.budget.total = 0  # stale (never read): verify first
         await sched.start(fetch_balance=False)
         await sched.submit(JobSpec("j", "POST", "/responses", {"input": "x"}))
         for _ in range(50):

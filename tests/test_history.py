@@ -10,9 +10,15 @@ T0 = 1_700_000_000.0  # a multiple of 10: buckets line up with the test's times
 
 
 def snap(t, requests=0, credits=0, r429=0, retries=0, queue=None, limit=60):
-    return Snapshot(t=T0 + t, requests_total=requests, credits_used_total=credits,
-                    responses_429_total=r429, retries_total=retries, queue=queue or {},
-                    limit=limit)
+    return Snapshot(
+        t=T0 + t,
+        requests_total=requests,
+        credits_used_total=credits,
+        responses_429_total=r429,
+        retries_total=retries,
+        queue=queue or {},
+        limit=limit,
+    )
 
 
 def test_requests_per_minute_comes_from_counter_deltas_over_the_last_60_s():
@@ -22,7 +28,7 @@ def test_requests_per_minute_comes_from_counter_deltas_over_the_last_60_s():
         h.add(snap(i * 10, requests=100 + 5 * i))
     rpm = h.requests_per_minute()
     assert rpm[-1] == 30  # 6 buckets x 5
-    assert rpm[0] == 0    # the first snapshot only sets the baseline
+    assert rpm[0] == 0  # the first snapshot only sets the baseline
     assert len(h.ages()) == len(rpm) == 10
     assert h.ages()[-1] == 0 and h.ages()[0] == -90
 
@@ -81,6 +87,8 @@ def test_an_idle_engine_does_not_bump_versions_when_full_buckets_roll_over():
 
 
 def test_history_is_headless():
-    code = ("import sys, mavera_tui.history; "
-            "sys.exit(1 if any(m.startswith('textual') for m in sys.modules) else 0)")
+    code = (
+        "import sys, mavera_tui.history; "
+        "sys.exit(1 if any(m.startswith('textual') for m in sys.modules) else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

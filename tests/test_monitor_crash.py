@@ -38,26 +38,52 @@ def _states(job_states, db: Path) -> Counter[str]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs a Linux pty")
-def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, monkeypatch,
-                                                                    job_file, job_states):
+def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(
+    tmp_path, monkeypatch, job_file, job_states
+):
     db = tmp_path / "monitor.db"
     # Five videos for three slots (8-30 s each at time scale 0.2): when the monitor is
     # killed, some are in flight and some still queued.
     jobs = job_file(
-        [{"id": f"v{i}", "method": "POST", "path": "/video-analyses",
-          "body": {"video_seconds": 20}} for i in range(5)]
-        + [{"id": f"r{i}", "method": "POST", "path": "/responses", "body": {}}
-           for i in range(10)])
-    env = {**os.environ, "TERM": os.environ.get("TERM", "xterm-256color"), "COLUMNS": "100",
-           "LINES": "30"}
+        [
+            {
+                "id": f"v{i}",
+                "method": "POST",
+                "path": "/video-analyses",
+                "body": {"video_seconds": 20},
+            }
+            for i in range(5)
+        ]
+        + [{"id": f"r{i}", "method": "POST", "path": "/responses", "body": {}} for i in range(10)]
+    )
+    env = {
+        **os.environ,
+        "TERM": os.environ.get("TERM", "xterm-256color"),
+        "COLUMNS": "100",
+        "LINES": "30",
+    }
     env.pop("MAVERA_API_KEY", None)
     env.pop("MAVERA_BASE_URL", None)
     pid, fd = pty.fork()
     if pid == 0:  # the child: the monitor on that batch, in the pty
         os.chdir(ROOT)
-        os.execve(sys.executable, [sys.executable, "-m", "mavera_tui", "--db", str(db),
-                                   "--jobs", str(jobs), "--window-seconds", "5",
-                                   "--sim-time-scale", "0.2"], env)
+        os.execve(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "mavera_tui",
+                "--db",
+                str(db),
+                "--jobs",
+                str(jobs),
+                "--window-seconds",
+                "5",
+                "--sim-time-scale",
+                "0.2",
+            ],
+            env,
+        )
     try:
         screen = _read_for(fd, 5.0)
         assert b"Rate-limit" in screen or b"DEMO" in screen, screen[-500:]
@@ -76,8 +102,12 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
     monkeypatch.delenv("MAVERA_BASE_URL", raising=False)
 
     async def resume():
-        engine = Engine(Settings(Config(engine=EngineSettings(window_seconds=5),
-                                        sim=SimSettings(time_scale=0.0)), db=str(db)))
+        engine = Engine(
+            Settings(
+                Config(engine=EngineSettings(window_seconds=5), sim=SimSettings(time_scale=0.0)),
+                db=str(db),
+            )
+        )
         sched = await engine.start()
         await sched.wait_idle()
         await engine.stop()
@@ -87,7 +117,9 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(tmp_path, mo
     assert after.get(JobState.IN_FLIGHT, 0) == 0
     assert after.get(JobState.OUTCOME_UNKNOWN, 0) == before.get(JobState.IN_FLIGHT, 0)
     assert sum(after.values()) == sum(before.values())  # no job lost
-    queued_before = sum(v for k, v in before.items()
-                        if k in (JobState.QUEUED, JobState.WAITING_WINDOW, JobState.WAITING_SLOT,
-                                 JobState.BACKOFF))
+    queued_before = sum(
+        v
+        for k, v in before.items()
+        if k in (JobState.QUEUED, JobState.WAITING_WINDOW, JobState.WAITING_SLOT, JobState.BACKOFF)
+    )
     assert after.get(JobState.SUCCEEDED, 0) >= before.get(JobState.SUCCEEDED, 0) + queued_before

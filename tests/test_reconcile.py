@@ -1,6 +1,5 @@
 """Charges we could not read (the answer was lost) are reconciled from the balance."""
 
-
 from mavera_tui.client import ApiClient
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.jobs import JobSpec
@@ -10,16 +9,24 @@ from mavera_tui.sim.config import Faults, SimConfig
 
 def _run(make_rig, faults: Faults, foreign_spend: int = 0):
     async def go():
-        rig = await make_rig(SimConfig(tier="enterprise", plan="professional", seed=5,
-                                       time_scale=0.01, faults=faults),
-                             clock=Clock(), key="k", seed=5, max_attempts=2)
+        rig = await make_rig(
+            SimConfig(
+                tier="enterprise", plan="professional", seed=5, time_scale=0.01, faults=faults
+            ),
+            clock=Clock(),
+            key="k",
+            seed=5,
+            max_attempts=2,
+        )
         sched, sim, clock = rig.sched, rig.sim, rig.clock
-        await sched.submit_many([JobSpec(f"j{i}", "POST", "/generations", {"prompt": str(i)})
-                                 for i in range(60)])
+        await sched.submit_many(
+            [JobSpec(f"j{i}", "POST", "/generations", {"prompt": str(i)}) for i in range(60)]
+        )
         await sched.wait_idle()
         if foreign_spend:  # someone else spends on the same account meanwhile
-            other = ApiClient("http://sim/api/v1", "other", clock=clock,
-                              transport=sim_transport(sim))
+            other = ApiClient(
+                "http://sim/api/v1", "other", clock=clock, transport=sim_transport(sim)
+            )
             for _ in range(foreign_spend):
                 await other.request("POST", "/generations", {"prompt": "x"})
             await other.aclose()
@@ -27,8 +34,14 @@ def _run(make_rig, faults: Faults, foreign_spend: int = 0):
         await sched.reconcile_credits()
         await rig.close()
         await sim.drain()
-        return sched, known, sim.records.total_charged() - (foreign_spend and sum(
-            r.credits for r in sim.records if r.key != sim.records[0].key))
+        return (
+            sched,
+            known,
+            sim.records.total_charged()
+            - (
+                foreign_spend and sum(r.credits for r in sim.records if r.key != sim.records[0].key)
+            ),
+        )
 
     return run_virtual(go())
 

@@ -30,10 +30,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def record(db, *, duration=60.0, interval=1.0, jobs=None, **kw):
     out = io.StringIO()
-    rec = Recorder(Settings(Config(sim=SimSettings(purchased=10_000_000)), db=str(db),
-                            keep_finished=False, mode="record"),
-                   duration=duration, interval=interval, jobs=jobs, grace=600,
-                   clock=Clock(wall0=WALL0), out=out, **kw)
+    rec = Recorder(
+        Settings(
+            Config(sim=SimSettings(purchased=10_000_000)),
+            db=str(db),
+            keep_finished=False,
+            mode="record",
+        ),
+        duration=duration,
+        interval=interval,
+        jobs=jobs,
+        grace=600,
+        clock=Clock(wall0=WALL0),
+        out=out,
+        **kw,
+    )
     rc = run_virtual(rec.run())
     return rc, rec, out.getvalue()
 
@@ -73,13 +84,18 @@ def test_every_recorded_snapshot_decodes_to_what_the_engine_showed(query_db, tmp
     enc2, dec2, dec3 = SnapshotEncoder(keyframe_every=7), SnapshotDecoder(), SnapshotDecoder()
     for b in blobs:
         snap = dec3.snapshot(b)
-        assert json.loads(json.dumps(dec2.decode(enc2.encode(snap)))) == \
-            json.loads(json.dumps(snapshot_state(snap)))
+        assert json.loads(json.dumps(dec2.decode(enc2.encode(snap)))) == json.loads(
+            json.dumps(snapshot_state(snap))
+        )
 
 
 def test_a_job_file_runs_to_the_end_and_bad_lines_are_reported(query_db, tmp_path, job_file):
-    lines = [json.dumps({"id": f"j{i}", "method": "POST", "path": "/responses",
-                         "body": {"input": f"q{i}"}}) for i in range(20)]
+    lines = [
+        json.dumps(
+            {"id": f"j{i}", "method": "POST", "path": "/responses", "body": {"input": f"q{i}"}}
+        )
+        for i in range(20)
+    ]
     lines.insert(3, '{"id": "bad", "method": "POST", "path": "/nowhere"}')
     jobs = job_file(lines)
     db = tmp_path / "rec.db"
@@ -88,8 +104,9 @@ def test_a_job_file_runs_to_the_end_and_bad_lines_are_reported(query_db, tmp_pat
     assert "line 4" in log and "all jobs done" in log
     states = dict(query_db(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
     assert states == {JobState.SUCCEEDED: 20}
-    assert query_db(db, "SELECT COUNT(DISTINCT job_id) FROM ledger WHERE job_id IS NOT NULL") \
-        == [(20,)]
+    assert query_db(db, "SELECT COUNT(DISTINCT job_id) FROM ledger WHERE job_id IS NOT NULL") == [
+        (20,)
+    ]
 
 
 def test_metrics_expose_the_latest_snapshot_in_prometheus_format(tmp_path):
@@ -117,12 +134,26 @@ def test_metrics_are_served_on_loopback_and_stop_with_close():
 
 def test_sigterm_during_a_record_loses_nothing(query_db, tmp_path):
     db = tmp_path / "rec.db"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MAVERA_API_KEY", "MAVERA_BASE_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MAVERA_API_KEY", "MAVERA_BASE_URL")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mavera_tui", "record", "--db", str(db), "--interval", "0.2",
-         "--grace", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mavera_tui",
+            "record",
+            "--db",
+            str(db),
+            "--interval",
+            "0.2",
+            "--grace",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -146,35 +177,57 @@ def test_sigterm_during_a_record_loses_nothing(query_db, tmp_path):
     last_t = query_db(db, "SELECT MAX(t) FROM snapshots")[0][0]
     assert abs(last_t - float(stopped)) < 0.01  # the final snapshot is there
     # Every job the ledger mentions is in the jobs table, in a state that says what happened.
-    orphans = query_db(db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND job_id "
-                           "NOT IN (SELECT id FROM jobs)")
+    orphans = query_db(
+        db,
+        "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND job_id "
+        "NOT IN (SELECT id FROM jobs)",
+    )
     assert orphans == [(0,)]
-    done = query_db(db, "SELECT COUNT(*) FROM jobs j WHERE state IN (?, ?) "
-                        "AND reason NOT LIKE 'served from cache%' AND NOT EXISTS "
-                        "(SELECT 1 FROM ledger l WHERE l.job_id = j.id)",
-                    (JobState.SUCCEEDED, JobState.FAILED))
+    done = query_db(
+        db,
+        "SELECT COUNT(*) FROM jobs j WHERE state IN (?, ?) "
+        "AND reason NOT LIKE 'served from cache%' AND NOT EXISTS "
+        "(SELECT 1 FROM ledger l WHERE l.job_id = j.id)",
+        (JobState.SUCCEEDED, JobState.FAILED),
+    )
     assert done == [(0,)]  # nothing finished without its attempt in the ledger
-    in_flight = query_db(db, "SELECT COUNT(*) FROM jobs WHERE state = ?",
-                         (JobState.IN_FLIGHT,))[0][0]
+    in_flight = query_db(db, "SELECT COUNT(*) FROM jobs WHERE state = ?", (JobState.IN_FLIGHT,))[0][
+        0
+    ]
     assert in_flight == 0 or "abandoning" in err
 
 
 def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(
-        job_file, query_db, tmp_path):
+    job_file, query_db, tmp_path
+):
     """Videos take 40-150 s on the simulator: at the end of a 10 s duration the ones in
     flight are paid for, so the recorder sends nothing new, says so once, keeps recording
     while they land, and ends within duration + grace."""
-    lines = [{"id": f"v{i}", "method": "POST", "path": "/video-analyses",
-              "body": {"video_seconds": 20}} for i in range(2)]
-    lines += [{"id": f"r{i}", "method": "POST", "path": "/responses",
-               "body": {"input": f"q{i}"}} for i in range(400)]
+    lines = [
+        {"id": f"v{i}", "method": "POST", "path": "/video-analyses", "body": {"video_seconds": 20}}
+        for i in range(2)
+    ]
+    lines += [
+        {"id": f"r{i}", "method": "POST", "path": "/responses", "body": {"input": f"q{i}"}}
+        for i in range(400)
+    ]
     jobs = job_file(lines)
     db = tmp_path / "rec.db"
     out = io.StringIO()
-    rec = Recorder(Settings(Config(sim=SimSettings(tier="starter", purchased=10_000_000)),
-                            db=str(db), keep_finished=False, mode="record"),
-                   duration=10, interval=1.0, jobs=str(jobs), grace=200,
-                   clock=Clock(wall0=WALL0), out=out)
+    rec = Recorder(
+        Settings(
+            Config(sim=SimSettings(tier="starter", purchased=10_000_000)),
+            db=str(db),
+            keep_finished=False,
+            mode="record",
+        ),
+        duration=10,
+        interval=1.0,
+        jobs=str(jobs),
+        grace=200,
+        clock=Clock(wall0=WALL0),
+        out=out,
+    )
     assert run_virtual(rec.run()) == 0
     log = out.getvalue()
     assert log.count("waiting up to 200 s") == 1
@@ -193,13 +246,19 @@ def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(
     assert "after waiting" in log and "stopped:" in log
 
 
-def test_a_grace_shorter_than_the_requests_in_flight_abandons_them_and_says_so(tmp_path,
-                                                                              job_file):
-    jobs = job_file([{"id": "v", "method": "POST", "path": "/video-analyses",
-                      "body": {"video_seconds": 20}}])
+def test_a_grace_shorter_than_the_requests_in_flight_abandons_them_and_says_so(tmp_path, job_file):
+    jobs = job_file(
+        [{"id": "v", "method": "POST", "path": "/video-analyses", "body": {"video_seconds": 20}}]
+    )
     out = io.StringIO()
-    rec = Recorder(Settings(db=str(tmp_path / "rec.db"), keep_finished=False, mode="record"),
-                   duration=5, jobs=str(jobs), grace=3, clock=Clock(wall0=WALL0), out=out)
+    rec = Recorder(
+        Settings(db=str(tmp_path / "rec.db"), keep_finished=False, mode="record"),
+        duration=5,
+        jobs=str(jobs),
+        grace=3,
+        clock=Clock(wall0=WALL0),
+        out=out,
+    )
     assert run_virtual(rec.run()) == 0
     log = out.getvalue()
     assert "waiting up to 3 s for the 1 request(s) in flight" in log
@@ -209,12 +268,19 @@ def test_a_grace_shorter_than_the_requests_in_flight_abandons_them_and_says_so(t
 def test_a_signal_during_the_end_of_duration_wait_stops_at_once(job_file, query_db, tmp_path):
     import asyncio
 
-    jobs = job_file([{"id": "v", "method": "POST", "path": "/video-analyses",
-                      "body": {"video_seconds": 20}}])
+    jobs = job_file(
+        [{"id": "v", "method": "POST", "path": "/video-analyses", "body": {"video_seconds": 20}}]
+    )
     db = tmp_path / "rec.db"
     out = io.StringIO()
-    rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record"),
-                   duration=5, jobs=str(jobs), grace=600, clock=Clock(wall0=WALL0), out=out)
+    rec = Recorder(
+        Settings(db=str(db), keep_finished=False, mode="record"),
+        duration=5,
+        jobs=str(jobs),
+        grace=600,
+        clock=Clock(wall0=WALL0),
+        out=out,
+    )
 
     async def go():
         run = asyncio.ensure_future(rec.run())

@@ -27,13 +27,26 @@ START = MIDNIGHT - 150.0
 
 def _record(db, *, duration=300.0, **kw):
     clock = Clock(wall0=START)
-    cfg = SimConfig(tier="professional", plan="professional", purchased=10_000_000, seed=5,
-                    faults=Faults(error_5xx_rate=0.03, storm_start=20.0, storm_seconds=15.0))
+    cfg = SimConfig(
+        tier="professional",
+        plan="professional",
+        purchased=10_000_000,
+        seed=5,
+        faults=Faults(error_5xx_rate=0.03, storm_start=20.0, storm_seconds=15.0),
+    )
     out = io.StringIO()
-    rec = Recorder(Settings(db=str(db), keep_finished=False, mode="record"),
-                   duration=duration, interval=1.0, grace=600, clock=clock, out=out,
-                   sim=create_sim(cfg, clock), demo_kw={"rate_per_min": 150.0},
-                   keyframe_every=30, **kw)
+    rec = Recorder(
+        Settings(db=str(db), keep_finished=False, mode="record"),
+        duration=duration,
+        interval=1.0,
+        grace=600,
+        clock=clock,
+        out=out,
+        sim=create_sim(cfg, clock),
+        demo_kw={"rate_per_min": 150.0},
+        keyframe_every=30,
+        **kw,
+    )
     assert run_virtual(rec.run()) == 0
     return rec, out.getvalue()
 
@@ -58,11 +71,20 @@ def report(db, **kw):
     return run_virtual(build_report(str(db), **kw))
 
 
-COUNTS = ("requests_total", "credits_used_total", "429_count", "402_count", "retry_count",
-          "credits_used_by_endpoint", "requests_by_endpoint", "429_by_endpoint")
+COUNTS = (
+    "requests_total",
+    "credits_used_total",
+    "429_count",
+    "402_count",
+    "retry_count",
+    "credits_used_by_endpoint",
+    "requests_by_endpoint",
+    "429_by_endpoint",
+)
 
 
 # --- one time grammar ----------------------------------------------------------------------
+
 
 def test_report_and_replay_read_the_same_time_forms_the_same_way(recorded):
     eng = run_virtual(ReplayEngine.load(str(recorded), now=lambda: 0.0))
@@ -73,8 +95,17 @@ def test_report_and_replay_read_the_same_time_forms_the_same_way(recorded):
         first, last = run_virtual(rec.bounds())
         at = start + 42.5
         local = datetime.fromtimestamp(round(at))
-        forms = [f"{at}", datetime.fromtimestamp(at).isoformat(), local.strftime("%H:%M:%S"),
-                 "start+42.5s", "end-2m", "-90s", "-1m", "end", "start"]
+        forms = [
+            f"{at}",
+            datetime.fromtimestamp(at).isoformat(),
+            local.strftime("%H:%M:%S"),
+            "start+42.5s",
+            "end-2m",
+            "-90s",
+            "-1m",
+            "end",
+            "start",
+        ]
         for form in forms:
             lo, _ = run_virtual(rec.parse_range(form, None))
             assert eng.parse_goto(form) == pytest.approx(lo, abs=1.5), form
@@ -105,14 +136,16 @@ def test_report_since_takes_the_clock_and_anchor_forms(recorded):
     assert report(recorded, since=str(lo))["requests_total"] == n
     r = report(recorded, since="end-1m", until="end")
     last = full["recording"]["last"]
-    assert r["requests_total"] == q(recorded, "SELECT COUNT(*) FROM ledger WHERE t >= ?",
-                                    (last - 60,))[0][0]
+    assert (
+        r["requests_total"]
+        == q(recorded, "SELECT COUNT(*) FROM ledger WHERE t >= ?", (last - 60,))[0][0]
+    )
 
 
 # --- retention -----------------------------------------------------------------------------
 
-def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(
-        recorded, tmp_path):
+
+def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(recorded, tmp_path):
     db = tmp_path / "pruned.db"
     shutil.copy(recorded, db)
     before_full = report(recorded)
@@ -120,11 +153,18 @@ def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(
     assert before_day["requests_total"] > 0 and before_day["429_count"] > 0
     cut = MIDNIGHT + 100
     before_tail = report(recorded, since=str(cut))
-    old_final = q(db, "SELECT COUNT(*) FROM jobs WHERE updated < ? AND state IN "
-                      "('succeeded', 'failed', 'cancelled', 'blocked_preflight')", (cut,))[0][0]
+    old_final = q(
+        db,
+        "SELECT COUNT(*) FROM jobs WHERE updated < ? AND state IN "
+        "('succeeded', 'failed', 'cancelled', 'blocked_preflight')",
+        (cut,),
+    )[0][0]
     old_rows = q(db, "SELECT COUNT(*) FROM ledger WHERE t < ?", (cut,))[0][0]
-    open_jobs = q(db, "SELECT COUNT(*) FROM jobs WHERE state NOT IN "
-                      "('succeeded', 'failed', 'cancelled', 'blocked_preflight')")[0][0]
+    open_jobs = q(
+        db,
+        "SELECT COUNT(*) FROM jobs WHERE state NOT IN "
+        "('succeeded', 'failed', 'cancelled', 'blocked_preflight')",
+    )[0][0]
 
     async def prune():
         store = await Store.open(db)
@@ -139,16 +179,29 @@ def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(
     # Rows older than the cut are gone; snapshots up to the last keyframe before the cut
     # (what stays decodes from its first row).
     assert q(db, "SELECT COUNT(*) FROM ledger WHERE t < ?", (cut,)) == [(0,)]
-    first_snap, = q(db, "SELECT data FROM snapshots ORDER BY t LIMIT 1")[0]
+    (first_snap,) = q(db, "SELECT data FROM snapshots ORDER BY t LIMIT 1")[0]
     assert bytes(first_snap)[:1] == b"K"
     assert cut - 31 <= q(db, "SELECT MIN(t) FROM snapshots")[0][0] <= cut
-    assert q(db, "SELECT COUNT(*) FROM jobs WHERE state NOT IN "
-                 "('succeeded', 'failed', 'cancelled', 'blocked_preflight')")[0][0] == open_jobs
+    assert (
+        q(
+            db,
+            "SELECT COUNT(*) FROM jobs WHERE state NOT IN "
+            "('succeeded', 'failed', 'cancelled', 'blocked_preflight')",
+        )[0][0]
+        == open_jobs
+    )
     # The daily totals hold the old day; the report over it answers from them.
-    totals = q(db, "SELECT day, SUM(requests), SUM(r429), SUM(credits) FROM daily_totals "
-                   "GROUP BY day ORDER BY day")
-    assert totals[0] == ("2023-11-14", before_day["requests_total"], before_day["429_count"],
-                         before_day["credits_used_total"])
+    totals = q(
+        db,
+        "SELECT day, SUM(requests), SUM(r429), SUM(credits) FROM daily_totals "
+        "GROUP BY day ORDER BY day",
+    )
+    assert totals[0] == (
+        "2023-11-14",
+        before_day["requests_total"],
+        before_day["429_count"],
+        before_day["credits_used_total"],
+    )
     assert totals[1][0] == "2023-11-15" and sum(t[1] for t in totals) == old_rows
     after_day = report(db, until=str(MIDNIGHT - 0.001))
     after_full = report(db)
@@ -172,10 +225,21 @@ def test_a_second_pass_adds_late_rows_to_the_days_totals(recorded, tmp_path):
         try:
             await store.prune(MIDNIGHT + 10)
             # a request sent before midnight whose outcome landed after the first pass
-            store.record_attempt({"t": MIDNIGHT - 5, "t_done": MIDNIGHT + 20, "job_id": "late",
-                                  "endpoint": "responses", "method": "POST",
-                                  "path": "/responses", "attempt": 2, "status": 200,
-                                  "kind": "ok", "credits_used": 7, "estimate": 5})
+            store.record_attempt(
+                {
+                    "t": MIDNIGHT - 5,
+                    "t_done": MIDNIGHT + 20,
+                    "job_id": "late",
+                    "endpoint": "responses",
+                    "method": "POST",
+                    "path": "/responses",
+                    "attempt": 2,
+                    "status": 200,
+                    "kind": "ok",
+                    "credits_used": 7,
+                    "estimate": 5,
+                }
+            )
             await store.flush()
             return await store.prune(MIDNIGHT + 10)
         finally:
@@ -210,6 +274,7 @@ def test_record_takes_keep_as_a_duration_and_refuses_nonsense(capsys):
 
 
 # --- the previous schema -------------------------------------------------------------------
+
 
 def _as_schema_1(src, dst):
     """The file as schema 1 wrote it: no daily totals, an index over every job's state."""
@@ -247,11 +312,11 @@ def test_a_writer_migrates_a_schema_1_file_and_can_prune_it(recorded, tmp_path):
             await store.close()
 
     assert run_virtual(go())["ledger"] > 0
-    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == \
-        [(str(SCHEMA_VERSION),)]
+    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     assert q(db, "SELECT COUNT(*) FROM daily_totals")[0][0] > 0
     indexes = {r[0] for r in q(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "jobs_open" in indexes and "jobs_state" not in indexes
-    plan = q(db, "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state IN ('queued') AND "
-                 f"{OPEN_JOBS}")
+    plan = q(
+        db, f"EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state IN ('queued') AND {OPEN_JOBS}"
+    )
     assert "jobs_open" in str(plan)

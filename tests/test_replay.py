@@ -27,10 +27,20 @@ WALL0 = 1_700_000_000.0
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     db = tmp_path_factory.mktemp("replay") / "rec.db"
-    rec = Recorder(Settings(Config(sim=SimSettings(purchased=10_000_000)), db=str(db),
-                            keep_finished=False, mode="record"),
-                   duration=150, interval=1.0, grace=600, clock=Clock(wall0=WALL0),
-                   out=io.StringIO(), keyframe_every=40)
+    rec = Recorder(
+        Settings(
+            Config(sim=SimSettings(purchased=10_000_000)),
+            db=str(db),
+            keep_finished=False,
+            mode="record",
+        ),
+        duration=150,
+        interval=1.0,
+        grace=600,
+        clock=Clock(wall0=WALL0),
+        out=io.StringIO(),
+        keyframe_every=40,
+    )
     assert run_virtual(rec.run()) == 0
     return db
 
@@ -150,8 +160,12 @@ def test_submit_and_cancel_refuse_politely(recording):
 
 
 def _replay_cli(path):
-    return subprocess.run([sys.executable, "-m", "mavera_tui", "replay", str(path)],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "mavera_tui", "replay", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_a_foreign_sqlite_file_is_one_clear_line(tmp_path):
@@ -169,7 +183,7 @@ def test_a_foreign_sqlite_file_is_one_clear_line(tmp_path):
 def test_a_corrupted_recording_is_one_clear_line(tmp_path, recording):
     p = tmp_path / "broken.db"
     data = bytearray(recording.read_bytes())
-    data[100:4096 * 3] = b"\xff" * (4096 * 3 - 100)
+    data[100 : 4096 * 3] = b"\xff" * (4096 * 3 - 100)
     p.write_bytes(bytes(data))
     r = _replay_cli(p)
     assert r.returncode == EXIT_CANNOT_START and "Traceback" not in r.stderr

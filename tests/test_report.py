@@ -29,16 +29,24 @@ def recorded(tmp_path_factory):
     db = tmp_path_factory.mktemp("report") / "rec.db"
     clock = Clock(wall0=WALL0)
     settings = Settings(db=str(db), keep_finished=False, mode="record")
-    rec = Recorder(settings, duration=180, interval=1.0, grace=600, clock=clock,
-                   out=io.StringIO(), sim=_faulty_sim(clock),
-                   demo_kw={"rate_per_min": 200.0})
+    rec = Recorder(
+        settings,
+        duration=180,
+        interval=1.0,
+        grace=600,
+        clock=clock,
+        out=io.StringIO(),
+        sim=_faulty_sim(clock),
+        demo_kw={"rate_per_min": 200.0},
+    )
     assert run_virtual(rec.run()) == 0
     return db, rec.sim
 
 
 def _faulty_sim(clock):
-    cfg = SimConfig(tier="professional", plan="professional", purchased=10_000_000, seed=3,
-                    faults=_faults())
+    cfg = SimConfig(
+        tier="professional", plan="professional", purchased=10_000_000, seed=3, faults=_faults()
+    )
     return create_sim(cfg, clock)
 
 
@@ -49,8 +57,6 @@ def _faults():
 
 def report(db, **kw):
     return run_virtual(build_report(str(db), **kw))
-
-
 
 
 def test_credits_equal_the_simulators_own_records(recorded):
@@ -67,22 +73,30 @@ def test_error_counts_equal_the_simulators(query_db, recorded):
     rep = report(db)
     assert rep["429_count"] == sim.records.count(status=429) > 0
     assert rep["402_count"] == sim.records.count(status=402)
-    assert rep["retry_count"] == query_db(
-        db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND attempt > 1")[0][0]
+    assert (
+        rep["retry_count"]
+        == query_db(db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND attempt > 1")[0][
+            0
+        ]
+    )
 
 
 def test_report_numbers_equal_the_ledgers(query_db, recorded):
     db, _ = recorded
     rep = report(db)
-    total, = query_db(db, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger")[0]
+    (total,) = query_db(db, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger")[0]
     assert rep["credits_used_total"] == total
-    rows = query_db(db, "SELECT endpoint, COUNT(*), SUM(estimate), SUM(credits_used) "
-                    "FROM ledger WHERE kind = 'ok' AND job_id IS NOT NULL GROUP BY endpoint")
+    rows = query_db(
+        db,
+        "SELECT endpoint, COUNT(*), SUM(estimate), SUM(credits_used) "
+        "FROM ledger WHERE kind = 'ok' AND job_id IS NOT NULL GROUP BY endpoint",
+    )
     for ep, n, est, act in rows:
         x = rep["estimated_vs_actual"][ep]
         assert (x["jobs"], x["estimated"], x["actual"]) == (n, est, act)
-    rem = sorted(r[0] for r in query_db(db, "SELECT rl_remaining FROM ledger "
-                                            "WHERE rl_remaining IS NOT NULL"))
+    rem = sorted(
+        r[0] for r in query_db(db, "SELECT rl_remaining FROM ledger WHERE rl_remaining IS NOT NULL")
+    )
     assert rep["rate_limit_remaining"]["min"] == rem[0]
     assert rep["rate_limit_remaining"]["median"] == rem[(len(rem) + 1) // 2 - 1]
     assert rep["requests_per_minute"]["peak"] <= rep["rate_limit_limit"]
@@ -95,11 +109,11 @@ def test_since_and_until_select_a_time_range(query_db, recorded):
     full = report(db)
     tail = report(db, since="-120s")  # back from the end of the recording
     last = full["recording"]["last"]
-    n, = query_db(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {last - 120}")[0]
+    (n,) = query_db(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {last - 120}")[0]
     assert tail["requests_total"] == n < full["requests_total"]
     lo = WALL0 + 30
     part = report(db, since=str(lo), until=str(lo + 60))
-    n, = query_db(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {lo} AND t <= {lo + 60}")[0]
+    (n,) = query_db(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {lo} AND t <= {lo + 60}")[0]
     assert part["requests_total"] == n
 
 
@@ -122,8 +136,13 @@ def test_text_report_has_tables_and_charts(recorded):
 
 def test_json_output_is_json_only(recorded):
     db, _ = recorded
-    r = subprocess.run([sys.executable, "-m", "mavera_tui", "report", str(db), "--json"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "mavera_tui", "report", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["credits_used_total"] == report(db)["credits_used_total"]
@@ -132,7 +151,12 @@ def test_json_output_is_json_only(recorded):
 def test_a_foreign_file_is_one_clear_line(tmp_path):
     p = tmp_path / "notes.txt"
     p.write_text("hello")
-    r = subprocess.run([sys.executable, "-m", "mavera_tui", "report", str(p)],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "mavera_tui", "report", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert r.returncode == EXIT_CANNOT_START and "not an SQLite file" in r.stderr
     assert "Traceback" not in r.stderr

@@ -19,13 +19,18 @@ def virtual(fn: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def fg(i: int, sample: int = 50, questions: int = 5) -> JobSpec:
-    return JobSpec(f"fg{i}", "POST", "/focus-groups",
-                   {"sample_size": sample, "questions": [f"q{k}" for k in range(questions)]})
+    return JobSpec(
+        f"fg{i}",
+        "POST",
+        "/focus-groups",
+        {"sample_size": sample, "questions": [f"q{k}" for k in range(questions)]},
+    )
 
 
 def responses(n: int, prefix: str = "r") -> list[JobSpec]:
-    return [JobSpec(f"{prefix}{i}", "POST", "/responses", {"input": f"{prefix}{i}"})
-            for i in range(n)]
+    return [
+        JobSpec(f"{prefix}{i}", "POST", "/responses", {"input": f"{prefix}{i}"}) for i in range(n)
+    ]
 
 
 def arrivals(sim: Simulator, path: str | None = None) -> list[Any]:
@@ -39,12 +44,14 @@ def test_concurrency_caps_are_never_exceeded_and_are_used(make_rig) -> None:
     async def main() -> None:
         rig = await make_rig({"tier": "enterprise"})
         specs = (
-            [JobSpec(f"m{i}", "POST", "/mave/chat", {"message": "x", "complexity": "simple"})
-             for i in range(30)]
+            [
+                JobSpec(f"m{i}", "POST", "/mave/chat", {"message": "x", "complexity": "simple"})
+                for i in range(30)
+            ]
             + [fg(i, sample=10, questions=1) for i in range(15)]
-            + [JobSpec(f"v{i}", "POST", "/video-analyses", {"video_seconds": 20})
-               for i in range(9)]
-            + responses(40))
+            + [JobSpec(f"v{i}", "POST", "/video-analyses", {"video_seconds": 20}) for i in range(9)]
+            + responses(40)
+        )
         await rig.sched.submit_many(specs)
         await rig.sched.wait_idle()
         await rig.close()
@@ -52,7 +59,7 @@ def test_concurrency_caps_are_never_exceeded_and_are_used(make_rig) -> None:
         assert rig.sched.summary()["succeeded"] == len(specs)
         assert recs.count(status=429) == 0
         for ep, cap in (("mave", 10), ("focus_groups", 5), ("video_analyses", 3)):
-            assert recs.max_in_flight(ep) == cap, ep   # never above, and fully used
+            assert recs.max_in_flight(ep) == cap, ep  # never above, and fully used
             assert rig.sched.summary()["max_in_flight"][ep] <= cap
 
     virtual(main)
@@ -66,8 +73,14 @@ def _storm_run(make_rig: Callable[..., Any], mode: str) -> tuple[Simulator, Any,
     storm_start, storm_len = 20.0, 30.0
 
     async def main() -> tuple[Simulator, Any, float]:
-        rig = await make_rig({"limit": 60, "faults": Faults(
-            storm_start=storm_start, storm_seconds=storm_len, retry_after_mode=mode)})
+        rig = await make_rig(
+            {
+                "limit": 60,
+                "faults": Faults(
+                    storm_start=storm_start, storm_seconds=storm_len, retry_after_mode=mode
+                ),
+            }
+        )
         t0 = rig.sim.records[0].t
         for spec in responses(40):
             await rig.sched.submit(spec)
@@ -104,13 +117,14 @@ def test_retry_after_as_an_http_date_is_honoured(make_rig) -> None:
 def test_a_retry_after_over_the_maximum_fails_the_job_naming_it_without_waiting(make_rig) -> None:
     async def main() -> None:
         # The storm starts just after the balance read, so only the job meets it.
-        rig = await make_rig({"faults": Faults(storm_start=1.0, storm_seconds=3600.0)},
-                             max_retry_after=120.0)
+        rig = await make_rig(
+            {"faults": Faults(storm_start=1.0, storm_seconds=3600.0)}, max_retry_after=120.0
+        )
         await asyncio.sleep(2.0)
         t0 = rig.now()
         await rig.sched.submit(JobSpec("j1", "POST", "/responses", {}))
         await rig.sched.wait_idle()
-        assert rig.now() - t0 < 120.0       # not waited out
+        assert rig.now() - t0 < 120.0  # not waited out
         job = rig.sched.jobs["j1"]
         assert job.state == S.FAILED
         assert "120" in job.reason and "max" in job.reason and "retry" in job.reason.lower()
@@ -123,8 +137,9 @@ def test_a_retry_after_over_the_maximum_fails_the_job_naming_it_without_waiting(
 
 def test_a_huge_retry_after_is_reported_not_waited_out(make_rig) -> None:
     async def main() -> None:
-        rig = await make_rig({"faults": Faults(storm_start=1.0, storm_seconds=30.0,
-                                               retry_after_mode="huge")})
+        rig = await make_rig(
+            {"faults": Faults(storm_start=1.0, storm_seconds=30.0, retry_after_mode="huge")}
+        )
         await asyncio.sleep(2.0)
         t0 = rig.now()
         await rig.sched.submit(JobSpec("j1", "POST", "/responses", {}))
@@ -179,9 +194,9 @@ def test_dropped_connections_are_retried_then_fail_naming_the_connection(make_ri
 
 def test_occasional_5xx_and_drops_are_retried_until_every_job_succeeds(make_rig) -> None:
     async def main() -> None:
-        rig = await make_rig({"limit": 600, "faults": Faults(error_5xx_rate=0.15,
-                                                             drop_rate=0.1)},
-                             max_attempts=8)
+        rig = await make_rig(
+            {"limit": 600, "faults": Faults(error_5xx_rate=0.15, drop_rate=0.1)}, max_attempts=8
+        )
         await rig.sched.submit_many(responses(100))
         await rig.sched.wait_idle()
         await rig.close()
@@ -222,8 +237,9 @@ def test_concurrent_focus_groups_cannot_jointly_overdraw_the_balance(make_rig) -
             nonlocal peak
             while True:
                 peak = max(peak, rig.sched.reserved)
-                assert rig.sched.budget.total is None or \
-                    rig.sched.reserved <= rig.sched.budget.total
+                assert (
+                    rig.sched.budget.total is None or rig.sched.reserved <= rig.sched.budget.total
+                )
                 await asyncio.sleep(0.5)
 
         w = asyncio.create_task(watch())
@@ -232,7 +248,7 @@ def test_concurrent_focus_groups_cannot_jointly_overdraw_the_balance(make_rig) -
         w.cancel()
         await rig.close()
         recs = rig.sim.records
-        assert recs.max_in_flight("focus_groups") < 5     # not all admitted at once
+        assert recs.max_in_flight("focus_groups") < 5  # not all admitted at once
         assert peak <= 600
         assert recs.count(status=402) == 0
         assert recs.total_charged() <= 600
@@ -246,7 +262,8 @@ def test_concurrent_focus_groups_cannot_jointly_overdraw_the_balance(make_rig) -
 
 
 def test_a_402_parks_jobs_as_waiting_for_credits_and_they_resume_when_credits_arrive(
-        make_rig) -> None:
+    make_rig,
+) -> None:
     async def main() -> None:
         rig = await make_rig({"limit": 600}, credit_poll=5.0)
         sim = rig.sim
@@ -256,7 +273,8 @@ def test_a_402_parks_jobs_as_waiting_for_credits_and_they_resume_when_credits_ar
         for _ in range(200):
             await asyncio.sleep(1.0)
             if rig.sched.summary()["waiting_for_credits"] > 0 and not any(
-                    rig.sched._in_flight.values()):
+                rig.sched._in_flight.values()
+            ):
                 break
         s = rig.sched.summary()
         assert s["waiting_for_credits"] > 0 and s["count_402"] >= 1
@@ -308,7 +326,7 @@ def test_a_queued_job_can_be_cancelled_and_is_never_sent(make_rig) -> None:
         rig.sched.pause()
         await rig.sched.submit_many(responses(3) + [JobSpec("g", "POST", "/generations", {})])
         assert rig.sched.cancel("g") is True
-        assert rig.sched.cancel("g") is False        # already final
+        assert rig.sched.cancel("g") is False  # already final
         assert rig.sched.cancel("nope") is False
         rig.sched.resume()
         await rig.sched.wait_idle()
@@ -349,10 +367,13 @@ def test_submit_many_says_which_jobs_were_duplicates_and_which_invalid(make_rig)
     async def main() -> None:
         rig = await make_rig()
         first = await rig.sched.submit_many([JobSpec("a", "POST", "/responses", {})])
-        again = await rig.sched.submit_many([
-            JobSpec("a", "POST", "/responses", {}),
-            JobSpec("b", "POST", "/focus-groups", {"sample_size": -1}),
-            JobSpec("c", "POST", "/responses", {})])
+        again = await rig.sched.submit_many(
+            [
+                JobSpec("a", "POST", "/responses", {}),
+                JobSpec("b", "POST", "/focus-groups", {"sample_size": -1}),
+                JobSpec("c", "POST", "/responses", {}),
+            ]
+        )
         await rig.sched.wait_idle()
         await rig.close()
         assert first.accepted == ["a"] and not first.duplicates and not first.invalid

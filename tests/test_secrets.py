@@ -29,17 +29,46 @@ SECRET = "mvra_test_SECRET123xyz"
 
 
 def run_cli(tmp_path: Path, job_file, url: str, name: str, n: int = 12, *extra: str):
-    jobs = job_file([{"id": f"{name}{i}", "method": "POST", "path": "/responses",
-                      "body": {"input": f"x{i}"}} for i in range(n)], name=f"{name}.jsonl")
+    jobs = job_file(
+        [
+            {"id": f"{name}{i}", "method": "POST", "path": "/responses", "body": {"input": f"x{i}"}}
+            for i in range(n)
+        ],
+        name=f"{name}.jsonl",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
     env["MAVERA_API_KEY"] = SECRET
-    art = {"db": tmp_path / f"{name}.db", "summary": tmp_path / f"{name}.json",
-           "debug": tmp_path / f"{name}.log"}
+    art = {
+        "db": tmp_path / f"{name}.db",
+        "summary": tmp_path / f"{name}.json",
+        "debug": tmp_path / f"{name}.log",
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "mavera_tui", "run", str(jobs), "--base-url", url,
-         "--db", str(art["db"]), "--summary", str(art["summary"]),
-         "--debug", str(art["debug"]), "--window-seconds", "2", "--timeout", "5", *extra],
-        cwd=ROOT, env=env, capture_output=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "mavera_tui",
+            "run",
+            str(jobs),
+            "--base-url",
+            url,
+            "--db",
+            str(art["db"]),
+            "--summary",
+            str(art["summary"]),
+            "--debug",
+            str(art["debug"]),
+            "--window-seconds",
+            "2",
+            "--timeout",
+            "5",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     return proc, art
 
 
@@ -53,8 +82,15 @@ def all_artefacts(tmp_path: Path, proc) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def hostile_server(loopback_sim_module):
-    srv = loopback_sim_module(tier="professional", plan="enterprise", allocation=1_000_000,
-                              window_seconds=2.0, time_scale=0.0, seed=4, tap=True)
+    srv = loopback_sim_module(
+        tier="professional",
+        plan="enterprise",
+        allocation=1_000_000,
+        window_seconds=2.0,
+        time_scale=0.0,
+        seed=4,
+        tap=True,
+    )
     f = srv.sim.config.faults
     f.hostile_text, f.error_5xx_rate, f.drop_rate, f.bad_body_rate = True, 0.4, 0.1, 0.2
     return srv
@@ -78,12 +114,21 @@ def test_key_in_no_artefact_and_files_owner_only(tmp_path, hostile_server, job_f
 def test_server_text_is_shown_literally(tmp_path, loopback_sim, job_file):
     """A workspace budget that runs out: the parked jobs' reasons carry the server's 402
     message, which here holds escape sequences and markup."""
-    srv = loopback_sim(tier="professional", plan="enterprise", allocation=1_000_000,
-                       window_seconds=2.0, time_scale=0.0, seed=4, budget_cap=20, tap=True)
+    srv = loopback_sim(
+        tier="professional",
+        plan="enterprise",
+        allocation=1_000_000,
+        window_seconds=2.0,
+        time_scale=0.0,
+        seed=4,
+        budget_cap=20,
+        tap=True,
+    )
     srv.sim.config.faults.hostile_text = True
     try:
-        proc, art = run_cli(tmp_path, job_file, srv.url, "lit", 12, "--credit-wait", "1",
-                            "--credit-poll", "0.5")
+        proc, art = run_cli(
+            tmp_path, job_file, srv.url, "lit", 12, "--credit-wait", "1", "--credit-poll", "0.5"
+        )
     finally:
         srv.stop()
     out = proc.stdout + proc.stderr
@@ -104,9 +149,16 @@ def test_printable_makes_every_control_character_inert():
 
 
 def test_rejected_key_401(tmp_path, loopback_sim, job_file):
-    srv = loopback_sim(tier="professional", plan="enterprise", allocation=1_000_000,
-                       window_seconds=2.0, time_scale=0.0, seed=4,
-                       rejected_keys=frozenset({SECRET}), tap=True)
+    srv = loopback_sim(
+        tier="professional",
+        plan="enterprise",
+        allocation=1_000_000,
+        window_seconds=2.0,
+        time_scale=0.0,
+        seed=4,
+        rejected_keys=frozenset({SECRET}),
+        tap=True,
+    )
     try:
         proc, art = run_cli(tmp_path, job_file, srv.url, "denied")
     finally:
@@ -134,25 +186,40 @@ async def test_tls_verification_stays_on(backend):
     await client.aclose()
 
 
-@pytest.mark.parametrize("url", ["http://app.mavera.io/api/v1", "http://10.0.0.5/api",
-                                 "http://127.evil.example/api", "http://localhost.evil/api"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://app.mavera.io/api/v1",
+        "http://10.0.0.5/api",
+        "http://127.evil.example/api",
+        "http://localhost.evil/api",
+    ],
+)
 def test_plain_http_is_refused_off_loopback(url, tmp_path, job_file):
     with pytest.raises(ConfigError) as exc:
         check_base_url(url)
     assert "http://" in str(exc.value)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
     env["MAVERA_API_KEY"] = SECRET
-    jobs = job_file(['{"id": "a", "method": "POST", "path": "/responses", "body": {}}'],
-                    name="j.jsonl")
-    proc = subprocess.run([sys.executable, "-m", "mavera_tui", "run", str(jobs),
-                           "--base-url", url], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    jobs = job_file(
+        ['{"id": "a", "method": "POST", "path": "/responses", "body": {}}'], name="j.jsonl"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mavera_tui", "run", str(jobs), "--base-url", url],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3
     assert "refusing plain http://" in proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9/api/v1", "http://localhost:9/api/v1",
-                                 "https://app.mavera.io/api/v1"])
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9/api/v1", "http://localhost:9/api/v1", "https://app.mavera.io/api/v1"],
+)
 def test_loopback_http_and_https_are_allowed(url):
     assert check_base_url(url) == url

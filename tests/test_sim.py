@@ -39,13 +39,23 @@ from mavera_tui.sim import server as sim_server
 
 WALL0 = 1_700_000_000.0
 T0 = 1_000.0  # run_virtual's loop starts here
-RATE_BODY = {"error": {"message": "Rate limit exceeded. Please retry after {n} seconds.",
-                       "type": "rate_limit_error", "code": "rate_limit_exceeded",
-                       "param": None}}
-CREDITS_BODY = {"error": {
-    "message": "Insufficient credits. Please upgrade your subscription or wait for your next "
-               "billing cycle.",
-    "type": "insufficient_credits", "code": "credits_exhausted", "param": None}}
+RATE_BODY = {
+    "error": {
+        "message": "Rate limit exceeded. Please retry after {n} seconds.",
+        "type": "rate_limit_error",
+        "code": "rate_limit_exceeded",
+        "param": None,
+    }
+}
+CREDITS_BODY = {
+    "error": {
+        "message": "Insufficient credits. Please upgrade your subscription or wait for your next "
+        "billing cycle.",
+        "type": "insufficient_credits",
+        "code": "credits_exhausted",
+        "param": None,
+    }
+}
 
 
 def make(faults: Faults | None = None, **kw: Any) -> Simulator:
@@ -54,17 +64,20 @@ def make(faults: Faults | None = None, **kw: Any) -> Simulator:
 
 
 @contextlib.asynccontextmanager
-async def client(sim: Simulator, key: str | None = "key-1",
-                 base: str = "http://sim/api/v1") -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    sim: Simulator, key: str | None = "key-1", base: str = "http://sim/api/v1"
+) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with httpx.AsyncClient(transport=sim_transport(sim), base_url=base,
-                                 headers=headers) as c:
+    async with httpx.AsyncClient(transport=sim_transport(sim), base_url=base, headers=headers) as c:
         yield c
 
 
 def rate(r: httpx.Response) -> tuple[int, int, int]:
-    return (int(r.headers["X-RateLimit-Limit"]), int(r.headers["X-RateLimit-Remaining"]),
-            int(r.headers["X-RateLimit-Reset"]))
+    return (
+        int(r.headers["X-RateLimit-Limit"]),
+        int(r.headers["X-RateLimit-Remaining"]),
+        int(r.headers["X-RateLimit-Reset"]),
+    )
 
 
 def now() -> float:
@@ -177,8 +190,9 @@ def test_a_request_over_the_concurrency_cap_gets_429_with_the_concurrency_code()
     async def main() -> None:
         async with client(sim) as c, client(sim, "other") as other:
             body = {"video_seconds": 20}
-            running = [asyncio.create_task(c.post("/video-analyses", json=body))
-                       for _ in range(video.cap)]
+            running = [
+                asyncio.create_task(c.post("/video-analyses", json=body)) for _ in range(video.cap)
+            ]
             await asyncio.sleep(0)  # let them arrive
             assert sim.in_flight("video_analyses") == video.cap
             r = await c.post("/video-analyses", json=body)
@@ -215,8 +229,11 @@ def test_charges_use_the_plan_allocation_first_then_purchased_credits() -> None:
 
     bal = run_virtual(main())
     assert (sim.state.plan_remaining, sim.state.purchased, sim.state.balance) == (0, 750, 750)
-    assert (bal["plan_credits_remaining"], bal["purchased_credits"], bal["balance"]) == (0, 750,
-                                                                                        750)
+    assert (bal["plan_credits_remaining"], bal["purchased_credits"], bal["balance"]) == (
+        0,
+        750,
+        750,
+    )
     assert bal["period_used"] == 500
     [txn] = bal["transactions"]
     assert (txn["type"], txn["amount"]) == ("deduction", 300)
@@ -252,7 +269,10 @@ def test_a_request_over_the_workspace_budget_gets_402_budget_exceeded() -> None:
             assert r.status_code == 402
             err = r.json()["error"]
             assert (err["type"], err["code"], err["param"]) == (
-                "insufficient_credits", "budget_exceeded", None)
+                "insufficient_credits",
+                "budget_exceeded",
+                None,
+            )
             assert "workspace budget is exhausted" in err["message"]
 
     run_virtual(main())
@@ -297,8 +317,9 @@ def test_a_500_after_the_work_started_refunds_the_deduction() -> None:
 
 def test_auto_recharge_buys_credits_below_the_threshold_within_the_monthly_limit() -> None:
     pack = catalog.CREDIT_PACKS["standard"]
-    auto = AutoRecharge(enabled=True, threshold=300, credits=500, pack="standard",
-                        monthly_limit_eur=pack.price_eur)  # room for exactly one recharge
+    auto = AutoRecharge(
+        enabled=True, threshold=300, credits=500, pack="standard", monthly_limit_eur=pack.price_eur
+    )  # room for exactly one recharge
     sim = make(plan="starter", period_used=500, purchased=350, auto_recharge=auto)
 
     async def main() -> dict[str, Any]:
@@ -309,7 +330,10 @@ def test_auto_recharge_buys_credits_below_the_threshold_within_the_monthly_limit
 
     bal = run_virtual(main())
     assert [(t["type"], t["amount"]) for t in reversed(bal["transactions"])] == [
-        ("deduction", 300), ("purchase", 500), ("deduction", 300)]
+        ("deduction", 300),
+        ("purchase", 500),
+        ("deduction", 300),
+    ]
     assert bal["balance"] == 250
     assert bal["auto_recharge"]["spent_this_month_eur"] == pack.price_eur
     assert bal["auto_recharge"]["pack_price_eur"] == pack.price_eur
@@ -377,8 +401,9 @@ def test_charges_are_deterministic_for_a_seed_and_inside_the_documented_bounds()
 
 @settings(max_examples=200, deadline=None)
 @given(sample=st.integers(1, 1000), questions=st.integers(0, 100), seed=st.integers(0, 10**6))
-def test_a_focus_group_charge_never_exceeds_the_formula_or_200(sample: int, questions: int,
-                                                               seed: int) -> None:
+def test_a_focus_group_charge_never_exceeds_the_formula_or_200(
+    sample: int, questions: int, seed: int
+) -> None:
     body = {"sample_size": sample, "questions": questions}
     ep = catalog.ENDPOINTS["focus_groups"]
     charged = charge_for(ep, body, seed)
@@ -401,16 +426,29 @@ def test_the_billing_endpoint_has_the_documented_shape_and_counts_in_the_window(
             r2 = await c.get("/billing/credits")
             assert rate(r2)[1] == 58
             body = r.json()
-            assert set(body) == {"object", "balance", "plan_credits_remaining",
-                                 "purchased_credits", "plan", "monthly_allocation",
-                                 "period_used", "auto_recharge", "transactions", "usage"}
+            assert set(body) == {
+                "object",
+                "balance",
+                "plan_credits_remaining",
+                "purchased_credits",
+                "plan",
+                "monthly_allocation",
+                "period_used",
+                "auto_recharge",
+                "transactions",
+                "usage",
+            }
             assert body["object"] == "credit_balance"
             assert body["usage"]["credits_used"] == 0
             assert (body["plan"], body["monthly_allocation"]) == ("basic", 2000)
             assert body["balance"] == body["plan_credits_remaining"] + body["purchased_credits"]
             assert body["purchased_credits"] == 40
-            assert set(body["auto_recharge"]) >= {"enabled", "threshold", "credits",
-                                                  "monthly_limit_eur"}
+            assert set(body["auto_recharge"]) >= {
+                "enabled",
+                "threshold",
+                "credits",
+                "monthly_limit_eur",
+            }
             txns = body["transactions"]
             assert len(txns) == 100
             assert set(txns[0]) == {"id", "type", "amount", "timestamp", "resource"}
@@ -725,8 +763,7 @@ def test_injected_503s_are_immediate_and_free() -> None:
 
 def test_faults_are_deterministic_for_a_seed() -> None:
     def outcome(seed: int) -> list[tuple[int | None, str | None]]:
-        sim = make(faults=Faults(error_5xx_rate=0.3, drop_rate=0.3, bad_body_rate=0.3),
-                   seed=seed)
+        sim = make(faults=Faults(error_5xx_rate=0.3, drop_rate=0.3, bad_body_rate=0.3), seed=seed)
 
         async def main() -> None:
             async with client(sim) as c:
@@ -756,8 +793,7 @@ def test_the_simulator_serves_real_http_with_uvicorn_and_stops() -> None:
             time.sleep(0.01)
         port = sim_server.bound_port(server)
         for base in (f"http://127.0.0.1:{port}/api/v1", f"http://127.0.0.1:{port}"):
-            with httpx.Client(base_url=base, headers={"Authorization": "Bearer k"},
-                              timeout=5) as c:
+            with httpx.Client(base_url=base, headers={"Authorization": "Bearer k"}, timeout=5) as c:
                 r = c.post("/responses", json={"input": "hi"})
                 assert r.status_code == 200 and r.json()["usage"]["credits_used"] >= 1
                 assert r.headers["X-RateLimit-Limit"] == "3"
@@ -780,19 +816,45 @@ def test_the_simulator_serves_real_http_with_uvicorn_and_stops() -> None:
 def test_the_server_arguments_build_the_config_and_the_banner() -> None:
     parser = argparse.ArgumentParser()
     sim_server.add_arguments(parser)
-    args = parser.parse_args(["--port", "8123", "--tier", "basic", "--plan", "professional",
-                              "--window-seconds", "30", "--seed", "4", "--time-scale", "0.1",
-                              "--purchased", "70", "--drop-rate", "0.2",
-                              "--retry-after", "http-date", "--hostile-text"])
+    args = parser.parse_args(
+        [
+            "--port",
+            "8123",
+            "--tier",
+            "basic",
+            "--plan",
+            "professional",
+            "--window-seconds",
+            "30",
+            "--seed",
+            "4",
+            "--time-scale",
+            "0.1",
+            "--purchased",
+            "70",
+            "--drop-rate",
+            "0.2",
+            "--retry-after",
+            "http-date",
+            "--hostile-text",
+        ]
+    )
     cfg = sim_server.config_from_args(args)
     assert (cfg.effective_limit, cfg.monthly_allocation, cfg.window_seconds) == (
-        catalog.TIERS["basic"], catalog.PLANS["professional"], 30)
+        catalog.TIERS["basic"],
+        catalog.PLANS["professional"],
+        30,
+    )
     assert (cfg.seed, cfg.time_scale, cfg.purchased) == (4, 0.1, 70)
     assert (cfg.faults.drop_rate, cfg.faults.retry_after_mode, cfg.faults.hostile_text) == (
-        0.2, "http-date", True)
+        0.2,
+        "http-date",
+        True,
+    )
     assert sim_server.describe(create_sim(cfg), "127.0.0.1", 8123) == (
         "simulator listening on http://127.0.0.1:8123/api/v1 "
-        "(tier basic 120/min, plan professional 5000 credits, window 30 s)")
+        "(tier basic 120/min, plan professional 5000 credits, window 30 s)"
+    )
     with pytest.raises(SystemExit):
         parser.parse_args([])  # --port is required
 

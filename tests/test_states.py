@@ -11,12 +11,32 @@ from mavera_tui import snapshot as S
 from mavera_tui.states import ErrorKind, JobState
 
 # The strings already in users' databases and recordings: changing one loses their jobs.
-STORED_STATES = {"queued", "waiting_window", "waiting_slot", "backoff", "waiting_credits",
-                 "paused", "in_flight", "succeeded", "failed", "cancelled", "blocked_preflight",
-                 "outcome_unknown"}
-STORED_KINDS = {"rate_limited", "concurrency_limited", "credits_exhausted", "budget_exceeded",
-                "unauthorized", "server_error", "timeout", "connection_error", "bad_response",
-                "client_error"}
+STORED_STATES = {
+    "queued",
+    "waiting_window",
+    "waiting_slot",
+    "backoff",
+    "waiting_credits",
+    "paused",
+    "in_flight",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "blocked_preflight",
+    "outcome_unknown",
+}
+STORED_KINDS = {
+    "rate_limited",
+    "concurrency_limited",
+    "credits_exhausted",
+    "budget_exceeded",
+    "unauthorized",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "bad_response",
+    "client_error",
+}
 
 
 def test_job_states_keep_the_strings_stored_in_databases_and_recordings() -> None:
@@ -27,7 +47,9 @@ def test_job_states_keep_the_strings_stored_in_databases_and_recordings() -> Non
     con.execute("CREATE TABLE jobs (state TEXT)")
     con.execute("INSERT INTO jobs VALUES (?)", (JobState.OUTCOME_UNKNOWN,))
     assert con.execute("SELECT state, typeof(state) FROM jobs").fetchone() == (
-        "outcome_unknown", "text")
+        "outcome_unknown",
+        "text",
+    )
 
 
 def test_a_state_read_back_as_text_finds_its_member_in_sets_and_dicts() -> None:
@@ -51,14 +73,27 @@ def test_the_snapshot_names_are_the_enum_members_in_the_same_groups() -> None:
 def test_error_kinds_keep_their_strings_and_match_the_client_vocabulary() -> None:
     assert {k.value for k in ErrorKind} == STORED_KINDS
     # api_types still spells the kinds as constants; they must stay the same words.
-    assert [api.RATE_LIMITED, api.CONCURRENCY, api.CREDITS, api.BUDGET, api.AUTH, api.SERVER,
-            api.TIMEOUT, api.CONNECTION, api.BAD_RESPONSE, api.CLIENT] == list(ErrorKind)
+    assert [
+        api.RATE_LIMITED,
+        api.CONCURRENCY,
+        api.CREDITS,
+        api.BUDGET,
+        api.AUTH,
+        api.SERVER,
+        api.TIMEOUT,
+        api.CONNECTION,
+        api.BAD_RESPONSE,
+        api.CLIENT,
+    ] == list(ErrorKind)
     assert {k for k in ErrorKind if k.retryable} == set(api.RETRYABLE)
 
 
 def test_error_kind_properties_say_what_the_scheduler_does() -> None:
     assert {k for k in ErrorKind if k.charge_unknown} == {
-        ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.BAD_RESPONSE}
+        ErrorKind.TIMEOUT,
+        ErrorKind.CONNECTION,
+        ErrorKind.BAD_RESPONSE,
+    }
     assert {k for k in ErrorKind if k.holds_key} == {ErrorKind.RATE_LIMITED}
-    assert not ErrorKind.CONCURRENCY.holds_key      # a cap's 429 holds one endpoint only
-    assert not ErrorKind.CREDITS.retryable          # a 402 parks, it is not retried blindly
+    assert not ErrorKind.CONCURRENCY.holds_key  # a cap's 429 holds one endpoint only
+    assert not ErrorKind.CREDITS.retryable  # a 402 parks, it is not retried blindly

@@ -32,20 +32,26 @@ N = 30
 
 def news_jobs(n: int = N) -> list[JobSpec]:
     """News analyses: the story id is in the path, so the API side's log names each job."""
-    return [JobSpec(f"n{i:02d}", "POST", f"/news/stories/s{i:02d}/analyze", {})
-            for i in range(n)]
+    return [JobSpec(f"n{i:02d}", "POST", f"/news/stories/s{i:02d}/analyze", {}) for i in range(n)]
 
 
-async def _session(make_rig: Callable[..., Any], sim: Simulator, db: Path, *,
-                   specs: list[JobSpec], resend_up_to: int = 0,
-                   crash_after: float | None = None) -> Scheduler:
-    rig = await make_rig(sim, key=KEY, db=db, window_seconds=60.0,
-                         resend_unknown_up_to=resend_up_to)
+async def _session(
+    make_rig: Callable[..., Any],
+    sim: Simulator,
+    db: Path,
+    *,
+    specs: list[JobSpec],
+    resend_up_to: int = 0,
+    crash_after: float | None = None,
+) -> Scheduler:
+    rig = await make_rig(
+        sim, key=KEY, db=db, window_seconds=60.0, resend_unknown_up_to=resend_up_to
+    )
     if specs:
         await rig.sched.submit_many(specs)
     if crash_after is not None:
         await asyncio.sleep(crash_after)
-        await rig.sched.abort()        # in-flight requests are cut off mid-way
+        await rig.sched.abort()  # in-flight requests are cut off mid-way
         await rig.store.close()
         await rig.client.aclose()
     else:
@@ -54,24 +60,30 @@ async def _session(make_rig: Callable[..., Any], sim: Simulator, db: Path, *,
     return rig.sched
 
 
-def _crash_and_restart(make_rig: Callable[..., Any], job_states: Callable[..., Any],
-                       tmp_path: Path, resend_up_to: int) -> dict[str, Any]:
+def _crash_and_restart(
+    make_rig: Callable[..., Any], job_states: Callable[..., Any], tmp_path: Path, resend_up_to: int
+) -> dict[str, Any]:
     db = tmp_path / "jobs.db"
 
     async def main() -> dict[str, Any]:
         clock = Clock(wall0=WALL0)
         # 10 requests per minute: the balance read and 9 jobs go in the first window, 10
         # more at its end; we stop 1 s into the second window, while those 10 run (2-8 s).
-        sim = create_sim(SimConfig(limit=10, plan="enterprise", allocation=10**6, seed=2),
-                         clock)
+        sim = create_sim(SimConfig(limit=10, plan="enterprise", allocation=10**6, seed=2), clock)
         first = await _session(make_rig, sim, db, specs=news_jobs(), crash_after=61.0)
         states1 = job_states(db)
         in_flight_at_crash = sorted(i for i, s in states1.items() if s == S.IN_FLIGHT)
-        await sim.drain()                  # the cut-off requests still complete server-side
-        await asyncio.sleep(61.0)          # the window empties
+        await sim.drain()  # the cut-off requests still complete server-side
+        await asyncio.sleep(61.0)  # the window empties
         second = await _session(make_rig, sim, db, specs=[], resend_up_to=resend_up_to)
-        return {"sim": sim, "states1": states1, "in_flight": in_flight_at_crash,
-                "first": first, "second": second, "states2": job_states(db)}
+        return {
+            "sim": sim,
+            "states1": states1,
+            "in_flight": in_flight_at_crash,
+            "first": first,
+            "second": second,
+            "states2": job_states(db),
+        }
 
     return run_virtual(main())
 
@@ -85,7 +97,8 @@ def _sent_per_job(sim: Simulator) -> Counter[str]:
 
 
 def test_a_restart_resumes_queued_jobs_and_never_resends_one_that_was_in_flight(
-        job_states, make_rig, tmp_path: Path) -> None:
+    job_states, make_rig, tmp_path: Path
+) -> None:
     out = _crash_and_restart(make_rig, job_states, tmp_path, resend_up_to=0)
     states1, states2, sim = out["states1"], out["states2"], out["sim"]
     done1 = {i for i, s in states1.items() if s == S.SUCCEEDED}
@@ -108,7 +121,8 @@ def test_a_restart_resumes_queued_jobs_and_never_resends_one_that_was_in_flight(
 
 
 def test_a_restart_resends_in_flight_jobs_that_cost_at_most_the_threshold(
-        job_states, make_rig, tmp_path: Path) -> None:
+    job_states, make_rig, tmp_path: Path
+) -> None:
     # A news analysis costs <= 20.
     out = _crash_and_restart(make_rig, job_states, tmp_path, resend_up_to=20)
     sent = _sent_per_job(out["sim"])
@@ -119,7 +133,8 @@ def test_a_restart_resends_in_flight_jobs_that_cost_at_most_the_threshold(
 
 
 def test_jobs_are_persisted_before_dispatch_and_the_ledger_records_every_attempt(
-        make_rig, tmp_path: Path) -> None:
+    make_rig, tmp_path: Path
+) -> None:
     db = tmp_path / "ledger.db"
 
     async def main() -> None:
@@ -127,8 +142,10 @@ def test_jobs_are_persisted_before_dispatch_and_the_ledger_records_every_attempt
         sim = create_sim(SimConfig(limit=600, plan="enterprise", allocation=10**6), clock)
         await _session(make_rig, sim, db, specs=news_jobs(5))
         store = await Store.open(db, readonly=True)
-        rows = await store.query("SELECT job_id, status, credits_used, estimate, attempt "
-                                 "FROM ledger WHERE job_id IS NOT NULL ORDER BY job_id")
+        rows = await store.query(
+            "SELECT job_id, status, credits_used, estimate, attempt "
+            "FROM ledger WHERE job_id IS NOT NULL ORDER BY job_id"
+        )
         jobs = await store.load_jobs()
         await store.close()
         assert [r[0] for r in rows] == [f"n{i:02d}" for i in range(5)]
@@ -150,18 +167,26 @@ def test_a_second_writer_on_the_same_database_gets_a_clear_store_error(tmp_path:
         store = await Store.open(db)
         try:
             # Another process.
-            code = ("import asyncio, sys\n"
-                    "from mavera_tui.store import Store, StoreError\n"
-                    "async def m():\n"
-                    "    try:\n"
-                    "        s = await Store.open(sys.argv[1])\n"
-                    "    except StoreError as e:\n"
-                    "        print(e); return 7\n"
-                    "    await s.close(); return 0\n"
-                    "sys.exit(asyncio.run(m()))\n")
+            code = (
+                "import asyncio, sys\n"
+                "from mavera_tui.store import Store, StoreError\n"
+                "async def m():\n"
+                "    try:\n"
+                "        s = await Store.open(sys.argv[1])\n"
+                "    except StoreError as e:\n"
+                "        print(e); return 7\n"
+                "    await s.close(); return 0\n"
+                "sys.exit(asyncio.run(m()))\n"
+            )
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", code, str(db), stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+                sys.executable,
+                "-c",
+                code,
+                str(db),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=Path(__file__).resolve().parents[1],
+            )
             out, err = await proc.communicate()
             assert proc.returncode == 7, err.decode()
             text = out.decode()
@@ -174,7 +199,7 @@ def test_a_second_writer_on_the_same_database_gets_a_clear_store_error(tmp_path:
             await ro.close()
         finally:
             await store.close()
-        again = await Store.open(db)      # released on close
+        again = await Store.open(db)  # released on close
         await again.close()
 
     asyncio.run(main())
@@ -184,10 +209,26 @@ def test_the_database_and_its_wal_file_are_readable_by_the_owner_only(tmp_path: 
     db = tmp_path / "private.db"
     old = os.umask(0o022)
     try:
+
         async def main() -> None:
             store = await Store.open(db)
-            await store.add_jobs([("j1", 1, "POST", "/responses", "responses", json.dumps({}),
-                                   0, S.QUEUED, 5, "", WALL0)])
+            await store.add_jobs(
+                [
+                    (
+                        "j1",
+                        1,
+                        "POST",
+                        "/responses",
+                        "responses",
+                        json.dumps({}),
+                        0,
+                        S.QUEUED,
+                        5,
+                        "",
+                        WALL0,
+                    )
+                ]
+            )
             wal = Path(str(db) + "-wal")
             assert wal.exists()
             for p in (db, wal):
@@ -221,8 +262,9 @@ def test_a_file_that_is_not_a_mavera_database_is_refused_clearly(tmp_path: Path)
 
 
 def _sqlite_threads() -> int:
-    return sum(1 for t in threading.enumerate()
-               if "_connection_worker_thread" in t.name and t.is_alive())
+    return sum(
+        1 for t in threading.enumerate() if "_connection_worker_thread" in t.name and t.is_alive()
+    )
 
 
 # --- a real kill -9 -------------------------------------------------------------------------
@@ -230,27 +272,42 @@ def _sqlite_threads() -> int:
 KILL_N = 20
 
 
-def test_kill_9_mid_run_then_rerun_sends_no_job_twice(tmp_path: Path, loopback_sim, job_file,
-                                                      query_db) -> None:
+def test_kill_9_mid_run_then_rerun_sends_no_job_twice(
+    tmp_path: Path, loopback_sim, job_file, query_db
+) -> None:
     """`mavera-tui run --db` in a subprocess against the simulator on loopback, killed with
     SIGKILL while requests are in flight; the rerun on the same db finishes the queued jobs
     and leaves the in-flight ones as outcome_unknown: the API side saw one request per job."""
     import signal
     import sqlite3
 
-    srv = loopback_sim(limit=10, window_seconds=2.0, time_scale=0.15, seed=4,
-                       plan="professional")
+    srv = loopback_sim(limit=10, window_seconds=2.0, time_scale=0.15, seed=4, plan="professional")
     sim = srv.sim
     db = tmp_path / "kill.db"
-    jobs_file = job_file([{"id": j.id, "method": j.method, "path": j.path, "body": j.body}
-                          for j in news_jobs(KILL_N)])
+    jobs_file = job_file(
+        [
+            {"id": j.id, "method": j.method, "path": j.path, "body": j.body}
+            for j in news_jobs(KILL_N)
+        ]
+    )
     env = {**os.environ, "MAVERA_API_KEY": "mvra_test_kill"}
     env.pop("MAVERA_BASE_URL", None)
-    argv = [sys.executable, "-m", "mavera_tui", "run", str(jobs_file), "--db", str(db),
-            "--base-url", srv.url, "--window-seconds", "2", "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "mavera_tui",
+        "run",
+        str(jobs_file),
+        "--db",
+        str(db),
+        "--base-url",
+        srv.url,
+        "--window-seconds",
+        "2",
+        "--quiet",
+    ]
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def states() -> Counter[str]:
         if not db.exists():
@@ -272,11 +329,10 @@ def test_kill_9_mid_run_then_rerun_sends_no_job_twice(tmp_path: Path, loopback_s
     proc.wait(timeout=10)
     at_kill = states()
     assert at_kill[S.IN_FLIGHT] >= 1
-    time.sleep(2.5)                                  # the window empties
-    rerun = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True,
-                           timeout=60)
+    time.sleep(2.5)  # the window empties
+    rerun = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in rerun.stderr
-    assert rerun.returncode == 1                     # some outcomes are unknown
+    assert rerun.returncode == 1  # some outcomes are unknown
     final = states()
     assert sum(final.values()) == KILL_N
     assert final[S.OUTCOME_UNKNOWN] >= 1

@@ -138,40 +138,46 @@ async def open_form(pilot, **fields):
     return form
 
 
-async def test_the_form_shows_one_live_balance_and_the_worst_case_counts_the_buffer(
-        monkeypatch):
+async def test_the_form_shows_one_live_balance_and_the_worst_case_counts_the_buffer(monkeypatch):
     monkeypatch.setattr("mavera_tui.ui.form.LIVE_EVERY", 0.05)
     snap = dataclasses.replace(demo_snapshot(), balance=253_374, reserved=1_840)
     engine, app = make(FrozenEngine(snap))
     async with app.run_test(size=(100, 30)) as pilot:
         # 50 respondents: base 125, 3 questions: +6 -> 131; the buffer rounds up: 158.
         form = await open_form(pilot, sample_size="50", questions="3")
-        est, verdict = (text_of(form.query_one("#form-estimate")),
-                        text_of(form.query_one("#form-verdict")))
+        est, verdict = (
+            text_of(form.query_one("#form-estimate")),
+            text_of(form.query_one("#form-verdict")),
+        )
         assert "needs 158 (estimate 131 + 20%), 251,534 available" in verdict
         assert "Balance 253,374 − reserved 1,840 → after this job 251,376 at worst" in est
         # The engine's balance moves while the form is open: both lines follow, together.
         engine.snap = dataclasses.replace(snap, balance=252_000, reserved=1_036)
         await pilot.pause(0.3)
-        est, verdict = (text_of(form.query_one("#form-estimate")),
-                        text_of(form.query_one("#form-verdict")))
+        est, verdict = (
+            text_of(form.query_one("#form-estimate")),
+            text_of(form.query_one("#form-verdict")),
+        )
         assert "Balance 252,000 − reserved 1,036 → after this job 250,806 at worst" in est
         assert "250,964 available" in verdict
         assert "253,374" not in est + verdict
 
 
-@pytest.mark.parametrize(("field", "value", "words"), [
-    ("questions", "-3", "whole number from 0 to 100, got '-3'"),
-    ("questions", "abc", "neither a count nor a question"),
-    ("questions", "2.5", "whole number from 0 to 100"),
-    ("sample_size", "2.5", "must be a whole number"),
-    ("sample_size", "2,5", "must be a whole number"),
-    ("priority", "2.5", "must be a whole number"),
-    ("video_seconds", "0.5", "from 1 to 14,400 seconds"),
-    ("video_seconds", "0", "from 1 to 14,400 seconds"),
-    ("video_seconds", "14401", "from 1 to 14,400 seconds"),
-    ("video_seconds", "1e9", "a number of seconds"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("questions", "-3", "whole number from 0 to 100, got '-3'"),
+        ("questions", "abc", "neither a count nor a question"),
+        ("questions", "2.5", "whole number from 0 to 100"),
+        ("sample_size", "2.5", "must be a whole number"),
+        ("sample_size", "2,5", "must be a whole number"),
+        ("priority", "2.5", "must be a whole number"),
+        ("video_seconds", "0.5", "from 1 to 14,400 seconds"),
+        ("video_seconds", "0", "from 1 to 14,400 seconds"),
+        ("video_seconds", "14401", "from 1 to 14,400 seconds"),
+        ("video_seconds", "1e9", "a number of seconds"),
+    ],
+)
 async def test_bad_numbers_in_the_form_are_errors_not_other_numbers(field, value, words):
     engine, app = make()
     async with app.run_test(size=(100, 30)) as pilot:
@@ -349,8 +355,19 @@ async def test_server_text_is_shown_literally_and_cannot_act():
     snap = dataclasses.replace(
         snap,
         alerts=(AlertView(snap.t, "error", "credits_exhausted", HOSTILE),) + snap.alerts,
-        jobs=(JobView("evil-1", "responses", "POST", "/responses", JobState.FAILED,
-                      reason=HOSTILE, created=snap.t),) + snap.jobs)
+        jobs=(
+            JobView(
+                "evil-1",
+                "responses",
+                "POST",
+                "/responses",
+                JobState.FAILED,
+                reason=HOSTILE,
+                created=snap.t,
+            ),
+        )
+        + snap.jobs,
+    )
     _, app = make(FrozenEngine(snap))
     async with app.run_test(size=WIDE) as pilot:
         await pilot.pause()
@@ -448,8 +465,11 @@ def test_a_lost_terminal_is_detected():
     import subprocess
     import sys
 
-    code = ("from mavera_tui.ui.app import _terminal_alive; "
-            "raise SystemExit(0 if _terminal_alive() is False else 1)")
-    done = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
-                          capture_output=True)
+    code = (
+        "from mavera_tui.ui.app import _terminal_alive; "
+        "raise SystemExit(0 if _terminal_alive() is False else 1)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], stdin=subprocess.DEVNULL, capture_output=True
+    )
     assert done.returncode == 0, done.stderr

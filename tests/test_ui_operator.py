@@ -83,9 +83,19 @@ async def test_quit_from_the_palette_asks_like_q_and_the_apps_actions_are_there(
     _, app = make()
     async with app.run_test(size=WIDE) as pilot:
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for want in ("New job", "Pause / resume dispatch", "Cancel the selected job",
-                     "Filter jobs", "View: jobs", "Refresh rate", "Help: keys", "Quit",
-                     "Job history", "Acknowledge alerts", "Freeze / unfreeze the display"):
+        for want in (
+            "New job",
+            "Pause / resume dispatch",
+            "Cancel the selected job",
+            "Filter jobs",
+            "View: jobs",
+            "Refresh rate",
+            "Help: keys",
+            "Quit",
+            "Job history",
+            "Acknowledge alerts",
+            "Freeze / unfreeze the display",
+        ):
             assert want in titles, want
         assert titles.count("Quit") == 1
         [quit_cmd] = [c for c in app.get_system_commands(app.screen) if c.title == "Quit"]
@@ -131,11 +141,13 @@ async def test_the_selection_stays_on_its_job_when_new_jobs_arrive(monkeypatch):
         assert picked == engine.snap.jobs[1].id
         assert engine.snap.jobs[1].state == JobState.WAITING_SLOT
         assert picked in str(pane.border_subtitle)  # marked in words, not only colour
-        new = tuple(dataclasses.replace(engine.snap.jobs[-1], id=f"new-{i}",
-                                        state=JobState.QUEUED)
-                    for i in range(5))
-        engine.snap = dataclasses.replace(engine.snap, jobs=new + engine.snap.jobs,
-                                          t=engine.snap.t + 2)
+        new = tuple(
+            dataclasses.replace(engine.snap.jobs[-1], id=f"new-{i}", state=JobState.QUEUED)
+            for i in range(5)
+        )
+        engine.snap = dataclasses.replace(
+            engine.snap, jobs=new + engine.snap.jobs, t=engine.snap.t + 2
+        )
         pane.show_next_at_once()
         app.poll()
         await pilot.pause()
@@ -155,8 +167,7 @@ async def test_80x24_header_keeps_clock_uptime_and_footer_keeps_next_view():
         assert "09:30:00" in text.replace(" ", "") or "up 15m" in text
         assert "up 15m" in text and "DEMO" in text
         assert "new alert" in text  # unread warnings show on every view
-        footer_keys = [b.binding.key for b in app.screen.active_bindings.values()
-                       if b.binding.show]
+        footer_keys = [b.binding.key for b in app.screen.active_bindings.values() if b.binding.show]
         assert footer_keys.index("v") < 3
 
 
@@ -171,8 +182,11 @@ async def test_k_acknowledges_alerts_and_new_ones_count_again():
         assert "new alert" not in header(app)
         assert "● " not in pane_text(app, "alerts-pane")
         snap = engine.snap
-        engine.snap = dataclasses.replace(snap, t=snap.t + 5, alerts=(
-            AlertView(snap.t + 4, "error", "credits_exhausted", "402"),) + snap.alerts)
+        engine.snap = dataclasses.replace(
+            snap,
+            t=snap.t + 5,
+            alerts=(AlertView(snap.t + 4, "error", "credits_exhausted", "402"),) + snap.alerts,
+        )
         app.poll()
         await pilot.pause()
         assert "1 new alert" in header(app)
@@ -181,8 +195,12 @@ async def test_k_acknowledges_alerts_and_new_ones_count_again():
 async def test_header_fits_and_drops_the_least_useful_first():
     from textual.content import Content
 
-    parts = [(Content("mavera-tui"), 3), (Content("a-very-long-target.example.com"), 4),
-             (Content("12:00:00 · up 3m"), 0), (Content("cpu 2% mem 60M"), 1)]
+    parts = [
+        (Content("mavera-tui"), 3),
+        (Content("a-very-long-target.example.com"), 4),
+        (Content("12:00:00 · up 3m"), 0),
+        (Content("cpu 2% mem 60M"), 1),
+    ]
     line = fit_line(parts, 40)
     assert line.cell_length <= 40 and "12:00:00 · up 3m" in line.plain
     assert "cpu 2%" in line.plain
@@ -190,9 +208,17 @@ async def test_header_fits_and_drops_the_least_useful_first():
 
 async def test_headroom_shows_how_old_the_servers_word_is_when_paused():
     snap = demo_snapshot()
-    stale = dataclasses.replace(snap, paused=True, window_used=0, foreign=0, remaining=147,
-                                queue={},
-                                reset_in=0.0, last_answer_t=snap.t - 42, last_latency=1.25)
+    stale = dataclasses.replace(
+        snap,
+        paused=True,
+        window_used=0,
+        foreign=0,
+        remaining=147,
+        queue={},
+        reset_in=0.0,
+        last_answer_t=snap.t - 42,
+        last_latency=1.25,
+    )
     _, app = make(FrozenEngine(stale))
     async with app.run_test(size=WIDE) as pilot:
         await pilot.pause()
@@ -267,10 +293,10 @@ async def test_cancel_all_matching_asks_with_the_count_and_skips_in_flight():
         await pilot.press("C")
         await pilot.pause()
         assert isinstance(app.screen, Confirm)
-        waiting = [j for j in engine.snap.jobs if "mave" in j.id
-                   and JobState(j.state).waiting]
+        waiting = [j for j in engine.snap.jobs if "mave" in j.id and JobState(j.state).waiting]
         assert f"Cancel {len(waiting)} queued" in str(
-            app.screen.query_one("#confirm-text", Static).content)
+            app.screen.query_one("#confirm-text", Static).content
+        )
         await pilot.press("y")
         await pilot.pause()
         assert sorted(engine.cancelled) == sorted(j.id for j in waiting)
@@ -284,7 +310,8 @@ async def test_retry_failed_matching_asks_with_the_count_then_retries():
         assert isinstance(app.screen, Confirm)
         failed = [j.id for j in engine.snap.jobs if j.state == JobState.FAILED]
         assert f"Retry {len(failed)} job" in str(
-            app.screen.query_one("#confirm-text", Static).content)
+            app.screen.query_one("#confirm-text", Static).content
+        )
         await pilot.press("y")
         await pilot.pause()
         await app.workers.wait_for_complete()
@@ -295,8 +322,10 @@ async def test_history_pages_searches_and_sorts():
     from mavera_tui.ui.history_view import JobHistory
 
     snap = demo_snapshot()
-    many = tuple(dataclasses.replace(snap.jobs[i % len(snap.jobs)], id=f"job-{i:04d}",
-                                     created=snap.t - i) for i in range(250))
+    many = tuple(
+        dataclasses.replace(snap.jobs[i % len(snap.jobs)], id=f"job-{i:04d}", created=snap.t - i)
+        for i in range(250)
+    )
     engine, app = make(FrozenEngine(dataclasses.replace(snap, jobs=many)))
     async with app.run_test(size=WIDE) as pilot:
         await pilot.press("H")
@@ -329,8 +358,9 @@ async def test_freeze_stops_redrawing_while_the_engine_runs():
         await pilot.pause()
         assert "FROZEN" in header(app)
         before = pane_text(app, "headroom")
-        engine.snap = dataclasses.replace(engine.snap, t=engine.snap.t + 1,
-                                          window_used=engine.snap.window_used + 9)
+        engine.snap = dataclasses.replace(
+            engine.snap, t=engine.snap.t + 1, window_used=engine.snap.window_used + 9
+        )
         app.poll()
         await pilot.pause()
         assert pane_text(app, "headroom") == before and engine.polls > 1
@@ -354,8 +384,31 @@ async def test_a_random_key_storm_leaves_the_app_idle():
     import time
 
     # v weighs more: pairs of v in one burst are what started the loop of issue 12.
-    keys = ["v", "v", "v", "p", "k", "f", "slash", "escape", "question_mark", "n", "c", "C",
-            "R", "H", "down", "up", "enter", "tab", "y", "x", "a", "right", "left"]
+    keys = [
+        "v",
+        "v",
+        "v",
+        "p",
+        "k",
+        "f",
+        "slash",
+        "escape",
+        "question_mark",
+        "n",
+        "c",
+        "C",
+        "R",
+        "H",
+        "down",
+        "up",
+        "enter",
+        "tab",
+        "y",
+        "x",
+        "a",
+        "right",
+        "left",
+    ]
     rng = random.Random(12)
     engine, app = make(refresh=0.25)
     async with app.run_test(size=SMALL) as pilot:
@@ -451,11 +504,17 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
 
     async def main():
         # As the monitor runs it: finished jobs leave memory (kept in the store).
-        live = LiveEngine(Engine(Settings(db=str(tmp_path / "m.db"), force_embedded=True,
-                                          keep_finished=False), clock=Clock(wall0=1.8e9)))
+        live = LiveEngine(
+            Engine(
+                Settings(db=str(tmp_path / "m.db"), force_embedded=True, keep_finished=False),
+                clock=Clock(wall0=1.8e9),
+            )
+        )
         assert live.durable
-        await live.boot([JobSpec(f"job-{i}", "POST", "/responses", {"input": "hi"})
-                         for i in range(3)], demo=False)
+        await live.boot(
+            [JobSpec(f"job-{i}", "POST", "/responses", {"input": "hi"}) for i in range(3)],
+            demo=False,
+        )
         try:
             await asyncio.wait_for(live.sched.wait_idle(), 1000)
             [a] = await live.job_attempts("job-1")
@@ -478,7 +537,8 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
             live.sched._recent.clear()
             await live.engine.store.flush()
             await live.engine.store._db.execute(
-                "UPDATE jobs SET state = ? WHERE id = 'job-1'", (JobState.FAILED,))
+                "UPDATE jobs SET state = ? WHERE id = 'job-1'", (JobState.FAILED,)
+            )
             new_id = await live.retry("job-1")
             assert new_id == "job-1~r2"
             await asyncio.wait_for(live.sched.wait_idle(), 1000)

@@ -14,8 +14,9 @@ time.tzset()
 
 
 def demo_app():
-    return create_app(FrozenEngine(), history=demo_history(), watch_terminal=False,
-                      show_health=False)
+    return create_app(
+        FrozenEngine(), history=demo_history(), watch_terminal=False, show_health=False
+    )
 
 
 def test_main_screen_80x24(snap_compare):

@@ -25,13 +25,22 @@ def cheap(n: int, prefix: str = "r") -> list[JobSpec]:
     return [JobSpec(f"{prefix}{i}", "POST", "/responses", {"input": f"q{i}"}) for i in range(n)]
 
 
-def run_batch(make_rig: Callable[..., Any], specs: list[JobSpec], *, limit: int,
-              window: float = 60.0, faults: Faults | None = None, seed: int = 1,
-              ) -> tuple[Any, dict[str, Any]]:
+def run_batch(
+    make_rig: Callable[..., Any],
+    specs: list[JobSpec],
+    *,
+    limit: int,
+    window: float = 60.0,
+    faults: Faults | None = None,
+    seed: int = 1,
+) -> tuple[Any, dict[str, Any]]:
     async def main() -> tuple[Any, dict[str, Any]]:
-        rig = await make_rig({"limit": limit, "window_seconds": window, "seed": seed,
-                              "faults": faults or Faults()},
-                             key=KEY, window_seconds=window, seed=seed)
+        rig = await make_rig(
+            {"limit": limit, "window_seconds": window, "seed": seed, "faults": faults or Faults()},
+            key=KEY,
+            window_seconds=window,
+            seed=seed,
+        )
         await rig.sched.submit_many(specs)
         await rig.sched.wait_idle()
         await rig.close()
@@ -45,8 +54,9 @@ def ours(sim: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize(("limit", "n"), [(10, 95), (60, 400)])
-def test_alone_on_the_key_the_window_is_never_exceeded_and_fully_used(make_rig, limit: int,
-                                                                       n: int) -> None:
+def test_alone_on_the_key_the_window_is_never_exceeded_and_fully_used(
+    make_rig, limit: int, n: int
+) -> None:
     sim, summary = run_batch(make_rig, cheap(n), limit=limit)
     assert summary["succeeded"] == n
     recs = ours(sim)
@@ -73,10 +83,12 @@ def test_a_short_window_is_honoured_the_same_way(make_rig) -> None:
 
 
 def test_under_30_percent_foreign_traffic_429s_stay_under_1_percent_and_all_jobs_succeed(
-        make_rig) -> None:
+    make_rig,
+) -> None:
     limit = 60
-    sim, summary = run_batch(make_rig, cheap(600), limit=limit,
-                             faults=Faults(foreign_rpm=int(limit * 0.3)), seed=7)
+    sim, summary = run_batch(
+        make_rig, cheap(600), limit=limit, faults=Faults(foreign_rpm=int(limit * 0.3)), seed=7
+    )
     assert summary["succeeded"] == 600 and summary["failed"] == 0
     recs = ours(sim)
     n429 = sum(1 for r in recs if r.status == 429)
@@ -98,7 +110,7 @@ def test_observe_reads_foreign_requests_from_remaining_and_available_shrinks() -
     w.observe(100.5, 101.0, RateHeaders(10, 5, None, None))
     assert w.foreign(101.0) == 3
     assert w.used(101.0) == 5
-    assert w.available(101.0) < 8 - 3 + 1          # 3 foreign and some slack held back
+    assert w.available(101.0) < 8 - 3 + 1  # 3 foreign and some slack held back
     assert w.available(101.0) >= 0
     # A later answer matching our own count does not forget them at once ...
     w.record_send(102.0)

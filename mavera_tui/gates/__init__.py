@@ -11,6 +11,19 @@ from .slots import SlotGate
 from .stats import RunStats, RunSummary
 from .window import WindowGate
 
-__all__ = ["CreditGate", "Job", "ReadyQueue", "RunStats", "RunSummary", "Scheduler",
-           "SchedulerConfig", "SlotGate", "Step", "SubmitResult", "Transport", "WindowGate",
-           "backoff", "next_step"]
+__all__ = [
+    "CreditGate",
+    "Job",
+    "ReadyQueue",
+    "RunStats",
+    "RunSummary",
+    "Scheduler",
+    "SchedulerConfig",
+    "SlotGate",
+    "Step",
+    "SubmitResult",
+    "Transport",
+    "WindowGate",
+    "backoff",
+    "next_step",
+]

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mavera_tui.scheduler")
 
 
-
 class _Stamp:
     """When a send was written (None until it is)."""
 
@@ -48,8 +47,10 @@ def _jsonable_key(path: str, body: dict[str, Any]) -> str:
 def _alias(obj: str, attr: str) -> Any:
     """A read-write attribute that lives on one of the scheduler's parts (kept so code and
     tests written against the one-class scheduler keep working)."""
-    return property(lambda self: getattr(getattr(self, obj), attr),
-                    lambda self, v: setattr(getattr(self, obj), attr, v))
+    return property(
+        lambda self: getattr(getattr(self, obj), attr),
+        lambda self, v: setattr(getattr(self, obj), attr, v),
+    )
 
 
 class Answers(Journal):
@@ -70,6 +71,7 @@ class Answers(Journal):
     _rng: random.Random
 
     if TYPE_CHECKING:  # the loop's, used here
+
         def _release(self, jobs: list[Job]) -> None: ...
 
     def _serve_cached(self, job: Job, now: float) -> bool:
@@ -107,8 +109,13 @@ class Answers(Journal):
         sent_at = job.sent_at = self.clock.now()
         stamp, kw = self._stamper(job)
         try:
-            out = await self.transport.request(job.spec.method, job.spec.path, job.spec.body,
-                                               timeout=self.config.request_timeout, **kw)
+            out = await self.transport.request(
+                job.spec.method,
+                job.spec.path,
+                job.spec.body,
+                timeout=self.config.request_timeout,
+                **kw,
+            )
         except asyncio.CancelledError:
             self.slots.release(job)
             if stamp.at is None:  # it may have been written as we were cancelled
@@ -116,8 +123,11 @@ class Answers(Journal):
             raise
         except Exception as e:  # the transport should not raise; never lose the job if it does
             log.exception("transport raised")
-            out = Outcome(None, self.clock.now() - sent_at,
-                          error=api.ApiError(api.CONNECTION, None, None, f"client error: {e}"))
+            out = Outcome(
+                None,
+                self.clock.now() - sent_at,
+                error=api.ApiError(api.CONNECTION, None, None, f"client error: {e}"),
+            )
         now = self.clock.now()
         self.slots.release(job)
         if stamp.at is not None:
@@ -140,8 +150,11 @@ class Answers(Journal):
     def _apply(self, job: Job, out: Outcome, now: float) -> None:
         """Carry out the retry policy's step for an answer."""
         err = out.error
-        busy = self.slots.refused(job.ep.key) if (
-            err is not None and err.kind == api.CONCURRENCY) else 0
+        busy = (
+            self.slots.refused(job.ep.key)
+            if (err is not None and err.kind == api.CONCURRENCY)
+            else 0
+        )
         step = R.next_step(job, out, self.config, busy=busy, jitter=self._rng.random)
         job.failures = step.failures
         a = step.action
@@ -176,7 +189,9 @@ class Answers(Journal):
             self._alert(a.level, a.kind, a.message)
         if job.spec.method == "GET" and self.config.cache_ttl > 0:
             self._cache[_jsonable_key(job.spec.path, job.spec.body)] = (
-                now + self.config.cache_ttl, out.body)
+                now + self.config.cache_ttl,
+                out.body,
+            )
         self._finish(job, S.SUCCEEDED, "")
         if self.credits.settle_wait:
             self._release(self.credits.settle_wait)
@@ -186,20 +201,36 @@ class Answers(Journal):
         g, cfg = self.window_gate, self.config
         asked = out.headers.retry_after
         already_held = g.note_429(now, job.sent_at, asked)
-        wait = g.hold_key(out.headers, now, self.clock.wall(), base=cfg.backoff_base,
-                          cap=cfg.backoff_cap, max_retry_after=cfg.max_retry_after)
+        wait = g.hold_key(
+            out.headers,
+            now,
+            self.clock.wall(),
+            base=cfg.backoff_base,
+            cap=cfg.backoff_cap,
+            max_retry_after=cfg.max_retry_after,
+        )
         if not already_held:  # one event per hold, not one per job that runs into it
-            self._alert("warning", "rate_limited",
-                        f"429 rate limit on {job.ep.path}: the whole key is held "
-                        f"{wait:.0f} s" + (" (Retry-After)" if asked is not None else
-                                            " (no usable Retry-After: backing off)"))
+            self._alert(
+                "warning",
+                "rate_limited",
+                f"429 rate limit on {job.ep.path}: the whole key is held "
+                f"{wait:.0f} s"
+                + (
+                    " (Retry-After)"
+                    if asked is not None
+                    else " (no usable Retry-After: backing off)"
+                ),
+            )
         if step.action == R.TOO_LONG:
             self._finish(job, S.FAILED, step.reason)
-            self._alert("error", "retry_after_too_long",
-                        f"429 with Retry-After {step.delay:.0f} s "
-                        f"(max {cfg.max_retry_after:.0f} s): job {job.id} failed; the "
-                        "key is held by the window and Reset only; raise --max-retry-after "
-                        "to wait it out")
+            self._alert(
+                "error",
+                "retry_after_too_long",
+                f"429 with Retry-After {step.delay:.0f} s "
+                f"(max {cfg.max_retry_after:.0f} s): job {job.id} failed; the "
+                "key is held by the window and Reset only; raise --max-retry-after "
+                "to wait it out",
+            )
             return
         self._enqueue(job, now + wait, S.WAITING_WINDOW)
         job.reason = f"rate limited (429); retry in {wait:.1f} s"
@@ -215,8 +246,11 @@ class Answers(Journal):
         self.credits.wait(job, C.PARK, reason)
         self._persist_state(job)
         if first:
-            self._alert("error", err.kind,
-                        f"402 {err.code or err.kind}: jobs that cost credits are parked; "
-                        f"polling the balance every {self.config.credit_poll:g} s. "
-                        f"Server said: {err.message}")
+            self._alert(
+                "error",
+                err.kind,
+                f"402 {err.code or err.kind}: jobs that cost credits are parked; "
+                f"polling the balance every {self.config.credit_poll:g} s. "
+                f"Server said: {err.message}",
+            )
             self.balance.start_credit_poll()

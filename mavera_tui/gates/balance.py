@@ -45,7 +45,7 @@ class BalanceKeeper:
     def __init__(self, sched: Scheduler) -> None:
         self.s = sched
         self.path = catalog.ENDPOINTS["billing_credits"].path
-        self.body: Any = None                   # the last billing answer
+        self.body: Any = None  # the last billing answer
         self.poller: asyncio.Task[None] | None = None
         self.verifier: asyncio.Task[None] | None = None
 
@@ -70,8 +70,11 @@ class BalanceKeeper:
         bal = parse_balance(out.body) if out.ok else None
         if bal is None:
             if out.ok:
-                s._alert("warning", "balance_unreadable",
-                         "GET /billing/credits answered without a balance we could read")
+                s._alert(
+                    "warning",
+                    "balance_unreadable",
+                    "GET /billing/credits answered without a balance we could read",
+                )
             return False
         s.credits.balance_at = s.clock.now()
         s.slots.note_latency("billing_credits", out.latency)
@@ -99,8 +102,9 @@ class BalanceKeeper:
         s.stats.sent(ep.key)
         stamp, kw = s._stamper(None)
         try:
-            out = await s.transport.request(ep.method, path, None,
-                                            timeout=min(30.0, s.config.request_timeout), **kw)
+            out = await s.transport.request(
+                ep.method, path, None, timeout=min(30.0, s.config.request_timeout), **kw
+            )
         finally:
             if stamp.at is None:
                 window.release()
@@ -111,8 +115,14 @@ class BalanceKeeper:
         s._ledger(None, ep, path, 1, now, out, 0)
         if out.error is not None and out.error.kind == api.RATE_LIMITED:
             cfg = s.config
-            s.window_gate.hold_key(out.headers, done, s.clock.wall(), base=cfg.backoff_base,
-                                   cap=cfg.backoff_cap, max_retry_after=cfg.max_retry_after)
+            s.window_gate.hold_key(
+                out.headers,
+                done,
+                s.clock.wall(),
+                base=cfg.backoff_base,
+                cap=cfg.backoff_cap,
+                max_retry_after=cfg.max_retry_after,
+            )
         return out
 
     def verify(self) -> None:
@@ -154,8 +164,11 @@ class BalanceKeeper:
                 return
             if action == C.POLL_RESUME:
                 s._release(gate.parked)
-                s._alert("info", "credits_resumed",
-                         f"credits available ({s.budget.total}): resumed {n} parked jobs")
+                s._alert(
+                    "info",
+                    "credits_resumed",
+                    f"credits available ({s.budget.total}): resumed {n} parked jobs",
+                )
                 return
             if action == C.POLL_STOP:
                 return
@@ -187,10 +200,13 @@ class BalanceKeeper:
         if known <= moved <= known + st.credits_unknown_max:
             st.credits_reconciled = moved - known
             st.credits_extra = moved - s.budget.spent
-            st.reconcile_note = (f"{moved - known} credits of {st.credits_unknown_attempts} "
-                                 "attempt(s) with unreadable outcomes, from the balance")
+            st.reconcile_note = (
+                f"{moved - known} credits of {st.credits_unknown_attempts} "
+                "attempt(s) with unreadable outcomes, from the balance"
+            )
         else:
-            st.reconcile_note = (f"the balance moved by {moved}, not between {known} and "
-                                 f"{known + st.credits_unknown_max}: other spending on "
-                                 "the account? credits_used counts only readable charges")
-
+            st.reconcile_note = (
+                f"the balance moved by {moved}, not between {known} and "
+                f"{known + st.credits_unknown_max}: other spending on "
+                "the account? credits_used counts only readable charges"
+            )

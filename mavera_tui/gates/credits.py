@@ -17,16 +17,16 @@ from ..estimate import Estimate, Verdict, preflight
 from .model import Job
 
 GO = "go"
-PARK = "park"          # a 402 holds every job that costs credits
-SETTLE = "settle"      # fits once running jobs settle
-VERIFY = "verify"      # refused on a balance older than balance_max_age: re-read it first
-BLOCK = "block"        # refused (final)
+PARK = "park"  # a 402 holds every job that costs credits
+SETTLE = "settle"  # fits once running jobs settle
+VERIFY = "verify"  # refused on a balance older than balance_max_age: re-read it first
+BLOCK = "block"  # refused (final)
 
 # What the credit poll does next.
-POLL_STOP = "stop"         # nothing is parked any more
-POLL_PROBE = "probe"       # a workspace budget 402: send the cheapest parked job alone
-POLL_RESUME = "resume"     # the balance covers the cheapest parked job: release them all
-POLL_WAIT = "wait"         # poll again later
+POLL_STOP = "stop"  # nothing is parked any more
+POLL_PROBE = "probe"  # a workspace budget 402: send the cheapest parked job alone
+POLL_RESUME = "resume"  # the balance covers the cheapest parked job: release them all
+POLL_WAIT = "wait"  # poll again later
 
 
 class CreditGate:
@@ -37,10 +37,10 @@ class CreditGate:
         self.budget = budget
         self.balance_max_age = balance_max_age
         self.reserved = 0
-        self.parked: list[Job] = []         # waiting for credits after a 402
-        self.settle_wait: list[Job] = []    # affordable once reservations settle
-        self.hold: str | None = None        # None, or the 402 code that parked jobs
-        self.balance_at = -1e18             # loop time of the last balance we read
+        self.parked: list[Job] = []  # waiting for credits after a 402
+        self.settle_wait: list[Job] = []  # affordable once reservations settle
+        self.hold: str | None = None  # None, or the 402 code that parked jobs
+        self.balance_at = -1e18  # loop time of the last balance we read
 
     def decide(self, job: Job, now: float) -> tuple[str, str]:
         """The gate's answer for ``job`` now: (GO | PARK | SETTLE | VERIFY | BLOCK, reason)."""
@@ -76,12 +76,20 @@ class CreditGate:
         """The pre-flight verdict for a new job now (the form asks this as the user types)."""
         remaining = self.budget.total
         if remaining is None:
-            return Verdict(True, est.high, est.high, 0, 0, self.reserved,
-                           "balance unknown: not checked (the API's 402 still protects you)")
+            return Verdict(
+                True,
+                est.high,
+                est.high,
+                0,
+                0,
+                self.reserved,
+                "balance unknown: not checked (the API's 402 still protects you)",
+            )
         cap = self.budget.cap_refusal(self.reserved, est.high)
         if cap:
-            return Verdict(False, est.high, est.high, remaining - self.reserved, remaining,
-                           self.reserved, cap)
+            return Verdict(
+                False, est.high, est.high, remaining - self.reserved, remaining, self.reserved, cap
+            )
         return preflight(est, remaining, self.reserved)
 
     def reserve(self, job: Job) -> None:
@@ -134,8 +142,11 @@ class CreditGate:
             self.hold = None
             self.parked.remove(cheapest)
             return POLL_PROBE, cheapest
-        if balance_read and self.budget.total is not None and \
-                preflight(cheapest.est, self.budget.total, self.reserved).ok:
+        if (
+            balance_read
+            and self.budget.total is not None
+            and preflight(cheapest.est, self.budget.total, self.reserved).ok
+        ):
             self.hold = None
             return POLL_RESUME, None
         return POLL_WAIT, None

@@ -44,8 +44,8 @@ class Journal:
     _blocked_recent: int
 
     if TYPE_CHECKING:  # the loop's, used here
-        def _enqueue(self, job: Job, not_before: float = 0.0,
-                     state: str = S.QUEUED) -> None: ...
+
+        def _enqueue(self, job: Job, not_before: float = 0.0, state: str = S.QUEUED) -> None: ...
 
         def _check_done(self) -> None: ...
 
@@ -75,23 +75,46 @@ class Journal:
         self._blocked_recent += 1
         if now - self._block_alert_at >= 10.0:  # one alert per burst, not one per job
             extra = self._blocked_recent - 1
-            self._alert("warning", "preflight",
-                        f"job {job.id} not sent: {reason}"
-                        + (f" (and {extra} more refused since the last alert)" if extra else ""))
+            self._alert(
+                "warning",
+                "preflight",
+                f"job {job.id} not sent: {reason}"
+                + (f" (and {extra} more refused since the last alert)" if extra else ""),
+            )
             self._block_alert_at, self._blocked_recent = now, 0
 
     def _persist_state(self, job: Job) -> None:
         job.updated = self.clock.wall()
         if self.store is not None:
-            self.store.update_job(job.id, job.state, reason=job.reason, actual=job.actual,
-                                  attempts=job.attempts, wall=job.updated)
+            self.store.update_job(
+                job.id,
+                job.state,
+                reason=job.reason,
+                actual=job.actual,
+                attempts=job.attempts,
+                wall=job.updated,
+            )
 
     async def _persist_new(self, fresh: list[Job]) -> None:
         if self.store is not None and fresh:
-            await self.store.add_jobs([
-                (j.id, j.seq, j.spec.method, j.spec.path, j.ep.key,
-                 json.dumps(j.spec.body), j.spec.priority, S.QUEUED, j.est.high, "",
-                 j.created) for j in fresh])
+            await self.store.add_jobs(
+                [
+                    (
+                        j.id,
+                        j.seq,
+                        j.spec.method,
+                        j.spec.path,
+                        j.ep.key,
+                        json.dumps(j.spec.body),
+                        j.spec.priority,
+                        S.QUEUED,
+                        j.est.high,
+                        "",
+                        j.created,
+                    )
+                    for j in fresh
+                ]
+            )
 
     async def _persist_dispatch(self, batch: list[Job]) -> bool:
         """Mark a batch in flight in the store before it is sent; False (and the batch put
@@ -99,8 +122,7 @@ class Journal:
         if self.store is None:
             return True
         try:
-            await self.store.mark_dispatch([(j.id, j.attempts, self.clock.wall())
-                                            for j in batch])
+            await self.store.mark_dispatch([(j.id, j.attempts, self.clock.wall()) for j in batch])
         except Exception as e:
             self._unsend(batch, e)
             await asyncio.sleep(0)
@@ -119,22 +141,43 @@ class Journal:
         if len(r) > self.config.recent_jobs:
             r.popitem(last=False)
 
-    def _ledger(self, job_id: str | None, ep: Endpoint, path: str, attempt: int,
-                sent_at: float, out: Outcome, estimate: int) -> None:
+    def _ledger(
+        self,
+        job_id: str | None,
+        ep: Endpoint,
+        path: str,
+        attempt: int,
+        sent_at: float,
+        out: Outcome,
+        estimate: int,
+    ) -> None:
         if self.store is None:
             return
         wall_now = self.clock.wall()
         err = out.error
-        self.store.record_attempt({
-            "t": wall_now - (self.clock.now() - sent_at), "t_done": wall_now,
-            "job_id": job_id, "endpoint": ep.key, "method": ep.method, "path": path,
-            "attempt": attempt, "status": out.status, "kind": err.kind if err else "ok",
-            "code": err.code if err else None, "credits_used": out.credits_used,
-            "tokens": out.tokens, "estimate": estimate, "latency": out.latency,
-            "rl_limit": out.headers.limit, "rl_remaining": out.headers.remaining,
-            "rl_reset": out.headers.reset_at, "retry_after": out.headers.retry_after,
-            "message": err.message[:500] if err else "",
-        })
+        self.store.record_attempt(
+            {
+                "t": wall_now - (self.clock.now() - sent_at),
+                "t_done": wall_now,
+                "job_id": job_id,
+                "endpoint": ep.key,
+                "method": ep.method,
+                "path": path,
+                "attempt": attempt,
+                "status": out.status,
+                "kind": err.kind if err else "ok",
+                "code": err.code if err else None,
+                "credits_used": out.credits_used,
+                "tokens": out.tokens,
+                "estimate": estimate,
+                "latency": out.latency,
+                "rl_limit": out.headers.limit,
+                "rl_remaining": out.headers.remaining,
+                "rl_reset": out.headers.reset_at,
+                "retry_after": out.headers.retry_after,
+                "message": err.message[:500] if err else "",
+            }
+        )
 
     def _alert(self, level: str, kind: str, message: str) -> None:
         wall = self.clock.wall()
@@ -144,8 +187,20 @@ class Journal:
         log.info("alert %s %s: %s", level, kind, message)
 
     def _view(self, j: Job) -> S.JobView:
-        return S.JobView(j.id, j.ep.key, j.spec.method, j.spec.path, j.state, j.spec.priority,
-                         j.est.high, j.actual, j.attempts, j.created, j.updated, j.reason)
+        return S.JobView(
+            j.id,
+            j.ep.key,
+            j.spec.method,
+            j.spec.path,
+            j.state,
+            j.spec.priority,
+            j.est.high,
+            j.actual,
+            j.attempts,
+            j.created,
+            j.updated,
+            j.reason,
+        )
 
     async def _resume_from_store(self) -> None:
         assert self.store is not None
@@ -161,15 +216,15 @@ class Journal:
                 est = spec.estimate()
             except ValueError:
                 continue
-            job = Job(spec, ep, est, r.seq, attempts=r.attempts, created=r.created,
-                      updated=wall)
+            job = Job(spec, ep, est, r.seq, attempts=r.attempts, created=r.created, updated=wall)
             self._adopt(job)
             if self._resume_one(job, r.state, r.reason):
                 self._enqueue(job)
         if rows:
             n = sum(1 for j in self.jobs.values() if j.state not in S.FINAL_STATES)
-            self._alert("info", "resumed",
-                        f"resumed {n} unfinished jobs from {self.store.path.name}")
+            self._alert(
+                "info", "resumed", f"resumed {n} unfinished jobs from {self.store.path.name}"
+            )
 
     def _resume_one(self, job: Job, state: str, reason: str) -> bool:
         """Settle a resumed job's fate; True if it goes back in the queue."""
@@ -181,13 +236,20 @@ class Journal:
             return True
         limit = self.config.resend_unknown_up_to
         if job.est.high <= limit:
-            job.reason = (f"re-sent after a restart: was in flight, costs at most "
-                          f"{job.est.high} (<= {limit})")
+            job.reason = (
+                f"re-sent after a restart: was in flight, costs at most {job.est.high} (<= {limit})"
+            )
             return True
-        self._finish(job, S.OUTCOME_UNKNOWN,
-                     "was in flight when the process stopped; it may or may not "
-                     "have run (and been charged). Not re-sent: check the "
-                     "dashboard, then resubmit under a new id if needed.")
-        self._alert("warning", "outcome_unknown",
-                    f"job {job.id} was in flight at the last stop: outcome unknown")
+        self._finish(
+            job,
+            S.OUTCOME_UNKNOWN,
+            "was in flight when the process stopped; it may or may not "
+            "have run (and been charged). Not re-sent: check the "
+            "dashboard, then resubmit under a new id if needed.",
+        )
+        self._alert(
+            "warning",
+            "outcome_unknown",
+            f"job {job.id} was in flight at the last stop: outcome unknown",
+        )
         return False

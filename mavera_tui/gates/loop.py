@@ -48,16 +48,25 @@ _UNCAPPED = frozenset(k for k, e in catalog.ENDPOINTS.items() if e.cap is None)
 class Scheduler(Observing):
     """Runs jobs against the API as fast as the limits allow; implements EngineControl."""
 
-    def __init__(self, transport: Transport, *, clock: Clock | None = None,
-                 store: Store | None = None, config: SchedulerConfig | None = None,
-                 mode: str = "live", target: str = "", simulated: bool = False):
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        config: SchedulerConfig | None = None,
+        mode: str = "live",
+        target: str = "",
+        simulated: bool = False,
+    ):
         self.transport = transport
         self.clock = clock or Clock()
         self.store = store
         self.config = cfg = config or SchedulerConfig()
         self.mode, self.target, self.simulated = mode, target, simulated
-        self.window = SlidingWindow(cfg.limit or catalog.TIERS[catalog.DEFAULT_TIER],
-                                    cfg.window_seconds)
+        self.window = SlidingWindow(
+            cfg.limit or catalog.TIERS[catalog.DEFAULT_TIER], cfg.window_seconds
+        )
         self.window_gate = WindowGate(self.window)
         self.slots = SlotGate(cfg.max_in_flight)
         self.queue = ReadyQueue(list(catalog.ENDPOINTS), self.slots.latency)
@@ -157,8 +166,7 @@ class Scheduler(Observing):
                 result.invalid.append((spec.id, str(e)))
                 continue
             seen.add(spec.id)
-            fresh.append(Job(spec, spec.endpoint, est, next(self._seq), created=wall,
-                             updated=wall))
+            fresh.append(Job(spec, spec.endpoint, est, next(self._seq), created=wall, updated=wall))
         await self._persist_new(fresh)
         for j in fresh:
             self._adopt(j)
@@ -255,8 +263,7 @@ class Scheduler(Observing):
             head = q.head(key)
             if head is None:
                 continue
-            urgency = (q.work[key] / ep.cap if ep.cap
-                       else -1.0 / (1.0 + slots.expected_latency(key)))
+            urgency = q.work[key] / ep.cap if ep.cap else -1.0 / (1.0 + slots.expected_latency(key))
             k = (head.spec.priority, urgency, -head.seq)
             if best_key is None or k > best_key:
                 best, best_key = head, k
@@ -274,8 +281,9 @@ class Scheduler(Observing):
                 break
             if job.ep.cap is None and job.est.high >= 0:
                 if reserve is None:
-                    reserve = self.slots.reserve_for_capped(now, job.spec.priority,
-                                                            self.window, self.queue)
+                    reserve = self.slots.reserve_for_capped(
+                        now, job.spec.priority, self.window, self.queue
+                    )
                 if avail <= reserve:
                     blocked.update(_UNCAPPED)
                     continue

@@ -20,8 +20,14 @@ _ENGINE = EngineSettings()
 class Transport(Protocol):
     """What the scheduler sends requests through (ApiClient, or an instant fake in benches)."""
 
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                      timeout: float | None = None, on_written: Any = None) -> Outcome:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        on_written: Any = None,
+    ) -> Outcome:
         """Send one request; never raises for HTTP or network failures (see Outcome)."""
         ...
 
@@ -31,10 +37,10 @@ class SchedulerConfig:
     """Scheduler settings. Times are seconds."""
 
     window_seconds: float = _ENGINE.window_seconds
-    limit: int | None = None              # None: the default tier's, until headers say
-    max_attempts: int = 5                 # for 5xx / timeouts / dropped connections
+    limit: int | None = None  # None: the default tier's, until headers say
+    max_attempts: int = 5  # for 5xx / timeouts / dropped connections
     backoff_base: float = 1.0
-    backoff_cap: float = 60.0             # the longest any back-off (retry, 429 hold) grows
+    backoff_cap: float = 60.0  # the longest any back-off (retry, 429 hold) grows
     max_retry_after: float = _ENGINE.max_retry_after
     request_timeout: float = _ENGINE.request_timeout
     # Requests in flight at once on endpoints without a documented cap (responses, ...).
@@ -42,15 +48,15 @@ class SchedulerConfig:
     # late; 256 keeps >1,000 requests/s possible over loopback at a 0.2 s latency.
     max_in_flight: int = _ENGINE.max_in_flight
     credit_poll: float = _ENGINE.credit_poll  # balance poll while jobs wait for credits
-    balance_refresh: float = 0.0          # periodic balance re-sync (0: off)
-    cache_ttl: float = 30.0               # identical GETs inside this are served from cache
-    balance_max_age: float = 10.0         # re-read the balance before refusing on an older one
+    balance_refresh: float = 0.0  # periodic balance re-sync (0: off)
+    cache_ttl: float = 30.0  # identical GETs inside this are served from cache
+    balance_max_age: float = 10.0  # re-read the balance before refusing on an older one
     # After a crash, re-send in-flight jobs costing at most this.
     resend_unknown_up_to: int = _ENGINE.resend_unknown_up_to
-    storm_threshold: int = 5              # 429s within a minute that make a "429 storm"
+    storm_threshold: int = 5  # 429s within a minute that make a "429 storm"
     recent_jobs: int = 200
-    keep_finished: bool = True            # False for long runs (monitor, record): finished
-                                          # jobs then live only in the store and recent list
+    keep_finished: bool = True  # False for long runs (monitor, record): finished
+    # jobs then live only in the store and recent list
     seed: int | None = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
@@ -81,7 +87,7 @@ class Job:
     seq: int
     state: str = S.QUEUED
     attempts: int = 0
-    failures: int = 0                 # 5xx / timeouts / drops so far (for the backoff)
+    failures: int = 0  # 5xx / timeouts / drops so far (for the backoff)
     not_before: float = 0.0
     reason: str = ""
     actual: int | None = None

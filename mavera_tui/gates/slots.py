@@ -26,10 +26,11 @@ class SlotGate:
         self.in_flight: dict[str, set[Job]] = {k: set() for k in keys}
         self.uncapped_in_flight = 0
         self.hold: dict[str, float] = dict.fromkeys(keys, 0.0)
-        self.busy: dict[str, int] = dict.fromkeys(keys, 0)   # concurrency 429s in a row
+        self.busy: dict[str, int] = dict.fromkeys(keys, 0)  # concurrency 429s in a row
         self.max_seen: dict[str, int] = dict.fromkeys(keys, 0)
         self.latency: dict[str, float] = {
-            k: (e.latency[0] + e.latency[1]) / 2 for k, e in keys.items()}
+            k: (e.latency[0] + e.latency[1]) / 2 for k, e in keys.items()
+        }
         self.latency_seen: dict[str, bool] = dict.fromkeys(keys, False)
 
     def free(self, ep: Endpoint, now: float) -> int:
@@ -86,8 +87,9 @@ class SlotGate:
     def note_latency(self, key: str, lat: float) -> None:
         """An answer's latency (the catalog's typical one is only a prior: the first
         answer replaces it, later ones move it)."""
-        self.latency[key] = lat if not self.latency_seen[key] else (
-            0.8 * self.latency[key] + 0.2 * lat)
+        self.latency[key] = (
+            lat if not self.latency_seen[key] else (0.8 * self.latency[key] + 0.2 * lat)
+        )
         self.latency_seen[key] = True
 
     def expected_latency(self, key: str) -> float:
@@ -104,8 +106,9 @@ class SlotGate:
             scale = self.latency["billing_credits"] / ((b[0] + b[1]) / 2)
         return (prior[0] + prior[1]) / 2 * min(1.0, max(scale, 0.01))
 
-    def reserve_for_capped(self, now: float, priority: int, window: SlidingWindow,
-                           ready: ReadyQueue) -> int:
+    def reserve_for_capped(
+        self, now: float, priority: int, window: SlidingWindow, ready: ReadyQueue
+    ) -> int:
         """Window admissions to keep for capped jobs that can start before the window gives
         one back: each slot frees when its job ends and can then run one job after another
         (at the endpoint's measured latency) until then. A batch ends no earlier than its

@@ -29,10 +29,9 @@ class RunStats:
     retries: int = 0
     count_402: int = 0
     status_counts: dict[str, int] = field(default_factory=dict)
-    sent_by_ep: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(catalog.ENDPOINTS, 0))
-    finished: dict[str, int] = field(default_factory=dict)   # final state -> jobs
-    jobs_seen: int = 0                     # every job this engine took on
+    sent_by_ep: dict[str, int] = field(default_factory=lambda: dict.fromkeys(catalog.ENDPOINTS, 0))
+    finished: dict[str, int] = field(default_factory=dict)  # final state -> jobs
+    jobs_seen: int = 0  # every job this engine took on
     started_at: float | None = None
     first_send: float | None = None
     last_done: float | None = None
@@ -42,9 +41,9 @@ class RunStats:
     credits_unknown_attempts: int = 0
     credits_unknown_max: int = 0
     credits_reconciled: int | None = None
-    credits_extra: int = 0                 # charges found only by reconciling the balance
+    credits_extra: int = 0  # charges found only by reconciling the balance
     reconcile_note: str = ""
-    balance_start: int | None = None       # the first balance read, before any job
+    balance_start: int | None = None  # the first balance read, before any job
     balance_start_wall: float = 0.0
 
     def sent(self, key: str) -> None:
@@ -54,8 +53,9 @@ class RunStats:
 
     def answered(self, out: Outcome) -> None:
         """Count an answer by status (or error kind when there was no status)."""
-        key = str(out.status) if out.status is not None else (
-            out.error.kind if out.error else "none")
+        key = (
+            str(out.status) if out.status is not None else (out.error.kind if out.error else "none")
+        )
         self.status_counts[key] = self.status_counts.get(key, 0) + 1
 
     def final(self, state: str) -> None:
@@ -109,9 +109,17 @@ class RunSummary:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def of(cls, sel: list[Job], stats: RunStats, *, credits_used: int,
-           calibration: Calibration, budget: Budget, window: SlidingWindow,
-           max_seen: dict[str, int]) -> RunSummary:
+    def of(
+        cls,
+        sel: list[Job],
+        stats: RunStats,
+        *,
+        credits_used: int,
+        calibration: Calibration,
+        budget: Budget,
+        window: SlidingWindow,
+        max_seen: dict[str, int],
+    ) -> RunSummary:
         """The summary of the jobs ``sel``, with the run's counters."""
         by_state: dict[str, int] = {}
         for j in sel:
@@ -124,8 +132,9 @@ class RunSummary:
             waiting_for_credits=by_state.get(S.WAITING_CREDITS, 0),
             outcome_unknown=by_state.get(S.OUTCOME_UNKNOWN, 0),
             cancelled=by_state.get(S.CANCELLED, 0),
-            not_finished=sum(v for k, v in by_state.items()
-                             if k not in S.FINAL_STATES and k != S.WAITING_CREDITS),
+            not_finished=sum(
+                v for k, v in by_state.items() if k not in S.FINAL_STATES and k != S.WAITING_CREDITS
+            ),
             credits_used=credits_used,
             credits_reconciled=stats.credits_reconciled,
             credits_reconcile_note=stats.reconcile_note,
@@ -140,8 +149,9 @@ class RunSummary:
             retries=stats.retries,
             makespan_s=round(stats.makespan(), 3),
             max_in_flight={k: v for k, v in max_seen.items() if v},
-            estimated_vs_actual={k: {"jobs": n, "estimated": e, "actual": a}
-                                 for k, n, e, a in calibration.rows()},
+            estimated_vs_actual={
+                k: {"jobs": n, "estimated": e, "actual": a} for k, n, e, a in calibration.rows()
+            },
             balance_end=budget.total,
             limit=window.limit,
             window_margin_s=round(window.margin, 4),

@@ -57,37 +57,70 @@ def snapshot(sched: Scheduler) -> S.Snapshot:
     slots, st, cal = sched.slots, sched.stats, sched.calibration
     endpoints = tuple(
         S.EndpointState(
-            key, ep.path, ep.cap, len(slots.in_flight[key]), waiting_by_ep[key],
-            max(0.0, slots.hold[key] - now), st.sent_by_ep[key],
-            cal.actual.get(key, 0), cal.estimated.get(key, 0), slots.max_seen[key])
-        for key, ep in catalog.ENDPOINTS.items() if key != "billing_credits")
+            key,
+            ep.path,
+            ep.cap,
+            len(slots.in_flight[key]),
+            waiting_by_ep[key],
+            max(0.0, slots.hold[key] - now),
+            st.sent_by_ep[key],
+            cal.actual.get(key, 0),
+            cal.estimated.get(key, 0),
+            slots.max_seen[key],
+        )
+        for key, ep in catalog.ENDPOINTS.items()
+        if key != "billing_credits"
+    )
     jobs = tuple(sched._view(j) for j in reversed(sched._recent.values()))
     b, w = sched.budget, sched.window
     return S.Snapshot(
-        t=wall, elapsed=now - (st.started_at or now), mode=sched.mode,
-        target=sched.target, simulated=sched.simulated, paused=sched.paused,
-        limit=w.limit, window_seconds=w.window,
-        window_used=w.used(now), foreign=w.foreign(now),
+        t=wall,
+        elapsed=now - (st.started_at or now),
+        mode=sched.mode,
+        target=sched.target,
+        simulated=sched.simulated,
+        paused=sched.paused,
+        limit=w.limit,
+        window_seconds=w.window,
+        window_used=w.used(now),
+        foreign=w.foreign(now),
         remaining=w.last_remaining,
         reset_in=max(0.0, w.next_free(now) - now),
         key_hold_s=w.hold_remaining(now),
-        requests_total=st.requests_total, responses_429_total=st.responses_429,
-        retries_total=st.retries, status_counts=dict(st.status_counts),
-        endpoints=endpoints, queue=queue, jobs_total=st.jobs_seen,
-        finished=dict(st.finished), balance=b.total, plan_remaining=b.plan_remaining,
-        purchased=b.purchased, allocation=b.allocation, month_used=b.period_used,
-        credits_used_total=sched.credits_used_total, reserved=sched.credits.reserved,
+        requests_total=st.requests_total,
+        responses_429_total=st.responses_429,
+        retries_total=st.retries,
+        status_counts=dict(st.status_counts),
+        endpoints=endpoints,
+        queue=queue,
+        jobs_total=st.jobs_seen,
+        finished=dict(st.finished),
+        balance=b.total,
+        plan_remaining=b.plan_remaining,
+        purchased=b.purchased,
+        allocation=b.allocation,
+        month_used=b.period_used,
+        credits_used_total=sched.credits_used_total,
+        reserved=sched.credits.reserved,
         estimated_total=sum(cal.estimated.values()),
-        burn_1m=b.burn(now, 1), burn_5m=b.burn(now, 5), burn_15m=b.burn(now, 15),
-        eta_s=b.eta_seconds(now), month_projection=b.month_projection(now, wall),
-        recharge_spent_eur=b.recharge_spent_eur, jobs=jobs, alerts=tuple(sched._alerts))
+        burn_1m=b.burn(now, 1),
+        burn_5m=b.burn(now, 5),
+        burn_15m=b.burn(now, 15),
+        eta_s=b.eta_seconds(now),
+        month_projection=b.month_projection(now, wall),
+        recharge_spent_eur=b.recharge_spent_eur,
+        jobs=jobs,
+        alerts=tuple(sched._alerts),
+    )
 
 
 def _alias(obj: str, attr: str) -> Any:
     """A read-write attribute that lives on one of the scheduler's parts (kept so code and
     tests written against the one-class scheduler keep working)."""
-    return property(lambda self: getattr(getattr(self, obj), attr),
-                    lambda self, v: setattr(getattr(self, obj), attr, v))
+    return property(
+        lambda self: getattr(getattr(self, obj), attr),
+        lambda self, v: setattr(getattr(self, obj), attr, v),
+    )
 
 
 class Observing(Answers):
@@ -156,11 +189,20 @@ class Observing(Answers):
 
     def run_summary(self, ids: list[str] | None = None) -> RunSummary:
         """The run summary of ``ids`` (None: every job held)."""
-        sel = [self.jobs[i] for i in ids if i in self.jobs] if ids is not None \
+        sel = (
+            [self.jobs[i] for i in ids if i in self.jobs]
+            if ids is not None
             else list(self.jobs.values())
-        return RunSummary.of(sel, self.stats, credits_used=self.credits_used_total,
-                             calibration=self.calibration, budget=self.budget,
-                             window=self.window, max_seen=self.slots.max_seen)
+        )
+        return RunSummary.of(
+            sel,
+            self.stats,
+            credits_used=self.credits_used_total,
+            calibration=self.calibration,
+            budget=self.budget,
+            window=self.window,
+            max_seen=self.slots.max_seen,
+        )
 
     def summary(self, ids: list[str] | None = None) -> dict[str, Any]:
         """The run summary (``--summary``): counts, credits, statuses, makespan."""

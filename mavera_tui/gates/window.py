@@ -27,7 +27,7 @@ class WindowGate:
         self.probe_job: Job | None = None
         self.probe_at = 0.0
         self.probe_grace = min(2.0, window.window / 30)
-        self.recent_429: deque[float] = deque()   # times of 429s in the last minute
+        self.recent_429: deque[float] = deque()  # times of 429s in the last minute
 
     def room(self, now: float) -> int:
         """How many jobs may be admitted now (0 while a probe is out, or the key is held
@@ -81,15 +81,24 @@ class WindowGate:
         while r and r[0] < now - 60:
             r.popleft()
         already_held = self.window.hold_remaining(now) > 0
-        if not already_held and (retry_after is None
-                                 or retry_after <= max(1.0, self.window.window / 10)):
+        if not already_held and (
+            retry_after is None or retry_after <= max(1.0, self.window.window / 10)
+        ):
             # We sent it because the mirror had room: a short refusal means the server
             # counts our sends later than we stamp them (a long one is something else).
             self.window.unexpected_429(sent_at)
         return already_held
 
-    def hold_key(self, headers: RateHeaders, now: float, wall: float, *, base: float,
-                 cap: float, max_retry_after: float) -> float:
+    def hold_key(
+        self,
+        headers: RateHeaders,
+        now: float,
+        wall: float,
+        *,
+        base: float,
+        cap: float,
+        max_retry_after: float,
+    ) -> float:
         """Hold the whole key after a 429; returns for how long."""
         ra = headers.retry_after
         if ra is None or ra <= 0 or ra > max_retry_after:
@@ -98,8 +107,9 @@ class WindowGate:
             # the window has room, and at least a growing back-off so a confused server is
             # not hammered, but never longer than the maximum (a bogus 10^9 s would hang us).
             streak = len(self.recent_429)
-            ra = max(self.window.next_free(now) - now,
-                     backoff(streak + 1, base, cap, max_doublings=8))
+            ra = max(
+                self.window.next_free(now) - now, backoff(streak + 1, base, cap, max_doublings=8)
+            )
             if headers.reset_at is not None:  # whole seconds; clocks differ a little
                 ra = max(ra, headers.reset_at - wall + self.window.margin)
             ra = min(ra, max_retry_after)

@@ -17,8 +17,16 @@ from typing import Any
 
 from ..snapshot import AlertView, EndpointState, JobView, Snapshot
 
-__all__ = ["ENCODING", "KEYFRAME_EVERY", "DecodeError", "SnapshotDecoder", "SnapshotEncoder",
-           "is_keyframe", "snapshot_state", "state_to_snapshot"]
+__all__ = [
+    "ENCODING",
+    "KEYFRAME_EVERY",
+    "DecodeError",
+    "SnapshotDecoder",
+    "SnapshotEncoder",
+    "is_keyframe",
+    "snapshot_state",
+    "state_to_snapshot",
+]
 
 ENCODING = "zdelta1"
 #: Snapshots between keyframes: bounds how far replay decodes to reach any instant.
@@ -56,20 +64,23 @@ def snapshot_state(snap: Snapshot) -> dict[str, Any]:
     return state
 
 
-def state_to_snapshot(state: dict[str, Any], names: dict[str, list[str]] | None = None,
-                      *, rows: bool = True) -> Snapshot:
+def state_to_snapshot(
+    state: dict[str, Any], names: dict[str, list[str]] | None = None, *, rows: bool = True
+) -> Snapshot:
     """Build a Snapshot from a decoded state (``rows=False`` skips jobs/alerts: cheaper)."""
     names = names or _ROW_FIELDS
     d = {k: v for k, v in state.items() if k not in _ROWS}
     for k in _ROWS:
         if k == "endpoints" or rows:
-            d[k] = [dict(zip(names.get(k, _ROW_FIELDS[k]), r, strict=False))
-                    for r in state.get(k, ())]
+            d[k] = [
+                dict(zip(names.get(k, _ROW_FIELDS[k]), r, strict=False)) for r in state.get(k, ())
+            ]
     return Snapshot.from_dict(d)
 
 
-def _list_delta(prev: list[list[Any]], new: list[list[Any]],
-                key: Callable[[list[Any]], Any]) -> dict[str, Any]:
+def _list_delta(
+    prev: list[list[Any]], new: list[list[Any]], key: Callable[[list[Any]], Any]
+) -> dict[str, Any]:
     """Encode ``new`` against ``prev``: the smallest front of ``new`` such that the rest is
     ``prev``'s order with the front removed, plus rows of the rest whose content changed."""
     pk = [key(r) for r in prev]
@@ -78,7 +89,7 @@ def _list_delta(prev: list[list[Any]], new: list[list[Any]],
     front: set[Any] = set()
     k = 0
     while k <= n:
-        rest = [x for x in pk if x not in front][:n - k]
+        rest = [x for x in pk if x not in front][: n - k]
         if rest == nk[k:]:
             break
         front.add(nk[k])
@@ -93,12 +104,13 @@ def _list_delta(prev: list[list[Any]], new: list[list[Any]],
     return out
 
 
-def _list_apply(prev: list[list[Any]], delta: dict[str, Any],
-                key: Callable[[list[Any]], Any]) -> list[list[Any]]:
+def _list_apply(
+    prev: list[list[Any]], delta: dict[str, Any], key: Callable[[list[Any]], Any]
+) -> list[list[Any]]:
     frontrows = delta.get("f", [])
     front = {key(r) for r in frontrows}
     n = delta["n"]
-    out = list(frontrows) + [r for r in prev if key(r) not in front][:n - len(frontrows)]
+    out = list(frontrows) + [r for r in prev if key(r) not in front][: n - len(frontrows)]
     for i, row in delta.get("u", {}).items():
         out[int(i)] = row
     return out
@@ -136,8 +148,7 @@ class SnapshotEncoder:
         else:
             doc = {"s": self._seq}
             prev = self._prev
-            changed = {k: v for k, v in state.items()
-                       if k not in _ROWS and prev.get(k) != v}
+            changed = {k: v for k, v in state.items() if k not in _ROWS and prev.get(k) != v}
             if changed:
                 doc["c"] = changed
             pe, ne = prev["endpoints"], state["endpoints"]
@@ -152,8 +163,11 @@ class SnapshotEncoder:
             if prev["alerts"] != state["alerts"]:
                 doc["a"] = _list_delta(prev["alerts"], state["alerts"], _alert_key)
             raw = _dumps(doc)
-            comp = zlib.compressobj(self.level, zdict=self._chain) if self._chain \
+            comp = (
+                zlib.compressobj(self.level, zdict=self._chain)
+                if self._chain
                 else zlib.compressobj(self.level)
+            )
             blob = b"D" + comp.compress(raw) + comp.flush()
             self._chain = (self._chain + raw)[-_ZDICT_MAX:]
         self._since_key += 1
@@ -189,8 +203,7 @@ class SnapshotDecoder:
             elif kind == b"D":
                 if self.state is None:
                     raise DecodeError("delta without a keyframe before it")
-                d = zlib.decompressobj(zdict=self._chain) if self._chain \
-                    else zlib.decompressobj()
+                d = zlib.decompressobj(zdict=self._chain) if self._chain else zlib.decompressobj()
                 raw = d.decompress(body) + d.flush()
                 doc = json.loads(raw)
                 if self._seq is None or doc.get("s") != self._seq + 1:
@@ -234,4 +247,3 @@ def _dumps(doc: Any) -> bytes:
 def is_keyframe(blob: bytes) -> bool:
     """True if ``blob`` decodes on its own (a chain may start there)."""
     return blob[:1] == b"K"
-

@@ -20,11 +20,38 @@ from .timespec import TimeContext, parse_time
 __all__ = ["LEDGER_COLUMNS", "Recording", "check_recording"]
 
 #: Ledger columns a reader may ask for (the store's ledger table).
-LEDGER_COLUMNS = ("t", "t_done", "job_id", "endpoint", "method", "path", "attempt", "status",
-                  "kind", "code", "credits_used", "tokens", "estimate", "latency", "rl_limit",
-                  "rl_remaining", "rl_reset", "retry_after", "message")
-DAILY_COLUMNS = ("day", "endpoint", "requests", "r429", "r402", "credits", "retries",
-                 "first", "last")
+LEDGER_COLUMNS = (
+    "t",
+    "t_done",
+    "job_id",
+    "endpoint",
+    "method",
+    "path",
+    "attempt",
+    "status",
+    "kind",
+    "code",
+    "credits_used",
+    "tokens",
+    "estimate",
+    "latency",
+    "rl_limit",
+    "rl_remaining",
+    "rl_reset",
+    "retry_after",
+    "message",
+)
+DAILY_COLUMNS = (
+    "day",
+    "endpoint",
+    "requests",
+    "r429",
+    "r402",
+    "credits",
+    "retries",
+    "first",
+    "last",
+)
 
 
 def check_recording(path: str) -> dict[str, str]:
@@ -32,8 +59,9 @@ def check_recording(path: str) -> dict[str, str]:
     meta = check_file(path)
     enc = meta.get("snapshot_encoding")
     if enc is not None and enc != ENCODING:
-        raise StoreError(f"{path} holds snapshots encoded as {enc!r}; this mavera-tui reads "
-                         f"{ENCODING!r}")
+        raise StoreError(
+            f"{path} holds snapshots encoded as {enc!r}; this mavera-tui reads {ENCODING!r}"
+        )
     return meta
 
 
@@ -70,8 +98,9 @@ class Recording:
     async def __aenter__(self) -> Recording:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     @property
@@ -84,7 +113,8 @@ class Recording:
 
     async def _has(self, table: str) -> bool:
         rows = await self.store.query(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,))
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+        )
         return bool(rows)
 
     # --- time ---------------------------------------------------------------------------
@@ -94,7 +124,8 @@ class Recording:
         [(first, last)] = await self.store.query(
             "SELECT MIN(t), MAX(t) FROM (SELECT MIN(t) AS t FROM ledger UNION ALL "
             "SELECT MAX(t) FROM ledger UNION ALL SELECT MIN(t) FROM snapshots UNION ALL "
-            "SELECT MAX(t) FROM snapshots)")
+            "SELECT MAX(t) FROM snapshots)"
+        )
         return first, last
 
     async def time_context(self, anchor: float | None = None) -> TimeContext:
@@ -104,8 +135,11 @@ class Recording:
         end = last if last is not None else start
         return TimeContext(start, end, end if anchor is None else anchor)
 
-    async def parse_range(self, since: str | float | None, until: str | float | None,
-                          ) -> tuple[float | None, float | None]:
+    async def parse_range(
+        self,
+        since: str | float | None,
+        until: str | float | None,
+    ) -> tuple[float | None, float | None]:
         """``--since``/``--until`` as unix seconds (strings in the one time grammar, relative
         forms counted back from the end of the recording); ValueError if unreadable."""
         ctx = await self.time_context()
@@ -115,8 +149,11 @@ class Recording:
 
     # --- snapshots ----------------------------------------------------------------------
 
-    async def snapshot_rows(self, since: float | None = None, until: float | None = None,
-                            ) -> list[tuple[float, bytes]]:
+    async def snapshot_rows(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[tuple[float, bytes]]:
         """Encoded snapshots ``(t, blob)`` in time order from the last keyframe at or before
         ``since`` (so the first rows decode) up to ``until``."""
         lo = since
@@ -124,12 +161,12 @@ class Recording:
             k = await self.store.keyframe_at_or_before(since)
             lo = k if k is not None else since
         where, params = _range(lo, until)
-        rows = await self.store.query(f"SELECT t, data FROM snapshots {where} ORDER BY t",
-                                      params)
+        rows = await self.store.query(f"SELECT t, data FROM snapshots {where} ORDER BY t", params)
         return [(float(t), bytes(b)) for t, b in rows if b]
 
-    async def snapshots(self, since: float | None = None, until: float | None = None,
-                        *, rows: bool = False) -> list[Snapshot]:
+    async def snapshots(
+        self, since: float | None = None, until: float | None = None, *, rows: bool = False
+    ) -> list[Snapshot]:
         """Decoded snapshots in [since, until] (``rows=False`` skips jobs/alerts: cheaper).
         Undecodable rows are skipped up to the next keyframe."""
         dec = SnapshotDecoder()
@@ -146,19 +183,26 @@ class Recording:
 
     # --- the ledger and what retention kept of it -----------------------------------------
 
-    async def ledger(self, columns: Sequence[str] = LEDGER_COLUMNS,
-                     since: float | None = None, until: float | None = None,
-                     ) -> list[tuple[Any, ...]]:
+    async def ledger(
+        self,
+        columns: Sequence[str] = LEDGER_COLUMNS,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[tuple[Any, ...]]:
         """Ledger rows (by send time ``t``) in [since, until], oldest first."""
         bad = [c for c in columns if c not in LEDGER_COLUMNS]
         if bad:
             raise ValueError(f"no ledger column {bad[0]!r}")
         where, params = _range(since, until)
         return await self.store.query(
-            f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY t, id", params)
+            f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY t, id", params
+        )
 
-    async def daily_totals(self, since: float | None = None, until: float | None = None,
-                           ) -> list[dict[str, Any]]:
+    async def daily_totals(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
         """Per-day, per-endpoint totals of the ledger rows that retention dropped, for the
         days whose folded rows (sent between ``first`` and ``last``) overlap [since, until].
         A total is counted whole: a range that cuts through one is approximate there."""
@@ -172,13 +216,15 @@ class Recording:
             where += " AND first <= ?"
             params.append(until)
         rows = await self.store.query(
-            f"SELECT {', '.join(DAILY_COLUMNS)} FROM daily_totals {where} "
-            "ORDER BY day, endpoint", params)
+            f"SELECT {', '.join(DAILY_COLUMNS)} FROM daily_totals {where} ORDER BY day, endpoint",
+            params,
+        )
         return [dict(zip(DAILY_COLUMNS, r, strict=True)) for r in rows]
 
     async def alert_times(self) -> list[float]:
         return [r[0] for r in await self.store.query("SELECT t FROM alerts ORDER BY t")]
 
     async def jobs_by_state(self) -> dict[str, int]:
-        return dict(await self.store.query(
-            "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state"))
+        return dict(
+            await self.store.query("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+        )

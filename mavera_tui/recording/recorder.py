@@ -33,13 +33,24 @@ class Recorder:
     directly with a virtual clock; ``request_stop()`` is what SIGTERM/SIGINT call.
     """
 
-    def __init__(self, settings: Any, *, jobs: str | None = None,
-                 duration: float | None = None, interval: float = 1.0,
-                 metrics_port: int | None = None, grace: float = DEFAULT_GRACE,
-                 clock: Clock | None = None, sim: Any = None, out: TextIO | None = None,
-                 demo_kw: dict[str, Any] | None = None,
-                 keyframe_every: int = KEYFRAME_EVERY, job_file: Any = None,
-                 keep: float | None = None, prune_every: float = PRUNE_EVERY):
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        jobs: str | None = None,
+        duration: float | None = None,
+        interval: float = 1.0,
+        metrics_port: int | None = None,
+        grace: float = DEFAULT_GRACE,
+        clock: Clock | None = None,
+        sim: Any = None,
+        out: TextIO | None = None,
+        demo_kw: dict[str, Any] | None = None,
+        keyframe_every: int = KEYFRAME_EVERY,
+        job_file: Any = None,
+        keep: float | None = None,
+        prune_every: float = PRUNE_EVERY,
+    ):
         self.settings = settings
         self.jobs_path = jobs
         self.job_file = job_file  # (specs, line errors) already read from ``jobs``, if any
@@ -102,9 +113,11 @@ class Recorder:
         for k, v in dropped.items():
             self.pruned[k] = self.pruned.get(k, 0) + v
         if any(dropped.values()):
-            self.log("retention: dropped " + ", ".join(f"{v} {k} rows" for k, v in
-                                                      dropped.items() if v)
-                     + f" older than {self.keep / 86400:g} d (daily totals kept)")
+            self.log(
+                "retention: dropped "
+                + ", ".join(f"{v} {k} rows" for k, v in dropped.items() if v)
+                + f" older than {self.keep / 86400:g} d (daily totals kept)"
+            )
         return dropped
 
     async def _maybe_prune(self) -> None:
@@ -149,8 +162,7 @@ class Recorder:
         metrics = None
         demo: asyncio.Task[None] | None = None
         try:
-            self.log(f"recording into {store.path} every {self.interval:g} s; "
-                     f"{self.engine.notice}")
+            self.log(f"recording into {store.path} every {self.interval:g} s; {self.engine.notice}")
             jobs_mode = False
             if self.jobs_path:
                 submitted = await self._submit_jobs(sched)
@@ -195,8 +207,10 @@ class Recorder:
         refused = submitted.messages()
         for msg in refused:
             print(f"{self.jobs_path}: {msg}", file=self.out, flush=True)
-        self.log(f"submitted {len(submitted.accepted)} jobs from {self.jobs_path}"
-                 + (f" ({len(errors) + len(refused)} refused)" if errors or refused else ""))
+        self.log(
+            f"submitted {len(submitted.accepted)} jobs from {self.jobs_path}"
+            + (f" ({len(errors) + len(refused)} refused)" if errors or refused else "")
+        )
         return len(submitted.accepted)
 
     async def _loop(self, sched: Any, jobs_mode: bool) -> None:
@@ -250,10 +264,12 @@ class Recorder:
         reason = self.stop_reason or "stopping"
         if waiting:
             # One line, said once: why it stops, what it waits for, for how long at most.
-            again = ("signal again" if reason.startswith("SIG") else "Ctrl-C or SIGTERM")
-            self.log(f"stopping: {reason}: no new requests; waiting up to {self.grace:g} s "
-                     f"for the {waiting} request(s) in flight (they are paid for; {again} "
-                     "to stop at once)")
+            again = "signal again" if reason.startswith("SIG") else "Ctrl-C or SIGTERM"
+            self.log(
+                f"stopping: {reason}: no new requests; waiting up to {self.grace:g} s "
+                f"for the {waiting} request(s) in flight (they are paid for; {again} "
+                "to stop at once)"
+            )
         else:
             self.log(f"stopping: {reason}")
         hurry = asyncio.ensure_future(self._hurry.wait())
@@ -263,8 +279,11 @@ class Recorder:
             left = deadline - clock.now()
             if left <= 0:
                 break
-            await asyncio.wait({closing, hurry}, timeout=min(self.interval, left),
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {closing, hurry},
+                timeout=min(self.interval, left),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             if not closing.done():  # keep the recording going while they land
                 with contextlib.suppress(Exception):
                     snap = sched.snapshot()
@@ -274,10 +293,13 @@ class Recorder:
         waited = clock.now() - started
         if not closing.done():
             n = sched.snapshot().in_flight
-            when = "on a signal to stop at once" if self._hurry.is_set() else \
-                f"after {self.grace:g} s"
-            self.log(f"{n} request(s) still in flight {when}: abandoning them (they stay "
-                     "'in flight' in the store: outcome unknown)")
+            when = (
+                "on a signal to stop at once" if self._hurry.is_set() else f"after {self.grace:g} s"
+            )
+            self.log(
+                f"{n} request(s) still in flight {when}: abandoning them (they stay "
+                "'in flight' in the store: outcome unknown)"
+            )
             await sched.abort()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await closing
@@ -287,14 +309,18 @@ class Recorder:
         self._log_alerts(final)
         self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
         await self.engine.stop()
-        self.log(f"stopped: {self.snapshots_written} snapshots "
-                 f"({self.bytes_written / 1024:.0f} KiB)"
-                 + (f" after waiting {waited:.0f} s for requests in flight" if waiting else "")
-                 + f"; {_progress(final)}")
+        self.log(
+            f"stopped: {self.snapshots_written} snapshots "
+            f"({self.bytes_written / 1024:.0f} KiB)"
+            + (f" after waiting {waited:.0f} s for requests in flight" if waiting else "")
+            + f"; {_progress(final)}"
+        )
 
 
 def _progress(s: Snapshot) -> str:
-    return (f"up {s.elapsed:.0f} s: {s.requests_total} requests, "
-            f"{s.credits_used_total} credits, {s.responses_429_total} 429s, "
-            f"queue {s.queue_depth}, in flight {s.in_flight}, "
-            f"done {sum(s.finished.values())}/{s.jobs_total}")
+    return (
+        f"up {s.elapsed:.0f} s: {s.requests_total} requests, "
+        f"{s.credits_used_total} credits, {s.responses_429_total} 429s, "
+        f"queue {s.queue_depth}, in flight {s.in_flight}, "
+        f"done {sum(s.finished.values())}/{s.jobs_total}"
+    )

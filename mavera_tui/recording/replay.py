@@ -52,8 +52,14 @@ class ReplayEngine:
     monitor then rebuilds its charts with ``history_at``.
     """
 
-    def __init__(self, rows: list[tuple[float, bytes]], alerts: list[float] | None = None,
-                 *, now: Callable[[], float] = time.monotonic, target: str = ""):
+    def __init__(
+        self,
+        rows: list[tuple[float, bytes]],
+        alerts: list[float] | None = None,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        target: str = "",
+    ):
         rows = [(float(t), bytes(b)) for t, b in rows if b]
         if not rows:
             raise ValueError("the recording holds no snapshots")
@@ -67,7 +73,7 @@ class ReplayEngine:
         self.speed = SPEEDS[0]
         self.generation = 0
         self._dec = SnapshotDecoder()
-        self._dec_index: int | None = None     # index the decoder's state is at
+        self._dec_index: int | None = None  # index the decoder's state is at
         self.index = 0
         self._snap: Snapshot | None = None
         self._anchor: tuple[float, float] = (0.0, self.times[0])  # (real, recording t)
@@ -167,8 +173,11 @@ class ReplayEngine:
         self._goto(self.index + n, rebuild=n != 1)
 
     def cycle_speed(self) -> float:
-        self.speed = SPEEDS[(SPEEDS.index(self.speed) + 1) % len(SPEEDS)] \
-            if self.speed in SPEEDS else SPEEDS[0]
+        self.speed = (
+            SPEEDS[(SPEEDS.index(self.speed) + 1) % len(SPEEDS)]
+            if self.speed in SPEEDS
+            else SPEEDS[0]
+        )
         self._anchor = (self.now(), self.times[self.index])
         return self.speed
 
@@ -188,8 +197,15 @@ class ReplayEngine:
         return t
 
     def position(self) -> ReplayPosition:
-        return ReplayPosition(self.times[self.index], self.index, len(self.times),
-                              self.times[0], self.times[-1], self.playing, self.speed)
+        return ReplayPosition(
+            self.times[self.index],
+            self.index,
+            len(self.times),
+            self.times[0],
+            self.times[-1],
+            self.playing,
+            self.speed,
+        )
 
     def history_at(self, bucket_s: float = 10.0, span_s: float = 900.0) -> History:
         """The charts' History as it stood at the cursor: fed with the snapshots of the
@@ -216,6 +232,7 @@ class ReplayEngine:
 
 # ====================================================================== the app =======
 
+
 def create_replay_app(engine: ReplayEngine, **kw: Any) -> Any:
     """The monitor over ``engine`` with the time bar and replay keys (imports textual)."""
     from textual.binding import Binding
@@ -231,18 +248,25 @@ def create_replay_app(engine: ReplayEngine, **kw: Any) -> Any:
         # Textual resolves CSS_PATH beside the module that defines the class: point at ui/.
         CSS_PATH = str(Path(ui_app.__file__).parent / "app.tcss")
         BINDINGS = [
-            Binding("space", "replay_toggle", "Play/pause", id="replay.toggle",
-                    priority=True),
-            Binding("left", "replay_step(-1)", "Step back", key_display="←",
-                    id="replay.back", priority=True),
-            Binding("right", "replay_step(1)", "Step", key_display="→", id="replay.step",
-                    priority=True),
+            Binding("space", "replay_toggle", "Play/pause", id="replay.toggle", priority=True),
+            Binding(
+                "left",
+                "replay_step(-1)",
+                "Step back",
+                key_display="←",
+                id="replay.back",
+                priority=True,
+            ),
+            Binding(
+                "right", "replay_step(1)", "Step", key_display="→", id="replay.step", priority=True
+            ),
             Binding("s", "replay_speed", "Speed", id="replay.speed"),
             Binding("g", "replay_goto", "Go to time", id="replay.goto"),
             Binding("a", "replay_next_alert", "Next alert", id="replay.alert"),
         ]
-        REPLAY_ACTIONS = frozenset({"replay_toggle", "replay_step", "replay_speed",
-                                    "replay_goto", "replay_next_alert"})
+        REPLAY_ACTIONS = frozenset(
+            {"replay_toggle", "replay_step", "replay_speed", "replay_goto", "replay_next_alert"}
+        )
 
         def __init__(self, engine: ReplayEngine, **kw: Any):
             kw.setdefault("mode_label", "REPLAY")
@@ -326,8 +350,11 @@ def create_replay_app(engine: ReplayEngine, **kw: Any) -> Any:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``replay`` subcommand's options."""
     p.add_argument("file", help="a recording (the --db of `mavera-tui record`)")
-    p.add_argument("--at", help="start at this time: unix seconds, ISO, HH:MM, start+5m, "
-                                "end-10m (the forms of the g key and of report --since)")
+    p.add_argument(
+        "--at",
+        help="start at this time: unix seconds, ISO, HH:MM, start+5m, "
+        "end-10m (the forms of the g key and of report --since)",
+    )
     p.add_argument("--speed", type=float, choices=SPEEDS, default=1.0)
     p.add_argument("--play", action="store_true", help="start playing at once")
     from .. import config
@@ -363,7 +390,8 @@ def main(args: argparse.Namespace) -> int:
     from ..cli import loaded_config
 
     ui = loaded_config(args).config.ui
-    app = create_replay_app(engine, refresh=ui.refresh, debug_log=getattr(args, "debug", None),
-                            keys=ui.keys)
+    app = create_replay_app(
+        engine, refresh=ui.refresh, debug_log=getattr(args, "debug", None), keys=ui.keys
+    )
     app.run()
     return app.return_code or 0

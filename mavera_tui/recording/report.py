@@ -71,17 +71,31 @@ def _batches(rows: list[tuple[float, float, str]], gap: float) -> list[dict[str,
     return out
 
 
-async def build_report(path: str, since: str | float | None = None,
-                       until: str | float | None = None,
-                       batch_gap: float = BATCH_GAP) -> dict[str, Any]:
+async def build_report(
+    path: str,
+    since: str | float | None = None,
+    until: str | float | None = None,
+    batch_gap: float = BATCH_GAP,
+) -> dict[str, Any]:
     """The report as a JSON-able dict. Raises StoreError for files it cannot read and
     ValueError for a bad --since/--until (read in the one time grammar, timespec.py)."""
     async with await Recording.open(path) as rec:
         return await _build(rec, since, until, batch_gap)
 
 
-_LEDGER = ("t", "t_done", "job_id", "endpoint", "attempt", "status", "kind", "credits_used",
-           "estimate", "rl_limit", "rl_remaining")
+_LEDGER = (
+    "t",
+    "t_done",
+    "job_id",
+    "endpoint",
+    "attempt",
+    "status",
+    "kind",
+    "credits_used",
+    "estimate",
+    "rl_limit",
+    "rl_remaining",
+)
 
 
 async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> dict[str, Any]:
@@ -101,8 +115,9 @@ async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> di
     limits: list[int] = []
     batch_rows = []
     for t, t_done, job, ep, attempt, status, kind, credits, estimate, rl_lim, rl_rem in rows:
-        e = by_ep.setdefault(ep, {"requests": 0, "credits_used": 0, "429": 0, "402": 0,
-                                  "retries": 0, "_times": []})
+        e = by_ep.setdefault(
+            ep, {"requests": 0, "credits_used": 0, "429": 0, "402": 0, "retries": 0, "_times": []}
+        )
         e["requests"] += 1
         e["_times"].append(t)
         times.append(t)
@@ -131,8 +146,7 @@ async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> di
     for x in est.values():
         x["ratio"] = round(x["actual"] / x["estimated"], 3) if x["estimated"] else None
     start_t = times[0] if times else (snaps[0].t if snaps else None)
-    end_t = max((r[1] for r in rows), default=None) if rows else (
-        snaps[-1].t if snaps else None)
+    end_t = max((r[1] for r in rows), default=None) if rows else (snaps[-1].t if snaps else None)
     span = (end_t - start_t) if start_t is not None and end_t is not None else 0.0
     remaining.sort()
     limit = limits[-1] if limits else (snaps[-1].limit if snaps else None)
@@ -146,8 +160,9 @@ async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> di
     # is in exactly one of the two), their timing (rates, batches) is gone.
     requests_total = len(rows)
     for d in daily:
-        e = by_ep.setdefault(d["endpoint"], {"requests": 0, "credits_used": 0, "429": 0,
-                                             "402": 0, "retries": 0})
+        e = by_ep.setdefault(
+            d["endpoint"], {"requests": 0, "credits_used": 0, "429": 0, "402": 0, "retries": 0}
+        )
         e["requests"] += d["requests"]
         e["credits_used"] += d["credits"]
         e["429"] += d["r429"]
@@ -163,12 +178,14 @@ async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> di
         "schema_version": rec.schema_version,
         "snapshot_encoding": meta.get("snapshot_encoding"),
         "target": meta.get("recorded_target"),
-        "since": lo, "until": hi,
-        "start": start_t, "end": end_t, "duration_s": round(span, 3),
+        "since": lo,
+        "until": hi,
+        "start": start_t,
+        "end": end_t,
+        "duration_s": round(span, 3),
         "recording": {"first": first, "last": last, "snapshots": len(snaps)},
         "requests_total": requests_total,
-        "from_daily_totals": {"days": days,
-                              "requests": sum(d["requests"] for d in daily)},
+        "from_daily_totals": {"days": days, "requests": sum(d["requests"] for d in daily)},
         "credits_used_total": credits_total,
         "credits_used_by_endpoint": {k: v["credits_used"] for k, v in sorted(by_ep.items())},
         "402_count": c402,
@@ -177,15 +194,23 @@ async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> di
         "retry_count": retries,
         "estimated_vs_actual": dict(sorted(est.items())),
         "rate_limit_limit": limit,
-        "rate_limit_remaining": {"min": remaining[0] if remaining else None,
-                                 "p5": _pct(remaining, 5), "median": _pct(remaining, 50),
-                                 "samples": len(remaining)},
-        "requests_per_minute": {**_rpm(times, span), "limit": limit,
-                                "by_endpoint": dict(sorted(rpm_by_ep.items()))},
+        "rate_limit_remaining": {
+            "min": remaining[0] if remaining else None,
+            "p5": _pct(remaining, 5),
+            "median": _pct(remaining, 50),
+            "samples": len(remaining),
+        },
+        "requests_per_minute": {
+            **_rpm(times, span),
+            "limit": limit,
+            "by_endpoint": dict(sorted(rpm_by_ep.items())),
+        },
         "requests_by_endpoint": {k: v["requests"] for k, v in sorted(by_ep.items())},
-        "queue_depth": {"max": max(depth, default=0),
-                        "mean": round(sum(depth) / len(depth), 2) if depth else 0.0,
-                        "in_flight_max": max(in_flight, default=0)},
+        "queue_depth": {
+            "max": max(depth, default=0),
+            "mean": round(sum(depth) / len(depth), 2) if depth else 0.0,
+            "in_flight_max": max(in_flight, default=0),
+        },
         "batches": _batches(batch_rows, batch_gap),
         "jobs_by_state": jobs_by_state,
         "_series": _series(rows, snaps, start_t),
@@ -208,13 +233,16 @@ def _series(rows: list[tuple], snaps: list[Any], start: float | None) -> dict[st
         m = int((s.t - start) // 60)
         queue[m] = max(queue.get(m, 0), s.queue_depth)
     n = max([*credits, *reqs, *queue, 0]) + 1
-    return {"minutes": list(range(n)),
-            "credits": [credits.get(i, 0) for i in range(n)],
-            "requests": [reqs.get(i, 0) for i in range(n)],
-            "queue": [queue.get(i, 0) for i in range(n)] if snaps else []}
+    return {
+        "minutes": list(range(n)),
+        "credits": [credits.get(i, 0) for i in range(n)],
+        "requests": [reqs.get(i, 0) for i in range(n)],
+        "queue": [queue.get(i, 0) for i in range(n)] if snaps else [],
+    }
 
 
 # ==================================================================== rendering =====
+
 
 def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
@@ -222,48 +250,62 @@ def _when(t: float | None) -> str:
 
 def render_text(rep: dict[str, Any], *, charts: bool = True, width: int = 100) -> str:
     """The report for a person: tables, then plotext charts."""
-    lines = [f"mavera-tui report: {rep['file']}",
-             f"  target {rep.get('target') or '-'}; {_when(rep['start'])} → "
-             f"{_when(rep['end'])} ({rep['duration_s']:.0f} s); "
-             f"{rep['requests_total']} requests, {rep['recording']['snapshots']} snapshots",
-             "",
-             f"credits_used_total   {rep['credits_used_total']:,}",
-             f"402_count            {rep['402_count']}",
-             f"429_count            {rep['429_count']}",
-             f"retry_count          {rep['retry_count']}"]
+    lines = [
+        f"mavera-tui report: {rep['file']}",
+        f"  target {rep.get('target') or '-'}; {_when(rep['start'])} → "
+        f"{_when(rep['end'])} ({rep['duration_s']:.0f} s); "
+        f"{rep['requests_total']} requests, {rep['recording']['snapshots']} snapshots",
+        "",
+        f"credits_used_total   {rep['credits_used_total']:,}",
+        f"402_count            {rep['402_count']}",
+        f"429_count            {rep['429_count']}",
+        f"retry_count          {rep['retry_count']}",
+    ]
     rl = rep["rate_limit_remaining"]
-    lines.append(f"rate_limit_remaining min {rl['min']}  p5 {rl['p5']}  median {rl['median']}"
-                 f"  (limit {rep['rate_limit_limit']}/min)")
+    lines.append(
+        f"rate_limit_remaining min {rl['min']}  p5 {rl['p5']}  median {rl['median']}"
+        f"  (limit {rep['rate_limit_limit']}/min)"
+    )
     rpm = rep["requests_per_minute"]
     lines.append(f"requests_per_minute  mean {rpm['mean']}  peak {rpm['peak']}")
     q = rep["queue_depth"]
-    lines.append(f"queue_depth          max {q['max']}  mean {q['mean']}  "
-                 f"(in flight max {q['in_flight_max']})")
+    lines.append(
+        f"queue_depth          max {q['max']}  mean {q['mean']}  "
+        f"(in flight max {q['in_flight_max']})"
+    )
     folded = rep.get("from_daily_totals") or {}
     if folded.get("days"):
-        lines.append(f"older days from daily totals (retention): {', '.join(folded['days'])}"
-                     f" ({folded['requests']} requests; no rates or batches for them)")
-    lines += ["", f"{'endpoint':<18}{'requests':>9}{'rpm':>8}{'peak':>6}{'credits':>10}"
-                  f"{'429':>6}{'jobs':>7}{'estimated':>11}{'actual':>9}{'ratio':>7}"]
+        lines.append(
+            f"older days from daily totals (retention): {', '.join(folded['days'])}"
+            f" ({folded['requests']} requests; no rates or batches for them)"
+        )
+    lines += [
+        "",
+        f"{'endpoint':<18}{'requests':>9}{'rpm':>8}{'peak':>6}{'credits':>10}"
+        f"{'429':>6}{'jobs':>7}{'estimated':>11}{'actual':>9}{'ratio':>7}",
+    ]
     eva = rep["estimated_vs_actual"]
     for ep, n in rep["requests_by_endpoint"].items():
         r = rpm["by_endpoint"].get(ep, {})
         x = eva.get(ep, {})
         ratio = x.get("ratio")
-        lines.append(f"{ep:<18}{n:>9}{r.get('mean', 0):>8}{r.get('peak', 0):>6}"
-                     f"{rep['credits_used_by_endpoint'].get(ep, 0):>10,}"
-                     f"{rep['429_by_endpoint'].get(ep, 0):>6}{x.get('jobs', 0):>7}"
-                     f"{x.get('estimated', 0):>11,}{x.get('actual', 0):>9,}"
-                     f"{'' if ratio is None else f'{ratio:.2f}':>7}")
+        lines.append(
+            f"{ep:<18}{n:>9}{r.get('mean', 0):>8}{r.get('peak', 0):>6}"
+            f"{rep['credits_used_by_endpoint'].get(ep, 0):>10,}"
+            f"{rep['429_by_endpoint'].get(ep, 0):>6}{x.get('jobs', 0):>7}"
+            f"{x.get('estimated', 0):>11,}{x.get('actual', 0):>9,}"
+            f"{'' if ratio is None else f'{ratio:.2f}':>7}"
+        )
     lines += ["", "batches (first send → last completion):"]
     for i, b in enumerate(rep["batches"], 1):
-        lines.append(f"  {i}. {_when(b['start'])} → {_when(b['end'])}  makespan "
-                     f"{b['makespan_s']:.1f} s, {b['jobs']} jobs, {b['requests']} requests")
+        lines.append(
+            f"  {i}. {_when(b['start'])} → {_when(b['end'])}  makespan "
+            f"{b['makespan_s']:.1f} s, {b['jobs']} jobs, {b['requests']} requests"
+        )
     if not rep["batches"]:
         lines.append("  (no job requests)")
     if rep["jobs_by_state"]:
-        lines += ["", "jobs: " + ", ".join(f"{k} {v}" for k, v in
-                                          rep["jobs_by_state"].items())]
+        lines += ["", "jobs: " + ", ".join(f"{k} {v}" for k, v in rep["jobs_by_state"].items())]
     if charts and rep.get("_series", {}).get("minutes"):
         lines += ["", *_charts(rep, width)]
     return "\n".join(lines)
@@ -278,9 +320,10 @@ def _charts(rep: dict[str, Any], width: int) -> list[str]:
         x = [0.0, 1.0]
         s = {k: (v * 2 if isinstance(v, list) else v) for k, v in s.items()}
     out = []
-    specs = [("credits per minute", s["credits"], None),
-             ("requests per minute (dashes: the limit)", s["requests"],
-              rep["rate_limit_limit"])]
+    specs = [
+        ("credits per minute", s["credits"], None),
+        ("requests per minute (dashes: the limit)", s["requests"], rep["rate_limit_limit"]),
+    ]
     if s.get("queue"):
         specs.append(("queue depth (max per minute)", s["queue"], None))
     for title, y, hline in specs:
@@ -306,12 +349,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``report`` subcommand's options."""
     p.add_argument("file", help="a recording or run database (--db of record/run)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
-    p.add_argument("--since", help="from this time: unix seconds, ISO, HH:MM, start+5m, "
-                                   "end-10m, or -10m (back from the end of the recording); "
-                                   "the forms of replay's g key")
+    p.add_argument(
+        "--since",
+        help="from this time: unix seconds, ISO, HH:MM, start+5m, "
+        "end-10m, or -10m (back from the end of the recording); "
+        "the forms of replay's g key",
+    )
     p.add_argument("--until", help="up to this time (same forms as --since)")
-    p.add_argument("--batch-gap", type=float, default=BATCH_GAP,
-                   help=f"idle seconds that end a batch (default {BATCH_GAP:g})")
+    p.add_argument(
+        "--batch-gap",
+        type=float,
+        default=BATCH_GAP,
+        help=f"idle seconds that end a batch (default {BATCH_GAP:g})",
+    )
     p.add_argument("--no-charts", action="store_true", help="omit the terminal charts")
 
 
@@ -321,8 +371,9 @@ def main(args: argparse.Namespace) -> int:
     from ..store import StoreError
 
     try:
-        rep = asyncio.run(build_report(args.file, args.since, args.until,
-                                       getattr(args, "batch_gap", BATCH_GAP)))
+        rep = asyncio.run(
+            build_report(args.file, args.since, args.until, getattr(args, "batch_gap", BATCH_GAP))
+        )
     except StoreError as e:
         print(f"report: {e}", file=sys.stderr)
         return EXIT_CANNOT_START

@@ -124,8 +124,9 @@ class SimulatedDrop(httpx.RemoteProtocolError):
     """Raised by the app for a dropped connection; the client sees an httpx transport error."""
 
     def __init__(self) -> None:
-        super().__init__("Server disconnected without sending a complete response "
-                         "(simulated drop).")
+        super().__init__(
+            "Server disconnected without sending a complete response (simulated drop)."
+        )
 
 
 def unit(seed: int, *parts: object) -> float:
@@ -276,8 +277,7 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None, clock: Clock | None = None):
         self.config = config or SimConfig()
         self.clock = clock or Clock()
-        self.records = Records(self.config.window_seconds,
-                               self.config.readings.window_kind)
+        self.records = Records(self.config.window_seconds, self.config.readings.window_kind)
         self.state = Account(self.config)
         self._keys: dict[str, _KeyState] = {}
         self._n = 0
@@ -315,8 +315,12 @@ class Simulator:
 
     # --- ASGI -----------------------------------------------------------------------------
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any,
-                       ) -> None:
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Any,
+        send: Any,
+    ) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -330,8 +334,12 @@ class Simulator:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
-    async def _http(self, scope: MutableMapping[str, Any], receive: Any, send: Any,
-                    ) -> None:
+    async def _http(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Any,
+        send: Any,
+    ) -> None:
         cfg = self.config
         faults = cfg.faults
         seed = cfg.seed
@@ -347,20 +355,36 @@ class Simulator:
         key = _bearer(scope["headers"])
 
         if not key or key in cfg.rejected_keys:
-            self.records.append(RequestRecord(
-                n, now, wall, fingerprint(key) if key else "-", method, rel,
-                status=401, code="invalid_api_key", done=now))
-            await self._send(send, 401, self._envelope(
-                "Invalid API key. Send 'Authorization: Bearer <your API key>'.",
-                "authentication_error", "invalid_api_key"), [])
+            self.records.append(
+                RequestRecord(
+                    n,
+                    now,
+                    wall,
+                    fingerprint(key) if key else "-",
+                    method,
+                    rel,
+                    status=401,
+                    code="invalid_api_key",
+                    done=now,
+                )
+            )
+            await self._send(
+                send,
+                401,
+                self._envelope(
+                    "Invalid API key. Send 'Authorization: Bearer <your API key>'.",
+                    "authentication_error",
+                    "invalid_api_key",
+                ),
+                [],
+            )
             return
 
         limit = cfg.effective_limit
         w = cfg.window_seconds
         ks = self._keys.get(key)
         if ks is None:
-            ks = self._keys[key] = _KeyState(fingerprint(key), limit, w,
-                                             cfg.readings.window_kind)
+            ks = self._keys[key] = _KeyState(fingerprint(key), limit, w, cfg.readings.window_kind)
         rec = RequestRecord(n, now, wall, ks.fp, method, rel)
         self.records.append(rec)
         win = ks.window
@@ -373,13 +397,19 @@ class Simulator:
             if s0 <= now < s1:
                 rec.window_count = win.count
                 rec.fault = "storm"
-                await self._window_429(send, rec, n, s1 - now,
-                                       self._rate_headers(n, 0, wall + (s1 - now), rec))
+                await self._window_429(
+                    send, rec, n, s1 - now, self._rate_headers(n, 0, wall + (s1 - now), rec)
+                )
                 return
         if win.count >= limit:
             rec.window_count = win.count
-            await self._window_429(send, rec, n, win.admit_wait(now, wall),
-                                   self._window_headers(rec, win, now, wall, False))
+            await self._window_429(
+                send,
+                rec,
+                n,
+                win.admit_wait(now, wall),
+                self._window_headers(rec, win, now, wall, False),
+            )
             return
         win.real.append(now)
         rec.counted = True
@@ -389,8 +419,15 @@ class Simulator:
         # --- route and body ---
         ep = catalog.find_endpoint(method, rel)
         if ep is None:
-            await self._error(send, rec, headers, 404, f"Unknown route: {method} {rel}",
-                              "invalid_request_error", "not_found")
+            await self._error(
+                send,
+                rec,
+                headers,
+                404,
+                f"Unknown route: {method} {rel}",
+                "invalid_request_error",
+                "not_found",
+            )
             return
         rec.endpoint = ep.key
         body: Any = {}
@@ -400,20 +437,40 @@ class Simulator:
                 try:
                     body = json.loads(raw)
                 except ValueError:
-                    await self._error(send, rec, headers, 400,
-                                      "The request body is not valid JSON.",
-                                      "invalid_request_error", "invalid_json")
+                    await self._error(
+                        send,
+                        rec,
+                        headers,
+                        400,
+                        "The request body is not valid JSON.",
+                        "invalid_request_error",
+                        "invalid_json",
+                    )
                     return
             if not isinstance(body, dict):
-                await self._error(send, rec, headers, 400,
-                                  "The request body must be a JSON object.",
-                                  "invalid_request_error", "invalid_json")
+                await self._error(
+                    send,
+                    rec,
+                    headers,
+                    400,
+                    "The request body must be a JSON object.",
+                    "invalid_request_error",
+                    "invalid_json",
+                )
                 return
         try:
             charge = charge_for(ep, body, seed, rel)
         except EstimateError as exc:
-            await self._error(send, rec, headers, 400, str(exc), "invalid_request_error",
-                              "invalid_parameter", exc.field)
+            await self._error(
+                send,
+                rec,
+                headers,
+                400,
+                str(exc),
+                "invalid_request_error",
+                "invalid_parameter",
+                exc.field,
+            )
             return
 
         # --- concurrency (a rejection here is counted) ---
@@ -423,10 +480,15 @@ class Simulator:
             rec.in_flight = inflight
             retry = max(1, math.ceil(cfg.concurrency_retry_seconds * cfg.time_scale))
             await self._error(
-                send, rec, headers + self._retry_after(retry, wall), 429,
+                send,
+                rec,
+                headers + self._retry_after(retry, wall),
+                429,
                 f"Too many concurrent requests to {ep.path} (at most {ep.cap} at a time). "
                 f"Please retry after {retry} seconds.",
-                "rate_limit_error", catalog.CODE_CONCURRENCY)
+                "rate_limit_error",
+                catalog.CODE_CONCURRENCY,
+            )
             return
 
         # --- pre-flight billing ---
@@ -444,9 +506,15 @@ class Simulator:
             fault = "drop-before" if unit(seed, "drop-kind", n) < 0.5 else "drop-after"
         if fault == "503":
             rec.fault = fault
-            await self._error(send, rec, headers, 503,
-                              "The service is temporarily unavailable. Please try again.",
-                              "api_error", "service_unavailable")
+            await self._error(
+                send,
+                rec,
+                headers,
+                503,
+                "The service is temporarily unavailable. Please try again.",
+                "api_error",
+                "service_unavailable",
+            )
             return
         if fault == "drop-before":
             rec.fault = fault
@@ -468,8 +536,9 @@ class Simulator:
                 await asyncio.sleep(latency)
             except asyncio.CancelledError:
                 rec.client_gone = True
-                self._spawn(self._finish_later(ks, slot, rec, ep, body, charge, fault,
-                                               now + latency))
+                self._spawn(
+                    self._finish_later(ks, slot, rec, ep, body, charge, fault, now + latency)
+                )
                 raise
         status, payload = self._finish(ks, slot, rec, ep, body, charge, fault)
         if cfg.readings.remaining_at == "response":
@@ -477,15 +546,17 @@ class Simulator:
             # count, those that left the window meanwhile do not.
             later, later_wall = clock.now(), clock.wall()
             win.settle(later, later_wall, faults.foreign_rpm)
-            headers = self._window_headers(rec, win, later, later_wall,
-                                           win.holds(now, wall, later))
+            headers = self._window_headers(rec, win, later, later_wall, win.holds(now, wall, later))
 
         if fault == "drop-after":
             rec.status, rec.code = 0, "dropped"
             await _drop(send)
         data = json.dumps(payload).encode()
-        if status == 200 and faults.bad_body_rate and (
-                unit(seed, "bad-body", n) < faults.bad_body_rate):
+        if (
+            status == 200
+            and faults.bad_body_rate
+            and (unit(seed, "bad-body", n) < faults.bad_body_rate)
+        ):
             rec.fault = "bad-body"
             if unit(seed, "bad-body-kind", n) < 0.5:
                 data = data[: max(1, len(data) // 2)]
@@ -500,15 +571,30 @@ class Simulator:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _finish_later(self, ks: _KeyState, slot: str, rec: RequestRecord, ep: Endpoint,
-                            body: dict[str, Any], charge: int, fault: str | None,
-                            done_at: float) -> None:
+    async def _finish_later(
+        self,
+        ks: _KeyState,
+        slot: str,
+        rec: RequestRecord,
+        ep: Endpoint,
+        body: dict[str, Any],
+        charge: int,
+        fault: str | None,
+        done_at: float,
+    ) -> None:
         await asyncio.sleep(max(0.0, done_at - self.clock.now()))
         self._finish(ks, slot, rec, ep, body, charge, fault)
 
-    def _finish(self, ks: _KeyState, slot: str, rec: RequestRecord, ep: Endpoint,
-                body: dict[str, Any], charge: int, fault: str | None,
-                ) -> tuple[int, dict[str, Any]]:
+    def _finish(
+        self,
+        ks: _KeyState,
+        slot: str,
+        rec: RequestRecord,
+        ep: Endpoint,
+        body: dict[str, Any],
+        charge: int,
+        fault: str | None,
+    ) -> tuple[int, dict[str, Any]]:
         """Release the slot, take (or refund) the charge, fill the record, build the answer."""
         ks.inflight[slot] -= 1
         rec.done = self.clock.now()
@@ -524,7 +610,10 @@ class Simulator:
             rec.status, rec.code, rec.response_id = 500, "internal_error", rid
             return 500, self._envelope_obj(
                 "The server had an error while processing your request. "
-                "Any credits taken were refunded.", "api_error", "internal_error")
+                "Any credits taken were refunded.",
+                "api_error",
+                "internal_error",
+            )
         if charge:
             code = state.check(charge)
             if code is not None:
@@ -535,23 +624,44 @@ class Simulator:
         rec.status, rec.response_id = 200, rid
         return 200, self._success(ep, body, rid, obj, charge, rec, wall)
 
-    def _success(self, ep: Endpoint, body: dict[str, Any], rid: str, obj: str, charge: int,
-                 rec: RequestRecord, wall: float) -> dict[str, Any]:
+    def _success(
+        self,
+        ep: Endpoint,
+        body: dict[str, Any],
+        rid: str,
+        obj: str,
+        charge: int,
+        rec: RequestRecord,
+        wall: float,
+    ) -> dict[str, Any]:
         hostile = self.config.faults.hostile_text
         text = "Simulated answer." + (" " + HOSTILE_TEXT if hostile else "")
         out: dict[str, Any]
         if ep.key == "billing_credits":
             out = self.state.to_dict()
         elif ep.key == "personas_list":
-            out = {"id": rid, "object": "list", "data": [
-                {"id": f"persona_{i}", "object": "persona",
-                 "name": f"Simulated persona {i}" + (" " + HOSTILE_TEXT if hostile else "")}
-                for i in (1, 2, 3)]}
+            out = {
+                "id": rid,
+                "object": "list",
+                "data": [
+                    {
+                        "id": f"persona_{i}",
+                        "object": "persona",
+                        "name": f"Simulated persona {i}" + (" " + HOSTILE_TEXT if hostile else ""),
+                    }
+                    for i in (1, 2, 3)
+                ],
+            }
         else:
             out = {"id": rid, "object": obj, "created": int(wall), "status": "completed"}
             if ep.key == "responses":
-                out["output"] = [{"type": "message", "role": "assistant",
-                                  "content": [{"type": "output_text", "text": text}]}]
+                out["output"] = [
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": text}],
+                    }
+                ]
             elif ep.key == "news_analyze":
                 out["story_id"] = rec.path.split("/")[-2]
                 out["analysis"] = text
@@ -565,14 +675,19 @@ class Simulator:
             outp = charge * 32 + int(unit(self.config.seed, "tokens", rec.index) * 32)
         else:
             inp = outp = 0
-        out["usage"] = {"credits_used": charge, "input_tokens": inp, "output_tokens": outp,
-                        "total_tokens": inp + outp}
+        out["usage"] = {
+            "credits_used": charge,
+            "input_tokens": inp,
+            "output_tokens": outp,
+            "total_tokens": inp + outp,
+        }
         return out
 
     # --- responses ------------------------------------------------------------------------
 
-    def _envelope_obj(self, message: str, type_: str, code: str,
-                      param: str | None = None) -> dict[str, Any]:
+    def _envelope_obj(
+        self, message: str, type_: str, code: str, param: str | None = None
+    ) -> dict[str, Any]:
         if self.config.faults.hostile_text:
             message = f"{HOSTILE_TEXT} {message} {HOSTILE_TEXT}"
             param = HOSTILE_TEXT
@@ -581,22 +696,38 @@ class Simulator:
     def _envelope(self, message: str, type_: str, code: str, param: str | None = None) -> bytes:
         return json.dumps(self._envelope_obj(message, type_, code, param)).encode()
 
-    async def _error(self, send: Any, rec: RequestRecord, headers: list[tuple[bytes, bytes]],
-                     status: int, message: str, type_: str, code: str,
-                     param: str | None = None) -> None:
+    async def _error(
+        self,
+        send: Any,
+        rec: RequestRecord,
+        headers: list[tuple[bytes, bytes]],
+        status: int,
+        message: str,
+        type_: str,
+        code: str,
+        param: str | None = None,
+    ) -> None:
         rec.status, rec.code, rec.done = status, code, rec.t
         await self._send(send, status, self._envelope(message, type_, code, param), headers)
 
-    async def _window_429(self, send: Any, rec: RequestRecord, n: int, wait: float,
-                          headers: list[tuple[bytes, bytes]]) -> None:
+    async def _window_429(
+        self, send: Any, rec: RequestRecord, n: int, wait: float, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         retry = max(1, math.ceil(wait))
         headers = headers + self._retry_after(retry, rec.wall)
-        await self._error(send, rec, headers, 429,
-                          f"Rate limit exceeded. Please retry after {retry} seconds.",
-                          "rate_limit_error", catalog.CODE_RATE_LIMIT)
+        await self._error(
+            send,
+            rec,
+            headers,
+            429,
+            f"Rate limit exceeded. Please retry after {retry} seconds.",
+            "rate_limit_error",
+            catalog.CODE_RATE_LIMIT,
+        )
 
-    def _window_headers(self, rec: RequestRecord, win: _Window, now: float, wall: float,
-                        counted: bool) -> list[tuple[bytes, bytes]]:
+    def _window_headers(
+        self, rec: RequestRecord, win: _Window, now: float, wall: float, counted: bool
+    ) -> list[tuple[bytes, bytes]]:
         """X-RateLimit-* for the window as it is at ``now``, under the configured readings.
 
         ``counted``: this request is among the window's entries (so ``before`` adds it back).
@@ -613,11 +744,11 @@ class Simulator:
         else:
             oldest = win.oldest()
             reset_wall = wall + (w if oldest is None else oldest + w - now)
-        return self._rate_headers(rec.index, self.config.effective_limit - count, reset_wall,
-                                  rec)
+        return self._rate_headers(rec.index, self.config.effective_limit - count, reset_wall, rec)
 
-    def _rate_headers(self, n: int, remaining: int, reset_wall: float,
-                      rec: RequestRecord | None = None) -> list[tuple[bytes, bytes]]:
+    def _rate_headers(
+        self, n: int, remaining: int, reset_wall: float, rec: RequestRecord | None = None
+    ) -> list[tuple[bytes, bytes]]:
         lim = str(self.config.effective_limit)
         rem = str(max(0, remaining))
         rst = str(math.ceil(reset_wall))
@@ -637,8 +768,7 @@ class Simulator:
                 lim, rem, rst = f"{lim} per minute", "plenty", f"{reset_wall:.3f}s"
             else:  # negative
                 lim, rem, rst = f"-{lim}", f"-{int(rem) + 1}", f"-{rst}"
-        return [(_H_LIMIT, lim.encode()), (_H_REMAINING, rem.encode()),
-                (_H_RESET, rst.encode())]
+        return [(_H_LIMIT, lim.encode()), (_H_REMAINING, rem.encode()), (_H_RESET, rst.encode())]
 
     def _retry_after(self, seconds: int, wall: float) -> list[tuple[bytes, bytes]]:
         mode = self.config.faults.retry_after_mode
@@ -655,27 +785,45 @@ class Simulator:
         return [(_H_RETRY, value.encode())]
 
     @staticmethod
-    async def _send(send: Any, status: int, data: bytes,
-                    headers: list[tuple[bytes, bytes]]) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [_JSON_CT, (b"content-length", str(len(data)).encode()),
-                                *headers]})
+    async def _send(
+        send: Any, status: int, data: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [_JSON_CT, (b"content-length", str(len(data)).encode()), *headers],
+            }
+        )
         await send({"type": "http.response.body", "body": data})
 
 
 def _insufficient(code: str) -> tuple[str, str, str]:
     if code == catalog.CODE_BUDGET_EXCEEDED:
-        return ("The workspace budget is exhausted: this request would exceed the workspace's "
-                "usage limit for this billing period.", "insufficient_credits", code)
-    return ("Insufficient credits. Please upgrade your subscription or wait for your next "
-            "billing cycle.", "insufficient_credits", code)
+        return (
+            "The workspace budget is exhausted: this request would exceed the workspace's "
+            "usage limit for this billing period.",
+            "insufficient_credits",
+            code,
+        )
+    return (
+        "Insufficient credits. Please upgrade your subscription or wait for your next "
+        "billing cycle.",
+        "insufficient_credits",
+        code,
+    )
 
 
 async def _drop(send: Any) -> None:
     # The status line goes out, then the connection is cut mid-body: uvicorn closes the
     # socket (it cannot send a 500 after a response started); ASGITransport re-raises.
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [_JSON_CT, (b"content-length", b"4096")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [_JSON_CT, (b"content-length", b"4096")],
+        }
+    )
     raise SimulatedDrop()
 
 
@@ -704,7 +852,7 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
 def _relative(path: str) -> str:
     for prefix in PREFIXES:
         if path == prefix or path.startswith(prefix + "/"):
-            return path[len(prefix):] or "/"
+            return path[len(prefix) :] or "/"
     return path
 
 

@@ -121,10 +121,11 @@ class Faults:
 
     def __post_init__(self) -> None:
         if self.retry_after_mode not in RETRY_AFTER_MODES:
-            raise ValueError(f"retry_after_mode must be one of {', '.join(RETRY_AFTER_MODES)}, "
-                             f"got {self.retry_after_mode!r}")
-        for name in ("error_5xx_rate", "drop_rate", "slow_rate", "bad_headers",
-                     "bad_body_rate"):
+            raise ValueError(
+                f"retry_after_mode must be one of {', '.join(RETRY_AFTER_MODES)}, "
+                f"got {self.retry_after_mode!r}"
+            )
+        for name in ("error_5xx_rate", "drop_rate", "slow_rate", "bad_headers", "bad_body_rate"):
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
@@ -166,9 +167,12 @@ class Readings:
     window_kind: str = "sliding"
 
     def __post_init__(self) -> None:
-        for name, choices in (("remaining_counts", REMAINING_COUNTS),
-                              ("remaining_at", REMAINING_AT), ("reset", RESET_MEANINGS),
-                              ("window_kind", WINDOW_KINDS)):
+        for name, choices in (
+            ("remaining_counts", REMAINING_COUNTS),
+            ("remaining_at", REMAINING_AT),
+            ("reset", RESET_MEANINGS),
+            ("window_kind", WINDOW_KINDS),
+        ):
             value = getattr(self, name)
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -176,9 +180,11 @@ class Readings:
     def describe(self) -> str:
         """The non-default readings as ``name=value`` words ("" for the defaults)."""
         default = Readings()
-        return " ".join(f"{name}={getattr(self, name)}"
-                        for name in ("remaining_counts", "remaining_at", "reset", "window_kind")
-                        if getattr(self, name) != getattr(default, name))
+        return " ".join(
+            f"{name}={getattr(self, name)}"
+            for name in ("remaining_counts", "remaining_at", "reset", "window_kind")
+            if getattr(self, name) != getattr(default, name)
+        )
 
 
 @dataclass
@@ -229,8 +235,10 @@ class SimConfig:
         if self.time_scale < 0:
             raise ValueError("time_scale must not be negative")
         if self.auto_recharge.pack not in catalog.CREDIT_PACKS:
-            raise ValueError(f"unknown credit pack {self.auto_recharge.pack!r}; known: "
-                             f"{', '.join(catalog.CREDIT_PACKS)}")
+            raise ValueError(
+                f"unknown credit pack {self.auto_recharge.pack!r}; known: "
+                f"{', '.join(catalog.CREDIT_PACKS)}"
+            )
         if self.period_used < 0 or self.purchased < 0:
             raise ValueError("period_used and purchased must not be negative")
         self.rejected_keys = frozenset(self.rejected_keys)

@@ -66,8 +66,9 @@ class Records:
     means for :meth:`max_arrivals_in_window`.
     """
 
-    def __init__(self, window_seconds: float = catalog.WINDOW_SECONDS,
-                 window_kind: str = "sliding"):
+    def __init__(
+        self, window_seconds: float = catalog.WINDOW_SECONDS, window_kind: str = "sliding"
+    ):
         self._rows: list[RequestRecord] = []
         self.window_seconds = window_seconds
         self.window_kind = window_kind
@@ -89,8 +90,11 @@ class Records:
     def __repr__(self) -> str:
         return f"Records({self._rows!r})"
 
-    def _select(self, endpoint: str | None = None, key: str | None = None,
-                ) -> Iterable[RequestRecord]:
+    def _select(
+        self,
+        endpoint: str | None = None,
+        key: str | None = None,
+    ) -> Iterable[RequestRecord]:
         for r in self:
             if endpoint is not None and not _matches(r, endpoint):
                 continue
@@ -98,19 +102,25 @@ class Records:
                 continue
             yield r
 
-    def count(self, status: int | None = None, code: str | None = None,
-              endpoint: str | None = None, key: str | None = None) -> int:
+    def count(
+        self,
+        status: int | None = None,
+        code: str | None = None,
+        endpoint: str | None = None,
+        key: str | None = None,
+    ) -> int:
         """Requests with this status / error code / endpoint (key or path) / key fingerprint."""
-        return sum(1 for r in self._select(endpoint, key)
-                   if (status is None or r.status == status)
-                   and (code is None or r.code == code))
+        return sum(
+            1
+            for r in self._select(endpoint, key)
+            if (status is None or r.status == status) and (code is None or r.code == code)
+        )
 
     def max_window_count(self, key: str | None = None) -> int:
         """Most requests ever counted in one key's window (never above the limit)."""
         return max((r.window_count for r in self._select(key=key)), default=0)
 
-    def max_arrivals_in_window(self, key: str | None = None,
-                               window: float | None = None) -> int:
+    def max_arrivals_in_window(self, key: str | None = None, window: float | None = None) -> int:
         """Most arrivals (any outcome, 401s excluded) from one key within any window.
 
         This is the client's offered load: above the limit means it sent more than the

@@ -37,8 +37,13 @@ class Transaction:
         return iso_utc(self.wall)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "amount": self.amount,
-                "timestamp": self.timestamp, "resource": self.resource}
+        return {
+            "id": self.id,
+            "type": self.type,
+            "amount": self.amount,
+            "timestamp": self.timestamp,
+            "resource": self.resource,
+        }
 
 
 class Account:
@@ -111,8 +116,9 @@ class Account:
         self.purchased -= from_purchased
         self.net_charged += charge
         self.period_spent += charge
-        txn = Transaction(self._next_id(), "deduction", charge, wall, resource,
-                          from_plan, from_purchased)
+        txn = Transaction(
+            self._next_id(), "deduction", charge, wall, resource, from_plan, from_purchased
+        )
         self.transactions.append(txn)
         self._alerts(wall)
         self._maybe_recharge(wall)
@@ -124,8 +130,15 @@ class Account:
         self.purchased += deduction.from_purchased
         self.net_charged -= deduction.amount
         self.period_spent -= deduction.amount
-        txn = Transaction(self._next_id(), "refund", deduction.amount, wall,
-                          deduction.resource, deduction.from_plan, deduction.from_purchased)
+        txn = Transaction(
+            self._next_id(),
+            "refund",
+            deduction.amount,
+            wall,
+            deduction.resource,
+            deduction.from_plan,
+            deduction.from_purchased,
+        )
         self.transactions.append(txn)
         return txn
 
@@ -154,8 +167,14 @@ class Account:
         for kind, threshold, value in checks:
             if value >= threshold and (kind, threshold) not in self._fired:
                 self._fired.add((kind, threshold))
-                self.alerts.append({"kind": kind, "threshold": threshold, "value": value,
-                                    "timestamp": iso_utc(wall)})
+                self.alerts.append(
+                    {
+                        "kind": kind,
+                        "threshold": threshold,
+                        "value": value,
+                        "timestamp": iso_utc(wall),
+                    }
+                )
 
     # --- the billing endpoint -------------------------------------------------------------
 

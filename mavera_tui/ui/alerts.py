@@ -25,9 +25,12 @@ def alert_line(a: AlertView, unread: bool = False) -> Content:
     level = a.level if a.level in LEVEL_STYLE else "info"
     return Content.assemble(
         ("● " if unread else "  ", "$error bold"),
-        (clock(a.t), "$foreground-muted"), " ",
-        (LEVEL_TAG[level], LEVEL_STYLE[level]), " ",
-        (clean(a.kind, limit=40), "bold"), " ",
+        (clock(a.t), "$foreground-muted"),
+        " ",
+        (LEVEL_TAG[level], LEVEL_STYLE[level]),
+        " ",
+        (clean(a.kind, limit=40), "bold"),
+        " ",
         Content(clean(a.message)),
     )
 
@@ -54,11 +57,14 @@ class AlertsPane(Pane):
             return
         self._alerts = snap.alerts
         self._shown_ack = self.ack_t
-        lines = [alert_line(a, a.t > self.ack_t and a.level in ("warning", "error"))
-                 for a in snap.alerts[: self.MAX_LINES]]
-        unread = sum(1 for a in snap.alerts
-                     if a.t > self.ack_t and a.level in ("warning", "error"))
+        lines = [
+            alert_line(a, a.t > self.ack_t and a.level in ("warning", "error"))
+            for a in snap.alerts[: self.MAX_LINES]
+        ]
+        unread = sum(1 for a in snap.alerts if a.t > self.ack_t and a.level in ("warning", "error"))
         self.border_subtitle = f"{len(snap.alerts)}" + (
-            f" · {unread} new, k acknowledges" if unread else "")
+            f" · {unread} new, k acknowledges" if unread else ""
+        )
         self.query_one("#alerts-list", Line).show(
-            Content("\n").join(lines) if lines else Content("no alerts"))
+            Content("\n").join(lines) if lines else Content("no alerts")
+        )

@@ -68,23 +68,28 @@ class MaveraApp(App[None]):
         Binding("slash", "filter_jobs", "Filter", key_display="/", id="filter_jobs"),
         Binding("k", "ack_alerts", "Ack", id="ack_alerts"),
         Binding("f", "freeze", "Freeze", id="freeze"),
-        Binding("C", "cancel_matching", "Cancel all matching", id="cancel_matching",
-                show=False),
-        Binding("R", "retry_matching", "Retry failed matching", id="retry_matching",
-                show=False),
+        Binding("C", "cancel_matching", "Cancel all matching", id="cancel_matching", show=False),
+        Binding("R", "retry_matching", "Retry failed matching", id="retry_matching", show=False),
         Binding("H", "job_history", "Job history (store)", id="job_history", show=False),
-        Binding("P", "set_priority", "Change the selected job's priority",
-                id="set_priority", show=False),
+        Binding(
+            "P", "set_priority", "Change the selected job's priority", id="set_priority", show=False
+        ),
     ]
     #: (action, palette title, help) for the command palette, beside Textual's own.
     PALETTE = (
         ("new_job", "New job", "Open the new-job form with its live estimate"),
         ("toggle_pause", "Pause / resume dispatch", "In-flight jobs finish; nothing new is sent"),
         ("cancel_job", "Cancel the selected job", "Asks first, naming the job"),
-        ("cancel_matching", "Cancel every queued job matching the filter", "Asks first, with "
-         "the count"),
-        ("retry_matching", "Retry failed jobs matching the filter", "Sends them again under "
-         "new ids; asks first, with the count"),
+        (
+            "cancel_matching",
+            "Cancel every queued job matching the filter",
+            "Asks first, with the count",
+        ),
+        (
+            "retry_matching",
+            "Retry failed jobs matching the filter",
+            "Sends them again under new ids; asks first, with the count",
+        ),
         ("filter_jobs", "Filter jobs", "Show only jobs whose row holds the text"),
         ("job_history", "Job history", "Page through every job in the store; search, sort"),
         ("job_detail", "Job detail", "The selected job's attempts from the ledger"),
@@ -100,12 +105,20 @@ class MaveraApp(App[None]):
     )
     REFRESH_RATES = (0.25, 0.5, 1.0, 2.0)
 
-    def __init__(self, engine: EngineControl, *, refresh: float = 0.5,
-                 mode_label: str | None = None, replay_controls: Any = None,
-                 debug_log: str | None = None, history: History | None = None,
-                 watch_terminal: bool = True,
-                 after_first_frame: Callable[[], Awaitable[None]] | None = None,
-                 show_health: bool = True, keys: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        engine: EngineControl,
+        *,
+        refresh: float = 0.5,
+        mode_label: str | None = None,
+        replay_controls: Any = None,
+        debug_log: str | None = None,
+        history: History | None = None,
+        watch_terminal: bool = True,
+        after_first_frame: Callable[[], Awaitable[None]] | None = None,
+        show_health: bool = True,
+        keys: Mapping[str, str] | None = None,
+    ):
         if debug_log:
             _log_to(debug_log)
         super().__init__()
@@ -142,8 +155,12 @@ class MaveraApp(App[None]):
     def compose(self) -> ComposeResult:
         with Container(id="root"):
             yield Static("", id="header", markup=False)
-            yield Tabs(Tab("Overview", id="overview"), Tab("Jobs", id="jobs"),
-                       Tab("Alerts", id="alerts"), id="views")
+            yield Tabs(
+                Tab("Overview", id="overview"),
+                Tab("Jobs", id="jobs"),
+                Tab("Alerts", id="alerts"),
+                id="views",
+            )
             with Container(id="panes"):
                 yield HeadroomPane(id="headroom")
                 yield BurnPane(id="burn")
@@ -191,8 +208,7 @@ class MaveraApp(App[None]):
         self.main.query_one(Footer).display = not too_small
         small = self.main.query_one("#too-small", Static)
         small.display = too_small
-        small.update(f"terminal too small, need {MIN_SIZE[0]}x{MIN_SIZE[1]}"
-                     f" (now {width}x{height})")
+        small.update(f"terminal too small, need {MIN_SIZE[0]}x{MIN_SIZE[1]} (now {width}x{height})")
         root.set_class(not wide, "-compact")
         root.set_class(not wide and height < CHARTS_MIN_HEIGHT, "-no-charts")
         for v in VIEWS:
@@ -264,8 +280,11 @@ class MaveraApp(App[None]):
 
     def last_answer_t(self, snap: Snapshot) -> float | None:
         """Wall time of the server's last answer: the engine's word, else inferred."""
-        return snap.last_answer_t if snap.last_answer_t is not None else (
-            self._answer_t if snap.requests_total else None)
+        return (
+            snap.last_answer_t
+            if snap.last_answer_t is not None
+            else (self._answer_t if snap.requests_total else None)
+        )
 
     def _update_panes(self) -> None:
         snap = self.snap
@@ -280,8 +299,7 @@ class MaveraApp(App[None]):
         """Warnings and errors newer than the last acknowledgement."""
         if self.snap is None:
             return []
-        return [a for a in self.snap.alerts
-                if a.t > self.ack_t and a.level in ("warning", "error")]
+        return [a for a in self.snap.alerts if a.t > self.ack_t and a.level in ("warning", "error")]
 
     def _update_header(self) -> None:
         if not self.screen_stack:
@@ -293,11 +311,15 @@ class MaveraApp(App[None]):
         parts: list[tuple[Content, int]] = [(Content.styled("mavera-tui", "bold"), 3)]
         if snap is not None:
             parts.append((Content(clean(snap.target or "unknown target", limit=60)), 4))
-            marker = self.mode_label or {"demo": "DEMO", "replay": "REPLAY",
-                                         "record": "RECORD"}.get(snap.mode)
+            marker = self.mode_label or {
+                "demo": "DEMO",
+                "replay": "REPLAY",
+                "record": "RECORD",
+            }.get(snap.mode)
             if marker:
-                parts.append((Content.styled(f" {clean(marker, limit=30)} ",
-                                             "$warning reverse bold"), 0))
+                parts.append(
+                    (Content.styled(f" {clean(marker, limit=30)} ", "$warning reverse bold"), 0)
+                )
             if snap.paused:
                 label = " PLAYBACK PAUSED " if snap.mode == "replay" else " PAUSED "
                 parts.append((Content.styled(label, "$error reverse bold"), 0))
@@ -309,20 +331,28 @@ class MaveraApp(App[None]):
                 tier = catalog.tier_for_limit(snap.limit)
                 parts.append((Content(f"{tier or 'limit'} {snap.limit}/min"), 2))
             # The boot placeholder has no time of its own: show the wall clock, not 1970.
-            parts.append((Content(f"{clock(snap.t or time.time())} · up "
-                                  f"{duration(snap.elapsed)}"), 0))
+            parts.append(
+                (Content(f"{clock(snap.t or time.time())} · up {duration(snap.elapsed)}"), 0)
+            )
             unread = self.unread_alerts()
             if unread:
                 worst = "$error" if any(a.level == "error" for a in unread) else "$warning"
-                parts.append((Content.styled(f" ⚑ {len(unread)} new alert"
-                                             f"{'s' if len(unread) != 1 else ''} (k) ",
-                                             f"{worst} reverse bold"), 0))
+                parts.append(
+                    (
+                        Content.styled(
+                            f" ⚑ {len(unread)} new alert{'s' if len(unread) != 1 else ''} (k) ",
+                            f"{worst} reverse bold",
+                        ),
+                        0,
+                    )
+                )
         health = self._health.label() if self.show_health else ""
         if health:
             parts.append((Content.styled(health, "$foreground-muted"), 1))
         if self._poll_error:
-            parts.append((Content.styled(f"engine read failed: {self._poll_error}",
-                                         "$error bold"), 0))
+            parts.append(
+                (Content.styled(f"engine read failed: {self._poll_error}", "$error bold"), 0)
+            )
         self.main.query_one("#header", Static).update(fit_line(parts, width))
 
     # --- terminal loss -----------------------------------------------------------------------
@@ -341,8 +371,9 @@ class MaveraApp(App[None]):
             name = action.split("(")[0]
             if self.check_action(name, ()) is False and name != "quit_app":
                 continue
-            yield SystemCommand(title, helptext,
-                                lambda a=action: self.call_later(self.run_action, a))
+            yield SystemCommand(
+                title, helptext, lambda a=action: self.call_later(self.run_action, a)
+            )
 
     async def action_quit(self) -> None:
         # Textual's ctrl+q and any other route to "quit" ask the same question as q.
@@ -350,10 +381,26 @@ class MaveraApp(App[None]):
 
     # --- actions -----------------------------------------------------------------------------
 
-    MONITOR_ACTIONS = frozenset({"quit_app", "help", "new_job", "toggle_pause", "cancel_job",
-                                 "filter_jobs", "next_view", "view", "ack_alerts", "freeze",
-                                 "cancel_matching", "retry_matching", "job_history",
-                                 "job_detail", "refresh_rate", "set_priority"})
+    MONITOR_ACTIONS = frozenset(
+        {
+            "quit_app",
+            "help",
+            "new_job",
+            "toggle_pause",
+            "cancel_job",
+            "filter_jobs",
+            "next_view",
+            "view",
+            "ack_alerts",
+            "freeze",
+            "cancel_matching",
+            "retry_matching",
+            "job_history",
+            "job_detail",
+            "refresh_rate",
+            "set_priority",
+        }
+    )
     #: Actions that need the engine's optional OperatorControl extras.
     OPERATOR_ACTIONS = frozenset({"retry_matching", "job_history", "set_priority"})
 
@@ -376,8 +423,9 @@ class MaveraApp(App[None]):
         queued = snap.queue_depth if snap is not None else 0
         if in_flight > 0 or queued > 0:
             durable = getattr(self.engine, "durable", None)
-            self.push_screen(ConfirmQuit(in_flight, queued, durable),
-                             lambda yes: self.exit() if yes else None)
+            self.push_screen(
+                ConfirmQuit(in_flight, queued, durable), lambda yes: self.exit() if yes else None
+            )
         else:
             self.exit()
 
@@ -418,8 +466,7 @@ class MaveraApp(App[None]):
         pane = self.main.query_one(JobsPane)
         job_id = pane.selected_job
         if job_id is None:
-            self.notify("no job selected: move the cursor in the jobs table",
-                        severity="warning")
+            self.notify("no job selected: move the cursor in the jobs table", severity="warning")
             return None
         return pane.job(job_id)
 
@@ -429,29 +476,44 @@ class MaveraApp(App[None]):
             return
         name = clean(job.id, limit=60)
         if job.state == IN_FLIGHT:
-            self.notify(f"{name} is in flight: its request is sent and cannot be "
-                        "recalled; the answer will be charged as usual",
-                        markup=False, severity="warning")
+            self.notify(
+                f"{name} is in flight: its request is sent and cannot be "
+                "recalled; the answer will be charged as usual",
+                markup=False,
+                severity="warning",
+            )
             return
         if job.state in FINAL_STATES:
-            self.notify(f"{name} is already {job.state}: nothing to cancel",
-                        markup=False, severity="warning")
+            self.notify(
+                f"{name} is already {job.state}: nothing to cancel",
+                markup=False,
+                severity="warning",
+            )
             return
 
         def done(yes: bool | None) -> None:
             if not yes:
                 return
             ok = self.engine.cancel(job.id)
-            self.notify(f"cancelled {name}" if ok else
-                        f"{name} could not be cancelled: it was sent or finished meanwhile",
-                        markup=False, severity="information" if ok else "warning")
+            self.notify(
+                f"cancelled {name}"
+                if ok
+                else f"{name} could not be cancelled: it was sent or finished meanwhile",
+                markup=False,
+                severity="information" if ok else "warning",
+            )
             log.info("operator cancelled %s: %s", job.id, ok)
             self.poll()
 
-        self.push_screen(Confirm(
-            f"Cancel job {name}?\n{job.state} · {clean(job.endpoint)} · estimate "
-            f"{job.estimate} credits. It has not been sent: nothing is charged.",
-            yes="Cancel job (y)", no="Keep it (n)"), done)
+        self.push_screen(
+            Confirm(
+                f"Cancel job {name}?\n{job.state} · {clean(job.endpoint)} · estimate "
+                f"{job.estimate} credits. It has not been sent: nothing is charged.",
+                yes="Cancel job (y)",
+                no="Keep it (n)",
+            ),
+            done,
+        )
 
     async def _matching(self, states: tuple[str, ...]) -> list[JobView]:
         """Jobs in ``states`` whose row matches the jobs filter: from the engine's full list
@@ -474,14 +536,21 @@ class MaveraApp(App[None]):
             if not yes:
                 return
             n = sum(1 for j in jobs if self.engine.cancel(j.id))
-            self.notify(f"cancelled {n} of {len(jobs)} queued jobs"
-                        + ("" if n == len(jobs) else " (the rest were sent meanwhile)"))
+            self.notify(
+                f"cancelled {n} of {len(jobs)} queued jobs"
+                + ("" if n == len(jobs) else " (the rest were sent meanwhile)")
+            )
             log.info("operator cancelled %d queued jobs %s", n, what)
             self.poll()
 
-        self.push_screen(Confirm(f"Cancel {len(jobs)} queued job(s) {what}?\nJobs in flight "
-                                 "are not touched.", yes=f"Cancel {len(jobs)} (y)",
-                                 no="Keep them (n)"), done)
+        self.push_screen(
+            Confirm(
+                f"Cancel {len(jobs)} queued job(s) {what}?\nJobs in flight are not touched.",
+                yes=f"Cancel {len(jobs)} (y)",
+                no="Keep them (n)",
+            ),
+            done,
+        )
 
     async def action_retry_matching(self) -> None:
         from ..monitor import RETRYABLE
@@ -490,8 +559,7 @@ class MaveraApp(App[None]):
         pane = self.main.query_one(JobsPane)
         what = f"matching '{pane.filter}'" if pane.filter else "(no filter: all of them)"
         if not jobs:
-            self.notify(f"no failed, blocked or unknown-outcome job {what}",
-                        severity="warning")
+            self.notify(f"no failed, blocked or unknown-outcome job {what}", severity="warning")
             return
         cost = sum(j.estimate for j in jobs)
 
@@ -503,9 +571,11 @@ class MaveraApp(App[None]):
                     done_n += 1
                 except ValueError as e:
                     errors.append(str(e))
-            self.notify(f"retried {done_n} job(s) under new ids (~rN)"
-                        + (f"; {len(errors)} refused: {errors[0]}" if errors else ""),
-                        severity="warning" if errors else "information")
+            self.notify(
+                f"retried {done_n} job(s) under new ids (~rN)"
+                + (f"; {len(errors)} refused: {errors[0]}" if errors else ""),
+                severity="warning" if errors else "information",
+            )
             log.info("operator retried %d jobs %s", done_n, what)
             self.main.query_one(JobsPane).show_next_at_once()
             self.poll()
@@ -514,9 +584,15 @@ class MaveraApp(App[None]):
             if yes:
                 self.run_worker(send(), name="retry")
 
-        self.push_screen(Confirm(f"Retry {len(jobs)} job(s) {what}?\nEach is sent again "
-                                 f"under a new id; up to {cost:,} credits (estimates).",
-                                 yes=f"Retry {len(jobs)} (y)", no="No (n)"), done)
+        self.push_screen(
+            Confirm(
+                f"Retry {len(jobs)} job(s) {what}?\nEach is sent again "
+                f"under a new id; up to {cost:,} credits (estimates).",
+                yes=f"Retry {len(jobs)} (y)",
+                no="No (n)",
+            ),
+            done,
+        )
 
     def action_set_priority(self) -> None:
         job = self._selected()
@@ -524,8 +600,11 @@ class MaveraApp(App[None]):
             return
         name = clean(job.id, limit=60)
         if job.state not in WAITING_STATES:
-            self.notify(f"{name} is {job.state}: only a job not yet sent can change priority",
-                        markup=False, severity="warning")
+            self.notify(
+                f"{name} is {job.state}: only a job not yet sent can change priority",
+                markup=False,
+                severity="warning",
+            )
             return
         from ..jobs import PRIORITY_RANGE
 
@@ -533,9 +612,13 @@ class MaveraApp(App[None]):
             if value is None or value == job.priority:
                 return
             ok = self.engine.set_priority(job.id, value)  # type: ignore[attr-defined]
-            self.notify(f"{name}: priority {job.priority} → {value}" if ok else
-                        f"{name} was sent or finished meanwhile: priority unchanged",
-                        markup=False, severity="information" if ok else "warning")
+            self.notify(
+                f"{name}: priority {job.priority} → {value}"
+                if ok
+                else f"{name} was sent or finished meanwhile: priority unchanged",
+                markup=False,
+                severity="information" if ok else "warning",
+            )
             log.info("operator set priority of %s to %d: %s", job.id, value, ok)
             self.main.query_one(JobsPane).show_next_at_once()
             self.poll()
@@ -571,8 +654,9 @@ class MaveraApp(App[None]):
                 screen.show_attempts(None, f"could not read the ledger: {e}")
                 return
             if attempts is None:
-                screen.show_attempts(None, "no ledger: the monitor runs without --db, so "
-                                     "attempts are not kept")
+                screen.show_attempts(
+                    None, "no ledger: the monitor runs without --db, so attempts are not kept"
+                )
             else:
                 screen.show_attempts(attempts)
 
@@ -603,8 +687,11 @@ class MaveraApp(App[None]):
 
     def action_freeze(self) -> None:
         self.frozen = not self.frozen
-        self.notify("display frozen: the engine keeps running; f to resume" if self.frozen
-                    else "display live again")
+        self.notify(
+            "display frozen: the engine keeps running; f to resume"
+            if self.frozen
+            else "display live again"
+        )
         if not self.frozen:
             self._update_panes()
         else:
@@ -623,7 +710,8 @@ class MaveraApp(App[None]):
 def connecting(snap: Snapshot) -> bool:
     """True until the engine has an answer: the limit shown before that is a default."""
     return snap.mode == "starting" or (
-        snap.requests_total == 0 and snap.remaining is None and not snap.status_counts)
+        snap.requests_total == 0 and snap.remaining is None and not snap.status_counts
+    )
 
 
 def fit_line(parts: list[tuple[Content, int]], width: int, sep: str = " │ ") -> Content:
@@ -707,36 +795,47 @@ def help_rows(app: App) -> list[tuple[str, str]]:
     seen: set[str] = set()
     for cls in type(app).__mro__:
         for b in cls.__dict__.get("BINDINGS", ()):
-            if not isinstance(b, Binding) or b.key in seen or not (
-                    b.description or b.action in LONG_HELP):
+            if (
+                not isinstance(b, Binding)
+                or b.key in seen
+                or not (b.description or b.action in LONG_HELP)
+            ):
                 continue
             seen.add(b.key)
-            if app.check_action(b.action.split("(")[0], ()) is False and \
-                    len(app.screen_stack) <= 1:
+            if app.check_action(b.action.split("(")[0], ()) is False and len(app.screen_stack) <= 1:
                 continue
             rebound = getattr(app, "keys", {}).get(b.id or "")
-            rows.append((rebound or b.key_display or b.key,
-                         LONG_HELP.get(b.action, b.description)))
+            rows.append((rebound or b.key_display or b.key, LONG_HELP.get(b.action, b.description)))
     rows.append(("ctrl+p", "Command palette (every action by name)"))
     rows.append(("tab / shift+tab", "Move focus between panes and fields"))
     rows.append(("↑ ↓ in jobs", "Select a job (marked ▶ and reversed, in any colour mode)"))
     rows.append(("enter in jobs", "Job detail: its attempts from the ledger"))
-    rows.append(("o / O in jobs", "Sort by the next column / flip the order (or click a "
-                 "header)"))
+    rows.append(("o / O in jobs", "Sort by the next column / flip the order (or click a header)"))
     rows.append(("esc in filter", "Clear the jobs filter"))
     if app.check_action("new_job", ()) is not False or len(app.screen_stack) > 1:
         if "n" in seen:
-            rows += [(f"{b.key} in form", b.description) for b in JobForm.BINDINGS
-                     if isinstance(b, Binding)]
+            rows += [
+                (f"{b.key} in form", b.description)
+                for b in JobForm.BINDINGS
+                if isinstance(b, Binding)
+            ]
             rows.append(("enter on Submit", "Submit the job"))
     return rows
 
 
-def create_app(engine: EngineControl, *, refresh: float = 0.5, mode_label: str | None = None,
-               replay_controls: Any = None, debug_log: str | None = None,
-               history: History | None = None, watch_terminal: bool = True,
-               after_first_frame: Callable[[], Awaitable[None]] | None = None,
-               show_health: bool = True, keys: Mapping[str, str] | None = None) -> MaveraApp:
+def create_app(
+    engine: EngineControl,
+    *,
+    refresh: float = 0.5,
+    mode_label: str | None = None,
+    replay_controls: Any = None,
+    debug_log: str | None = None,
+    history: History | None = None,
+    watch_terminal: bool = True,
+    after_first_frame: Callable[[], Awaitable[None]] | None = None,
+    show_health: bool = True,
+    keys: Mapping[str, str] | None = None,
+) -> MaveraApp:
     """Build the monitor over ``engine``.
 
     ``refresh`` is the poll interval in seconds; ``mode_label`` overrides the header marker
@@ -747,10 +846,18 @@ def create_app(engine: EngineControl, *, refresh: float = 0.5, mode_label: str |
     snapshot tests and screenshots, which must not change from run to run); ``keys``
     rebinds keys by binding id (the settings' ``[ui.keys]``).
     """
-    return MaveraApp(engine, refresh=refresh, mode_label=mode_label,
-                     replay_controls=replay_controls, debug_log=debug_log, history=history,
-                     watch_terminal=watch_terminal, after_first_frame=after_first_frame,
-                     show_health=show_health, keys=keys)
+    return MaveraApp(
+        engine,
+        refresh=refresh,
+        mode_label=mode_label,
+        replay_controls=replay_controls,
+        debug_log=debug_log,
+        history=history,
+        watch_terminal=watch_terminal,
+        after_first_frame=after_first_frame,
+        show_health=show_health,
+        keys=keys,
+    )
 
 
 def _terminal_alive() -> bool:

@@ -44,15 +44,15 @@ class BurnPane(Pane):
         # A 5 or 15 minute average needs that much uptime: before, it would be a shorter
         # average under a longer name.
         rates: list[Content | str | tuple[str, str]] = [
-            ("burn/min", "bold"), f"1m {snap.burn_1m:.1f}",
+            ("burn/min", "bold"),
+            f"1m {snap.burn_1m:.1f}",
             f"5m {snap.burn_5m:.1f}" if snap.elapsed >= 300 else ("5m —", "$foreground-muted"),
-            f"15m {snap.burn_15m:.1f}" if snap.elapsed >= 900 else
-            ("15m —", "$foreground-muted")]
+            f"15m {snap.burn_15m:.1f}" if snap.elapsed >= 900 else ("15m —", "$foreground-muted"),
+        ]
         if snap.elapsed < 900:
             rates.append((f"(up {duration(snap.elapsed)})", "$foreground-muted"))
         self.query_one("#burn-rates", Line).show(pack(rates, width))
-        balance: list[Content | str | tuple[str, str]] = [
-            (f"balance {num(snap.balance)}", "bold")]
+        balance: list[Content | str | tuple[str, str]] = [(f"balance {num(snap.balance)}", "bold")]
         if snap.plan_remaining is not None or snap.purchased is not None:
             balance.append(f"plan {num(snap.plan_remaining)} + bought {num(snap.purchased)}")
         if snap.reserved:
@@ -65,9 +65,14 @@ class BurnPane(Pane):
             gauge_w = max(8, min(40, width - 16))
             month = Content.assemble(
                 month_gauge(snap.month_used, snap.allocation, gauge_w),
-                (f" {share:.0%} of {num(snap.allocation)}",
-                 "$error bold" if crossed and crossed[-1] == max(catalog.ALERT_THRESHOLDS)
-                 else "$warning" if crossed else ""),
+                (
+                    f" {share:.0%} of {num(snap.allocation)}",
+                    "$error bold"
+                    if crossed and crossed[-1] == max(catalog.ALERT_THRESHOLDS)
+                    else "$warning"
+                    if crossed
+                    else "",
+                ),
             )
         else:
             month = Content("month: allocation unknown")
@@ -82,11 +87,18 @@ class BurnPane(Pane):
         est, act = snap.estimated_total, snap.credits_used_total
         ratio = f" ({act / est:.0%})" if est else ""
         urgent = (snap.eta_s is not None and snap.eta_s < 3600) or eta == "credits exhausted"
-        self.query_one("#burn-eta", Line).show(pack(
-            [(eta, "$error bold" if urgent else ""),
-             f"est {num(est)} → actual {num(act)}{ratio}"], width))
+        self.query_one("#burn-eta", Line).show(
+            pack(
+                [
+                    (eta, "$error bold" if urgent else ""),
+                    f"est {num(est)} → actual {num(act)}{ratio}",
+                ],
+                width,
+            )
+        )
 
         series = history.credits_per_minute()
         self.query_one("#burn-chart", ChartView).offer(
             history.versions["credits"],
-            lambda w, h: render(history.ages(), [("credits/min", series, "hd")], w, h))
+            lambda w, h: render(history.ages(), [("credits/min", series, "hd")], w, h),
+        )

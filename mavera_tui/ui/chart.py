@@ -16,9 +16,16 @@ from textual.widgets import Static
 Series = tuple[str, Sequence[float], str]  # (label, values, marker)
 
 
-def render(xs: Sequence[float], series: Sequence[Series], width: int, height: int,
-           *, ymin: float = 0.0, ymax: float | None = None,
-           hline: float | None = None) -> str:
+def render(
+    xs: Sequence[float],
+    series: Sequence[Series],
+    width: int,
+    height: int,
+    *,
+    ymin: float = 0.0,
+    ymax: float | None = None,
+    hline: float | None = None,
+) -> str:
     """Draw the series against xs (seconds, negative = ago) as colourless text."""
     # Imported on first use: plotext's import costs ~0.2 s, which the first frame at
     # 80x24 (no charts) should not pay.
@@ -31,8 +38,7 @@ def render(xs: Sequence[float], series: Sequence[Series], width: int, height: in
     if not xs:
         xs = [0.0]
         series = [(label, [0.0], m) for label, _, m in series]
-    top = max([ymax or 0.0] + [max(v, default=0.0) for _, v, _ in series]
-              + [hline or 0.0, 1.0])
+    top = max([ymax or 0.0] + [max(v, default=0.0) for _, v, _ in series] + [hline or 0.0, 1.0])
     minutes = [x / 60.0 for x in xs]
     if hline is not None:
         limit = fig.signal([minutes[0], minutes[-1]], [hline, hline], marker="-")
@@ -83,8 +89,9 @@ class ChartView(Static):
     ChartView { height: 1fr; min-height: 4; }
     """
 
-    def __init__(self, *, min_interval: float = 1.0, id: str | None = None,
-                 classes: str | None = None):
+    def __init__(
+        self, *, min_interval: float = 1.0, id: str | None = None, classes: str | None = None
+    ):
         super().__init__("", id=id, classes=classes, markup=False)
         self.min_interval = min_interval
         self._drawn: tuple[int, int, int] | None = None  # (version, width, height)
@@ -126,8 +133,9 @@ def _short(v: float) -> str:
     return f"{v / 1000:g}k" if v >= 10_000 else f"{v:g}"
 
 
-def stacked(layers: Sequence[tuple[Sequence[int], str, str]], span_s: float, width: int,
-            height: int) -> Content:
+def stacked(
+    layers: Sequence[tuple[Sequence[int], str, str]], span_s: float, width: int, height: int
+) -> Content:
     """A stacked area chart as styled text: one fill character and style per layer.
 
     ``layers`` are (values per bucket, fill char, style), bottom layer first; columns
@@ -157,11 +165,17 @@ def stacked(layers: Sequence[tuple[Sequence[int], str, str]], span_s: float, wid
     parts: list[tuple[str, str] | str] = []
     mid_row = (rows - 1) // 2 if rows >= 5 else -1
     for r, row in enumerate(grid):
-        label = (_short(top) if r == 0 else "0" if r == rows - 1 else
-                 _short(round(top * (rows - 1 - r) / (rows - 1))) if r == mid_row else "")
+        label = (
+            _short(top)
+            if r == 0
+            else "0"
+            if r == rows - 1
+            else _short(round(top * (rows - 1 - r) / (rows - 1)))
+            if r == mid_row
+            else ""
+        )
         # A tick mark only where there is a label: unlabelled ticks read as values.
-        parts.append((label.rjust(label_w - 1) + (" ┤" if label else " │"),
-                      "$foreground-muted"))
+        parts.append((label.rjust(label_w - 1) + (" ┤" if label else " │"), "$foreground-muted"))
         run_style = ""
         run: list[str] = []
         for char, style in row:
@@ -183,7 +197,7 @@ def stacked(layers: Sequence[tuple[Sequence[int], str, str]], span_s: float, wid
     for i, ch in enumerate(mid):
         if 0 <= start + i < cols:
             line[start + i] = ch
-    line[cols - 3:] = list("now")
+    line[cols - 3 :] = list("now")
     axis = " " * (label_w + 1) + "".join(line)
     parts.append((axis, "$foreground-muted"))
     return Content.assemble(*parts)

@@ -60,10 +60,20 @@ class FrozenEngine:
             raise ValueError(f"duplicate job id {spec.id!r}")
         self.submitted.append(spec)
         est = spec.estimate()
-        job = JobView(spec.id, spec.endpoint.key, spec.method, spec.path, QUEUED,
-                      spec.priority, est.high, created=self.snap.t, updated=self.snap.t)
-        self.snap = dataclasses.replace(self.snap, jobs=(job,) + self.snap.jobs,
-                                        jobs_total=self.snap.jobs_total + 1)
+        job = JobView(
+            spec.id,
+            spec.endpoint.key,
+            spec.method,
+            spec.path,
+            QUEUED,
+            spec.priority,
+            est.high,
+            created=self.snap.t,
+            updated=self.snap.t,
+        )
+        self.snap = dataclasses.replace(
+            self.snap, jobs=(job,) + self.snap.jobs, jobs_total=self.snap.jobs_total + 1
+        )
         return spec.id
 
     def pause(self) -> None:
@@ -76,8 +86,10 @@ class FrozenEngine:
 
     def cancel(self, job_id: str) -> bool:
         self.cancelled.append(job_id)
-        return any(j.id == job_id and j.state not in FINAL_STATES and j.state != IN_FLIGHT
-                   for j in self.snap.jobs)
+        return any(
+            j.id == job_id and j.state not in FINAL_STATES and j.state != IN_FLIGHT
+            for j in self.snap.jobs
+        )
 
     def preflight(self, est: Estimate) -> Verdict:
         return preflight(est, self.snap.balance or 0, self.snap.reserved)
@@ -91,9 +103,14 @@ class FrozenEngine:
             return []
         return [demo_attempt(job, i) for i in range(job.attempts)]
 
-    async def jobs_page(self, offset: int, limit: int, text: str = "",
-                        order: str = "created", descending: bool = True,
-                        ) -> tuple[list[JobView], int]:
+    async def jobs_page(
+        self,
+        offset: int,
+        limit: int,
+        text: str = "",
+        order: str = "created",
+        descending: bool = True,
+    ) -> tuple[list[JobView], int]:
         from ..monitor import page_of
 
         return page_of(list(self.snap.jobs), offset, limit, text, order, descending)
@@ -119,17 +136,33 @@ def demo_attempt(job: JobView, i: int) -> dict[str, Any]:
     """A ledger row for the ``i``-th attempt of ``job``: earlier attempts failed (503),
     the last has the job's outcome."""
     last = i == job.attempts - 1
-    status = (200 if job.state == SUCCEEDED else 400 if job.state == FAILED else None) \
-        if last else 503
-    return {"t": job.created + 5 + 20 * i, "t_done": job.created + 7 + 20 * i,
-            "attempt": i + 1, "status": status,
-            "kind": "ok" if status == 200 else "in flight" if status is None else
-            "invalid_request" if status == 400 else ErrorKind.SERVER,
-            "code": None, "credits_used": job.actual if last else None,
-            "estimate": job.estimate, "latency": 1.8 + i, "rl_limit": 120,
-            "rl_remaining": 90 - i, "rl_reset": None, "retry_after": None if last else 8.0,
-            "message": job.reason if last and job.state == FAILED else
-            ("" if last else "upstream overloaded [try later]")}
+    status = (
+        (200 if job.state == SUCCEEDED else 400 if job.state == FAILED else None) if last else 503
+    )
+    return {
+        "t": job.created + 5 + 20 * i,
+        "t_done": job.created + 7 + 20 * i,
+        "attempt": i + 1,
+        "status": status,
+        "kind": "ok"
+        if status == 200
+        else "in flight"
+        if status is None
+        else "invalid_request"
+        if status == 400
+        else ErrorKind.SERVER,
+        "code": None,
+        "credits_used": job.actual if last else None,
+        "estimate": job.estimate,
+        "latency": 1.8 + i,
+        "rl_limit": 120,
+        "rl_remaining": 90 - i,
+        "rl_reset": None,
+        "retry_after": None if last else 8.0,
+        "message": job.reason
+        if last and job.state == FAILED
+        else ("" if last else "upstream overloaded [try later]"),
+    }
 
 
 _JOBS = (
@@ -139,17 +172,40 @@ _JOBS = (
     ("mave-competitors-07", "mave", IN_FLIGHT, 75, None, 1, 21, ""),
     ("resp-support-2231", "responses", SUCCEEDED, 5, 3, 1, 64, ""),
     ("video-launch-cut", "video_analyses", IN_FLIGHT, 350, None, 1, 95, ""),
-    ("gen-tagline-88", "generations", WAITING_WINDOW, 30, None, 0, 12,
-     "window full: next slot in 4s"),
-    ("mave-pricing-02", "mave", BACKOFF, 75, None, 2, 130,
-     "503 from server; retry 2 in 8s"),
-    ("persona-cfo", "personas_create", WAITING_CREDITS, 300, None, 0, 210,
-     "parked: needs 360 with buffer, 310 available"),
+    (
+        "gen-tagline-88",
+        "generations",
+        WAITING_WINDOW,
+        30,
+        None,
+        0,
+        12,
+        "window full: next slot in 4s",
+    ),
+    ("mave-pricing-02", "mave", BACKOFF, 75, None, 2, 130, "503 from server; retry 2 in 8s"),
+    (
+        "persona-cfo",
+        "personas_create",
+        WAITING_CREDITS,
+        300,
+        None,
+        0,
+        210,
+        "parked: needs 360 with buffer, 310 available",
+    ),
     ("resp-support-2230", "responses", SUCCEEDED, 5, 2, 1, 140, ""),
     ("news-ai-act", "news_analyze", SUCCEEDED, 20, 14, 1, 180, ""),
     ("fg-q3-brand-013", "focus_groups", SUCCEEDED, 135, 118, 1, 260, ""),
-    ("gen-tagline-87", "generations", FAILED, 30, None, 3, 300,
-     "400 invalid_request: 'prompt' too long"),
+    (
+        "gen-tagline-87",
+        "generations",
+        FAILED,
+        30,
+        None,
+        3,
+        300,
+        "400 invalid_request: 'prompt' too long",
+    ),
     ("brand-voice-nordic", "brand_voices", SUCCEEDED, 50, 50, 1, 420, ""),
     ("resp-support-2229", "responses", CANCELLED, 5, None, 0, 500, "cancelled by operator"),
     ("mave-competitors-06", "mave", SUCCEEDED, 75, 41, 1, 560, ""),
@@ -168,22 +224,52 @@ def demo_snapshot(t: float = DEMO_T, *, step: int = 90) -> Snapshot:
     allocation = catalog.PLANS["basic"] or 0
     month_used = 400 + credits
     caps = {e.key: e.cap for e in catalog.ENDPOINTS.values()}
-    in_flight = {"mave": 7, "focus_groups": 5, "video_analyses": 1, "responses": 2,
-                 "generations": 1}
+    in_flight = {
+        "mave": 7,
+        "focus_groups": 5,
+        "video_analyses": 1,
+        "responses": 2,
+        "generations": 1,
+    }
     waiting = {"mave": 3, "focus_groups": 4, "generations": 1}
     endpoints = tuple(
-        EndpointState(e.key, e.path, caps[e.key], in_flight=in_flight.get(e.key, 0),
-                      waiting=waiting.get(e.key, 0),
-                      hold_s=6.0 if e.key == "focus_groups" else 0.0)
-        for e in catalog.ENDPOINTS.values() if e.key != "billing_credits")
+        EndpointState(
+            e.key,
+            e.path,
+            caps[e.key],
+            in_flight=in_flight.get(e.key, 0),
+            waiting=waiting.get(e.key, 0),
+            hold_s=6.0 if e.key == "focus_groups" else 0.0,
+        )
+        for e in catalog.ENDPOINTS.values()
+        if e.key != "billing_credits"
+    )
     wave = int(3 + 3 * math.sin(step / 8.0))
-    queue: dict[str, int] = {QUEUED: 2 + wave, WAITING_WINDOW: 3, WAITING_SLOT: 8 - wave // 2,
-                             BACKOFF: 1, WAITING_CREDITS: 1, IN_FLIGHT: sum(in_flight.values())}
+    queue: dict[str, int] = {
+        QUEUED: 2 + wave,
+        WAITING_WINDOW: 3,
+        WAITING_SLOT: 8 - wave // 2,
+        BACKOFF: 1,
+        WAITING_CREDITS: 1,
+        IN_FLIGHT: sum(in_flight.values()),
+    }
     jobs = tuple(
-        JobView(jid, ep, catalog.ENDPOINTS[ep].method, catalog.ENDPOINTS[ep].path, state,
-                0, est, actual, att, created=t - age, updated=t - max(0, age - 30),
-                reason=reason)
-        for jid, ep, state, est, actual, att, age, reason in _JOBS)
+        JobView(
+            jid,
+            ep,
+            catalog.ENDPOINTS[ep].method,
+            catalog.ENDPOINTS[ep].path,
+            state,
+            0,
+            est,
+            actual,
+            att,
+            created=t - age,
+            updated=t - max(0, age - 30),
+            reason=reason,
+        )
+        for jid, ep, state, est, actual, att, age, reason in _JOBS
+    )
     alerts = (
         AlertView(t - 35, "warning", "429_storm", "6 responses 429 in 60s; holding the key 8s"),
         AlertView(t - 120, "info", "resumed", "job mave-pricing-02 resumed after back-off"),
@@ -196,21 +282,39 @@ def demo_snapshot(t: float = DEMO_T, *, step: int = 90) -> Snapshot:
     purchased = 500
     balance = plan_remaining + purchased
     return Snapshot(
-        t=t, elapsed=elapsed, mode="demo", target="embedded simulator", simulated=True,
-        limit=limit, window_used=window_used, foreign=6, remaining=limit - window_used,
+        t=t,
+        elapsed=elapsed,
+        mode="demo",
+        target="embedded simulator",
+        simulated=True,
+        limit=limit,
+        window_used=window_used,
+        foreign=6,
+        remaining=limit - window_used,
         reset_in=4.0,
-        requests_total=requests, responses_429_total=r429, retries_total=retries,
+        requests_total=requests,
+        responses_429_total=r429,
+        retries_total=retries,
         status_counts={"200": requests - r429, "429": r429},
-        endpoints=endpoints, queue=queue, jobs_total=412,
+        endpoints=endpoints,
+        queue=queue,
+        jobs_total=412,
         finished={SUCCEEDED: 371, FAILED: 6, CANCELLED: 2},
-        balance=balance, plan_remaining=plan_remaining, purchased=purchased,
-        allocation=allocation, month_used=month_used, credits_used_total=credits,
-        reserved=560, estimated_total=int(credits * 1.31),
-        burn_1m=float(credits - _credits(step - 6)), burn_5m=burn_5m,
+        balance=balance,
+        plan_remaining=plan_remaining,
+        purchased=purchased,
+        allocation=allocation,
+        month_used=month_used,
+        credits_used_total=credits,
+        reserved=560,
+        estimated_total=int(credits * 1.31),
+        burn_1m=float(credits - _credits(step - 6)),
+        burn_5m=burn_5m,
         burn_15m=(credits - _credits(step - 90)) / 15.0,
         eta_s=balance / burn_5m * 60 if burn_5m else None,
         month_projection=int(month_used + burn_5m * 60 * 24 * 16),
-        jobs=jobs, alerts=alerts,
+        jobs=jobs,
+        alerts=alerts,
     )
 
 
@@ -220,8 +324,9 @@ def _requests(step: int) -> int:
 
 
 def _credits(step: int) -> int:
-    return int(sum(9 + 7 * math.sin(i / 9.0 + 1) + (40 if i % 23 == 0 else 0)
-                   for i in range(max(0, step))))
+    return int(
+        sum(9 + 7 * math.sin(i / 9.0 + 1) + (40 if i % 23 == 0 else 0) for i in range(max(0, step)))
+    )
 
 
 def demo_history(t: float = DEMO_T) -> History:

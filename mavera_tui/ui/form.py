@@ -51,15 +51,30 @@ class Field:
     default: str = ""
 
 
-SAMPLE = Field("sample_size", "Sample size", f"respondents, 1 to {MAX_SAMPLE_SIZE:,}", "int",
-               default=str(catalog.FOCUS_GROUP_DEFAULT_SAMPLE))
-QUESTIONS = Field("questions", "Questions",
-                  f"a count (0 to {MAX_QUESTIONS}) or questions separated by ';'",
-                  "questions", default="5")
-VIDEO = Field("video_seconds", "Duration (s)", f"video length, 1 to {MAX_VIDEO_SECONDS:,} s",
-              "number", default="90")
-COMPLEXITY = Field("complexity", "Complexity", "", "complexity",
-                   default=catalog.DEFAULT_MAVE_COMPLEXITY)
+SAMPLE = Field(
+    "sample_size",
+    "Sample size",
+    f"respondents, 1 to {MAX_SAMPLE_SIZE:,}",
+    "int",
+    default=str(catalog.FOCUS_GROUP_DEFAULT_SAMPLE),
+)
+QUESTIONS = Field(
+    "questions",
+    "Questions",
+    f"a count (0 to {MAX_QUESTIONS}) or questions separated by ';'",
+    "questions",
+    default="5",
+)
+VIDEO = Field(
+    "video_seconds",
+    "Duration (s)",
+    f"video length, 1 to {MAX_VIDEO_SECONDS:,} s",
+    "number",
+    default="90",
+)
+COMPLEXITY = Field(
+    "complexity", "Complexity", "", "complexity", default=catalog.DEFAULT_MAVE_COMPLEXITY
+)
 MESSAGE = Field("message", "Message", "what to ask")
 PROMPT = Field("prompt", "Prompt", "what to generate")
 STORY = Field("story_id", "Story id", "the news story to analyse")
@@ -131,24 +146,31 @@ def parse_questions(raw: str) -> int | list[str]:
     one (has a space or a '?'): a lone word such as ``abc`` is more likely a typo."""
     if _NUMBERISH.fullmatch(raw):
         if not raw.isdigit() or int(raw) > MAX_QUESTIONS:
-            raise FormError("questions", f"a count of questions is a whole number from 0 to "
-                                         f"{MAX_QUESTIONS}, got {raw!r}")
+            raise FormError(
+                "questions",
+                f"a count of questions is a whole number from 0 to {MAX_QUESTIONS}, got {raw!r}",
+            )
         return int(raw)
     if ";" not in raw and not re.search(r"\s|\?", raw):
-        raise FormError("questions", f"{raw!r} is neither a count nor a question: type a count "
-                                     f"(0 to {MAX_QUESTIONS}) or the questions, separated by ';'")
+        raise FormError(
+            "questions",
+            f"{raw!r} is neither a count nor a question: type a count "
+            f"(0 to {MAX_QUESTIONS}) or the questions, separated by ';'",
+        )
     return [q.strip() for q in raw.split(";") if q.strip()]
 
 
 def video_seconds(raw: str) -> int | float:
     """Seconds of video, from 1 to MAX_VIDEO_SECONDS as the placeholder says."""
     if not _DECIMAL.fullmatch(raw):
-        raise FormError("video_seconds", f"must be a number of seconds, 1 to "
-                                         f"{MAX_VIDEO_SECONDS:,}, got {raw!r}")
+        raise FormError(
+            "video_seconds", f"must be a number of seconds, 1 to {MAX_VIDEO_SECONDS:,}, got {raw!r}"
+        )
     v = float(raw.replace(",", ""))
     if not math.isfinite(v) or not 1 <= v <= MAX_VIDEO_SECONDS:
-        raise FormError("video_seconds", f"must be from 1 to {MAX_VIDEO_SECONDS:,} seconds, "
-                                         f"got {raw}")
+        raise FormError(
+            "video_seconds", f"must be from 1 to {MAX_VIDEO_SECONDS:,} seconds, got {raw}"
+        )
     return int(v) if v.is_integer() else v
 
 
@@ -190,15 +212,17 @@ def basis(est: Estimate, body: dict[str, Any]) -> str:
     return grouped(est.basis)
 
 
-def price(endpoint_key: str, values: dict[str, str]) -> tuple[JobSpec | None, Estimate | None,
-                                                             FormError | None]:
+def price(
+    endpoint_key: str, values: dict[str, str]
+) -> tuple[JobSpec | None, Estimate | None, FormError | None]:
     """Build and price the request; on a problem, the error names the field."""
     lo, hi = PRIORITY_RANGE
     try:
         method, path, body = build_request(endpoint_key, values)
         est = estimate(method, path, body)
-        priority = whole_number("priority", values.get("priority", "0").strip() or "0",
-                                f"{lo} to {hi}")
+        priority = whole_number(
+            "priority", values.get("priority", "0").strip() or "0", f"{lo} to {hi}"
+        )
     except FormError as e:
         return None, None, e
     except EstimateError as e:
@@ -243,31 +267,45 @@ class JobForm(ModalScreen[str | None]):
             with VerticalScroll(id="form-fields"):
                 with Horizontal(classes="field-line"):
                     yield Label("Endpoint", classes="field-label")
-                    yield Select([(f"{e.label}  ({e.method} {e.path})", e.key)
-                                  for e in FORM_ENDPOINTS],
-                                 value="focus_groups", allow_blank=False, id="endpoint",
-                                 compact=True)
+                    yield Select(
+                        [(f"{e.label}  ({e.method} {e.path})", e.key) for e in FORM_ENDPOINTS],
+                        value="focus_groups",
+                        allow_blank=False,
+                        id="endpoint",
+                        compact=True,
+                    )
                 for f in ALL_FIELDS:
                     with Vertical(id=f"row-{f.key}", classes="field-row"):
                         with Horizontal(classes="field-line"):
                             yield Label(f.label, classes="field-label")
                             if f.kind == "complexity":
-                                yield Select([(k, k) for k in catalog.MAVE_COMPLEXITY],
-                                             value=f.default, allow_blank=False, id=f.key,
-                                             compact=True)
+                                yield Select(
+                                    [(k, k) for k in catalog.MAVE_COMPLEXITY],
+                                    value=f.default,
+                                    allow_blank=False,
+                                    id=f.key,
+                                    compact=True,
+                                )
                             else:
                                 # Plain text, validated here: an "integer" Input drops the
                                 # '.' of a typed 2.5 and submits 25.
-                                yield Input(value=f.default, placeholder=f.placeholder,
-                                            id=f.key, compact=True)
-                        yield Static("", id=f"err-{f.key}", classes="field-error",
-                                     markup=False)
+                                yield Input(
+                                    value=f.default,
+                                    placeholder=f.placeholder,
+                                    id=f.key,
+                                    compact=True,
+                                )
+                        yield Static("", id=f"err-{f.key}", classes="field-error", markup=False)
                 with Vertical(id="row-priority", classes="field-row"):
                     with Horizontal(classes="field-line"):
                         yield Label("Priority", classes="field-label")
-                        yield Input(value="0", id="priority", compact=True,
-                                    placeholder=f"{PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]},"
-                                    " higher runs first")
+                        yield Input(
+                            value="0",
+                            id="priority",
+                            compact=True,
+                            placeholder=f"{PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]},"
+                            " higher runs first",
+                        )
                     yield Static("", id="err-priority", classes="field-error", markup=False)
             yield Static("", id="form-estimate", markup=False)
             yield Static("", id="form-verdict", markup=False)
@@ -293,8 +331,7 @@ class JobForm(ModalScreen[str | None]):
 
     @staticmethod
     def _money(snap: Snapshot) -> tuple[Any, ...]:
-        return (snap.balance, snap.reserved, snap.month_used, snap.allocation,
-                snap.plan_remaining)
+        return (snap.balance, snap.reserved, snap.month_used, snap.allocation, snap.plan_remaining)
 
     # --- reading the form ----------------------------------------------------------------
 
@@ -345,8 +382,11 @@ class JobForm(ModalScreen[str | None]):
         verdict_box = self.query_one("#form-verdict", Static)
         self.verdict = None
         if err is not None and (est is None or err.field != "priority"):
-            shown = (f"✗ {grouped(str(err))}" if err.field not in {f.key for f in ALL_FIELDS}
-                     else "fix the field marked ✗ to see the estimate")
+            shown = (
+                f"✗ {grouped(str(err))}"
+                if err.field not in {f.key for f in ALL_FIELDS}
+                else "fix the field marked ✗ to see the estimate"
+            )
             est_box.update(Content(clean(shown)))
             verdict_box.update("")
             verdict_box.set_class(False, "-refused")
@@ -354,40 +394,65 @@ class JobForm(ModalScreen[str | None]):
             self.verdict = self.engine.preflight(est)
             body = spec.body if spec is not None else {}
             est_box.update(self._estimate_text(est, body, self.verdict))
-            verdict_box.update(Content.assemble(
-                ("✓ pre-flight: " if self.verdict.ok else "✗ pre-flight refuses: ",
-                 "bold"), clean(grouped(self.verdict.message))))
+            verdict_box.update(
+                Content.assemble(
+                    ("✓ pre-flight: " if self.verdict.ok else "✗ pre-flight refuses: ", "bold"),
+                    clean(grouped(self.verdict.message)),
+                )
+            )
             verdict_box.set_class(not self.verdict.ok, "-refused")
         self.query_one("#submit", Button).disabled = not self.can_submit
 
     def _estimate_text(self, est: Estimate, body: dict[str, Any], verdict: Verdict) -> Content:
         snap = self.snap
         rng = num(est.high) if est.low == est.high else f"{num(est.low)}–{num(est.high)}"
-        lines = [Content.assemble(("Estimate ", "bold"), (f"{rng} credits", "$accent bold"),
-                                  f"  ({clean(basis(est, body))})")]
+        lines = [
+            Content.assemble(
+                ("Estimate ", "bold"),
+                (f"{rng} credits", "$accent bold"),
+                f"  ({clean(basis(est, body))})",
+            )
+        ]
         if snap.balance is not None:
             # The verdict's own numbers (read at the same instant as the snapshot), so this
             # line and the pre-flight line below can never disagree. Worst case: the
             # estimate plus the 20% buffer that pre-flight insists on.
             after = verdict.available - with_buffer(est.high)
-            lines.append(Content(
-                f"Balance {num(verdict.remaining)}"
-                + (f" − reserved {num(verdict.reserved)}" if verdict.reserved else "")
-                + f" → after this job {num(after)} at worst (estimate + 20% buffer)"))
+            lines.append(
+                Content(
+                    f"Balance {num(verdict.remaining)}"
+                    + (f" − reserved {num(verdict.reserved)}" if verdict.reserved else "")
+                    + f" → after this job {num(after)} at worst (estimate + 20% buffer)"
+                )
+            )
         crossed = thresholds_crossed(snap, est.high)
         if crossed:
-            lines.append(Content.styled(
-                "Would cross the " + ", ".join(f"{t:.0%}" for t in crossed)
-                + " monthly alert" + ("s" if len(crossed) > 1 else ""), "$warning bold"))
+            lines.append(
+                Content.styled(
+                    "Would cross the "
+                    + ", ".join(f"{t:.0%}" for t in crossed)
+                    + " monthly alert"
+                    + ("s" if len(crossed) > 1 else ""),
+                    "$warning bold",
+                )
+            )
         elif snap.allocation and snap.month_used is not None:
-            lines.append(Content(f"Month: {snap.month_used / snap.allocation:.0%} used,"
-                                 " crosses no alert threshold"))
+            lines.append(
+                Content(
+                    f"Month: {snap.month_used / snap.allocation:.0%} used,"
+                    " crosses no alert threshold"
+                )
+            )
         return Content("\n").join(lines)
 
     @property
     def can_submit(self) -> bool:
-        return (self.error is None and self.spec is not None and self.verdict is not None
-                and self.verdict.ok)
+        return (
+            self.error is None
+            and self.spec is not None
+            and self.verdict is not None
+            and self.verdict.ok
+        )
 
     # --- actions ----------------------------------------------------------------------------
 
@@ -397,8 +462,9 @@ class JobForm(ModalScreen[str | None]):
         if not self.can_submit or self.spec is None:
             self.app.bell()
             return
-        spec = JobSpec(new_job_id(), self.spec.method, self.spec.path, self.spec.body,
-                       self.spec.priority)
+        spec = JobSpec(
+            new_job_id(), self.spec.method, self.spec.path, self.spec.body, self.spec.priority
+        )
         try:
             job_id = await self.engine.submit(spec)
         except ValueError as e:

@@ -38,8 +38,9 @@ class HeadroomPane(Pane):
         if connecting(snap):
             # Before the first answer the limit is a default, not the key's: say so.
             self.set_class(False, "-warning")
-            gauge_line.show(Content.styled("connecting… the limit is known after the "
-                                           "first answer", "italic"))
+            gauge_line.show(
+                Content.styled("connecting… the limit is known after the first answer", "italic")
+            )
             detail_line.show(Content(""))
             errors_line.show(Content(""))
             return
@@ -72,32 +73,42 @@ class HeadroomPane(Pane):
 
         rpm = history.requests_per_minute()
         now_rpm = int(rpm[-1]) if rpm else 0
-        room = "room now" if snap.reset_in <= 0 and used < snap.limit else \
-            f"room in {duration(max(snap.reset_in, 1))}"
+        room = (
+            "room now"
+            if snap.reset_in <= 0 and used < snap.limit
+            else f"room in {duration(max(snap.reset_in, 1))}"
+        )
         detail: list[Content | str | tuple[str, str]] = [
             (f"remaining {remaining}", "$error bold" if low else "bold"),
-            f"foreign {foreign}", room]
+            f"foreign {foreign}",
+            room,
+        ]
         if snap.key_hold_s > 0:
             detail.append((f"key held {duration(snap.key_hold_s)}", "$error bold"))
         if silent:
-            lat = "" if snap.last_latency is None else \
-                f" · last latency {snap.last_latency:.2f}s"
-            detail.append((f"API not answering: no answer for {duration(age)}{lat}",
-                           "$error bold"))
+            lat = "" if snap.last_latency is None else f" · last latency {snap.last_latency:.2f}s"
+            detail.append((f"API not answering: no answer for {duration(age)}{lat}", "$error bold"))
         elif stale:
             said = f"server said {server_left} left · " if server_left is not None else ""
             detail.append((f"{said}last response {duration(age)} ago", "$foreground-muted"))
         detail_line.show(pack(detail, self.text_width))
         errors: list[Content | str | tuple[str, str]] = [
             f"rpm {now_rpm}/{snap.limit}",
-            (f"429s {snap.responses_429_total} ({history.recent('r429', 60)} last min)",
-             "$warning" if history.recent("r429", 60) else ""),
-            f"retries {snap.retries_total} ({history.recent('retries', 60)} last min)"]
+            (
+                f"429s {snap.responses_429_total} ({history.recent('r429', 60)} last min)",
+                "$warning" if history.recent("r429", 60) else "",
+            ),
+            f"retries {snap.retries_total} ({history.recent('retries', 60)} last min)",
+        ]
         errors_line.show(pack(errors, self.text_width))
 
         chart = self.query_one("#headroom-chart", ChartView)
-        chart.offer(history.versions["requests"], lambda w, h: render(
-            history.ages(), [("rpm", rpm, "hd")], w, h, hline=float(snap.limit)))
+        chart.offer(
+            history.versions["requests"],
+            lambda w, h: render(
+                history.ages(), [("rpm", rpm, "hd")], w, h, hline=float(snap.limit)
+            ),
+        )
 
 
 def _cells(value: float, total: float, width: int) -> int:

@@ -22,8 +22,16 @@ from ..snapshot import JobView
 from .jobs import COLUMNS, STATE_WIDTH, job_row
 
 #: Column shown -> the store's sort key.
-SORT_KEYS = {"id": "id", "state": "state", "endpoint": "endpoint", "est": "estimate",
-             "actual": "actual", "att": "attempts", "age": "created", "reason": "reason"}
+SORT_KEYS = {
+    "id": "id",
+    "state": "state",
+    "endpoint": "endpoint",
+    "est": "estimate",
+    "actual": "actual",
+    "att": "attempts",
+    "age": "created",
+    "reason": "reason",
+}
 PAGE = 100
 
 
@@ -33,10 +41,20 @@ class JobHistory(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q", "close", "Close", id="history.close"),
         # Priority: the table would take these keys to move its cursor.
-        Binding("pagedown,right,rightsquarebracket", "page(1)", "Next page",
-                id="history.next", priority=True),
-        Binding("pageup,left,leftsquarebracket", "page(-1)", "Previous page",
-                id="history.prev", priority=True),
+        Binding(
+            "pagedown,right,rightsquarebracket",
+            "page(1)",
+            "Next page",
+            id="history.next",
+            priority=True,
+        ),
+        Binding(
+            "pageup,left,leftsquarebracket",
+            "page(-1)",
+            "Previous page",
+            id="history.prev",
+            priority=True,
+        ),
         Binding("slash", "search", "Search", key_display="/", id="history.search"),
         Binding("s", "sort", "Sort column", id="history.sort"),
         Binding("S", "flip", "Flip order", id="history.flip"),
@@ -57,10 +75,13 @@ class JobHistory(ModalScreen[None]):
             yield Label("Job history", id="history-title")
             yield Label("", id="history-status", markup=False)
             yield DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
-            yield Input(placeholder="search id, state, endpoint, reason (enter)",
-                        id="history-search")
-            yield Label("←/→ page · / search · s sort column · S flip · enter detail · "
-                        "esc close", classes="legend")
+            yield Input(
+                placeholder="search id, state, endpoint, reason (enter)", id="history-search"
+            )
+            yield Label(
+                "←/→ page · / search · s sort column · S flip · enter detail · esc close",
+                classes="legend",
+            )
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -80,7 +101,8 @@ class JobHistory(ModalScreen[None]):
     async def _load(self) -> None:
         try:
             rows, total = await self.engine.jobs_page(
-                self.start, PAGE, self.search_text, SORT_KEYS[self.order], self.descending)
+                self.start, PAGE, self.search_text, SORT_KEYS[self.order], self.descending
+            )
         except Exception as e:  # shown, not raised: the monitor stays up
             self._status(f"could not read the jobs: {e}")
             return
@@ -96,9 +118,11 @@ class JobHistory(ModalScreen[None]):
             table.add_row(*job_row(j, now), key=j.id)
         last = min(self.start + len(rows), total)
         arrow = "↓" if self.descending else "↑"
-        self._status(f"{self.start + 1 if rows else 0}–{last} of {total:,}"
-                     + (f" matching '{self.search_text}'" if self.search_text else "")
-                     + f" · sorted by {self.order} {arrow}")
+        self._status(
+            f"{self.start + 1 if rows else 0}–{last} of {total:,}"
+            + (f" matching '{self.search_text}'" if self.search_text else "")
+            + f" · sorted by {self.order} {arrow}"
+        )
 
     def _status(self, text: str) -> None:
         self.query_one("#history-status", Label).update(Content(text))

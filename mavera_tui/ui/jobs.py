@@ -21,9 +21,14 @@ COLUMNS = ("id", "state", "endpoint", "est", "actual", "att", "age", "reason")
 ALL_STATES = ACTIVE_STATES + FINAL_STATES
 STATE_WIDTH = max(len(s) for s in ALL_STATES)
 STATE_STYLE: dict[str, str] = {
-    JobState.SUCCEEDED: "$success", JobState.FAILED: "$error", JobState.BLOCKED: "$error",
-    JobState.CANCELLED: "$foreground-muted", JobState.OUTCOME_UNKNOWN: "$warning",
-    JobState.IN_FLIGHT: "$primary bold", JobState.WAITING_CREDITS: "$warning"}
+    JobState.SUCCEEDED: "$success",
+    JobState.FAILED: "$error",
+    JobState.BLOCKED: "$error",
+    JobState.CANCELLED: "$foreground-muted",
+    JobState.OUTCOME_UNKNOWN: "$warning",
+    JobState.IN_FLIGHT: "$primary bold",
+    JobState.WAITING_CREDITS: "$warning",
+}
 
 
 def _cell_width(cell: Text | Content) -> int:
@@ -54,16 +59,22 @@ class JobsPane(Pane):
     """Recent jobs, newest first. ``/`` filters by any text in the row."""
 
     TITLE = "Jobs"
-    BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False,
-                        id="jobs.clear_filter"),
-                Binding("o", "sort_next", "Sort jobs by the next column", show=False,
-                        id="jobs.sort"),
-                Binding("O", "sort_flip", "Flip the jobs' sort order", show=False,
-                        id="jobs.sort_flip")]
+    BINDINGS = [
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="jobs.clear_filter"),
+        Binding("o", "sort_next", "Sort jobs by the next column", show=False, id="jobs.sort"),
+        Binding("O", "sort_flip", "Flip the jobs' sort order", show=False, id="jobs.sort_flip"),
+    ]
     #: Column -> the JobView field it sorts by (None: the engine's order, newest first).
-    SORT_FIELDS = {"id": "id", "state": "state", "endpoint": "endpoint", "est": "estimate",
-                   "actual": "actual", "att": "attempts", "age": "created",
-                   "reason": "reason"}
+    SORT_FIELDS = {
+        "id": "id",
+        "state": "state",
+        "endpoint": "endpoint",
+        "est": "estimate",
+        "actual": "actual",
+        "att": "attempts",
+        "age": "created",
+        "reason": "reason",
+    }
     sort_column: str | None = None
     sort_descending = False
 
@@ -201,8 +212,11 @@ class JobsPane(Pane):
                 continue
             rows.append((job.id, cells))
         rows = self._fit_reasons(rows)
-        count = (f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
-                 if self.filter else f"{len(self._jobs)}")
+        count = (
+            f"{len(rows)}/{len(self._jobs)} match '{self.filter}'"
+            if self.filter
+            else f"{len(self._jobs)}"
+        )
         if self.sort_column is not None:
             count += f" · by {self.sort_column} {'↓' if self.sort_descending else '↑'} (o)"
         if rows == self._shown:
@@ -235,8 +249,7 @@ class JobsPane(Pane):
                 row = keys.index(selected)
                 table.move_cursor(row=row, animate=False, scroll=False)
                 if screen_row is not None:
-                    table.scroll_to(y=max(0, row - screen_row), animate=False,
-                                    immediate=True)
+                    table.scroll_to(y=max(0, row - screen_row), animate=False, immediate=True)
                 else:
                     table.move_cursor(row=row, animate=False)
             elif selected is not None and rows:
@@ -246,14 +259,18 @@ class JobsPane(Pane):
         self._shown = rows
         self._subtitle(count)
 
-    def _fit_reasons(self, rows: list[tuple[str, tuple[Text | Content, ...]]],
-                     ) -> list[tuple[str, tuple[Text | Content, ...]]]:
+    def _fit_reasons(
+        self,
+        rows: list[tuple[str, tuple[Text | Content, ...]]],
+    ) -> list[tuple[str, tuple[Text | Content, ...]]]:
         """Shorten reasons to the room the other columns leave, at a word, with "…" (the
         full text is in the job's detail): the table's edge would cut mid-word."""
         if not rows:
             return rows
-        widths = [max(len(COLUMNS[i]), *(_cell_width(c[i]) for _, c in rows))
-                  for i in range(len(COLUMNS) - 1)]
+        widths = [
+            max(len(COLUMNS[i]), *(_cell_width(c[i]) for _, c in rows))
+            for i in range(len(COLUMNS) - 1)
+        ]
         widths[COLUMNS.index("state")] = STATE_WIDTH
         # Each column has one cell of padding either side; 2 more for the scroll bar.
         if not self.content_size.width:

@@ -42,9 +42,12 @@ class Line(Static):
             # Same line count and no wider than the widget: the size cannot change, so skip
             # the (screen-wide) layout pass. Text wraps only beyond the widget's width.
             old = self._shown
-            same = (old is not None and _lines(old) == _lines(content)
-                    and _widest(content) <= self.content_size.width
-                    and _widest(old) <= self.content_size.width)
+            same = (
+                old is not None
+                and _lines(old) == _lines(content)
+                and _widest(content) <= self.content_size.width
+                and _widest(old) <= self.content_size.width
+            )
             self._shown = content
             self.update(content, layout=not same)
 
@@ -68,8 +71,11 @@ def pack(parts: list[Content | str | tuple[str, str]], width: int, sep: str = " 
     lines: list[list[Content]] = [[]]
     used = 0
     for part in parts:
-        c = Content.styled(*part) if isinstance(part, tuple) else (
-            part if isinstance(part, Content) else Content(part))
+        c = (
+            Content.styled(*part)
+            if isinstance(part, tuple)
+            else (part if isinstance(part, Content) else Content(part))
+        )
         need = c.cell_length + (len(sep) if lines[-1] else 0)
         if lines[-1] and used + need > width:
             lines.append([])

@@ -29,8 +29,6 @@ LABELS: dict[str, tuple[str, str, str]] = {
 }
 
 
-
-
 class QueuePane(Pane):
     """How many jobs wait, and on what: the window, a slot, back-off or credits."""
 
@@ -49,10 +47,17 @@ class QueuePane(Pane):
         if snap.queue.get(PAUSED):
             parts.append((f"paused {snap.queue[PAUSED]}", "$warning"))
         parts.append((f"in flight {snap.queue.get(IN_FLIGHT, 0)}", "$primary bold"))
-        totals = pack([f"waiting {snap.queue_depth}", f"jobs {snap.jobs_total}",
-                       f"done {sum(snap.finished.values())}"], self.text_width)
+        totals = pack(
+            [
+                f"waiting {snap.queue_depth}",
+                f"jobs {snap.jobs_total}",
+                f"done {sum(snap.finished.values())}",
+            ],
+            self.text_width,
+        )
         self.query_one("#queue-counts", Line).show(
-            Content("\n").join([pack(parts, self.text_width), totals]))
+            Content("\n").join([pack(parts, self.text_width), totals])
+        )
         legend: list[tuple[str, str] | str] = []
         for name, char, style in LABELS.values():
             legend += [(char * 2, style), f" {name}  "]
@@ -61,7 +66,6 @@ class QueuePane(Pane):
         def draw(w: int, h: int) -> Content:
             depth = history.queue_depth()
             layers = [(depth[s], LABELS[s][1], LABELS[s][2]) for s in QUEUE_STATES]
-            return stacked(layers, max(history.bucket_s, -min(history.ages(), default=0)),
-                           w, h)
+            return stacked(layers, max(history.bucket_s, -min(history.ages(), default=0)), w, h)
 
         self.query_one("#queue-chart", ChartView).offer(history.versions["queue"], draw)

@@ -30,7 +30,8 @@ class HelpScreen(ModalScreen[None]):
         width = max(len(k) for k, _ in self.rows)
         text = Content("\n").join(
             Content.assemble((key.ljust(width), "$accent bold"), "  ", desc)
-            for key, desc in self.rows)
+            for key, desc in self.rows
+        )
         with Vertical(id="help"):
             yield Label("Keys", id="help-title")
             with VerticalScroll(id="help-scroll"):
@@ -45,8 +46,10 @@ class HelpScreen(ModalScreen[None]):
 class Confirm(ModalScreen[bool]):
     """A yes/no question; ``y`` or the first button says yes, ``n`` or escape says no."""
 
-    BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm.yes"),
-                Binding("n,escape", "answer(False)", "No", id="confirm.no")]
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+    ]
 
     def __init__(self, question: str | Content, yes: str = "Yes (y)", no: str = "No (n)"):
         super().__init__()
@@ -84,17 +87,21 @@ class ConfirmQuit(Confirm):
         self.in_flight, self.queued = in_flight, queued
         lines = []
         if in_flight:
-            lines.append(f"{in_flight} job(s) in flight: already sent, so the server may "
-                         "still do and charge them, but their answers are lost"
-                         + (" (marked outcome unknown on the next start)." if durable
-                            else "."))
+            lines.append(
+                f"{in_flight} job(s) in flight: already sent, so the server may "
+                "still do and charge them, but their answers are lost"
+                + (" (marked outcome unknown on the next start)." if durable else ".")
+            )
         if queued:
             if durable:
-                lines.append(f"{queued} queued job(s) stay in the database and resume on "
-                             "the next start with the same --db.")
+                lines.append(
+                    f"{queued} queued job(s) stay in the database and resume on "
+                    "the next start with the same --db."
+                )
             else:
-                lines.append(f"{queued} queued job(s) are not saved (no --db): they are "
-                             "lost on quit.")
+                lines.append(
+                    f"{queued} queued job(s) are not saved (no --db): they are lost on quit."
+                )
         lines.append("Quit anyway?")
         super().__init__("\n".join(lines), yes="Quit (y)", no="Stay (n)")
 
@@ -108,14 +115,14 @@ def attempt_cells(a: dict[str, Any]) -> list[str]:
     lat = a.get("latency")
     ra = a.get("retry_after")
     return [
-        clock(float(a.get("t") or 0.0)), str(a.get("attempt", "")),
+        clock(float(a.get("t") or 0.0)),
+        str(a.get("attempt", "")),
         "—" if a.get("status") is None else str(a["status"]),
-        clean(a.get("kind") or "", limit=16) + (
-            f" {clean(a['code'], limit=24)}" if a.get("code") else ""),
+        clean(a.get("kind") or "", limit=16)
+        + (f" {clean(a['code'], limit=24)}" if a.get("code") else ""),
         "—" if a.get("credits_used") is None else num(a["credits_used"]),
         "—" if lat is None else f"{lat:.2f}s",
-        "—" if a.get("rl_remaining") is None else
-        f"{a['rl_remaining']}/{a.get('rl_limit') or '?'}",
+        "—" if a.get("rl_remaining") is None else f"{a['rl_remaining']}/{a.get('rl_limit') or '?'}",
         "—" if ra is None else f"{ra:g}s",
     ]
 
@@ -128,8 +135,9 @@ class JobDetail(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,enter", "close", "Close", id="detail.close")]
 
-    def __init__(self, job: JobView, attempts: Sequence[dict[str, Any]] | None = None,
-                 note: str = ""):
+    def __init__(
+        self, job: JobView, attempts: Sequence[dict[str, Any]] | None = None, note: str = ""
+    ):
         super().__init__()
         self.job = job
         self.attempts = attempts
@@ -158,24 +166,42 @@ class JobDetail(ModalScreen[None]):
     def _summary(self) -> Content:
         j = self.job
         charge = "not charged yet" if j.actual is None else f"charged {num(j.actual)}"
-        ratio = f" ({j.actual / j.estimate:.0%} of the estimate)" if (
-            j.actual is not None and j.estimate) else ""
+        ratio = (
+            f" ({j.actual / j.estimate:.0%} of the estimate)"
+            if (j.actual is not None and j.estimate)
+            else ""
+        )
         lines = [
-            Content.assemble(("state ", "$foreground-muted"), (clean(j.state), "bold"),
-                             ("  endpoint ", "$foreground-muted"),
-                             Content(f"{clean(j.method)} {clean(j.path, limit=60)}"),
-                             ("  priority ", "$foreground-muted"), str(j.priority)),
-            Content.assemble(("estimate ", "$foreground-muted"), num(j.estimate), " → ",
-                             (charge, "bold"), ratio,
-                             ("  attempts ", "$foreground-muted"), str(j.attempts)),
-            Content.assemble(("created ", "$foreground-muted"),
-                             clock(j.created) if j.created else "—",
-                             ("  updated ", "$foreground-muted"),
-                             clock(j.updated) if j.updated else "—"),
+            Content.assemble(
+                ("state ", "$foreground-muted"),
+                (clean(j.state), "bold"),
+                ("  endpoint ", "$foreground-muted"),
+                Content(f"{clean(j.method)} {clean(j.path, limit=60)}"),
+                ("  priority ", "$foreground-muted"),
+                str(j.priority),
+            ),
+            Content.assemble(
+                ("estimate ", "$foreground-muted"),
+                num(j.estimate),
+                " → ",
+                (charge, "bold"),
+                ratio,
+                ("  attempts ", "$foreground-muted"),
+                str(j.attempts),
+            ),
+            Content.assemble(
+                ("created ", "$foreground-muted"),
+                clock(j.created) if j.created else "—",
+                ("  updated ", "$foreground-muted"),
+                clock(j.updated) if j.updated else "—",
+            ),
         ]
         if j.reason:
-            lines.append(Content.assemble(("reason ", "$foreground-muted"),
-                                          Content(clean(j.reason, limit=400))))
+            lines.append(
+                Content.assemble(
+                    ("reason ", "$foreground-muted"), Content(clean(j.reason, limit=400))
+                )
+            )
         return Content("\n").join(lines)
 
     def _attempts(self) -> Content:
@@ -185,16 +211,21 @@ class JobDetail(ModalScreen[None]):
             return Content(self.note or "no attempt in the ledger yet (not sent)")
         rows = [list(ATTEMPT_COLUMNS)] + [attempt_cells(a) for a in self.attempts]
         widths = [max(len(r[i]) for r in rows) for i in range(len(ATTEMPT_COLUMNS))]
-        out: list[Content] = [Content.styled(
-            "  ".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True)), "bold")]
+        out: list[Content] = [
+            Content.styled(
+                "  ".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True)), "bold"
+            )
+        ]
         for a, cells in zip(self.attempts, rows[1:], strict=True):
-            out.append(Content("  ".join(c.ljust(w) for c, w in zip(cells, widths,
-                                                                   strict=True))))
+            out.append(Content("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))))
             msg = a.get("message") or ""
             if msg:
                 # The server's words, literally (Content never parses markup).
-                out.append(Content.assemble(("    server: ", "$foreground-muted"),
-                                            Content(clean(msg, limit=500))))
+                out.append(
+                    Content.assemble(
+                        ("    server: ", "$foreground-muted"), Content(clean(msg, limit=500))
+                    )
+                )
         if self.note:
             out.append(Content.styled(self.note, "$foreground-muted"))
         return Content("\n").join(out)
@@ -217,9 +248,13 @@ class PriorityScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         lo, hi = self.bounds
         with Vertical(id="prio-box"):
-            yield Static(Content(f"Priority of {clean(self.job.id, limit=60)} (now "
-                                 f"{self.job.priority}; {lo} to {hi}, higher goes first)"),
-                         id="prio-text")
+            yield Static(
+                Content(
+                    f"Priority of {clean(self.job.id, limit=60)} (now "
+                    f"{self.job.priority}; {lo} to {hi}, higher goes first)"
+                ),
+                id="prio-text",
+            )
             yield Input(str(self.job.priority), id="prio-input", type="integer")
             yield Label("enter applies · esc keeps it", id="prio-error", markup=False)
 
@@ -233,8 +268,7 @@ class PriorityScreen(ModalScreen[int | None]):
         except ValueError:
             value = None
         if value is None or not lo <= value <= hi:
-            self.query_one("#prio-error", Label).update(
-                f"a whole number from {lo} to {hi}, please")
+            self.query_one("#prio-error", Label).update(f"a whole number from {lo} to {hi}, please")
             return
         if self.is_current:
             self.dismiss(value)

@@ -47,10 +47,17 @@ def _alert_state() -> tuple[Snapshot, History]:
     simulator's fault switches (the key held on Retry-After)."""
     from ..sim.config import AutoRecharge, Faults, SimConfig
 
-    return simulate_demo(7, sim_config=SimConfig(
-        tier="professional", plan="professional", purchased=5000, seed=3,
-        auto_recharge=AutoRecharge(enabled=False),
-        faults=Faults(storm_start=330.0, storm_seconds=25.0)))
+    return simulate_demo(
+        7,
+        sim_config=SimConfig(
+            tier="professional",
+            plan="professional",
+            purchased=5000,
+            seed=3,
+            auto_recharge=AutoRecharge(enabled=False),
+            faults=Faults(storm_start=330.0, storm_seconds=25.0),
+        ),
+    )
 
 
 SHOTS: dict[str, tuple[tuple[int, int], Callable[[Snapshot], FrozenEngine], Setup]] = {
@@ -63,8 +70,9 @@ SHOTS: dict[str, tuple[tuple[int, int], Callable[[Snapshot], FrozenEngine], Setu
 
 async def _shoot(name: str, out: Path, snap: Snapshot, history: History) -> Path:
     size, make_engine, setup = SHOTS[name]
-    app: MaveraApp = create_app(make_engine(snap), history=history, watch_terminal=False,
-                                show_health=False)
+    app: MaveraApp = create_app(
+        make_engine(snap), history=history, watch_terminal=False, show_health=False
+    )
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
         await setup(pilot)
@@ -88,12 +96,13 @@ def _to_png(svg: Path) -> Path | None:
     if m:
         size = float(m.group(1))
         spacing = 0.61 * size - size * 1233 / 2048
-        text = text.replace(f"font-size: {m.group(1)}px;",
-                            f"font-size: {m.group(1)}px;\n        letter-spacing: "
-                            f"{spacing:.3f}px;", 1)
+        text = text.replace(
+            f"font-size: {m.group(1)}px;",
+            f"font-size: {m.group(1)}px;\n        letter-spacing: {spacing:.3f}px;",
+            1,
+        )
     # Braille chart dots are missing from DejaVu Sans Mono but present in DejaVu Sans.
-    text = _BRAILLE.sub(lambda m: m.group(1) + ' font-family="DejaVu Sans"' + m.group(2),
-                        text)
+    text = _BRAILLE.sub(lambda m: m.group(1) + ' font-family="DejaVu Sans"' + m.group(2), text)
     png = svg.with_suffix(".png")
     cairosvg.svg2png(bytestring=text.encode("utf-8"), write_to=str(png))
     return png

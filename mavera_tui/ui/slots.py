@@ -36,20 +36,31 @@ class SlotsPane(Pane):
                 ("■" * min(st.in_flight, cap), "$warning" if full else "$primary"),
                 ("□" * (cap - min(st.in_flight, cap)), "$foreground-muted"),
                 (f" {st.in_flight}/{cap}", "bold" if full else ""),
-                (f" w{st.waiting}" if narrow else f"  wait {st.waiting}",
-                 "$warning" if st.waiting else "$foreground-muted"),
+                (
+                    f" w{st.waiting}" if narrow else f"  wait {st.waiting}",
+                    "$warning" if st.waiting else "$foreground-muted",
+                ),
             ]
             if st.hold_s > 0:
-                row.append((f" h{duration(st.hold_s)}" if narrow
-                            else f"  hold {duration(st.hold_s)}", "$error bold"))
+                row.append(
+                    (
+                        f" h{duration(st.hold_s)}" if narrow else f"  hold {duration(st.hold_s)}",
+                        "$error bold",
+                    )
+                )
             rows.append(Content.assemble(*row))
         self.query_one("#slots-bars", Line).show(Content("\n").join(rows))
-        free = [f"{catalog.ENDPOINTS[e.key].label if e.key in catalog.ENDPOINTS else e.key}"
-                f" {e.in_flight}" + (f"+{e.waiting}w" if e.waiting else "")
-                for e in snap.endpoints
-                if not e.cap and (e.in_flight or e.waiting)]
+        free = [
+            f"{catalog.ENDPOINTS[e.key].label if e.key in catalog.ENDPOINTS else e.key}"
+            f" {e.in_flight}" + (f"+{e.waiting}w" if e.waiting else "")
+            for e in snap.endpoints
+            if not e.cap and (e.in_flight or e.waiting)
+        ]
         legend = " (w waiting, h 429 hold)" if narrow else ""
         self.query_one("#slots-free", Line).show(
-            Content.assemble(("no cap: ", "$foreground-muted"),
-                             " · ".join(free) if free else "idle",
-                             (legend, "$foreground-muted")))
+            Content.assemble(
+                ("no cap: ", "$foreground-muted"),
+                " · ".join(free) if free else "idle",
+                (legend, "$foreground-muted"),
+            )
+        )

@@ -61,8 +61,13 @@ class TimeBar(Static):
         track = "━" * filled + "●" + "─" * (width - 1 - filled)
         tail = "".join(optional)
         self.plain = f"{head}{at} │ {track}{tail}"
-        parts: list[Any] = [(" REPLAY ", "$warning reverse bold"), " ", (state, "bold"),
-                            f" {pos.speed:g}x │ {at} │ ", (track, "$accent")]
+        parts: list[Any] = [
+            (" REPLAY ", "$warning reverse bold"),
+            " ",
+            (state, "bold"),
+            f" {pos.speed:g}x │ {at} │ ",
+            (track, "$accent"),
+        ]
         if index in optional:
             parts.append(index)
         if keys in optional:
@@ -90,8 +95,9 @@ class GotoScreen(ModalScreen[str | None]):
         with Vertical():
             yield Static("Go to time", markup=False)
             yield Static(self.hint, markup=False, classes="legend")
-            yield Input(placeholder="12:30:00, 2024-05-01T12:30, +5m, -90s, 1714566600",
-                        id="goto-input")
+            yield Input(
+                placeholder="12:30:00, 2024-05-01T12:30, +5m, -90s, 1714566600", id="goto-input"
+            )
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
