@@ -83,7 +83,7 @@ async def _shoot(name: str, out: Path, snap: Snapshot, history: History) -> Path
 
 def _to_png(svg: Path) -> Path | None:
     try:
-        import cairosvg  # type: ignore[import-untyped]
+        import cairosvg
     except ImportError:
         return None
     text = svg.read_text(encoding="utf-8")
