@@ -25,6 +25,7 @@ lets two minutes of requests into one sliding window.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import deque
 
@@ -154,9 +155,11 @@ class SlidingWindow:
         i = bisect.bisect_right(own, now - self._expiry())
         if i >= len(own):
             return None
-        for j in range(i + 1, len(own)):
-            if own[j] - own[j - 1] > gap:
-                return own[j] + self._expiry()
+        prev = own[i]
+        for t in itertools.islice(own, i + 1, None):  # deque indexing in a loop is O(n^2)
+            if t - prev > gap:
+                return t + self._expiry()
+            prev = t
         return own[i] + self._expiry() if own[i] + self._expiry() > now + gap else now + self.window
 
     def hold_remaining(self, now: float) -> float:

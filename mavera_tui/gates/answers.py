@@ -44,17 +44,20 @@ def _jsonable_key(path: str, body: dict[str, Any]) -> str:
     return path + "?" + json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
-def _alias(obj: str, attr: str) -> Any:
-    """A read-write attribute that lives on one of the scheduler's parts (kept so code and
-    tests written against the one-class scheduler keep working)."""
-    return property(
-        lambda self: getattr(getattr(self, obj), attr),
-        lambda self, v: setattr(getattr(self, obj), attr, v),
-    )
-
-
 class Answers(Journal):
     """Sends a job and applies what its answer means."""
+
+    def _hold_key(self, out: Outcome, now: float) -> float:
+        """Hold the whole key after a window 429 (a job's or the engine's own request)."""
+        cfg = self.config
+        return self.window_gate.hold_key(
+            out.headers,
+            now,
+            self.clock.wall(),
+            base=cfg.backoff_base,
+            cap=cfg.backoff_cap,
+            max_retry_after=cfg.max_retry_after,
+        )
 
     transport: Transport
     window: SlidingWindow
@@ -201,14 +204,7 @@ class Answers(Journal):
         g, cfg = self.window_gate, self.config
         asked = out.headers.retry_after
         already_held = g.note_429(now, job.sent_at, asked)
-        wait = g.hold_key(
-            out.headers,
-            now,
-            self.clock.wall(),
-            base=cfg.backoff_base,
-            cap=cfg.backoff_cap,
-            max_retry_after=cfg.max_retry_after,
-        )
+        wait = self._hold_key(out, now)
         if not already_held:  # one event per hold, not one per job that runs into it
             self._alert(
                 "warning",

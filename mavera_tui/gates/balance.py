@@ -114,15 +114,7 @@ class BalanceKeeper:
         s.stats.answered(out)
         s._ledger(None, ep, path, 1, now, out, 0)
         if out.error is not None and out.error.kind == api.RATE_LIMITED:
-            cfg = s.config
-            s.window_gate.hold_key(
-                out.headers,
-                done,
-                s.clock.wall(),
-                base=cfg.backoff_base,
-                cap=cfg.backoff_cap,
-                max_retry_after=cfg.max_retry_after,
-            )
+            s._hold_key(out, done)
         return out
 
     def verify(self) -> None:

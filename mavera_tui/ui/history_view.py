@@ -19,19 +19,10 @@ from textual.widgets import DataTable, Input, Label
 
 from ..control import OperatorControl
 from ..snapshot import JobView
-from .jobs import COLUMNS, STATE_WIDTH, job_row
+from .jobs import COLUMNS, SORT_FIELDS, STATE_WIDTH, job_row
 
-#: Column shown -> the store's sort key.
-SORT_KEYS = {
-    "id": "id",
-    "state": "state",
-    "endpoint": "endpoint",
-    "est": "estimate",
-    "actual": "actual",
-    "att": "attempts",
-    "age": "created",
-    "reason": "reason",
-}
+#: Column shown -> the store's sort key (the jobs table's own mapping).
+SORT_KEYS = SORT_FIELDS
 PAGE = 100
 
 

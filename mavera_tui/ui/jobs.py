@@ -55,6 +55,19 @@ def job_row(job: JobView, now: float) -> tuple[Text | Content, ...]:
     )
 
 
+#: Column -> the JobView field it sorts by (the store's sort key has the same name).
+SORT_FIELDS = {
+    "id": "id",
+    "state": "state",
+    "endpoint": "endpoint",
+    "est": "estimate",
+    "actual": "actual",
+    "att": "attempts",
+    "age": "created",
+    "reason": "reason",
+}
+
+
 class JobsPane(Pane):
     """Recent jobs, newest first. ``/`` filters by any text in the row."""
 
@@ -64,17 +77,7 @@ class JobsPane(Pane):
         Binding("o", "sort_next", "Sort jobs by the next column", show=False, id="jobs.sort"),
         Binding("O", "sort_flip", "Flip the jobs' sort order", show=False, id="jobs.sort_flip"),
     ]
-    #: Column -> the JobView field it sorts by (None: the engine's order, newest first).
-    SORT_FIELDS = {
-        "id": "id",
-        "state": "state",
-        "endpoint": "endpoint",
-        "est": "estimate",
-        "actual": "actual",
-        "att": "attempts",
-        "age": "created",
-        "reason": "reason",
-    }
+    SORT_FIELDS = SORT_FIELDS
     sort_column: str | None = None
     sort_descending = False
 
