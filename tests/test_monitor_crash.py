@@ -86,7 +86,7 @@ def test_kill_9_of_the_monitor_leaves_a_sound_database_that_resumes(
         )
     try:
         screen = _read_for(fd, 5.0)
-        assert b"Rate-limit" in screen or b"DEMO" in screen, screen[-500:]
+        assert b"Rate-limit" in screen or b"SIMULATOR" in screen, screen[-500:]
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)

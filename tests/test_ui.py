@@ -63,7 +63,7 @@ async def test_panes_show_the_snapshots_numbers():
         table = app.main.query_one(DataTable)
         assert table.row_count == len(snap.jobs)
         header = text_of(app.main.query_one("#header"))
-        assert "embedded simulator" in header and "DEMO" in header
+        assert "embedded simulator" in header and "SIMULATOR" in header
 
 
 async def test_low_remaining_puts_the_headroom_pane_in_warning():

@@ -165,7 +165,7 @@ async def test_80x24_header_keeps_clock_uptime_and_footer_keeps_next_view():
         await pilot.pause()
         text = header(app)
         assert "09:30:00" in text.replace(" ", "") or "up 15m" in text
-        assert "up 15m" in text and "DEMO" in text
+        assert "up 15m" in text and "SIMULATOR" in text
         assert "new alert" in text  # unread warnings show on every view
         footer_keys = [b.binding.key for b in app.screen.active_bindings.values() if b.binding.show]
         assert footer_keys.index("v") < 3

@@ -312,7 +312,7 @@ class MaveraApp(App[None]):
         if snap is not None:
             parts.append((Content(clean(snap.target or "unknown target", limit=60)), 4))
             marker = self.mode_label or {
-                "demo": "DEMO",
+                "demo": "SIMULATOR",  # no key: say so even where the target drops
                 "replay": "REPLAY",
                 "record": "RECORD",
             }.get(snap.mode)
@@ -839,7 +839,7 @@ def create_app(
     """Build the monitor over ``engine``.
 
     ``refresh`` is the poll interval in seconds; ``mode_label`` overrides the header marker
-    (DEMO/REPLAY); ``debug_log`` is a file that receives DEBUG logging; ``history`` seeds
+    (SIMULATOR/REPLAY); ``debug_log`` is a file that receives DEBUG logging; ``history`` seeds
     the charts (replay, demo screenshots); ``watch_terminal`` exits when the TTY goes away;
     ``after_first_frame`` is awaited (as a worker) once the first frame is drawn;
     ``show_health=False`` leaves the monitor's own CPU and memory out of the header (the
