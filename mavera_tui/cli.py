@@ -409,7 +409,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
     try:
         submitted = await sched.submit_many(specs)
         fresh = set(submitted.accepted)
-        resumed = [j for j in sched.jobs if j not in fresh]
+        resumed = [j for j in sched.job_ids() if j not in fresh]
         ids = submitted.accepted + resumed
         # Duplicates are this --db's jobs from an earlier run: resumed above, or finished.
         for msg in submitted.messages(duplicates=False):
@@ -458,7 +458,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
             await engine.stop()
     if not args.quiet:
         _print_summary(summary)
-        bad = [j for i in ids if (j := sched.jobs.get(i)) is not None and j.state != "succeeded"]
+        bad = [j for i in ids if (j := sched.job_view(i)) is not None and j.state != "succeeded"]
         for j in bad[:20]:
             print(f"  {printable(j.id)}: {j.state}: {printable(j.reason)[:300]}")
         if len(bad) > 20:
