@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import io
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -96,6 +97,7 @@ def main() -> int:
         default=0.5,
         help="hours recorded before the first UTC midnight (default %(default)g)",
     )
+    p.add_argument("--save", metavar="PATH", help="copy the recording here (to inspect it)")
     args = p.parse_args()
     if args.keep is not None and not HAS_RETENTION:
         p.error("--keep needs the recording package (this checkout has no retention)")
@@ -138,6 +140,8 @@ def main() -> int:
         )
         con.close()
         size = os.path.getsize(db)
+        if args.save:
+            shutil.copyfile(db, args.save)
     hours = args.hours
     day = 24 / hours / 1e6
     snap = rec.latest
@@ -165,7 +169,9 @@ def main() -> int:
     if tables and reqs:
         # Jobs and ledger rows grow with requests, snapshots with time: the demo does not
         # hold exactly --rate for hours (its backlog drifts to capped endpoints), so scale.
-        per_req = sum(v for k, v in tables.items() if k in ("jobs", "ledger")) / reqs
+        # (schema 3 keeps them in job_rows and ledger_rows, read through views)
+        rows = ("jobs", "ledger", "job_rows", "ledger_rows")
+        per_req = sum(v for k, v in tables.items() if k in rows) / reqs
         snaps_day = tables.get("snapshots", 0) * day
         print(
             f"at {args.rate:g}/min      {per_req * args.rate * 1440 / 1e6 + snaps_day:8.1f} "
