@@ -220,10 +220,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     kind TEXT NOT NULL,
     message TEXT NOT NULL
 );
+-- WITHOUT ROWID: the rows are kept in time order in one b-tree, no index beside them.
 CREATE TABLE IF NOT EXISTS snapshots (
     t REAL PRIMARY KEY,          -- wall time of the snapshot
     data BLOB NOT NULL           -- encoded by the recorder (see recording/codec.py)
-);
+) WITHOUT ROWID;
 """
     + DAILY_TOTALS
     + COMPACT
