@@ -351,6 +351,7 @@ class Store:
         self.write_error: str | None = None
         #: string -> its code in ``names`` (a writer's cache; new strings are added as met)
         self._codes: dict[str, int] = {}
+        self._next_code = 1
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -456,13 +457,15 @@ class Store:
 
     async def _load_codes(self) -> None:
         self._codes = {str(n): int(i) for i, n in await self._q("SELECT id, name FROM names")}
+        self._next_code = max(self._codes.values(), default=0) + 1
 
     def _code(self, name: str) -> int:
         """The code of ``name`` in ``names``; a new string is added (through the writer,
         before the row that uses it)."""
         code = self._codes.get(name)
         if code is None:
-            code = self._codes[name] = max(self._codes.values(), default=0) + 1
+            code = self._codes[name] = self._next_code
+            self._next_code += 1
             self._enqueue("INSERT INTO names (id, name) VALUES (?, ?)", (code, name))
         return code
 
