@@ -1,5 +1,9 @@
 """The durable store: jobs, the ledger of every attempt, alerts and recorded snapshots (SQLite).
 
+Jobs and the ledger are kept compact (``job_rows``, ``ledger_rows``: strings as codes in
+``names``, times as integer milliseconds) and read through the views ``jobs`` and ``ledger``,
+which have the columns the text tables of schema 2 had.
+
 One aiosqlite connection in WAL mode. Writes go through a single writer task that commits
 whatever is pending in one transaction (group commit), so persisting "in flight" before
 every send stays cheap at thousands of jobs per second. ``mark_dispatch`` is awaited (the
@@ -21,7 +25,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiosqlite
 
@@ -334,8 +338,9 @@ def _create_private(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
-class Store:
-    """The SQLite store. Open with ``await Store.open(path)``; close with ``await close()``."""
+class _Connection:
+    """The store's connection: opening (one writer, a flock; readers read-only), the schema
+    and its migrations, the codes of ``names``, and the single writer (group commit)."""
 
     def __init__(self, path: Path, db: aiosqlite.Connection, lock_fd: int | None, readonly: bool):
         self.path = path
@@ -356,7 +361,7 @@ class Store:
     # --- opening ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
+    async def open(cls, path: str | Path, *, readonly: bool = False) -> Self:
         p = Path(path)
         if readonly:
             if not p.exists():
@@ -404,7 +409,7 @@ class Store:
         return store
 
     @classmethod
-    async def _open_readonly(cls, p: Path) -> Store:
+    async def _open_readonly(cls, p: Path) -> Self:
         with external():
             try:
                 db = await aiosqlite.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None)
@@ -570,6 +575,115 @@ class Store:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def set_meta(self, key: str, value: str) -> None:
+        self._enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    async def meta(self) -> dict[str, str]:
+        return {k: v for k, v in await self._q("SELECT key, value FROM meta")}
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only query for reports and replay."""
+        return [tuple(r) for r in await self._q(sql, params)]
+
+
+class _Retention(_Connection):
+    """Retention (``record --keep``): old ledger rows folded into daily totals, old
+    snapshots (up to a keyframe) and finished jobs dropped."""
+
+    async def prune(self, before: float) -> dict[str, int]:
+        """Retention: drop what was recorded before ``before`` (unix seconds), in one
+        transaction through the writer (one more batch in the group-commit queue).
+
+        Ledger rows sent before the cut are first added to ``daily_totals`` (per UTC day
+        and endpoint: requests, 429s, 402s, credits, retries, and the first/last send time
+        folded in), so a report over old days still answers; every request is counted in
+        exactly one of the two. Snapshots go up to the last keyframe at or before the cut
+        (what stays still decodes from its first row). Jobs in a final state last updated
+        before the cut go too, and alerts; queued and in-flight jobs always stay. Returns
+        the number of rows dropped per table."""
+        final = ",".join("?" * len(PRUNABLE_STATES))
+        # Jobs have no index on time (it would cost as much disk as retention saves), but
+        # rows are appended as jobs are created: bound the scan by rowid, found by bisection.
+        bound = await self._last_rowid_created_before(before)
+        cut = _to_ms(before)
+        jobs_where = f"seq <= ?1 AND created + updated < ?2 AND state IN ({final})"
+        jobs_params = (bound, cut, *(_CODE[s] for s in PRUNABLE_STATES))
+        counts = {
+            str(k): int(n)
+            for k, n in await self._q(
+                "SELECT 'ledger', COUNT(*) FROM ledger_rows WHERE t < ?2 UNION ALL "
+                f"SELECT 'jobs', COUNT(*) FROM job_rows WHERE {jobs_where}",
+                jobs_params,
+            )
+        }
+        key_t = await self.keyframe_at_or_before(before)
+        snap_n = 0
+        if key_t is not None:
+            [(snap_n,)] = await self._q("SELECT COUNT(*) FROM snapshots WHERE t < ?", (key_t,))
+        if counts.get("ledger"):
+            self._enqueue(
+                "INSERT INTO daily_totals (day, endpoint, requests, r429, r402, credits, "
+                "retries, first, last) SELECT date(t / 1000, 'unixepoch'), "
+                "(SELECT name FROM names WHERE id = endpoint), COUNT(*), "
+                "SUM(status = 429), SUM(status = 402), COALESCE(SUM(credits_used), 0), "
+                "SUM(job IS NOT NULL AND attempt > 1), MIN(t) / 1000.0, MAX(t) / 1000.0 "
+                "FROM ledger_rows WHERE t < ? GROUP BY 1, 2 "
+                "ON CONFLICT (day, endpoint) DO UPDATE SET "
+                "requests = requests + excluded.requests, r429 = r429 + excluded.r429, "
+                "r402 = r402 + excluded.r402, credits = credits + excluded.credits, "
+                "retries = retries + excluded.retries, "
+                "first = MIN(first, excluded.first), last = MAX(last, excluded.last)",
+                (cut,),
+            )
+            self._enqueue("DELETE FROM ledger_rows WHERE t < ?", (cut,))
+        if snap_n:
+            self._enqueue("DELETE FROM snapshots WHERE t < ?", (key_t,))
+        if counts.get("jobs"):
+            self._enqueue(f"DELETE FROM job_rows WHERE {jobs_where}", jobs_params)
+        self._enqueue("DELETE FROM alerts WHERE t < ?", (before,))
+        self.set_meta("retained_since", f"{before:.3f}")
+        await self.flush()
+        return {
+            "ledger": int(counts.get("ledger", 0)),
+            "snapshots": int(snap_n),
+            "jobs": int(counts.get("jobs", 0)),
+        }
+
+    async def keyframe_at_or_before(self, t: float) -> float | None:
+        """Time of the last snapshot at or before ``t`` that decodes on its own (a 'K'
+        blob, recording/codec.py), or None. Walks back from ``t``: at most one keyframe
+        interval of rows is read."""
+        rows = await self._q(
+            "SELECT t FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = "
+            "X'4B' ORDER BY t DESC LIMIT 1",
+            (t,),
+        )
+        return float(rows[0][0]) if rows else None
+
+    async def _last_rowid_created_before(self, t: float) -> int:
+        """The largest jobs rowid whose job was created before ``t`` (0 if none), by
+        bisection over rowids (each probe is one b-tree lookup; creation times grow with
+        the rowid, and where a clock stepped back the bound is only a little off)."""
+        t_ms = _to_ms(t)
+        [(lo_id, hi_id)] = await self._q("SELECT MIN(seq), MAX(seq) FROM job_rows")
+        if lo_id is None:
+            return 0
+        lo, hi = int(lo_id) - 1, int(hi_id)  # invariant: created(lo) < t <= created(hi+1)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            rows = await self._q(
+                "SELECT seq, created FROM job_rows WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
+            )
+            if rows and rows[0][1] < t_ms:
+                lo = max(mid, int(rows[0][0]))
+            else:
+                hi = mid - 1
+        return lo
+
+
+class Store(_Retention):
+    """The SQLite store. Open with ``await Store.open(path)``; close with ``await close()``."""
+
     # --- jobs ------------------------------------------------------------------------------
 
     async def next_seq(self) -> int:
@@ -685,102 +799,6 @@ class Store:
     def add_snapshot(self, t: float, data: bytes) -> None:
         self._enqueue("INSERT OR REPLACE INTO snapshots (t, data) VALUES (?, ?)", (t, data))
 
-    async def prune(self, before: float) -> dict[str, int]:
-        """Retention: drop what was recorded before ``before`` (unix seconds), in one
-        transaction through the writer (one more batch in the group-commit queue).
-
-        Ledger rows sent before the cut are first added to ``daily_totals`` (per UTC day
-        and endpoint: requests, 429s, 402s, credits, retries, and the first/last send time
-        folded in), so a report over old days still answers; every request is counted in
-        exactly one of the two. Snapshots go up to the last keyframe at or before the cut
-        (what stays still decodes from its first row). Jobs in a final state last updated
-        before the cut go too, and alerts; queued and in-flight jobs always stay. Returns
-        the number of rows dropped per table."""
-        final = ",".join("?" * len(PRUNABLE_STATES))
-        # Jobs have no index on time (it would cost as much disk as retention saves), but
-        # rows are appended as jobs are created: bound the scan by rowid, found by bisection.
-        bound = await self._last_rowid_created_before(before)
-        cut = _to_ms(before)
-        jobs_where = f"seq <= ?1 AND created + updated < ?2 AND state IN ({final})"
-        jobs_params = (bound, cut, *(_CODE[s] for s in PRUNABLE_STATES))
-        counts = {
-            str(k): int(n)
-            for k, n in await self._q(
-                "SELECT 'ledger', COUNT(*) FROM ledger_rows WHERE t < ?2 UNION ALL "
-                f"SELECT 'jobs', COUNT(*) FROM job_rows WHERE {jobs_where}",
-                jobs_params,
-            )
-        }
-        key_t = await self.keyframe_at_or_before(before)
-        snap_n = 0
-        if key_t is not None:
-            [(snap_n,)] = await self._q("SELECT COUNT(*) FROM snapshots WHERE t < ?", (key_t,))
-        if counts.get("ledger"):
-            self._enqueue(
-                "INSERT INTO daily_totals (day, endpoint, requests, r429, r402, credits, "
-                "retries, first, last) SELECT date(t / 1000, 'unixepoch'), "
-                "(SELECT name FROM names WHERE id = endpoint), COUNT(*), "
-                "SUM(status = 429), SUM(status = 402), COALESCE(SUM(credits_used), 0), "
-                "SUM(job IS NOT NULL AND attempt > 1), MIN(t) / 1000.0, MAX(t) / 1000.0 "
-                "FROM ledger_rows WHERE t < ? GROUP BY 1, 2 "
-                "ON CONFLICT (day, endpoint) DO UPDATE SET "
-                "requests = requests + excluded.requests, r429 = r429 + excluded.r429, "
-                "r402 = r402 + excluded.r402, credits = credits + excluded.credits, "
-                "retries = retries + excluded.retries, "
-                "first = MIN(first, excluded.first), last = MAX(last, excluded.last)",
-                (cut,),
-            )
-            self._enqueue("DELETE FROM ledger_rows WHERE t < ?", (cut,))
-        if snap_n:
-            self._enqueue("DELETE FROM snapshots WHERE t < ?", (key_t,))
-        if counts.get("jobs"):
-            self._enqueue(f"DELETE FROM job_rows WHERE {jobs_where}", jobs_params)
-        self._enqueue("DELETE FROM alerts WHERE t < ?", (before,))
-        self.set_meta("retained_since", f"{before:.3f}")
-        await self.flush()
-        return {
-            "ledger": int(counts.get("ledger", 0)),
-            "snapshots": int(snap_n),
-            "jobs": int(counts.get("jobs", 0)),
-        }
-
-    async def keyframe_at_or_before(self, t: float) -> float | None:
-        """Time of the last snapshot at or before ``t`` that decodes on its own (a 'K'
-        blob, recording/codec.py), or None. Walks back from ``t``: at most one keyframe
-        interval of rows is read."""
-        rows = await self._q(
-            "SELECT t FROM snapshots WHERE t <= ? AND substr(data, 1, 1) = "
-            "X'4B' ORDER BY t DESC LIMIT 1",
-            (t,),
-        )
-        return float(rows[0][0]) if rows else None
-
-    async def _last_rowid_created_before(self, t: float) -> int:
-        """The largest jobs rowid whose job was created before ``t`` (0 if none), by
-        bisection over rowids (each probe is one b-tree lookup; creation times grow with
-        the rowid, and where a clock stepped back the bound is only a little off)."""
-        t_ms = _to_ms(t)
-        [(lo_id, hi_id)] = await self._q("SELECT MIN(seq), MAX(seq) FROM job_rows")
-        if lo_id is None:
-            return 0
-        lo, hi = int(lo_id) - 1, int(hi_id)  # invariant: created(lo) < t <= created(hi+1)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            rows = await self._q(
-                "SELECT seq, created FROM job_rows WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
-            )
-            if rows and rows[0][1] < t_ms:
-                lo = max(mid, int(rows[0][0]))
-            else:
-                hi = mid - 1
-        return lo
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
-    async def meta(self) -> dict[str, str]:
-        return {k: v for k, v in await self._q("SELECT key, value FROM meta")}
-
     async def load_jobs(self, states: Sequence[str] | None = None) -> list[StoredJob]:
         sql = (
             "SELECT id, seq, method, path, body, priority, state, estimate, actual, "
@@ -822,10 +840,6 @@ class Store:
                 )
             )
         return out
-
-    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read-only query for reports and replay."""
-        return [tuple(r) for r in await self._q(sql, params)]
 
     #: Ledger columns ``job_attempts`` returns, by name.
     ATTEMPT_FIELDS = (

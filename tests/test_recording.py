@@ -381,17 +381,16 @@ def test_a_schema_2_recording_still_opens_for_report_and_replay(recorded, tmp_pa
     rep = report(db)
     assert rep["schema_version"] == 2
     assert {k: rep[k] for k in COUNTS} == {k: report(recorded)[k] for k in COUNTS}
-    assert report(db, since="end-60s")["requests_total"] == report(recorded, since="end-60s")[
-        "requests_total"
-    ]
+    assert (
+        report(db, since="end-60s")["requests_total"]
+        == report(recorded, since="end-60s")["requests_total"]
+    )
     eng = run_virtual(ReplayEngine.load(str(db), now=lambda: 0.0))
     assert len(eng.times) == q(recorded, "SELECT COUNT(*) FROM snapshots")[0][0]
     assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
 
 
-def test_a_writer_migrates_a_schema_2_file_to_the_compact_rows_losing_nothing(
-    recorded, tmp_path
-):
+def test_a_writer_migrates_a_schema_2_file_to_the_compact_rows_losing_nothing(recorded, tmp_path):
     db = tmp_path / "v2.db"
     _as_schema_2(recorded, db)
     before = {t: q(db, f"SELECT * FROM {t} ORDER BY id") for t in ("jobs", "ledger")}
@@ -448,7 +447,5 @@ def test_a_writer_migrates_a_schema_1_file_and_can_prune_it(recorded, tmp_path):
     assert q(db, "SELECT COUNT(*) FROM daily_totals")[0][0] > 0
     indexes = {r[0] for r in q(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "jobs_open" in indexes and "jobs_state" not in indexes
-    plan = q(
-        db, f"EXPLAIN QUERY PLAN SELECT id FROM job_rows WHERE state IN (1) AND {OPEN_JOBS}"
-    )
+    plan = q(db, f"EXPLAIN QUERY PLAN SELECT id FROM job_rows WHERE state IN (1) AND {OPEN_JOBS}")
     assert "jobs_open" in str(plan)
