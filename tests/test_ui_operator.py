@@ -534,10 +534,8 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
             await asyncio.wait_for(live.sched.wait_idle(), 1000)
             # Out of memory altogether: the request is read back from the store.
             live.sched._recent.clear()
+            live.engine.store.update_job("job-1", JobState.FAILED, wall=1.8e9 + 60)
             await live.engine.store.flush()
-            await live.engine.store._db.execute(
-                "UPDATE jobs SET state = ? WHERE id = 'job-1'", (JobState.FAILED,)
-            )
             new_id = await live.retry("job-1")
             assert new_id == "job-1~r2"
             await asyncio.wait_for(live.sched.wait_idle(), 1000)
