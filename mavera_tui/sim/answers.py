@@ -24,7 +24,7 @@ from .records import RequestRecord
 from .state import Account
 
 if TYPE_CHECKING:
-    from .app import _KeyState, _Window
+    from .window import _KeyState, _Window
 
 #: What ``Faults.hostile_text`` puts into messages: a screen clear, a window-title change,
 #: a Textual action link and Rich markup.
