@@ -758,15 +758,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
-    scale = a.scale if a.scale is not None else (QUICK_SCALE if a.quick else 1.0)
-    cells = _cells(scale)
-    if a.list:
-        for c in cells.values():
-            print(f"{c.name:<18} {c.about}  (peers: {','.join(c.peers)})")
-        print(f"peers: {', '.join(PEERS)}")
-        return 0
+def _choose(a: argparse.Namespace, cells: dict[str, Cell]) -> tuple[list[str], list[str]] | None:
+    """The cells and peers to run (--cells, --peers); None after saying what was wrong."""
     default = QUICK_CELLS if a.quick else DEFAULT_CELLS
     if a.cells == "all":
         names = list(DEFAULT_CELLS)
@@ -775,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [n for n in names if n not in cells]
     if bad:
         print(f"bench_http: unknown cell(s) {', '.join(bad)}; see --list", file=sys.stderr)
-        return 2
+        return None
     peers = a.peers.split(",") if a.peers else list(PEERS)
     badp = [p for p in peers if p not in PEERS]
     if badp:
@@ -783,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
             f"bench_http: unknown peer(s) {', '.join(badp)}; known: {', '.join(PEERS)}",
             file=sys.stderr,
         )
-        return 2
+        return None
     if "aiolimiter" in peers:
         try:
             import aiolimiter  # noqa: F401
@@ -793,7 +786,23 @@ def main(argv: list[str] | None = None) -> int:
                 "pip install -e '.[bench]' (or leave it out with --peers)",
                 file=sys.stderr,
             )
-            return 2
+            return None
+    return names, peers
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    scale = a.scale if a.scale is not None else (QUICK_SCALE if a.quick else 1.0)
+    cells = _cells(scale)
+    if a.list:
+        for c in cells.values():
+            print(f"{c.name:<18} {c.about}  (peers: {','.join(c.peers)})")
+        print(f"peers: {', '.join(PEERS)}")
+        return 0
+    chosen = _choose(a, cells)
+    if chosen is None:
+        return 2
+    names, peers = chosen
     repeat = 1 if a.quick and a.repeat == 5 else a.repeat
     peer_repeat = a.peer_repeat if a.peer_repeat is not None else 1
     ours_args = shlex.split(a.ours_args)

@@ -34,7 +34,7 @@ from .errors import (
     ConfigError,
     StoreError,
 )
-from .estimate import MAX_VIDEO_SECONDS, EstimateError, estimate, preflight, with_buffer
+from .estimate import MAX_VIDEO_SECONDS, estimate, preflight, with_buffer
 from .jobs import JobFileError, JobSpec, read_job_file
 
 __all__ = [
@@ -223,42 +223,51 @@ def _estimate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def cmd_estimate(args: argparse.Namespace) -> int:
+def _estimate_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The body ``estimate`` prices: --body, then the shorthand options over it."""
     body: dict[str, Any] = {}
     if args.body is not None:
         try:
             body = json.loads(args.body)
         except json.JSONDecodeError as e:
-            return _fail(f"--body is not valid JSON: {e.msg} at column {e.colno}", EXIT_USAGE)
+            raise ValueError(f"--body is not valid JSON: {e.msg} at column {e.colno}") from None
         if not isinstance(body, dict):
-            return _fail("--body must be a JSON object, e.g. '{\"sample_size\": 50}'", EXIT_USAGE)
+            raise ValueError("--body must be a JSON object, e.g. '{\"sample_size\": 50}'")
     if args.sample_size is not None:
         body["sample_size"] = args.sample_size
     if args.questions is not None:
         if args.questions < 0:
-            return _fail("--questions must be zero or more", EXIT_USAGE)
+            raise ValueError("--questions must be zero or more")
         body["questions"] = [f"question {i + 1}" for i in range(args.questions)]
     if args.video_seconds is not None:
         body["video_seconds"] = args.video_seconds
     if args.complexity is not None:
         body["complexity"] = args.complexity
+    return body
+
+
+def _estimate_target(args: argparse.Namespace) -> tuple[str, str]:
+    """(method, path) of ``estimate``'s target: a path, or a kind such as focus-group."""
     target = args.target
     if target.startswith("/"):
-        path = target
         method = args.method or ("GET" if target.rstrip("/") in ("/billing/credits",) else "POST")
-    else:
-        key = FRIENDLY.get(target.lower())
-        if key is None:
-            return _fail(
-                f"unknown kind {target!r}; use a path like /focus-groups or one of: "
-                + ", ".join(sorted(set(FRIENDLY))),
-                EXIT_USAGE,
-            )
-        ep = catalog.ENDPOINTS[key]
-        path, method = ep.path.replace("{id}", "story"), args.method or ep.method
+        return method, target
+    key = FRIENDLY.get(target.lower())
+    if key is None:
+        raise ValueError(
+            f"unknown kind {target!r}; use a path like /focus-groups or one of: "
+            + ", ".join(sorted(set(FRIENDLY)))
+        )
+    ep = catalog.ENDPOINTS[key]
+    return args.method or ep.method, ep.path.replace("{id}", "story")
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
     try:
+        body = _estimate_body(args)
+        method, path = _estimate_target(args)
         est = estimate(method, path, body)
-    except EstimateError as e:
+    except ValueError as e:  # a bad --body or option, an unknown kind, a body not priced
         return _fail(str(e), EXIT_USAGE)
     secs = body.get("video_seconds")
     if est.endpoint.cost == "video" and isinstance(secs, (int, float)) and secs < 1:
@@ -409,7 +418,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
     try:
         submitted = await sched.submit_many(specs)
         fresh = set(submitted.accepted)
-        resumed = [j for j in sched.jobs if j not in fresh]
+        resumed = [j for j in sched.job_ids() if j not in fresh]
         ids = submitted.accepted + resumed
         # Duplicates are this --db's jobs from an earlier run: resumed above, or finished.
         for msg in submitted.messages(duplicates=False):
@@ -432,21 +441,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
         if stop.is_set():
             waiter.cancel()
             sched.pause()
-            if not args.quiet:
-                print(
-                    "\ninterrupted: waiting for requests in flight (Ctrl-C again to "
-                    "stop at once; they are then marked 'outcome unknown')",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            stop.clear()
-            closing = asyncio.create_task(engine.stop())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({closing, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not closing.done():
-                await engine.stop(abort=True)
-                closing.cancel()
-            stopper.cancel()
+            await _stop_interrupted(engine, stop, args.quiet)
         else:
             await sched.reconcile_credits()
         summary = sched.summary(ids)
@@ -458,25 +453,55 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
             await engine.stop()
     if not args.quiet:
         _print_summary(summary)
-        bad = [j for i in ids if (j := sched.jobs.get(i)) is not None and j.state != "succeeded"]
-        for j in bad[:20]:
-            print(f"  {printable(j.id)}: {j.state}: {printable(j.reason)[:300]}")
-        if len(bad) > 20:
-            print(f"  ... and {len(bad) - 20} more not succeeded (see --db / --summary)")
-        if bad_lines:
-            print(f"  {bad_lines} bad line(s) of {args.jobs} skipped: not run (exit status 1)")
+        _print_not_succeeded([sched.job_view(i) for i in ids], bad_lines, args.jobs)
     if args.summary:
-        try:
-            fd = os.open(args.summary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(summary, indent=2) + "\n")
-        except OSError as e:
-            print(f"cannot write --summary {args.summary}: {e.strerror}", file=sys.stderr)
+        _write_summary(args.summary, summary)
     if aborted["n"]:
         return EXIT_INTERRUPTED
     # A skipped line is a job of the file that did not run: not a success.
     ok = summary["succeeded"] == summary["jobs"] and summary["jobs"] > 0 and not bad_lines
     return EXIT_OK if ok else EXIT_JOBS_FAILED
+
+
+async def _stop_interrupted(engine: Any, stop: asyncio.Event, quiet: bool) -> None:
+    """After a Ctrl-C (dispatch paused): wait for requests in flight; a second Ctrl-C
+    stops at once (they are then left 'in flight', so a restart marks them unknown)."""
+    if not quiet:
+        print(
+            "\ninterrupted: waiting for requests in flight (Ctrl-C again to "
+            "stop at once; they are then marked 'outcome unknown')",
+            file=sys.stderr,
+            flush=True,
+        )
+    stop.clear()
+    closing = asyncio.create_task(engine.stop())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({closing, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not closing.done():
+        await engine.stop(abort=True)
+        closing.cancel()
+    stopper.cancel()
+
+
+def _print_not_succeeded(views: list[Any], bad_lines: int, jobs_path: str) -> None:
+    """The run's jobs that did not succeed (the first 20), and the job file's bad lines."""
+    bad = [j for j in views if j is not None and j.state != "succeeded"]
+    for j in bad[:20]:
+        print(f"  {printable(j.id)}: {j.state}: {printable(j.reason)[:300]}")
+    if len(bad) > 20:
+        print(f"  ... and {len(bad) - 20} more not succeeded (see --db / --summary)")
+    if bad_lines:
+        print(f"  {bad_lines} bad line(s) of {jobs_path} skipped: not run (exit status 1)")
+
+
+def _write_summary(path: str, summary: dict[str, Any]) -> None:
+    """The --summary file, owner-only; a failure is one line on stderr."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
+    except OSError as e:
+        print(f"cannot write --summary {path}: {e.strerror}", file=sys.stderr)
 
 
 async def _finished_in_db(engine: Any, specs: list[JobSpec], ids: list[str]) -> dict[str, str]:

@@ -414,40 +414,11 @@ def coerce(spec: Spec, value: Any, *, text: bool = False) -> Any:
     allowed. ``text``: the value is a string from the environment or a flag."""
     kind = spec.kind
     if kind == "keys":
-        if not isinstance(value, dict):
-            raise _Bad(spec.allowed())
-        for k, v in value.items():
-            if k not in KEY_BINDINGS:
-                raise _Bad(f"unknown binding id {k!r}; ids: " + ", ".join(KEY_BINDINGS))
-            if not isinstance(v, str) or not v.strip():
-                raise _Bad(f'{k} takes a key name such as "ctrl+q", got {_shown(v)}')
-        return {k: v.strip() for k, v in value.items()}
+        return _coerce_keys(spec, value)
     if kind == "shares":
-        if text:
-            value = [v for v in value.replace(" ", "").split(",") if v]
-            try:
-                value = [float(v) for v in value]
-            except ValueError:
-                raise _Bad(spec.allowed()) from None
-        if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in value
-        ):
-            raise _Bad(spec.allowed())
-        return tuple(sorted(float(v) for v in value))
+        return _coerce_shares(spec, value, text)
     if text:
-        value = value.strip()
-        try:
-            if kind == "int":
-                value = int(value)
-            elif kind == "float":
-                value = float(value)
-            elif kind == "bool":
-                low = value.lower()
-                if low not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                value = low in ("true", "1", "yes")
-        except ValueError:
-            raise _Bad(spec.allowed()) from None
+        value = _scalar_from_text(spec, value)
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -468,6 +439,52 @@ def coerce(spec: Spec, value: Any, *, text: bool = False) -> Any:
         or (spec.check == "atleast1" and value < 1)
     ):
         raise _Bad(spec.allowed())
+    return value
+
+
+def _coerce_keys(spec: Spec, value: Any) -> dict[str, str]:
+    """Key bindings: binding id -> a key name."""
+    if not isinstance(value, dict):
+        raise _Bad(spec.allowed())
+    for k, v in value.items():
+        if k not in KEY_BINDINGS:
+            raise _Bad(f"unknown binding id {k!r}; ids: " + ", ".join(KEY_BINDINGS))
+        if not isinstance(v, str) or not v.strip():
+            raise _Bad(f'{k} takes a key name such as "ctrl+q", got {_shown(v)}')
+    return {k: v.strip() for k, v in value.items()}
+
+
+def _coerce_shares(spec: Spec, value: Any, text: bool) -> tuple[float, ...]:
+    """Shares (alert thresholds): fractions in (0, 1], sorted; from text, comma-separated."""
+    if text:
+        value = [v for v in value.replace(" ", "").split(",") if v]
+        try:
+            value = [float(v) for v in value]
+        except ValueError:
+            raise _Bad(spec.allowed()) from None
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in value
+    ):
+        raise _Bad(spec.allowed())
+    return tuple(sorted(float(v) for v in value))
+
+
+def _scalar_from_text(spec: Spec, value: str) -> Any:
+    """A scalar setting's text (environment, flag) as its type; checked by ``coerce``."""
+    kind = spec.kind
+    value = value.strip()
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            low = value.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return low in ("true", "1", "yes")
+    except ValueError:
+        raise _Bad(spec.allowed()) from None
     return value
 
 

@@ -10,11 +10,13 @@ import asyncio
 import itertools
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import catalog
 from .jobs import JobSpec
-from .scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from .control import RunControl
 
 # (weight, method, path, body factory)
 _MIX: tuple[tuple[float, str, str, Callable[[random.Random, int], dict[str, Any]]], ...] = (
@@ -60,7 +62,7 @@ def demo_job(rng: random.Random, n: int, prefix: str = "demo") -> JobSpec:
 
 
 async def run_demo(
-    sched: Scheduler,
+    sched: RunControl,
     *,
     rate_per_min: float | None = None,
     seed: int = 1,
@@ -75,7 +77,7 @@ async def run_demo(
     next_burst = clock.now() + burst_every / 3
     prefix = f"{prefix}-{int(clock.wall())}"
     while True:
-        rate = rate_per_min or max(6.0, sched.window.limit * 0.4)
+        rate = rate_per_min or max(6.0, sched.snapshot().limit * 0.4)
         await clock.sleep(rng.expovariate(rate / 60.0))
         specs = [demo_job(rng, next(counter), prefix)]
         if clock.now() >= next_burst:
@@ -85,7 +87,7 @@ async def run_demo(
             await sched.submit_many(specs)
 
 
-def start_demo(sched: Scheduler, **kw: object) -> asyncio.Task[None]:
+def start_demo(sched: RunControl, **kw: object) -> asyncio.Task[None]:
     return asyncio.create_task(run_demo(sched, **kw), name="demo-workload")  # type: ignore[arg-type]
 
 

@@ -17,6 +17,7 @@ from .jobs import JobSpec
 from .snapshot import BLOCKED, FAILED, OUTCOME_UNKNOWN, AlertView, JobView, Snapshot
 
 if TYPE_CHECKING:
+    from .control import RunControl
     from .engine import Engine, Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class LiveEngine:
         return bool(getattr(self._settings, "db", None))
 
     @property
-    def sched(self):  # noqa: ANN201
+    def sched(self) -> RunControl | None:
+        """The started scheduler, held through its interface (None while starting)."""
         return self.engine.scheduler if self.engine is not None else None
 
     def snapshot(self) -> Snapshot:
@@ -117,17 +119,16 @@ class LiveEngine:
         # No database: the jobs this engine holds in memory (the monitor keeps finished
         # ones only among the recent jobs).
         sched = self.sched
-        held = {**sched._recent, **sched.jobs} if sched is not None else {}
-        views = [sched._view(j) for j in held.values()]
+        views = sched.held_views() if sched is not None else []
         return page_of(views, offset, limit, text, order, descending)
 
     async def retry(self, job_id: str) -> str:
         sched = self.sched
         if sched is None:
             raise ValueError("the engine is still starting; try again in a moment")
-        job = sched.jobs.get(job_id) or sched._recent.get(job_id)
-        if job is not None:
-            spec, state = job.spec, job.state
+        held, view = sched.job_spec(job_id), sched.job_view(job_id)
+        if held is not None and view is not None:
+            spec, state = held, view.state
         else:  # finished and out of memory (the monitor keeps no finished jobs): the store
             store = self.engine.store
             row = await store.job_request(job_id) if store is not None else None
@@ -143,18 +144,14 @@ class LiveEngine:
         while True:
             self._retries += 1
             new_id = f"{base}~r{self._retries}"
-            if new_id not in sched.jobs and new_id not in sched._recent:
+            if sched.job_view(new_id) is None:
                 break
         # A retry id already in the database (an earlier session's) is refused by submit
         # with a clear message; the next press takes the next number.
         return await sched.submit(dataclasses.replace(spec, id=new_id))
 
     def set_priority(self, job_id: str, priority: int) -> bool:
-        if self.sched is None:
-            return False
-        from .operator_actions import set_priority
-
-        return set_priority(self.sched, job_id, priority)
+        return self.sched.set_priority(job_id, priority) if self.sched is not None else False
 
     async def boot(self, specs: list[JobSpec], demo: bool) -> None:
         try:
@@ -173,7 +170,7 @@ class LiveEngine:
         if specs:
             submitted = await sched.submit_many(specs)
             for line_error in submitted.messages(duplicates=False):
-                sched._alert("warning", "job_file", line_error)
+                sched.alert("warning", "job_file", line_error)
         if demo and self.engine.simulated:
             from .demo import start_demo
 

@@ -1,5 +1,9 @@
 """The durable store: jobs, the ledger of every attempt, alerts and recorded snapshots (SQLite).
 
+Jobs and the ledger are kept compact (``job_rows``, ``ledger_rows``: strings as codes in
+``names``, times as integer milliseconds) and read through the views ``jobs`` and ``ledger``,
+which have the columns the text tables of schema 2 had.
+
 One aiosqlite connection in WAL mode. Writes go through a single writer task that commits
 whatever is pending in one transaction (group commit), so persisting "in flight" before
 every send stays cheap at thousands of jobs per second. ``mark_dispatch`` is awaited (the
@@ -21,7 +25,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiosqlite
 
@@ -32,14 +36,72 @@ from .snapshot import BLOCKED, CANCELLED, FAILED, SUCCEEDED
 __all__ = ["Store", "StoreError", "StoredJob", "check_file", "check_meta"]
 
 #: 1: jobs, ledger, alerts, snapshots. 2: + daily_totals (what retention keeps of the ledger).
-SCHEMA_VERSION = 2
+#: 3: the compact encoding: jobs and the ledger are views over ``job_rows`` and
+#: ``ledger_rows``, which keep strings as codes (``names``), times as integer milliseconds.
+SCHEMA_VERSION = 3
 APP_ID = "mavera-tui"
 #: Job states retention may drop once old: they never change again and need nobody.
 #: ('outcome_unknown' is final too, but waits for the operator: it stays.)
 PRUNABLE_STATES = (SUCCEEDED, FAILED, CANCELLED, BLOCKED)
-#: The condition of the ``jobs_open`` partial index. A query must contain this very term
-#: for SQLite to use the index, so ``load_jobs`` adds it (and it is built from one constant).
-OPEN_JOBS = f"state NOT IN ({', '.join(repr(str(s)) for s in PRUNABLE_STATES)})"
+
+#: The strings every file's ``names`` table starts with, by code (1, 2, ...). Append only:
+#: a code, once written into a file, means its string forever (the ``jobs_open`` index
+#: names the final states by code). Other strings (an unknown path, a server's error code)
+#: get the next free code when first written.
+SEEDED_NAMES: tuple[str, ...] = (
+    # job states
+    "queued",
+    "waiting_window",
+    "waiting_slot",
+    "backoff",
+    "waiting_credits",
+    "paused",
+    "in_flight",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "blocked_preflight",
+    "outcome_unknown",
+    # outcome kinds
+    "ok",
+    "rate_limited",
+    "concurrency_limited",
+    "credits_exhausted",
+    "budget_exceeded",
+    "unauthorized",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "bad_response",
+    "client_error",
+    # methods
+    "GET",
+    "POST",
+    # endpoints
+    "responses",
+    "mave",
+    "focus_groups",
+    "video_analyses",
+    "generations",
+    "personas_list",
+    "personas_create",
+    "brand_voices",
+    "news_analyze",
+    "billing_credits",
+    # paths
+    "/responses",
+    "/mave/chat",
+    "/focus-groups",
+    "/video-analyses",
+    "/generations",
+    "/personas",
+    "/brand-voices",
+    "/billing/credits",
+)
+_CODE = {name: i for i, name in enumerate(SEEDED_NAMES, 1)}
+#: The condition of the ``jobs_open`` partial index (on ``job_rows.state``, a code). A query
+#: must contain this very term for SQLite to use the index, so ``load_jobs`` adds it.
+OPEN_JOBS = f"state NOT IN ({', '.join(str(_CODE[s]) for s in PRUNABLE_STATES)})"
 
 #: What retention keeps of the ledger rows it drops: one row per UTC day and endpoint.
 DAILY_TOTALS = """
@@ -57,53 +119,104 @@ CREATE TABLE IF NOT EXISTS daily_totals (
 );
 """
 
-SCHEMA = (
+
+def _name(col: str) -> str:
+    return f"(SELECT name FROM names WHERE id = {col})"
+
+
+#: The compact tables and the views that read them as schema 2 stored them. Where the
+#: bytes went in schema 2 (bench/bench_record.py, 600 requests a minute): a job row ~175 B
+#: with its id index, a ledger row ~130 B with its time index; endpoint, method, path,
+#: state and kind were text in every row, times 8-byte floats, and the ledger repeated
+#: each job's id.
+COMPACT = (
     """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS job_rows (
+    seq INTEGER PRIMARY KEY,     -- submission order (the rowid: no index of its own)
+    id TEXT NOT NULL UNIQUE,
+    method INTEGER NOT NULL,     -- codes in names
+    path INTEGER NOT NULL,
+    endpoint INTEGER NOT NULL,
     body TEXT NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL,
+    state INTEGER NOT NULL,      -- a code in names
     estimate INTEGER NOT NULL DEFAULT 0,
     actual INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
     reason TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    updated REAL NOT NULL
+    created INTEGER NOT NULL,    -- unix milliseconds
+    updated INTEGER NOT NULL     -- milliseconds after created
 );
 -- Only the jobs still to run: at hundreds of jobs a minute, an index over every finished
--- job's state costs more disk (about 17 MB a day at 600/min) than the startup scan it saves.
-CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE """
+-- job's state costs more disk than the startup scan it saves.
+CREATE INDEX IF NOT EXISTS jobs_open ON job_rows(state) WHERE """
     + OPEN_JOBS
     + """;
-CREATE TABLE IF NOT EXISTS ledger (
+CREATE TABLE IF NOT EXISTS ledger_rows (
     id INTEGER PRIMARY KEY,
-    t REAL NOT NULL,             -- wall time the request was sent
-    t_done REAL NOT NULL,        -- wall time the outcome was known
-    job_id TEXT,                 -- NULL for the engine's own requests (balance polls)
-    endpoint TEXT NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
+    t INTEGER NOT NULL,          -- unix milliseconds the request was sent
+    done INTEGER NOT NULL,       -- milliseconds from sending to knowing the outcome
+    job,                         -- the job's seq; its id (text) if it has no row; NULL for
+                                 -- the engine's own requests. No type: kept as given.
+    endpoint INTEGER NOT NULL,   -- codes in names
+    method INTEGER NOT NULL,
+    path INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
     status INTEGER,              -- HTTP status; NULL for timeouts and dropped connections
-    kind TEXT NOT NULL,          -- 'ok' or an error kind (client.py)
-    code TEXT,                   -- the server's error code
-    credits_used INTEGER,        -- usage.credits_used; NULL when not reported
+    kind INTEGER NOT NULL,       -- 'ok' or an error kind, as a code
+    code INTEGER,                -- the server's error code, as a code
+    credits_used INTEGER,
     tokens INTEGER,
     estimate INTEGER NOT NULL DEFAULT 0,
-    latency REAL,
+    latency INTEGER,             -- milliseconds
     rl_limit INTEGER,
     rl_remaining INTEGER,
-    rl_reset REAL,
-    retry_after REAL,
+    rl_reset INTEGER,            -- milliseconds after t
+    retry_after INTEGER,         -- milliseconds
     message TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS ledger_t ON ledger(t);
+CREATE INDEX IF NOT EXISTS ledger_t ON ledger_rows(t);
+CREATE VIEW IF NOT EXISTS jobs AS SELECT
+    j.id AS id, j.seq AS seq, """
+    + _name("j.method")
+    + " AS method, "
+    + _name("j.path")
+    + " AS path, "
+    + _name("j.endpoint")
+    + """ AS endpoint,
+    j.body AS body, j.priority AS priority, """
+    + _name("j.state")
+    + """ AS state,
+    j.estimate AS estimate, j.actual AS actual, j.attempts AS attempts, j.reason AS reason,
+    j.created / 1000.0 AS created, (j.created + j.updated) / 1000.0 AS updated
+    FROM job_rows j;
+CREATE VIEW IF NOT EXISTS ledger AS SELECT
+    l.id AS id, l.t / 1000.0 AS t, (l.t + l.done) / 1000.0 AS t_done,
+    CASE typeof(l.job) WHEN 'integer' THEN (SELECT id FROM job_rows WHERE seq = l.job)
+        ELSE l.job END AS job_id, """
+    + _name("l.endpoint")
+    + " AS endpoint, "
+    + _name("l.method")
+    + " AS method, "
+    + _name("l.path")
+    + """ AS path,
+    l.attempt AS attempt, l.status AS status, """
+    + _name("l.kind")
+    + " AS kind, "
+    + _name("l.code")
+    + """ AS code,
+    l.credits_used AS credits_used, l.tokens AS tokens, l.estimate AS estimate,
+    l.latency / 1000.0 AS latency, l.rl_limit AS rl_limit, l.rl_remaining AS rl_remaining,
+    (l.t + l.rl_reset) / 1000.0 AS rl_reset, l.retry_after / 1000.0 AS retry_after,
+    l.message AS message, l.t AS t_ms
+    FROM ledger_rows l;
+"""
+)
+
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY,
     t REAL NOT NULL,
@@ -111,19 +224,86 @@ CREATE TABLE IF NOT EXISTS alerts (
     kind TEXT NOT NULL,
     message TEXT NOT NULL
 );
+-- WITHOUT ROWID: the rows are kept in time order in one b-tree, no index beside them.
 CREATE TABLE IF NOT EXISTS snapshots (
     t REAL PRIMARY KEY,          -- wall time of the snapshot
     data BLOB NOT NULL           -- encoded by the recorder (see recording/codec.py)
-);
+) WITHOUT ROWID;
 """
     + DAILY_TOTALS
+    + COMPACT
+)
+
+
+def _seed_names() -> str:
+    return "".join(
+        f"INSERT OR IGNORE INTO names (id, name) VALUES ({i}, '{n}');"
+        for i, n in enumerate(SEEDED_NAMES, 1)
+    )
+
+
+def _ms(col: str) -> str:
+    return f"CAST(round({col} * 1000) AS INTEGER)"
+
+
+def _code(col: str) -> str:
+    return f"(SELECT id FROM names WHERE name = {col})"
+
+
+#: Schema 2 to 3: every row re-encoded (codes, milliseconds), the text tables dropped.
+_TO_COMPACT = (
+    "ALTER TABLE jobs RENAME TO jobs_v2; ALTER TABLE ledger RENAME TO ledger_v2;"
+    "DROP INDEX IF EXISTS jobs_open; DROP INDEX IF EXISTS ledger_t;"
+    + COMPACT
+    + _seed_names()
+    + "INSERT OR IGNORE INTO names (name) SELECT method FROM jobs_v2 UNION "
+    "SELECT path FROM jobs_v2 UNION SELECT endpoint FROM jobs_v2 UNION "
+    "SELECT state FROM jobs_v2 UNION SELECT endpoint FROM ledger_v2 UNION "
+    "SELECT method FROM ledger_v2 UNION SELECT path FROM ledger_v2 UNION "
+    "SELECT kind FROM ledger_v2 UNION SELECT code FROM ledger_v2 WHERE code IS NOT NULL;"
+    "INSERT INTO job_rows SELECT seq, id, "
+    + ", ".join(_code(c) for c in ("method", "path", "endpoint"))
+    + ", body, priority, "
+    + _code("state")
+    + ", estimate, actual, attempts, reason, "
+    + _ms("created")
+    + ", "
+    + _ms("updated")
+    + " - "
+    + _ms("created")
+    + " FROM jobs_v2 ORDER BY seq;"
+    "INSERT INTO ledger_rows SELECT l.id, "
+    + _ms("l.t")
+    + ", "
+    + _ms("l.t_done")
+    + " - "
+    + _ms("l.t")
+    + ", COALESCE((SELECT seq FROM job_rows WHERE id = l.job_id), l.job_id), "
+    + ", ".join(_code(f"l.{c}") for c in ("endpoint", "method", "path"))
+    + ", l.attempt, l.status, "
+    + _code("l.kind")
+    + ", "
+    + _code("l.code")
+    + ", l.credits_used, l.tokens, l.estimate, "
+    + _ms("l.latency")
+    + ", l.rl_limit, l.rl_remaining, "
+    + _ms("l.rl_reset")
+    + " - "
+    + _ms("l.t")
+    + ", "
+    + _ms("l.retry_after")
+    + ", l.message FROM ledger_v2 l ORDER BY l.id;"
+    "DROP TABLE jobs_v2; DROP TABLE ledger_v2;"
 )
 
 #: Schema changes from each version to the next, applied in order when a writer opens an
-#: older file (readers accept older versions as they are).
+#: older file (readers accept older versions as they are: the views of schema 3 read as
+#: the tables of schema 2 did).
 MIGRATIONS: dict[int, str] = {
     1: DAILY_TOTALS + "DROP INDEX IF EXISTS jobs_state;"
-    f"CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE {OPEN_JOBS};",
+    "CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE state NOT IN "
+    "('succeeded', 'failed', 'cancelled', 'blocked_preflight');",
+    2: _TO_COMPACT,
 }
 
 
@@ -145,6 +325,11 @@ class StoredJob:
     created: float
 
 
+def _to_ms(t: float) -> int:
+    """Unix seconds (or a duration) as whole milliseconds, as the compact rows keep time."""
+    return round(t * 1000)
+
+
 def _create_private(path: Path) -> None:
     """Create the file (if absent) readable and writable by its owner only."""
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -153,8 +338,9 @@ def _create_private(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
-class Store:
-    """The SQLite store. Open with ``await Store.open(path)``; close with ``await close()``."""
+class _Connection:
+    """The store's connection: opening (one writer, a flock; readers read-only), the schema
+    and its migrations, the codes of ``names``, and the single writer (group commit)."""
 
     def __init__(self, path: Path, db: aiosqlite.Connection, lock_fd: int | None, readonly: bool):
         self.path = path
@@ -168,11 +354,14 @@ class Store:
         self._closed = False
         self._busy = False  # a batch is being committed
         self.write_error: str | None = None
+        #: string -> its code in ``names`` (a writer's cache; new strings are added as met)
+        self._codes: dict[str, int] = {}
+        self._next_code = 1
 
     # --- opening ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
+    async def open(cls, path: str | Path, *, readonly: bool = False) -> Self:
         p = Path(path)
         if readonly:
             if not p.exists():
@@ -220,7 +409,7 @@ class Store:
         return store
 
     @classmethod
-    async def _open_readonly(cls, p: Path) -> Store:
+    async def _open_readonly(cls, p: Path) -> Self:
         with external():
             try:
                 db = await aiosqlite.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None)
@@ -264,17 +453,33 @@ class Store:
             return
         with external():
             await self._db.executescript(
-                "BEGIN;" + SCHEMA + f"INSERT INTO meta VALUES ('app', '{APP_ID}');"
+                "BEGIN;" + SCHEMA + _seed_names() + f"INSERT INTO meta VALUES ('app', '{APP_ID}');"
                 f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
                 "COMMIT;"
             )
         self.schema_version = SCHEMA_VERSION
+        await self._load_codes()
+
+    async def _load_codes(self) -> None:
+        self._codes = {str(n): int(i) for i, n in await self._q("SELECT id, name FROM names")}
+        self._next_code = max(self._codes.values(), default=0) + 1
+
+    def _code(self, name: str) -> int:
+        """The code of ``name`` in ``names``; a new string is added (through the writer,
+        before the row that uses it)."""
+        code = self._codes.get(name)
+        if code is None:
+            code = self._codes[name] = self._next_code
+            self._next_code += 1
+            self._enqueue("INSERT INTO names (id, name) VALUES (?, ?)", (code, name))
+        return code
 
     async def _migrate(self) -> None:
         """Bring an older file up to SCHEMA_VERSION in one transaction (before the writer
         starts, so nothing else writes meanwhile)."""
         version = self.schema_version
         if version >= SCHEMA_VERSION:
+            await self._load_codes()
             return
         steps = "".join(MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
         with external():
@@ -285,6 +490,7 @@ class Store:
                 "COMMIT;"
             )
         self.schema_version = SCHEMA_VERSION
+        await self._load_codes()
 
     # --- the writer ------------------------------------------------------------------------
 
@@ -369,75 +575,20 @@ class Store:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    # --- jobs ------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: str) -> None:
+        self._enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    async def next_seq(self) -> int:
-        rows = await self._q("SELECT COALESCE(MAX(seq), 0) FROM jobs")
-        return int(rows[0][0])
+    async def meta(self) -> dict[str, str]:
+        return {k: v for k, v in await self._q("SELECT key, value FROM meta")}
 
-    async def existing_ids(self, ids: Iterable[str]) -> set[str]:
-        ids = list(ids)
-        found: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            rows = await self._q(
-                f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk
-            )
-            found.update(r[0] for r in rows)
-        return found
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only query for reports and replay."""
+        return [tuple(r) for r in await self._q(sql, params)]
 
-    async def add_jobs(self, rows: list[tuple[Any, ...]]) -> None:
-        """Insert jobs: (id, seq, method, path, endpoint, body_json, priority, state,
-        estimate, reason, created). Durable when this returns."""
-        self._enqueue(
-            "INSERT INTO jobs (id, seq, method, path, endpoint, body, priority, state, "
-            "estimate, reason, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [r + (r[-1],) for r in rows],
-            many=True,
-        )
-        await self.flush()
 
-    async def mark_dispatch(self, rows: list[tuple[str, int, float]]) -> None:
-        """Durably mark jobs in flight before their requests leave: (id, attempts, wall)."""
-        self._enqueue(
-            "UPDATE jobs SET state='in_flight', attempts=?, updated=? WHERE id=?",
-            [(a, t, i) for i, a, t in rows],
-            many=True,
-        )
-        await self.flush()
-
-    def update_job(
-        self,
-        job_id: str,
-        state: str,
-        *,
-        reason: str = "",
-        actual: int | None = None,
-        attempts: int | None = None,
-        wall: float,
-    ) -> None:
-        """Write-behind state change."""
-        self._enqueue(
-            "UPDATE jobs SET state=?, reason=?, actual=COALESCE(?, actual), "
-            "attempts=COALESCE(?, attempts), updated=? WHERE id=?",
-            (state, reason, actual, attempts, wall, job_id),
-        )
-
-    def record_attempt(self, row: dict[str, Any]) -> None:
-        """Write-behind ledger row (keys: the ledger's column names)."""
-        cols = ", ".join(row)
-        self._enqueue(
-            f"INSERT INTO ledger ({cols}) VALUES ({','.join('?' * len(row))})", tuple(row.values())
-        )
-
-    def add_alert(self, t: float, level: str, kind: str, message: str) -> None:
-        self._enqueue(
-            "INSERT INTO alerts (t, level, kind, message) VALUES (?,?,?,?)",
-            (t, level, kind, message),
-        )
-
-    def add_snapshot(self, t: float, data: bytes) -> None:
-        self._enqueue("INSERT OR REPLACE INTO snapshots (t, data) VALUES (?, ?)", (t, data))
+class _Retention(_Connection):
+    """Retention (``record --keep``): old ledger rows folded into daily totals, old
+    snapshots (up to a keyframe) and finished jobs dropped."""
 
     async def prune(self, before: float) -> dict[str, int]:
         """Retention: drop what was recorded before ``before`` (unix seconds), in one
@@ -454,13 +605,14 @@ class Store:
         # Jobs have no index on time (it would cost as much disk as retention saves), but
         # rows are appended as jobs are created: bound the scan by rowid, found by bisection.
         bound = await self._last_rowid_created_before(before)
-        jobs_where = f"rowid <= ?1 AND updated < ?2 AND state IN ({final})"
-        jobs_params = (bound, before, *PRUNABLE_STATES)
+        cut = _to_ms(before)
+        jobs_where = f"seq <= ?1 AND created + updated < ?2 AND state IN ({final})"
+        jobs_params = (bound, cut, *(_CODE[s] for s in PRUNABLE_STATES))
         counts = {
             str(k): int(n)
             for k, n in await self._q(
-                "SELECT 'ledger', COUNT(*) FROM ledger WHERE t < ?2 UNION ALL "
-                f"SELECT 'jobs', COUNT(*) FROM jobs WHERE {jobs_where}",
+                "SELECT 'ledger', COUNT(*) FROM ledger_rows WHERE t < ?2 UNION ALL "
+                f"SELECT 'jobs', COUNT(*) FROM job_rows WHERE {jobs_where}",
                 jobs_params,
             )
         }
@@ -471,21 +623,23 @@ class Store:
         if counts.get("ledger"):
             self._enqueue(
                 "INSERT INTO daily_totals (day, endpoint, requests, r429, r402, credits, "
-                "retries, first, last) SELECT date(t, 'unixepoch'), endpoint, COUNT(*), "
+                "retries, first, last) SELECT date(t / 1000, 'unixepoch'), "
+                "(SELECT name FROM names WHERE id = endpoint), COUNT(*), "
                 "SUM(status = 429), SUM(status = 402), COALESCE(SUM(credits_used), 0), "
-                "SUM(job_id IS NOT NULL AND attempt > 1), MIN(t), MAX(t) FROM ledger "
-                "WHERE t < ? GROUP BY 1, 2 ON CONFLICT (day, endpoint) DO UPDATE SET "
+                "SUM(job IS NOT NULL AND attempt > 1), MIN(t) / 1000.0, MAX(t) / 1000.0 "
+                "FROM ledger_rows WHERE t < ? GROUP BY 1, 2 "
+                "ON CONFLICT (day, endpoint) DO UPDATE SET "
                 "requests = requests + excluded.requests, r429 = r429 + excluded.r429, "
                 "r402 = r402 + excluded.r402, credits = credits + excluded.credits, "
                 "retries = retries + excluded.retries, "
                 "first = MIN(first, excluded.first), last = MAX(last, excluded.last)",
-                (before,),
+                (cut,),
             )
-            self._enqueue("DELETE FROM ledger WHERE t < ?", (before,))
+            self._enqueue("DELETE FROM ledger_rows WHERE t < ?", (cut,))
         if snap_n:
             self._enqueue("DELETE FROM snapshots WHERE t < ?", (key_t,))
         if counts.get("jobs"):
-            self._enqueue(f"DELETE FROM jobs WHERE {jobs_where}", jobs_params)
+            self._enqueue(f"DELETE FROM job_rows WHERE {jobs_where}", jobs_params)
         self._enqueue("DELETE FROM alerts WHERE t < ?", (before,))
         self.set_meta("retained_since", f"{before:.3f}")
         await self.flush()
@@ -510,26 +664,140 @@ class Store:
         """The largest jobs rowid whose job was created before ``t`` (0 if none), by
         bisection over rowids (each probe is one b-tree lookup; creation times grow with
         the rowid, and where a clock stepped back the bound is only a little off)."""
-        [(lo_id, hi_id)] = await self._q("SELECT MIN(rowid), MAX(rowid) FROM jobs")
+        t_ms = _to_ms(t)
+        [(lo_id, hi_id)] = await self._q("SELECT MIN(seq), MAX(seq) FROM job_rows")
         if lo_id is None:
             return 0
         lo, hi = int(lo_id) - 1, int(hi_id)  # invariant: created(lo) < t <= created(hi+1)
         while lo < hi:
             mid = (lo + hi + 1) // 2
             rows = await self._q(
-                "SELECT rowid, created FROM jobs WHERE rowid >= ? ORDER BY rowid LIMIT 1", (mid,)
+                "SELECT seq, created FROM job_rows WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
             )
-            if rows and rows[0][1] < t:
+            if rows and rows[0][1] < t_ms:
                 lo = max(mid, int(rows[0][0]))
             else:
                 hi = mid - 1
         return lo
 
-    def set_meta(self, key: str, value: str) -> None:
-        self._enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    async def meta(self) -> dict[str, str]:
-        return {k: v for k, v in await self._q("SELECT key, value FROM meta")}
+class Store(_Retention):
+    """The SQLite store. Open with ``await Store.open(path)``; close with ``await close()``."""
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def next_seq(self) -> int:
+        rows = await self._q("SELECT COALESCE(MAX(seq), 0) FROM job_rows")
+        return int(rows[0][0])
+
+    async def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = await self._q(
+                f"SELECT id FROM job_rows WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    async def add_jobs(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert jobs: (id, seq, method, path, endpoint, body_json, priority, state,
+        estimate, reason, created). Durable when this returns."""
+        c = self._code
+        encoded = [
+            (i, seq, c(m), c(p), c(ep), body, prio, c(st), est, reason, _to_ms(created))
+            for i, seq, m, p, ep, body, prio, st, est, reason, created in rows
+        ]
+        self._enqueue(
+            "INSERT INTO job_rows (id, seq, method, path, endpoint, body, priority, state, "
+            "estimate, reason, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,0)",
+            encoded,
+            many=True,
+        )
+        await self.flush()
+
+    async def mark_dispatch(self, rows: list[tuple[str, int, float]]) -> None:
+        """Durably mark jobs in flight before their requests leave: (id, attempts, wall)."""
+        self._enqueue(
+            "UPDATE job_rows SET state=?, attempts=?, updated=? - created WHERE id=?",
+            [(self._code("in_flight"), a, _to_ms(t), i) for i, a, t in rows],
+            many=True,
+        )
+        await self.flush()
+
+    def update_job(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        reason: str = "",
+        actual: int | None = None,
+        attempts: int | None = None,
+        wall: float,
+    ) -> None:
+        """Write-behind state change."""
+        self._enqueue(
+            "UPDATE job_rows SET state=?, reason=?, actual=COALESCE(?, actual), "
+            "attempts=COALESCE(?, attempts), updated=? - created WHERE id=?",
+            (self._code(state), reason, actual, attempts, _to_ms(wall), job_id),
+        )
+
+    def record_attempt(self, row: dict[str, Any]) -> None:
+        """Write-behind ledger row (keys: the ``ledger`` view's column names; ``t``,
+        ``t_done``, ``job_id``, ``endpoint``, ``method``, ``path``, ``attempt`` and ``kind``
+        are required, the rest default to NULL, or 0 for the estimate and '' for the
+        message). Stored compact: codes for strings, milliseconds for times, the job's seq
+        for its id."""
+        get = row.get
+        t = _to_ms(row["t"])
+        code = get("code")
+        job = row["job_id"]
+
+        def after_t(v: float | None) -> int | None:
+            return None if v is None else _to_ms(v) - t
+
+        def ms(v: float | None) -> int | None:
+            return None if v is None else _to_ms(v)
+
+        self._enqueue(
+            "INSERT INTO ledger_rows (t, done, job, endpoint, method, path, attempt, status, "
+            "kind, code, credits_used, tokens, estimate, latency, rl_limit, rl_remaining, "
+            "rl_reset, retry_after, message) VALUES (?, ?, "
+            "COALESCE((SELECT seq FROM job_rows WHERE id = ?), ?), "
+            "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                t,
+                after_t(row["t_done"]),
+                job,
+                job,
+                self._code(row["endpoint"]),
+                self._code(row["method"]),
+                self._code(row["path"]),
+                row["attempt"],
+                get("status"),
+                self._code(row["kind"]),
+                None if code is None else self._code(code),
+                get("credits_used"),
+                get("tokens"),
+                get("estimate") or 0,
+                ms(get("latency")),
+                get("rl_limit"),
+                get("rl_remaining"),
+                after_t(get("rl_reset")),
+                ms(get("retry_after")),
+                get("message") or "",
+            ),
+        )
+
+    def add_alert(self, t: float, level: str, kind: str, message: str) -> None:
+        self._enqueue(
+            "INSERT INTO alerts (t, level, kind, message) VALUES (?,?,?,?)",
+            (t, level, kind, message),
+        )
+
+    def add_snapshot(self, t: float, data: bytes) -> None:
+        self._enqueue("INSERT OR REPLACE INTO snapshots (t, data) VALUES (?, ?)", (t, data))
 
     async def load_jobs(self, states: Sequence[str] | None = None) -> list[StoredJob]:
         sql = (
@@ -538,10 +806,16 @@ class Store:
         )
         params: list[Any] = []
         if states:
-            sql += f" WHERE state IN ({','.join('?' * len(states))})"
-            params = list(states)
+            # On the rows, by code: the view's state is text, which no index covers.
+            codes = [self._codes.get(str(s), _CODE.get(str(s), -1)) for s in states]
+            sql += (
+                " WHERE seq IN (SELECT seq FROM job_rows WHERE state IN "
+                f"({','.join('?' * len(codes))})"
+            )
+            params = codes
             if not set(states) & set(PRUNABLE_STATES):
                 sql += f" AND {OPEN_JOBS}"  # lets SQLite use the jobs_open index
+            sql += ")"
         sql += " ORDER BY seq"
         out = []
         for r in await self._q(sql, params):
@@ -566,10 +840,6 @@ class Store:
                 )
             )
         return out
-
-    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read-only query for reports and replay."""
-        return [tuple(r) for r in await self._q(sql, params)]
 
     #: Ledger columns ``job_attempts`` returns, by name.
     ATTEMPT_FIELDS = (
@@ -605,8 +875,12 @@ class Store:
     async def job_attempts(self, job_id: str) -> list[dict[str, Any]]:
         """Every ledger row of one job, oldest first (read-only; writes still pending are
         not seen until the writer commits them, a few milliseconds later)."""
+        # On the rows: the job's seq (or its id, for a job without a row), no decoding
+        # of the whole ledger to find them.
         rows = await self._q(
-            f"SELECT {', '.join(self.ATTEMPT_FIELDS)} FROM ledger WHERE job_id = ? ORDER BY t, id",
+            f"SELECT {', '.join(self.ATTEMPT_FIELDS)} FROM ledger WHERE id IN (SELECT id "
+            "FROM ledger_rows WHERE job = (SELECT seq FROM job_rows WHERE id = ?1) "
+            "OR job = ?1) ORDER BY t, id",
             (job_id,),
         )
         return [dict(zip(self.ATTEMPT_FIELDS, tuple(r), strict=True)) for r in rows]
@@ -615,7 +889,7 @@ class Store:
         """``(method, path, body, priority, state)`` of a stored job, or None (read-only)."""
         rows = await self._q(
             "SELECT method, path, body, priority, state FROM jobs WHERE id = ?", (job_id,)
-        )
+        )  # the view's id is the rows' (indexed) id: one lookup
         if not rows:
             return None
         method, path, body, priority, state = tuple(rows[0])

@@ -276,9 +276,96 @@ def test_record_takes_keep_as_a_duration_and_refuses_nonsense(capsys):
 # --- the previous schema -------------------------------------------------------------------
 
 
+#: Schema 2 as mavera-tui wrote it (text in every row, float times), frozen here: the files
+#: it wrote must keep opening.
+SCHEMA_2 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    body TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    estimate INTEGER NOT NULL DEFAULT 0,
+    actual INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state)
+    WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'blocked_preflight');
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY,
+    t REAL NOT NULL,             -- wall time the request was sent
+    t_done REAL NOT NULL,        -- wall time the outcome was known
+    job_id TEXT,                 -- NULL for the engine's own requests (balance polls)
+    endpoint TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status INTEGER,              -- HTTP status; NULL for timeouts and dropped connections
+    kind TEXT NOT NULL,          -- 'ok' or an error kind (client.py)
+    code TEXT,                   -- the server's error code
+    credits_used INTEGER,        -- usage.credits_used; NULL when not reported
+    tokens INTEGER,
+    estimate INTEGER NOT NULL DEFAULT 0,
+    latency REAL,
+    rl_limit INTEGER,
+    rl_remaining INTEGER,
+    rl_reset REAL,
+    retry_after REAL,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS ledger_t ON ledger(t);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    t REAL NOT NULL,
+    level TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    t REAL PRIMARY KEY,          -- wall time of the snapshot
+    data BLOB NOT NULL           -- encoded by the recorder (see recording/codec.py)
+);
+
+CREATE TABLE IF NOT EXISTS daily_totals (
+    day TEXT NOT NULL,           -- UTC date (YYYY-MM-DD) of the requests' send times
+    endpoint TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    r429 INTEGER NOT NULL,
+    r402 INTEGER NOT NULL,
+    credits INTEGER NOT NULL,    -- SUM(credits_used)
+    retries INTEGER NOT NULL,    -- job attempts after the first
+    first REAL NOT NULL,         -- earliest and latest send time folded in: a report
+    last REAL NOT NULL,          -- range counts a day's totals if it overlaps these
+    PRIMARY KEY (day, endpoint)
+);
+"""
+
+
+def _as_schema_2(src, dst):
+    """The recording ``src`` as schema 2 stored it: the same rows in the text tables."""
+    con = sqlite3.connect(dst)
+    con.executescript(SCHEMA_2)
+    con.execute("ATTACH DATABASE ? AS src", (str(src),))
+    for table in ("meta", "jobs", "ledger", "alerts", "snapshots", "daily_totals"):
+        cols = [r[1] for r in con.execute(f"PRAGMA main.table_info({table})")]
+        names = ", ".join(cols)
+        con.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM src.{table}")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.commit()
+    con.execute("DETACH DATABASE src")
+    con.close()
+
+
 def _as_schema_1(src, dst):
     """The file as schema 1 wrote it: no daily totals, an index over every job's state."""
-    shutil.copy(src, dst)
+    _as_schema_2(src, dst)
     con = sqlite3.connect(dst)
     con.execute("DROP TABLE daily_totals")
     con.execute("DROP INDEX jobs_open")
@@ -286,6 +373,50 @@ def _as_schema_1(src, dst):
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.commit()
     con.close()
+
+
+def test_a_schema_2_recording_still_opens_for_report_and_replay(recorded, tmp_path):
+    db = tmp_path / "v2.db"
+    _as_schema_2(recorded, db)
+    rep = report(db)
+    assert rep["schema_version"] == 2
+    assert {k: rep[k] for k in COUNTS} == {k: report(recorded)[k] for k in COUNTS}
+    assert (
+        report(db, since="end-60s")["requests_total"]
+        == report(recorded, since="end-60s")["requests_total"]
+    )
+    eng = run_virtual(ReplayEngine.load(str(db), now=lambda: 0.0))
+    assert len(eng.times) == q(recorded, "SELECT COUNT(*) FROM snapshots")[0][0]
+    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+
+
+def test_a_writer_migrates_a_schema_2_file_to_the_compact_rows_losing_nothing(recorded, tmp_path):
+    db = tmp_path / "v2.db"
+    _as_schema_2(recorded, db)
+    before = {t: q(db, f"SELECT * FROM {t} ORDER BY id") for t in ("jobs", "ledger")}
+
+    async def go():
+        store = await Store.open(db)
+        try:
+            assert store.schema_version == SCHEMA_VERSION
+            jobs = await store.load_jobs()
+            store.update_job(jobs[0].id, "cancelled", reason="x", wall=jobs[0].created + 1)
+            return jobs
+        finally:
+            await store.close()
+
+    jobs = run_virtual(go())
+    kinds = {r[0]: r[1] for r in q(db, "SELECT name, type FROM sqlite_master")}
+    assert kinds["jobs"] == kinds["ledger"] == "view" and "ledger_t" in kinds
+    for table, rows in before.items():
+        after = [r[: len(rows[0])] for r in q(db, f"SELECT * FROM {table} ORDER BY id")]
+        if table == "jobs":  # the one job changed above
+            after = [r for r in after if r[0] != jobs[0].id]
+            rows = [r for r in rows if r[0] != jobs[0].id]
+        assert after == rows, table  # the same values: times were whole milliseconds
+    assert q(db, "SELECT state, reason FROM jobs WHERE id = ?", (jobs[0].id,)) == [
+        ("cancelled", "x")
+    ]
 
 
 def test_a_schema_1_recording_still_opens_for_report_and_replay(recorded, tmp_path):
@@ -316,7 +447,5 @@ def test_a_writer_migrates_a_schema_1_file_and_can_prune_it(recorded, tmp_path):
     assert q(db, "SELECT COUNT(*) FROM daily_totals")[0][0] > 0
     indexes = {r[0] for r in q(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "jobs_open" in indexes and "jobs_state" not in indexes
-    plan = q(
-        db, f"EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state IN ('queued') AND {OPEN_JOBS}"
-    )
+    plan = q(db, f"EXPLAIN QUERY PLAN SELECT id FROM job_rows WHERE state IN (1) AND {OPEN_JOBS}")
     assert "jobs_open" in str(plan)

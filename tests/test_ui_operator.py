@@ -460,7 +460,6 @@ async def test_p_shift_changes_a_waiting_jobs_priority_after_enter():
 def test_priority_change_reorders_the_ready_queue():
     from mavera_tui.clock import Clock, run_virtual
     from mavera_tui.jobs import JobSpec
-    from mavera_tui.operator_actions import set_priority
     from mavera_tui.scheduler import Scheduler
 
     class Never:
@@ -473,12 +472,12 @@ def test_priority_change_reorders_the_ready_queue():
         for i in range(3):
             await sched.submit(JobSpec(f"j{i}", "POST", "/responses", {"input": "x"}))
         assert sched._head("responses").id == "j0"
-        assert set_priority(sched, "j2", 9)
+        assert sched.set_priority("j2", 9)
         assert sched._head("responses").id == "j2"
         assert sched.snapshot().jobs[0].priority == 9
-        assert not set_priority(sched, "nope", 1)
+        assert not sched.set_priority("nope", 1)
         sched.cancel("j1")
-        assert not set_priority(sched, "j1", 5)  # final
+        assert not sched.set_priority("j1", 5)  # final
 
     run_virtual(main())
 
@@ -535,10 +534,8 @@ def test_the_live_engine_reads_attempts_and_pages_from_the_store_and_retries(tmp
             await asyncio.wait_for(live.sched.wait_idle(), 1000)
             # Out of memory altogether: the request is read back from the store.
             live.sched._recent.clear()
+            live.engine.store.update_job("job-1", JobState.FAILED, wall=1.8e9 + 60)
             await live.engine.store.flush()
-            await live.engine.store._db.execute(
-                "UPDATE jobs SET state = ? WHERE id = 'job-1'", (JobState.FAILED,)
-            )
             new_id = await live.retry("job-1")
             assert new_id == "job-1~r2"
             await asyncio.wait_for(live.sched.wait_idle(), 1000)

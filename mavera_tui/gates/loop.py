@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
@@ -201,6 +202,20 @@ class Scheduler(Observing):
         self.queue.remove(job)
         self.credits.remove(job)
         self._finish(job, S.CANCELLED, "cancelled by the operator")
+        self._wake.set()
+        return True
+
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        """Give a job that has not been sent a new priority; False if it is unknown, in
+        flight or final. A ready job is re-ordered at once; one that waits (back-off,
+        credits, a hold) takes its new place when it becomes ready. Not persisted: a
+        restart from the database brings back the priority the job was submitted with."""
+        job = self.jobs.get(job_id)
+        if job is None or job.state not in S.WAITING_STATES:
+            return False
+        job.spec = dataclasses.replace(job.spec, priority=int(priority))
+        self.queue.reprioritize(job)
+        self._touch(job)
         self._wake.set()
         return True
 

@@ -84,6 +84,19 @@ class ReadyQueue:
         job.in_heap = False
         return was_ready
 
+    def reprioritize(self, job: Job) -> None:
+        """Re-order a ready job after its priority changed (a delayed job takes its place
+        when it becomes ready, ordered by ``push``)."""
+        key = job.ep.key
+        heap = self.heaps[key]
+        if not (job.in_heap and any(j is job for _, j in heap)):
+            return
+        lpt = -job.est.high if job.ep.cap else 0  # as push orders it
+        self.heaps[key] = [
+            ((-job.spec.priority, lpt, job.seq), j) if j is job else (k, j) for k, j in heap
+        ]
+        heapq.heapify(self.heaps[key])
+
     def any_ready(self) -> bool:
         """Whether some endpoint has ready jobs."""
         return any(n > 0 for n in self.count.values())

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .. import catalog
 from .. import snapshot as S
 from ..estimate import Estimate, Verdict
+from ..jobs import JobSpec
 from .answers import Answers
 from .model import Job
 from .stats import RunSummary
@@ -211,6 +212,33 @@ class Observing(Answers):
     def unfinished(self) -> int:
         """Jobs not final yet."""
         return self._unfinished
+
+    # --- the jobs held in memory, as front ends may read them --------------------------
+
+    def job_ids(self) -> list[str]:
+        """Ids of the jobs this scheduler holds (all of them while ``keep_finished``;
+        otherwise the unfinished ones), in the order they were taken."""
+        return list(self.jobs)
+
+    def job_view(self, job_id: str) -> S.JobView | None:
+        """A job held in memory (live, or among the recent ones the jobs pane shows);
+        None when it is not held."""
+        job = self.jobs.get(job_id) or self._recent.get(job_id)
+        return self._view(job) if job is not None else None
+
+    def job_spec(self, job_id: str) -> JobSpec | None:
+        """The request of a job held in memory (for a retry); None when it is not held."""
+        job = self.jobs.get(job_id) or self._recent.get(job_id)
+        return job.spec if job is not None else None
+
+    def held_views(self) -> list[S.JobView]:
+        """Every job held in memory, live or recent, once each."""
+        held = {**self._recent, **self.jobs}
+        return [self._view(j) for j in held.values()]
+
+    def alert(self, level: str, kind: str, message: str) -> None:
+        """Raise an alert (shown in the alerts pane, kept in the store when there is one)."""
+        self._alert(level, kind, message)
 
     def _check_done(self) -> None:
         if self._unfinished == 0:

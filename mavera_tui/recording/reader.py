@@ -65,14 +65,16 @@ def check_recording(path: str) -> dict[str, str]:
     return meta
 
 
-def _range(since: float | None, until: float | None) -> tuple[str, list[float]]:
+def _range(
+    since: float | None, until: float | None, col: str = "t", scale: float = 1.0
+) -> tuple[str, list[float]]:
     where, params = "WHERE 1=1", []
     if since is not None:
-        where += " AND t >= ?"
-        params.append(since)
+        where += f" AND {col} >= ?"
+        params.append(since * scale)
     if until is not None:
-        where += " AND t <= ?"
-        params.append(until)
+        where += f" AND {col} <= ?"
+        params.append(until * scale)
     return where, params
 
 
@@ -108,6 +110,11 @@ class Recording:
         return getattr(self.store, "schema_version", None)
 
     @property
+    def compact(self) -> bool:
+        """Schema 3 and later: the ledger is a view over compact rows (times in ms)."""
+        return (self.schema_version or 0) >= 3
+
+    @property
     def target(self) -> str:
         return self.meta.get("recorded_target", "")
 
@@ -121,10 +128,13 @@ class Recording:
 
     async def bounds(self) -> tuple[float | None, float | None]:
         """First and last time in the ledger and the snapshots (None, None when empty)."""
+        # On the ledger's rows where they are compact: the view's t is computed, so only
+        # the rows' own column lets SQLite read the ends of the time index.
+        table, scale = ("ledger_rows", " / 1000.0") if self.compact else ("ledger", "")
         [(first, last)] = await self.store.query(
-            "SELECT MIN(t), MAX(t) FROM (SELECT MIN(t) AS t FROM ledger UNION ALL "
-            "SELECT MAX(t) FROM ledger UNION ALL SELECT MIN(t) FROM snapshots UNION ALL "
-            "SELECT MAX(t) FROM snapshots)"
+            f"SELECT MIN(t), MAX(t) FROM (SELECT MIN(t){scale} AS t FROM {table} UNION ALL "
+            f"SELECT MAX(t){scale} FROM {table} UNION ALL SELECT MIN(t) FROM snapshots "
+            "UNION ALL SELECT MAX(t) FROM snapshots)"
         )
         return first, last
 
@@ -193,9 +203,14 @@ class Recording:
         bad = [c for c in columns if c not in LEDGER_COLUMNS]
         if bad:
             raise ValueError(f"no ledger column {bad[0]!r}")
-        where, params = _range(since, until)
+        if self.compact:  # the rows' millisecond column: indexed, unlike the view's t
+            where, params = _range(since, until, "t_ms", 1000.0)
+            order = "t_ms, id"
+        else:
+            where, params = _range(since, until)
+            order = "t, id"
         return await self.store.query(
-            f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY t, id", params
+            f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY {order}", params
         )
 
     async def daily_totals(

@@ -13,11 +13,14 @@ import asyncio
 import contextlib
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..clock import Clock
 from ..snapshot import Snapshot
 from .codec import ENCODING, KEYFRAME_EVERY, SnapshotEncoder
+
+if TYPE_CHECKING:
+    from ..control import RunControl
 
 __all__ = ["DEFAULT_GRACE", "PRUNE_EVERY", "Recorder"]
 
@@ -192,7 +195,7 @@ class Recorder:
                 metrics.close()
         return 0
 
-    async def _submit_jobs(self, sched: Any) -> int | None:
+    async def _submit_jobs(self, sched: RunControl) -> int | None:
         from ..jobs import JobFileError, read_job_file
 
         path = self.jobs_path or ""  # only called with a job file
@@ -213,7 +216,7 @@ class Recorder:
         )
         return len(submitted.accepted)
 
-    async def _loop(self, sched: Any, jobs_mode: bool) -> None:
+    async def _loop(self, sched: RunControl, jobs_mode: bool) -> None:
         assert self._stop is not None
         clock = self.clock
         start = clock.now()
@@ -249,7 +252,7 @@ class Recorder:
             if self._stop.is_set():
                 break
 
-    async def _shutdown(self, sched: Any) -> None:
+    async def _shutdown(self, sched: RunControl) -> None:
         """Stop admitting, wait for what is in flight (it is paid for: its outcome and
         charge belong in the ledger) for at most ``grace`` seconds while still recording a
         snapshot every interval, then write the final snapshot, flush and close. This is
