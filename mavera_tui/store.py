@@ -726,6 +726,10 @@ class Store(_Retention):
         )
         await self.flush()
 
+    def set_priority(self, job_id: str, priority: int) -> None:
+        """Write-behind priority change (an operator's; a restart keeps it)."""
+        self._enqueue("UPDATE job_rows SET priority=? WHERE id=?", (int(priority), job_id))
+
     def update_job(
         self,
         job_id: str,

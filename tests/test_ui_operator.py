@@ -565,3 +565,30 @@ async def test_o_sorts_the_jobs_table_by_each_column_and_the_selection_follows()
         await pilot.pause()
         est = [int(str(table.get_row_at(i)[3])) for i in range(table.row_count)]
         assert est == sorted(est, reverse=True)
+
+
+def test_a_priority_change_is_stored_and_survives_a_restart(tmp_path):
+    """An operator's new priority is written to --db: the resumed run keeps it."""
+    from mavera_tui.clock import Clock
+    from mavera_tui.jobs import JobSpec
+    from mavera_tui.scheduler import Scheduler
+    from mavera_tui.store import Store
+
+    class Never:
+        async def request(self, *a, **kw):
+            raise AssertionError("paused: nothing is sent")
+
+    async def main():
+        store = await Store.open(tmp_path / "run.db")
+        sched = Scheduler(Never(), clock=Clock(), store=store)
+        sched.pause()
+        for i in range(3):
+            await sched.submit(JobSpec(f"j{i}", "POST", "/responses", {"input": "x"}))
+        assert sched.set_priority("j2", 9)
+        await store.close()
+        store = await Store.open(tmp_path / "run.db")
+        rows = {r.id: r.priority for r in await store.load_jobs()}
+        await store.close()
+        assert rows == {"j0": 0, "j1": 0, "j2": 9}
+
+    asyncio.run(main())

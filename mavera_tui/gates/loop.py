@@ -208,13 +208,15 @@ class Scheduler(Observing):
     def set_priority(self, job_id: str, priority: int) -> bool:
         """Give a job that has not been sent a new priority; False if it is unknown, in
         flight or final. A ready job is re-ordered at once; one that waits (back-off,
-        credits, a hold) takes its new place when it becomes ready. Not persisted: a
-        restart from the database brings back the priority the job was submitted with."""
+        credits, a hold) takes its new place when it becomes ready. With a database the
+        change is stored, so a restart resumes the job at its new priority."""
         job = self.jobs.get(job_id)
         if job is None or job.state not in S.WAITING_STATES:
             return False
         job.spec = dataclasses.replace(job.spec, priority=int(priority))
         self.queue.reprioritize(job)
+        if self.store is not None:
+            self.store.set_priority(job_id, priority)
         self._touch(job)
         self._wake.set()
         return True
