@@ -227,8 +227,16 @@ class GovernorStats:
     """What the governor's door saw: refusals by reason, waits by priority, callers."""
 
     refusals: dict[str, int] = field(default_factory=dict)
-    waits: list[tuple[int, float]] = field(default_factory=list)  # (priority, seconds)
+    #: priority -> [requests sent, seconds they waited in all] (a Prometheus summary)
+    waits: dict[int, list[float]] = field(default_factory=dict)
     callers: dict[str, CallerStats] = field(default_factory=dict)
+
+    def waited(self, priority: int, seconds: float) -> None:
+        w = self.waits.get(priority)
+        if w is None:
+            w = self.waits[priority] = [0, 0.0]
+        w[0] += 1
+        w[1] += seconds
 
     def refuse(self, reason: str, caller: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
@@ -451,7 +459,7 @@ class Governor:
             parked_402 = _answer_of(job)
             sched.abandon(job.id)
             self.stats.refuse("max_wait", who)
-            self.stats.waits.append((job.spec.priority, sched.clock.now() - t0))
+            self.stats.waited(job.spec.priority, sched.clock.now() - t0)
             if parked_402 is not None and parked_402.status == 402:
                 return parked_402  # parked on the API's 402: its answer is the truth
             wait = max(1, math.ceil(self.send_eta(ahead)))
@@ -466,7 +474,7 @@ class Governor:
                 state=str(job.state),
             )
         if job.sent_at:
-            self.stats.waits.append((job.spec.priority, max(0.0, job.sent_at - t0)))
+            self.stats.waited(job.spec.priority, max(0.0, job.sent_at - t0))
         done = await fut  # in flight: a sent request is always waited for
         return _final_answer(done)
 
