@@ -364,7 +364,8 @@ class Scheduler(Observing):
             self.queue.pop(job.ep.key)
             if not self._credit_pass(job, now):
                 continue
-            if job.spec.method == "GET" and self._serve_cached(job, now):
+            # A caller that wants the answer as it came gets the API's, not a cached body.
+            if job.spec.method == "GET" and not job.keep_raw and self._serve_cached(job, now):
                 continue
             self.credits.reserve(job)
             batch.append(job)
