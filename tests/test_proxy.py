@@ -16,10 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import ROOT, LoopbackSim
 
 from mavera_tui.sim import SimConfig
-
-from conftest import ROOT, LoopbackSim
 
 openai = pytest.importorskip("openai")
 
