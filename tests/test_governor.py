@@ -184,3 +184,30 @@ def test_a_job_nobody_waits_for_keeps_the_engine_retries() -> None:
     job = Job(spec, spec.endpoint, estimate("POST", "/responses", {}), 1)
     out = _fail(ErrorKind.SERVER, 503, True)
     assert R.next_step(job, out, SchedulerConfig()).action == R.RETRY
+
+
+def test_the_readme_example_runs(tmp_path: Any) -> None:
+    """The README's Governor example, as written, on the embedded simulator (sped up)."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"### The Python API: `Governor`\n\n```python\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    script = tmp_path / "example.py"
+    script.write_text(block.group(1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA")}
+    env.update(MAVERA_TUI_CONFIG=os.devnull, MAVERA_TUI_SIM__TIME_SCALE="0.01")
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "embedded simulator" in lines[0]
+    assert lines[1].startswith("200 ")
+    assert sorted(line.split()[:2] for line in lines[2:]) == [
+        [f"fg-{i}", "succeeded"] for i in range(3)
+    ]
