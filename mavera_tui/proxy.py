@@ -142,6 +142,7 @@ class Proxy:
         self.host = ""
         self.requests = 0
         self.refused_auth = 0
+        self.closing = False  # stopping: new requests are answered 503 at once
 
     # ------------------------------------------------------------------ lifecycle ----
 
@@ -234,6 +235,8 @@ class Proxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """One app request: to its key's governor, and the answer back unchanged."""
         self.requests += 1
+        if self.closing:
+            return _own(503, "mavera-tui proxy: stopping; not sent", "api_error", "proxy_stopping")
         path = request.path
         if not (path.startswith("/api/") or path.startswith("/v1/")):
             return _own(

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import ROOT, LoopbackSim
 
-from mavera_tui.sim import SimConfig
+from mavera_tui.sim import SimConfig, fingerprint
 
 openai = pytest.importorskip("openai")
 
@@ -342,8 +342,6 @@ def test_tokens_required_beyond_loopback_and_checked(
     yes = httpx.post(px.url + "/responses", json={}, headers={"Authorization": "Bearer local-t2"})
     assert yes.status_code == 200
     # The API saw the key from the environment, not the caller's token.
-    from mavera_tui.sim import fingerprint
-
     keys = {r.key for r in srv.sim.records}
     assert keys == {fingerprint("mvra-real-key")}
 
@@ -360,3 +358,40 @@ def test_bad_listen_is_one_line(tmp_path: Any) -> None:
         timeout=30,
     )
     assert out.returncode == 2 and "ADDRESS:PORT" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_record_proxy_records_the_proxied_requests(
+    loopback_sim: Callable[..., LoopbackSim], tmp_path: Any, query_db: Callable[..., Any]
+) -> None:
+    """``record --proxy``: headless, the proxy serves apps with MAVERA_API_KEY and the
+    recording holds their jobs and snapshots; it ends by itself after --duration."""
+    srv = loopback_sim(SimConfig(limit=25, window_seconds=WINDOW, time_scale=0.02, **RICH))
+    db = tmp_path / "rec.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA")}
+    env.update(MAVERA_TUI_CONFIG=os.devnull, MAVERA_API_KEY="mvra-recorded")
+    cmd = [sys.executable, "-m", "mavera_tui", "record", "--db", str(db), "--proxy"]
+    cmd += ["127.0.0.1:0", "--base-url", srv.url, "--duration", "4", "--interval", "0.5"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    assert p.stderr is not None
+    url = None
+    for line in p.stderr:
+        if "serving the proxy on " in line:
+            url = line.split("serving the proxy on ")[1].split()[0]
+            break
+    assert url is not None, p.stderr.read()
+    with httpx.Client(base_url=url, timeout=30) as c:
+        got = [
+            c.post(
+                "/responses",
+                json={"input": str(i)},
+                headers={"Authorization": "Bearer local", "X-Mavera-Caller": "app1"},
+            )
+            for i in range(5)
+        ]
+    assert [r.status_code for r in got] == [200] * 5
+    rest = p.stderr.read()
+    assert p.wait(timeout=30) == 0, rest
+    rows = query_db(db, "SELECT id, state FROM jobs")
+    assert len(rows) == 5 and all(s == "succeeded" and i.endswith("-app1") for i, s in rows)
+    assert query_db(db, "SELECT count(*) FROM snapshots")[0][0] >= 4
+    assert {r.key for r in srv.sim.records} == {fingerprint("mvra-recorded")}
