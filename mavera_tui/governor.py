@@ -18,7 +18,6 @@ API key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import json as _json
@@ -450,9 +449,24 @@ class Governor:
         self, job: Job, fut: asyncio.Future[Job], t0: float, max_wait: float, who: str
     ) -> GovernedResponse:
         sched = self.scheduler
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(max_wait):
                 await asyncio.shield(fut)
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not fut.cancelled() or (task is not None and task.cancelling()):
+                raise  # our caller is cancelled (its app went away)
+        if fut.cancelled():  # the engine is stopping: nobody will send it
+            return own_answer(
+                503,
+                "mavera-tui: stopping; the request was not sent",
+                "api_error",
+                "stopping",
+                job_id=job.id,
+                state=str(job.state),
+            )
         if not fut.done() and job.state != JobState.IN_FLIGHT:
             # Waited too long and still not sent: give it up, and say when to come back.
             ahead = self.queue_depth()
@@ -475,7 +489,20 @@ class Governor:
             )
         if job.sent_at:
             self.stats.waited(job.spec.priority, max(0.0, job.sent_at - t0))
-        done = await fut  # in flight: a sent request is always waited for
+        try:
+            done = await asyncio.shield(fut)  # in flight: a sent request is always waited for
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not fut.cancelled() or (task is not None and task.cancelling()):
+                raise
+            return own_answer(
+                503,
+                "mavera-tui: stopped before the answer came (it may have been processed)",
+                "api_error",
+                "stopping",
+                job_id=job.id,
+                state=str(job.state),
+            )
         return _final_answer(done)
 
     async def _preflight(self, est: Estimate) -> GovernedResponse | None:

@@ -57,7 +57,13 @@ _HOP = frozenset(
         "trailer",
     }
 )
-EMBEDDED_KEY = "embedded"
+#: Most API keys (engines) one proxy serves: each holds a window, a connection pool and
+#: tasks, and an app sending made-up keys must not grow them without end.
+MAX_KEYS = 64
+
+
+class TooManyKeys(Exception):
+    """More API keys than ``MAX_KEYS``."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -199,6 +205,8 @@ class Proxy:
         g = self.governors.get(kid)
         if g is not None:
             return g
+        if len(self.governors) + len(self._starting) >= MAX_KEYS:
+            raise TooManyKeys(f"this proxy already serves {MAX_KEYS} API keys")
         task = self._starting.get(kid)
         if task is None:
 
@@ -284,6 +292,8 @@ class Proxy:
                 )
         try:
             gov = await self._governor(None if self.options.key_from_env else bearer)
+        except TooManyKeys as e:
+            return _own(503, f"mavera-tui proxy: {e}", "api_error", "too_many_keys")
         except ConfigError as e:
             return _own(502, f"mavera-tui proxy: {e}", "api_error", "proxy_not_configured")
         sink = (

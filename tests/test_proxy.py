@@ -395,3 +395,30 @@ def test_record_proxy_records_the_proxied_requests(
     assert len(rows) == 5 and all(s == "succeeded" and i.endswith("-app1") for i, s in rows)
     assert query_db(db, "SELECT count(*) FROM snapshots")[0][0] >= 4
     assert {r.key for r in srv.sim.records} == {fingerprint("mvra-recorded")}
+
+
+def test_a_rejected_key_gets_the_api_401_and_others_go_on(
+    loopback_sim: Callable[..., LoopbackSim], proxy: Callable[..., ProxyProc]
+) -> None:
+    """Each key its own engine: the API's 401 for a bad key is passed back (every time,
+    not a hang), and a good key beside it is served."""
+    srv = loopback_sim(
+        SimConfig(
+            limit=25,
+            window_seconds=WINDOW,
+            time_scale=0.02,
+            rejected_keys=frozenset({"mvra-revoked"}),
+            **RICH,
+        )
+    )
+    px = proxy(srv.url)
+    with httpx.Client(base_url=px.url, timeout=30) as c:
+        bad = [
+            c.post("/responses", json={}, headers={"Authorization": "Bearer mvra-revoked"})
+            for _ in range(2)
+        ]
+        good = c.post("/responses", json={}, headers={"Authorization": "Bearer mvra-fine"})
+    assert [r.status_code for r in bad] == [401, 401]
+    assert bad[0].json()["error"]["code"] == "invalid_api_key"
+    assert "X-Mavera-Governor" not in bad[0].headers  # the API's own answer
+    assert good.status_code == 200
