@@ -555,6 +555,13 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
         help="write a debug log (default file mavera-tui-debug.log)",
     )
     p.add_argument(
+        "--proxy",
+        metavar="ADDR:PORT",
+        default=None,
+        help="serve the governing proxy there while showing its engine (as 'proxy "
+        "--key-from-env': apps send a local token, MAVERA_API_KEY is used)",
+    )
+    p.add_argument(
         "--no-demo",
         action="store_true",
         help="with the embedded simulator, do not run the demo workload",
@@ -582,9 +589,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             specs=specs,
             refresh=ui.refresh,
             debug_log=args.debug,
-            demo=not args.no_demo and not args.jobs,
+            demo=not args.no_demo and not args.jobs and not args.proxy,
             metrics_port=args.metrics_port,
             keys=ui.keys,
+            proxy=args.proxy,
         )
     except (ConfigError, StoreError) as e:
         return _fail(str(e), EXIT_CANNOT_START)

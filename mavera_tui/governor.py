@@ -58,6 +58,8 @@ GOVERNOR = "governor"
 #: The header a governor-made answer carries (so an app can tell it from the API's).
 ORIGIN_HEADER = "X-Mavera-Governor"
 _CALLER_RE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Callers counted by name; the rest are counted together as "(other)".
+MAX_CALLERS = 500
 
 
 def key_id(key: str) -> str:
@@ -244,7 +246,11 @@ class GovernorStats:
     def caller(self, name: str) -> CallerStats:
         c = self.callers.get(name)
         if c is None:
-            c = self.callers[name] = CallerStats()
+            if len(self.callers) >= MAX_CALLERS:  # made-up names must not grow it forever
+                name = "(other)"
+                c = self.callers.get(name)
+            if c is None:
+                c = self.callers[name] = CallerStats()
         return c
 
 

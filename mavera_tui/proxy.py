@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import signal
 import sys
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ from .errors import ConfigError
 from .governor import GovernedResponse, Governor, error_body, key_id
 from .jobs import PRIORITY_RANGE
 from .store import Store
+
+log = logging.getLogger("mavera_tui.proxy")
 
 PRIORITY_HEADER = "X-Mavera-Priority"
 CALLER_HEADER = "X-Mavera-Caller"
@@ -299,14 +302,25 @@ class Proxy:
         sink = (
             _AppStream(request) if isinstance(body, dict) and body.get("stream") is True else None
         )
-        resp = await gov.request(
-            request.method,
-            path,
-            json=body,
-            priority=priority,
-            caller=request.headers.get(CALLER_HEADER),
-            sink=sink,
-        )
+        try:
+            resp = await gov.request(
+                request.method,
+                path,
+                json=body,
+                priority=priority,
+                caller=request.headers.get(CALLER_HEADER),
+                sink=sink,
+            )
+        except Exception as e:  # a bug must not become aiohttp's bare 500 (or a hang)
+            log.exception("proxy request failed")
+            if sink is not None and sink.resp is not None:
+                return sink.resp
+            return _own(
+                502,
+                f"mavera-tui proxy: internal error ({type(e).__name__}); see the --debug log",
+                "api_error",
+                "proxy_error",
+            )
         if sink is not None and sink.resp is not None:
             return sink.resp  # already sent as it arrived (or cut off by the app)
         return _response(resp)
@@ -462,14 +476,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics on 127.0.0.1:PORT (queue depth, waits, refusals, "
         "upstream 429s)",
     )
+    p.add_argument(
+        "--debug",
+        metavar="FILE",
+        default=None,
+        help="write a debug log to FILE (never the key)",
+    )
     _add_target_options(p)
 
 
 def main(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM. Returns the exit status."""
-    from .cli import loaded_config
+    from .cli import _setup_debug, loaded_config
     from .errors import EXIT_CANNOT_START, EXIT_OK, EXIT_USAGE
 
+    _setup_debug(args.debug)
     cfg = loaded_config(args).config
     try:
         host, port = parse_listen(cfg.proxy.listen)

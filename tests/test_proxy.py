@@ -422,3 +422,42 @@ def test_a_rejected_key_gets_the_api_401_and_others_go_on(
     assert bad[0].json()["error"]["code"] == "invalid_api_key"
     assert "X-Mavera-Governor" not in bad[0].headers  # the API's own answer
     assert good.status_code == 200
+
+
+def test_the_monitor_engine_serves_the_proxy(
+    loopback_sim: Callable[..., LoopbackSim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mavera-tui --proxy ADDR``: the monitor's engine is the proxy's; its jobs (with
+    their caller in the id) are what the panes show."""
+    from mavera_tui.config import Config
+    from mavera_tui.engine import Settings
+    from mavera_tui.monitor import LiveEngine
+
+    srv = loopback_sim(SimConfig(limit=25, window_seconds=WINDOW, time_scale=0.02, **RICH))
+    monkeypatch.setenv("MAVERA_API_KEY", "mvra-monitored")
+    cfg = Config()
+    cfg.engine.base_url = srv.url
+    cfg.engine.window_seconds = WINDOW
+
+    async def main() -> tuple[httpx.Response, Any]:
+        live = LiveEngine(
+            settings=Settings(config=cfg, keep_finished=False), proxy_listen="127.0.0.1:0"
+        )
+        await live.boot([], demo=True)
+        assert live.error is None and live.proxy is not None
+        try:
+            async with httpx.AsyncClient(base_url=live.proxy.url) as c:
+                r = await c.post(
+                    "/responses",
+                    json={"input": "x"},
+                    headers={"Authorization": "Bearer local", "X-Mavera-Caller": "mon"},
+                )
+            return r, live.snapshot()
+        finally:
+            await live.shutdown()
+
+    r, snap = asyncio.run(main())
+    assert r.status_code == 200
+    assert [j.state for j in snap.jobs if j.id.endswith("-mon")] == ["succeeded"]
+    assert any("serving the proxy on" in a.message for a in snap.alerts)
+    assert {x.key for x in srv.sim.records} == {fingerprint("mvra-monitored")}
