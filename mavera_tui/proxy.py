@@ -185,12 +185,15 @@ class Proxy:
         return self.port
 
     async def stop(self) -> None:
-        """Stop serving; let requests in flight finish; close the engines and the store."""
+        """Stop: new requests are answered 503; the engines stop sending, wait for what is
+        in flight (paid for) and answer what still waits 503; then the server and the
+        store close."""
+        self.closing = True
+        for g in list(self.governors.values()):
+            await g.close()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-        for g in list(self.governors.values()):
-            await g.close()
         self.governors.clear()
         if self.store is not None:
             await self.store.close()

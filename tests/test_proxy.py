@@ -461,3 +461,32 @@ def test_the_monitor_engine_serves_the_proxy(
     assert [j.state for j in snap.jobs if j.id.endswith("-mon")] == ["succeeded"]
     assert any("serving the proxy on" in a.message for a in snap.alerts)
     assert {x.key for x in srv.sim.records} == {fingerprint("mvra-monitored")}
+
+
+def test_sigterm_answers_what_waits_and_exits(
+    loopback_sim: Callable[..., LoopbackSim], proxy: Callable[..., ProxyProc]
+) -> None:
+    """SIGTERM: what is in flight is answered by the API, what still waits gets the
+    proxy's 503 at once (never a dropped connection), and the process exits 0."""
+    srv = loopback_sim(SimConfig(limit=3, window_seconds=WINDOW, time_scale=0.02, **RICH))
+    px = proxy(srv.url)
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=px.url, timeout=30) as c:
+            h = {"Authorization": "Bearer mvra-key-e"}
+            calls = [
+                asyncio.ensure_future(c.post("/responses", json={"input": str(i)}, headers=h))
+                for i in range(8)
+            ]
+            await asyncio.sleep(0.7)
+            px.proc.terminate()
+            return list(await asyncio.gather(*calls))
+
+    t0 = time.monotonic()
+    out = asyncio.run(main())
+    assert px.proc.wait(timeout=15) == 0
+    assert time.monotonic() - t0 < 10
+    codes = Counter(r.status_code for r in out)
+    assert codes[200] >= 1 and codes[503] >= 1 and codes[200] + codes[503] == 8
+    assert all(r.json()["error"]["type"] == "api_error" for r in out if r.status_code == 503)
+    assert sum(1 for r in srv.sim.records if r.endpoint == "responses") == codes[200]
