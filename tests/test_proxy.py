@@ -99,28 +99,25 @@ def _spent(srv: LoopbackSim) -> int:
 def test_openai_sdk_many_at_once_zero_429s(
     loopback_sim: Callable[..., LoopbackSim], proxy: Callable[..., ProxyProc]
 ) -> None:
-    """60 concurrent responses.create at 25 a window, plus focus groups and a video
-    analysis: all succeed, the API saw no 429 and nothing over the window or a cap, and
-    the credits the clients were told add up to what the API charged."""
-    srv = loopback_sim(SimConfig(limit=25, window_seconds=WINDOW, time_scale=0.02, **RICH))
+    """200 concurrent responses.create at the basic tier's 120 a window, plus focus groups,
+    video analyses and a Mave chat: all succeed, the API saw no 429 and nothing over the
+    window or a cap, and the credits the clients were told add up to what it charged."""
+    srv = loopback_sim(SimConfig(tier="basic", window_seconds=WINDOW, time_scale=0.02, **RICH))
     px = proxy(srv.url)
     client = openai.AsyncOpenAI(base_url=px.url, api_key="mvra-key-a", max_retries=0)
+    bodies: list[tuple[str, dict[str, Any]]] = [
+        ("/focus-groups", {"sample_size": 20, "questions": ["a", "b"]}),
+        ("/focus-groups", {"sample_size": 60, "questions": ["c"]}),
+        ("/video-analyses", {"video_seconds": 20}),
+        ("/video-analyses", {"video_seconds": 45}),
+        ("/mave/chat", {"message": "market size?", "complexity": "simple"}),
+    ]
 
     async def main() -> tuple[list[Any], list[Any]]:
         calls = [
-            client.responses.create(model="mavera-1", input=f"question {i}") for i in range(60)
+            client.responses.create(model="mavera-1", input=f"question {i}") for i in range(200)
         ]
-        extra = [
-            client.post(
-                "/focus-groups",
-                body={"sample_size": 20, "questions": ["a", "b"]},
-                cast_to=object,
-            ),
-            client.post(
-                "/focus-groups", body={"sample_size": 60, "questions": ["c"]}, cast_to=object
-            ),
-            client.post("/video-analyses", body={"video_seconds": 20}, cast_to=object),
-        ]
+        extra = [client.post(path, body=body, cast_to=object) for path, body in bodies]
         try:
             return await asyncio.gather(*calls), await asyncio.gather(*extra)
         finally:
@@ -130,9 +127,16 @@ def test_openai_sdk_many_at_once_zero_429s(
     responses, others = asyncio.run(main())
     assert time.monotonic() - t0 < 20
     assert all(r.status == "completed" and r.output_text for r in responses)
-    assert [o["object"] for o in others] == ["focus_group", "focus_group", "video_analysis"]
+    assert [o["object"] for o in others] == [
+        "focus_group",
+        "focus_group",
+        "video_analysis",
+        "video_analysis",
+        "mave.chat",
+    ]
     recs = _check_records(srv)
-    assert Counter(r.endpoint for r in recs if r.status == 200)["responses"] == 60
+    assert srv.sim.limit == 120
+    assert Counter(r.endpoint for r in recs if r.status == 200)["responses"] == 200
     told = sum(r.usage.credits_used for r in responses) + sum(
         o["usage"]["credits_used"] for o in others
     )
