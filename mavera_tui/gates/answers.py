@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .model import Transport
     from .slots import SlotGate
     from .window import WindowGate
+    from ..shared.fleet import Fleet
 
 log = logging.getLogger("mavera_tui.scheduler")
 
@@ -72,6 +73,7 @@ class Answers(Journal):
     _wake: asyncio.Event
     _storm_alerted_at: float
     _rng: random.Random
+    fleet: Fleet | None
 
     if TYPE_CHECKING:  # the loop's, used here
 
@@ -109,6 +111,16 @@ class Answers(Journal):
         return stamp, {}
 
     async def _attempt(self, job: Job) -> None:
+        if self.fleet is None:
+            await self._attempt_one(job)
+            return
+        answer: list[Outcome] = []
+        try:
+            await self._attempt_one(job, answer)
+        finally:  # answered, cancelled or crashed: the lease goes back (idempotent)
+            self.fleet.done(job, answer[0] if answer else None)
+
+    async def _attempt_one(self, job: Job, answer: list[Outcome] | None = None) -> None:
         sent_at = job.sent_at = self.clock.now()
         stamp, kw = self._stamper(job)
         try:
@@ -131,6 +143,8 @@ class Answers(Journal):
                 self.clock.now() - sent_at,
                 error=api.ApiError(api.CONNECTION, None, None, f"client error: {e}"),
             )
+        if answer is not None:
+            answer.append(out)
         now = self.clock.now()
         self.slots.release(job)
         if stamp.at is not None:
