@@ -800,7 +800,9 @@ def add_flag(
 
 #: The engine options every engine command (the monitor, run, record, config) takes.
 ENGINE_FLAGS = tuple(
-    n for n, s in SPECS.items() if s.flag and n.split(".")[0] in ("engine", "budget", "sim", "shared")
+    n
+    for n, s in SPECS.items()
+    if s.flag and n.split(".")[0] in ("engine", "budget", "sim", "shared")
 )
 
 

@@ -193,9 +193,7 @@ def test_redis_restart_midrun_alerts_and_continues(
 ) -> None:
     """Redis killed for a second mid-run and restarted empty: every process says so at once,
     sends nothing while it is away (fail closed), and finishes once it is back."""
-    procs = [
-        start_run(tmp_path, n, jobs_for(n, 40), sim.url, redis_server.url) for n in ("a", "b")
-    ]
+    procs = [start_run(tmp_path, n, jobs_for(n, 40), sim.url, redis_server.url) for n in ("a", "b")]
     time.sleep(2.5)
     assert all(p.poll() is None for p in procs), "finished before the restart: more jobs"
     redis_server.stop()
@@ -216,9 +214,7 @@ def test_redis_restart_midrun_alerts_and_continues(
 
 def test_a_process_joining_late(tmp_path: Path, sim: Any, redis_server: Any) -> None:
     """A third process joins while two run at full window: it gets its turn, no 429s."""
-    procs = [
-        start_run(tmp_path, n, jobs_for(n, 50), sim.url, redis_server.url) for n in ("a", "b")
-    ]
+    procs = [start_run(tmp_path, n, jobs_for(n, 50), sim.url, redis_server.url) for n in ("a", "b")]
     time.sleep(2.0)
     procs.append(start_run(tmp_path, "late", jobs_for("late", 30), sim.url, redis_server.url))
     for p in procs:

@@ -22,12 +22,12 @@ if TYPE_CHECKING:
     from ..budget import Budget
     from ..estimate import Calibration
     from ..limiter import SlidingWindow
+    from ..shared.fleet import Fleet
     from .balance import BalanceKeeper
     from .credits import CreditGate
     from .model import Transport
     from .slots import SlotGate
     from .window import WindowGate
-    from ..shared.fleet import Fleet
 
 log = logging.getLogger("mavera_tui.scheduler")
 

@@ -483,9 +483,9 @@ class Fleet:
         self.pending.append(rel)
         self._flush.set()
 
-    def balance(self, total: int) -> None:
+    def balance(self, total: int | None) -> None:
         """A balance read: the fleet's balance becomes it (sent in the background)."""
-        if self.down is None:
+        if self.down is None and total is not None:
             self._spawn(self.state.set_balance(total))
 
     def alert(self, level: str, kind: str, message: str, wall: float) -> None:
@@ -504,7 +504,11 @@ class Fleet:
 
         task = asyncio.create_task(run())
         self._tasks.append(task)
-        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
 
     async def _send_pending(self) -> None:
         while self.pending:
@@ -590,7 +594,9 @@ class Fleet:
         if s is None:
             return
         delayed = s.queue.delayed
-        due = [e for e in delayed if e[2].state == S.WAITING_CREDITS and e[2].reason[:6] == "fleet:"]
+        due = [
+            e for e in delayed if e[2].state == S.WAITING_CREDITS and e[2].reason[:6] == "fleet:"
+        ]
         if not due:
             return
         s.queue.delayed = [e for e in delayed if e not in due]
