@@ -65,7 +65,7 @@ class FleetView:
         p, r = self.state.prefix, self.state.r
         capped = [k for k, e in catalog.ENDPOINTS.items() if e.cap is not None]
         try:
-            procs = await r.zrange(p + "procs", 0, -1)
+            procs: list[str] = [str(x) for x in await r.zrange(p + "procs", 0, -1)]
             async with r.pipeline(transaction=True) as pipe:
                 pipe.time()
                 for proc in procs:
