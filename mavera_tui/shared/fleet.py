@@ -404,9 +404,9 @@ class Fleet:
                 gate.blocked_until = max(gate.blocked_until, until)
                 s._enqueue(job)
             elif code == st.REFUSED_SLOT:
-                # Until a release on the endpoint is published; the first lease's expiry
-                # is the latest it can take (a killed holder's lease runs out).
-                self.slot_gate.blocked[job.ep.key] = until
+                # Until a release on the endpoint is published (or, should that message be
+                # lost, a look again within two seconds; a killed holder's lease runs out).
+                self.slot_gate.blocked[job.ep.key] = min(until, now + 2.0)
                 s._enqueue(job)
             else:  # credits, park, or yielding to higher priority: look again soon
                 s._enqueue(job, soon, S.WAITING_CREDITS if code != st.YIELDED else S.QUEUED)
