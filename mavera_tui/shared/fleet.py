@@ -85,12 +85,26 @@ class SharedWindowGate(WindowGate):
         super().__init__(window)
         self.fleet = fleet
         self.blocked_until = 0.0
+        # The fleet's room after our last admission, believed for a moment: the loop then
+        # sizes its batch (and keeps admissions for capped jobs) by the fleet's room, not
+        # by our own mirror's, which does not see the others' sends.
+        self.hint: int | None = None
+        self.hint_until = 0.0
 
     def room(self, now: float) -> int:
-        """Our own mirror's room, or 0 while the fleet said full (or Redis is away)."""
+        """Our own mirror's room (at most the fleet's, as last heard), or 0 while the fleet
+        said full (or Redis is away)."""
         if self.fleet.closed_for_redis() or now < self.blocked_until:
             return 0
-        return super().room(now)
+        room = super().room(now)
+        if self.hint is not None and now < self.hint_until:
+            room = min(room, self.hint)
+        return room
+
+    def heard(self, room: int, now: float) -> None:
+        """The fleet's room after an admission (at least 1: one more call finds out)."""
+        self.hint = max(1, room)
+        self.hint_until = now + min(0.5, self.window.window / 20)
 
     def next_open(self, now: float, waiting: bool) -> list[float]:
         """As the local gate, and when the fleet said room comes back."""
@@ -123,6 +137,10 @@ class SharedSlotGate(SlotGate):
         if self.share > 1:
             n = min(n, max(1, ep.cap // self.share) - len(self.in_flight[ep.key]))
         return n
+
+    def cap_share(self, ep: Endpoint) -> int:
+        """The fleet shares the cap: plan with this process's part of it."""
+        return -(-(ep.cap or 0) // max(1, self.fleet.live))
 
     def next_open(self, now: float) -> list[float]:
         """Held endpoints, and those the fleet closed."""
@@ -310,6 +328,17 @@ class Fleet:
         w = self.sched.window if self.sched is not None else None
         return getattr(w, "full_limit", w.limit if w is not None else 60)
 
+    def _capped_need(self) -> int:
+        """Window admissions this process wants kept for its capped jobs (the loop's own
+        reckoning, over every priority)."""
+        s = self.sched
+        if s is None:
+            return 0
+        try:
+            return s.slots.reserve_for_capped(s.clock.now(), -(1 << 62), s.window, s.queue)
+        except (ValueError, ZeroDivisionError):
+            return 0
+
     async def _admit(self, reqs: list[AdmitRequest], best: int | None) -> st.AdmitResult:
         t0 = time.perf_counter()
         res = await self.state.admit(
@@ -321,6 +350,7 @@ class Fleet:
             ttl=self.settings.lease_ttl,
             best=best,
             known_epoch=self.epoch,
+            need=self._capped_need(),
         )
         self.admit_seconds += time.perf_counter() - t0
         self.admit_calls += 1
@@ -370,6 +400,7 @@ class Fleet:
             self._refuse(batch, [st.REFUSED_HOLD] * len(batch), 0.5)
             return []
         self.admit_jobs += res.codes.count(st.ADMITTED)
+        self.window_gate.heard(res.room, s.clock.now())
         admitted, refused, codes = [], [], []
         t = time.monotonic()
         for job, req, code in zip(batch, reqs, res.codes, strict=True):
@@ -391,7 +422,7 @@ class Fleet:
         assert s is not None
         now = s.clock.now()
         w = self._window()
-        soon = now + min(1.0, w / 20)
+        soon = now + min(1.0, w / 10)
         until = now + (retry_in if retry_in is not None else min(1.0, w / 20))
         gate = self.window_gate
         for job, code in zip(jobs, codes, strict=True):
@@ -541,6 +572,7 @@ class Fleet:
         ttl = self.settings.lease_ttl
         while True:
             s = self.sched
+            need = self._capped_need()
             try:
                 _, self.live = await self.state.heartbeat(
                     self.proc,
@@ -552,13 +584,17 @@ class Fleet:
                     best=self._best_waiting(),
                     ttl=ttl,
                     leases=list(self.leases),
+                    need=need,
                 )
                 if self.down is not None:
                     self._came_back()
                     self._flush.set()
             except SharedUnavailable as e:
                 self._went_down(str(e))
-            await asyncio.sleep(0.5 if self.down is not None else min(ttl / 3, 5.0))
+            pause = 0.5 if self.down is not None else min(ttl / 3, 5.0)
+            if need > 0:  # what it keeps for its capped jobs must stay fresh in Redis
+                pause = min(pause, max(0.2, self._window() / 20))
+            await asyncio.sleep(pause)
 
     async def _listen_loop(self) -> None:
         """Releases publish what they freed: open that endpoint's gate (or look at the

@@ -16,6 +16,7 @@ The keys under the prefix:
 ``limit``      the limit the server's headers say; ``hold``: the key-wide 429 hold (PX);
                ``park``: the 402 park (PX)
 ``prio``       hash: process -> "best waiting priority|Redis time"
+``need``       hash: process -> "admissions kept for its capped jobs|Redis time"
 ``procs``      sorted set of processes by last heartbeat; ``proc:<id>``: a process's fields
 ``epoch``      when this state began (a Redis that lost it is noticed by the processes)
 ``ledger``     stream of every attempt (MAXLEN ~); ``alerts``: list of recent alerts
@@ -53,8 +54,9 @@ end
 """
 
 #: Admit a batch: ARGV = proc, limit, window_ms, margin_ms, ttl_ms, best waiting priority
-#: ('' none), known epoch ('' none), n, then per job: lease, endpoint, cap (0 uncapped),
-#: priority, needed credits (estimate + buffer; 0 free), reserved credits.
+#: ('' none), known epoch ('' none), capped need (window admissions this process wants
+#: kept for its capped jobs about to free a slot), n, then per job: lease, endpoint, cap
+#: (0 uncapped), priority, needed credits (estimate + buffer; 0 free), reserved credits.
 #: Returns: now, epoch, retry_at (when a refused job may try again; '' none), room left,
 #: foreign, limit, then one code per job (see ``state.CODES``).
 ADMIT = (
@@ -64,7 +66,8 @@ local proc = ARGV[1]
 local limit = tonumber(redis.call('GET', p .. 'limit') or ARGV[2])
 local win, margin, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local best, known = ARGV[6], ARGV[7]
-local n = tonumber(ARGV[8])
+local need = tonumber(ARGV[8])
+local n = tonumber(ARGV[9])
 local epoch = redis.call('GET', p .. 'epoch')
 if not epoch then
   epoch = fmt(now)
@@ -101,6 +104,25 @@ for i = 1, #entries, 2 do
     table.insert(others, pr)
   end
 end
+-- Window admissions the others keep for their capped jobs (a batch ends no earlier than
+-- its capped work allows, so those slots must not idle while uncapped work takes the room).
+if need > 0 then
+  redis.call('HSET', p .. 'need', proc, need .. '|' .. fmt(now))
+else
+  redis.call('HDEL', p .. 'need', proc)
+end
+local others_need = 0
+entries = redis.call('HGETALL', p .. 'need')
+for i = 1, #entries, 2 do
+  local who, v = entries[i], entries[i + 1]
+  local sep = string.find(v, '|', 1, true)
+  local k, seen = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+  if seen < now - math.max(500, math.min(ttl, win / 10)) then  -- refreshed by calls
+    redis.call('HDEL', p .. 'need', who)
+  elseif who ~= proc then
+    others_need = others_need + k
+  end
+end
 local parked = redis.call('EXISTS', p .. 'park') == 1
 local balance = redis.call('GET', p .. 'balance')
 if balance then balance = tonumber(balance) end
@@ -108,7 +130,7 @@ local resv = tonumber(redis.call('GET', p .. 'resv') or '0')
 local codes = {}
 local window_full, slot_retry = false, nil
 for i = 1, n do
-  local b = 8 + (i - 1) * 6
+  local b = 9 + (i - 1) * 6
   local lease, ep, cap = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local prio, needed, reserve = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
   local code = 1
@@ -121,6 +143,8 @@ for i = 1, n do
     window_full = true
   elseif higher > 0 and room <= higher then
     code = 6  -- the last room is left to a process with higher-priority work waiting
+  elseif cap == 0 and room <= others_need and prio < 1073741824 then
+    code = 6  -- kept for others' capped jobs (the engine's own reads do not wait)
   elseif cap > 0 and redis.call('ZCARD', p .. 'slots:' .. ep) >= cap then
     code = 2
     local first = redis.call('ZRANGE', p .. 'slots:' .. ep, 0, 0, 'WITHSCORES')
@@ -239,17 +263,23 @@ return freed
 )
 
 #: A process's heartbeat: ARGV = proc, host, pid, role, in flight, queued, best waiting
-#: priority ('' none), ttl_ms, n, leases... Renews the process's live leases, records it in
+#: priority ('' none), ttl_ms, capped need, n, leases... Renews the process's live leases, records it in
 #: the registry and drops processes not seen for three lease times. Returns now and the
 #: number of live processes (seen within a lease time).
 HEARTBEAT = (
     _PRELUDE
     + r"""
 local proc, ttl = ARGV[1], tonumber(ARGV[8])
-local n = tonumber(ARGV[9])
+local need = tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
 expire_leases()
+if need > 0 then
+  redis.call('HSET', p .. 'need', proc, need .. '|' .. fmt(now))
+else
+  redis.call('HDEL', p .. 'need', proc)
+end
 for i = 1, n do
-  local lease = ARGV[9 + i]
+  local lease = ARGV[10 + i]
   if redis.call('ZSCORE', p .. 'leases', lease) then
     redis.call('ZADD', p .. 'leases', 'XX', now + ttl, lease)
     local info = redis.call('HGET', p .. 'linfo', lease)
@@ -282,6 +312,7 @@ LEAVE = (
 redis.call('ZREM', p .. 'procs', ARGV[1])
 redis.call('DEL', p .. 'proc:' .. ARGV[1])
 redis.call('HDEL', p .. 'prio', ARGV[1])
+redis.call('HDEL', p .. 'need', ARGV[1])
 return 1
 """
 )

@@ -162,9 +162,11 @@ class SharedState:
         ttl: float,
         best: int | None,
         known_epoch: str | None,
+        need: int = 0,
     ) -> AdmitResult:
         """Admit what fits of ``jobs`` (in order), atomically: the fleet's window, capped
-        slots, credits, the 429 hold, the 402 park and the fleet-wide priority order."""
+        slots, credits, the 429 hold, the 402 park and the fleet-wide order (priorities,
+        and ``need``: admissions this process wants kept for its capped jobs)."""
         args: list[Any] = [
             proc,
             limit,
@@ -173,6 +175,7 @@ class SharedState:
             ttl * 1000,
             "" if best is None else best,
             known_epoch or "",
+            max(0, need),
             len(jobs),
         ]
         for j in jobs:
@@ -219,6 +222,7 @@ class SharedState:
         best: int | None,
         ttl: float,
         leases: Sequence[str],
+        need: int = 0,
     ) -> tuple[float, int]:
         """Renew this process's leases and registry entry; returns (Redis ms, live procs)."""
         args: list[Any] = [
@@ -230,6 +234,7 @@ class SharedState:
             queued,
             "" if best is None else best,
             ttl * 1000,
+            max(0, need),
             len(leases),
             *leases,
         ]
