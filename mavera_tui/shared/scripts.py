@@ -263,9 +263,9 @@ return freed
 )
 
 #: A process's heartbeat: ARGV = proc, host, pid, role, in flight, queued, best waiting
-#: priority ('' none), ttl_ms, capped need, n, leases... Renews the process's live leases, records it in
-#: the registry and drops processes not seen for three lease times. Returns now and the
-#: number of live processes (seen within a lease time).
+#: priority ('' none), ttl_ms, capped need, n, leases... Renews the process's live leases,
+#: records it in the registry and drops processes not seen for three lease times. Returns
+#: now and the number of live processes (seen within a lease time).
 HEARTBEAT = (
     _PRELUDE
     + r"""
