@@ -120,7 +120,7 @@ def sim(loopback_sim: Any) -> Any:
         plan="enterprise",
         allocation=10_000_000,
         window_seconds=WINDOW,
-        time_scale=0.02,
+        time_scale=0.01,
         seed=5,
     )
 

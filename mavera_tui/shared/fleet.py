@@ -591,10 +591,14 @@ class Fleet:
                     self._flush.set()
             except SharedUnavailable as e:
                 self._went_down(str(e))
-            pause = 0.5 if self.down is not None else min(ttl / 3, 5.0)
+            pause = min(ttl / 3, 5.0)
             if need > 0:  # what it keeps for its capped jobs must stay fresh in Redis
                 pause = min(pause, max(0.2, self._window() / 20))
-            await asyncio.sleep(pause)
+            end = time.monotonic() + pause
+            while time.monotonic() < end:  # Redis lost meanwhile: look for it sooner
+                await asyncio.sleep(min(0.25, pause))
+                if self.down is not None:
+                    break
 
     async def _listen_loop(self) -> None:
         """Releases publish what they freed: open that endpoint's gate (or look at the

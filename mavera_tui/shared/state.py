@@ -142,13 +142,23 @@ class SharedState:
         except ResponseError as e:  # a script error is a bug, not an outage: say which
             raise SharedUnavailable(f"Redis refused a script: {e}") from e
         except (RedisError, OSError, TimeoutError) as e:
+            await self._drop_connections()
             raise SharedUnavailable(f"{type(e).__name__}: {e}") from e
+
+    async def _drop_connections(self) -> None:
+        """After a failure, no pooled connection is trusted: a Redis that restarted closed
+        them all, and each would fail once more on its next use."""
+        try:
+            await self.r.connection_pool.disconnect()
+        except (RedisError, OSError, TimeoutError):
+            pass
 
     async def ping(self) -> None:
         """Raise SharedUnavailable unless Redis answers."""
         try:
             await self.r.ping()
         except (RedisError, OSError, TimeoutError) as e:
+            await self._drop_connections()
             raise SharedUnavailable(f"{type(e).__name__}: {e}") from e
 
     async def admit(
