@@ -4,7 +4,8 @@ in Redis (``--shared redis://HOST:PORT/DB``).
 * :mod:`.scripts`: the Lua scripts (atomic, timed by Redis ``TIME``, one hash tag);
 * :mod:`.state`: :class:`SharedState`, the scripts behind a small async API;
 * :mod:`.fleet`: the scheduler's side: shared window and slot gates and the :class:`Fleet`
-  hook (admission per batch, release per answer, heartbeat, wake-ups, Redis away);
+  hook (admission per batch, Redis away); :mod:`.upkeep`: its release per answer,
+  heartbeat and pub/sub wake-ups;
 * :mod:`.view`: :class:`FleetView`, a read-only view for a monitor.
 """
 
