@@ -142,10 +142,60 @@ def run_mode(
     return out
 
 
+def admission_cost(work: Path, n: int = 3000) -> dict[str, float]:
+    """The scripts alone on an idle loopback Redis: ms per job admitted (one call per
+    batch of 1, of 10), and per release (batches of 10), with the Python client's own cost."""
+    import asyncio
+
+    from mavera_tui.shared.state import AdmitRequest, Release, SharedState, key_prefix
+
+    redis_proc, url = start_redis(work)
+
+    async def measure() -> dict[str, float]:
+        s = SharedState(url, key_prefix("bench-admission"))
+        out: dict[str, float] = {}
+        seq = 0
+        for size in (1, 10):
+            t0 = time.perf_counter()
+            leases: list[str] = []
+            for _ in range(n // size):
+                batch = []
+                for _ in range(size):
+                    seq += 1
+                    batch.append(AdmitRequest(f"b#{seq}", "mave", 10**6, 0, 12, 10))
+                    leases.append(f"b#{seq}")
+                await s.admit(
+                    "b",
+                    batch,
+                    limit=10**6,
+                    window=6,
+                    margin=0.15,
+                    ttl=30,
+                    best=None,
+                    known_epoch=None,
+                )
+            out[f"admit_ms_per_job_batch{size}"] = (time.perf_counter() - t0) / n * 1000
+            t0 = time.perf_counter()
+            for i in range(0, len(leases), 10):
+                await s.release([Release(x, credits=10) for x in leases[i : i + 10]], window=6)
+            out[f"release_ms_per_job_batch10_after{size}"] = (time.perf_counter() - t0) / n * 1000
+        await s.close()
+        return out
+
+    try:
+        return asyncio.run(measure())
+    finally:
+        H.stop(redis_proc, grace=2.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--jobs", type=int, default=600)
-    ap.add_argument("--modes", default="shared,unshared,alone")
+    ap.add_argument(
+        "--modes",
+        default="shared,unshared,alone",
+        help="comma-separated; empty: the admission cost only",
+    )
     ap.add_argument(
         "--foreign",
         type=float,
@@ -158,10 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     limit = catalog.TIERS["basic"]
     cell = H.Cell("basic-shared", limit, "mix", args.jobs, foreign=args.foreign)
     jobs = cell.make_jobs(1)
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-shared-") as tmp:
+        cost = admission_cost(Path(tmp))
+        print(
+            "admission on loopback, scripts alone: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in cost.items()),
+            flush=True,
+        )
+        results.append({"mode": "admission_cost", **cost})
         for rep in range(args.repeat):
-            for mode in args.modes.split(","):
+            for mode in [m for m in args.modes.split(",") if m]:
                 r = run_mode(mode, cell, jobs, Path(tmp), rep)
                 results.append(r)
                 print(
