@@ -114,8 +114,7 @@ def run_mode(
             with open(log, "ab") as lf:
                 clients.append(H.spawn(cmd, stdout=lf, stderr=lf, env=H._child_env(), cwd=H.ROOT))
         deadline = time.monotonic() + 10 * cell.expected_bound() + 60
-        for c in clients:
-            H.wait_rusage(c, deadline)
+        exits = [H.wait_rusage(c, deadline)[0] for c in clients]
         stats = H.fetch_stats(port)
     finally:
         for p in [*clients, server] + ([redis_proc] if redis_proc else []):
@@ -124,6 +123,10 @@ def run_mode(
     cols = stats["columns"]
     recs = [dict(zip(cols, row, strict=True)) for row in stats["records"]]
     out["mode"] = mode
+    out["exits"] = exits
+    if any(e not in (0, 1) for e in exits) or not all(x.exists() for x in summaries):
+        out["log_tail"] = H._tail(log, 30)
+        print("\n".join(out["log_tail"]), file=sys.stderr)
     out["ratio"] = out["makespan_server_s"] / out["bound_s"] if out.get("bound_s") else None
     out["charged"] = sum(r["credits"] or 0 for r in recs)
     sums = [json.loads(s.read_text()) for s in summaries if s.exists()]

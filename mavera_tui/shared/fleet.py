@@ -224,18 +224,23 @@ class Fleet(Upkeep):
     async def close(self) -> None:
         """Release what is still held, leave the registry, close the connection."""
         self._closing = True
-        for t in self._tasks:
+        tasks = list(self._tasks)  # done tasks remove themselves from the list
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        with contextlib.suppress(SharedUnavailable):
+        try:
             await self._send_pending()
             if self.leases:
                 await self.state.release(
                     [Release(lease) for lease in list(self.leases)], window=self._window()
                 )
             await self.state.leave(self.proc)
+        except SharedUnavailable:
+            pass  # the leases expire; the registry entry too
+        except Exception:  # never lose the run's summary over the goodbye
+            log.exception("leaving the fleet")
         await self.state.close()
 
     def stats(self) -> dict[str, Any]:
