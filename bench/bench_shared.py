@@ -80,7 +80,12 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def run_mode(
-    mode: str, cell: H.Cell, jobs: list[dict[str, Any]], work: Path, rep: int
+    mode: str,
+    cell: H.Cell,
+    jobs: list[dict[str, Any]],
+    work: Path,
+    rep: int,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One mode against a fresh simulator (and a fresh Redis)."""
     log = work / f"{mode}-{rep}.log"
@@ -111,6 +116,7 @@ def run_mode(
             ]
             if mode == "shared":
                 cmd += ["--shared", redis_url, "--host-id", f"bench-{i}"]
+            cmd += [x.replace("{i}", str(i)) for x in extra]
             with open(log, "ab") as lf:
                 clients.append(H.spawn(cmd, stdout=lf, stderr=lf, env=H._child_env(), cwd=H.ROOT))
         deadline = time.monotonic() + 10 * cell.expected_bound() + 60

@@ -227,9 +227,9 @@ class Fleet(Upkeep):
         tasks = list(self._tasks)  # done tasks remove themselves from the list
         for t in tasks:
             t.cancel()
-        for t in tasks:
+        for t in tasks:  # bounded: a task stuck in a Redis client's clean-up must not hang us
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await asyncio.wait_for(t, 1.0)
         try:
             await self._send_pending()
             if self.leases:
@@ -241,7 +241,8 @@ class Fleet(Upkeep):
             pass  # the leases expire; the registry entry too
         except Exception:  # never lose the run's summary over the goodbye
             log.exception("leaving the fleet")
-        await self.state.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.state.close(), 1.0)
 
     def stats(self) -> dict[str, Any]:
         """Admission calls, jobs admitted through them, and the time they took."""

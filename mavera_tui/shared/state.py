@@ -8,6 +8,7 @@ answer is :class:`SharedUnavailable` at once, and the caller decides (wait or fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -275,3 +276,5 @@ class SharedState:
             await self.r.aclose()
         except (RedisError, OSError, TimeoutError):
             pass
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self.r.connection_pool.disconnect()

@@ -211,12 +211,12 @@ class Upkeep:
                         self._wake_credit_waiters()
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await asyncio.wait_for(pubsub.aclose(), 0.5)
                 raise
             except Exception as e:  # down: the heartbeat says so; listen again later
                 log.debug("fleet listener: %s", e)
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await asyncio.wait_for(pubsub.aclose(), 0.5)
                 await asyncio.sleep(0.5)
 
     def _wake_credit_waiters(self) -> None:
