@@ -447,6 +447,8 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
         summary = sched.summary(ids)
         _add_finished(summary, known)
         summary["bad_lines_skipped"] = bad_lines
+        if engine.fleet is not None:
+            summary["shared"] = engine.fleet.stats()
         progress.update(summary, sched.snapshot(), final=True)
     finally:
         if not stop.is_set() and not aborted["n"]:

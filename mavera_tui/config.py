@@ -2,8 +2,9 @@
 effective value came from.
 
 Sections (TOML tables): ``engine``, ``budget`` (with ``budget.auto_recharge``), ``ui``,
-``run``, ``record``, ``sim`` (the embedded simulator). Every field below carries its own
-description (``doc``), which ``--help`` and ``mavera-tui config`` print.
+``run``, ``record``, ``sim`` (the embedded simulator), ``shared`` (one key, many processes).
+Every field below carries its own description (``doc``), which ``--help`` and
+``mavera-tui config`` print.
 
 Read order, later wins:
 
@@ -316,6 +317,55 @@ class SimSettings:
     auto_recharge: bool = setting(True, "embedded simulator: whether its account auto-recharges")
 
 
+SHARED_FALLBACKS = ("wait", "local")
+
+
+@dataclass
+class SharedSettings:
+    """Sharing one key's limits with other processes and hosts through Redis (``--shared``)."""
+
+    redis_url: str | None = setting(
+        None,
+        "share the key's window, slots and credits with every process on it through this "
+        "Redis, e.g. redis://127.0.0.1:6379/0 (not set: this process alone)",
+        kind="str",
+        flag="--shared",
+        metavar="REDIS_URL",
+        env="MAVERA_TUI_REDIS_URL",
+    )
+    fallback: str = setting(
+        "wait",
+        "when Redis cannot be reached: wait for it (send nothing), or run on local gates "
+        "with this process's share of the limit (limit / live processes)",
+        choices=SHARED_FALLBACKS,
+        flag="--shared-fallback",
+    )
+    host_id: str | None = setting(
+        None,
+        "this host's name in the fleet (default: the hostname)",
+        kind="str",
+        flag="--host-id",
+        metavar="NAME",
+    )
+    lease_ttl: float = setting(
+        30.0,
+        "seconds a slot lease or credit reservation lives without a heartbeat (a killed "
+        "process's slots come back after this)",
+        check="positive",
+        flag="--lease-ttl",
+        metavar="S",
+    )
+    margin: float = setting(
+        0.15,
+        "seconds each admission is kept in the shared window past its length (admission "
+        "comes a little before the server counts the request)",
+        check="nonneg",
+    )
+    socket_timeout: float = setting(
+        0.5, "seconds to wait for Redis before calling it unreachable", check="positive"
+    )
+
+
 @dataclass
 class ProxySettings:
     """``mavera-tui proxy`` and the Python API (``Governor.request``): the door apps use."""
@@ -370,6 +420,7 @@ class Config:
     record: RecordSettings = section(RecordSettings, "mavera-tui record")
     sim: SimSettings = section(SimSettings, "the embedded simulator")
     proxy: ProxySettings = section(ProxySettings, "mavera-tui proxy and Governor.request")
+    shared: SharedSettings = section(SharedSettings, "one key shared by many processes (Redis)")
 
 
 # ===================================================================== the fields =====
@@ -811,7 +862,9 @@ def add_flag(
 
 #: The engine options every engine command (the monitor, run, record, config) takes.
 ENGINE_FLAGS = tuple(
-    n for n, s in SPECS.items() if s.flag and n.split(".")[0] in ("engine", "budget", "sim")
+    n
+    for n, s in SPECS.items()
+    if s.flag and n.split(".")[0] in ("engine", "budget", "sim", "shared")
 )
 
 

@@ -102,11 +102,14 @@ class Engine:
         self.simulated = False
         self.target = ""
         self.notice = ""  # a line to show the user about where requests go
+        self.fleet: Any = None  # with --shared: this process in the key's fleet
+        self._key_prefix = ""  # the key's Redis prefix (a hash of it, never the key)
 
     def _make_client(self) -> ApiClient:
         s = self.settings
         eng, sim_cfg = s.config.engine, s.config.sim
         key = self._api_key or api_key_from_env()
+        self._set_key_prefix(key or SIM_KEY)
         # MAVERA_BASE_URL is read with the other settings (config.load_config), not here.
         base = (eng.base_url or "").strip() or None
         if (
@@ -155,6 +158,7 @@ class Engine:
                     "a key (export MAVERA_API_KEY=...)"
                 )
             key = "local-no-key"
+            self._set_key_prefix(key)
             self.notice = (
                 f"no {catalog.API_KEY_ENV} set: sending a placeholder key to the "
                 f"local server at {base}"
@@ -173,6 +177,38 @@ class Engine:
             max_connections=conns,
             backend=eng.http_backend,
         )
+
+    def _set_key_prefix(self, key: str) -> None:
+        if self.settings.config.shared.redis_url:
+            from .shared.state import key_prefix
+
+            self._key_prefix = key_prefix(key)
+
+    async def _join_fleet(self, sched: Scheduler) -> None:
+        """With ``--shared``: the scheduler's window, slots and credits become the key's
+        fleet's (Redis), before it sends anything."""
+        shared = self.settings.config.shared
+        if not shared.redis_url:
+            return
+        from .shared.fleet import Fleet
+        from .shared.state import SharedState
+
+        url = shared.redis_url.strip()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"--shared takes a Redis URL such as redis://127.0.0.1:6379/0, got {url[:60]!r}"
+            )
+        try:
+            state = SharedState(url, self._key_prefix, socket_timeout=shared.socket_timeout)
+        except ValueError as e:
+            raise ConfigError(f"--shared: not a usable Redis URL: {e}") from None
+        mode = self.settings.mode
+        role = {"live": "monitor", "demo": "monitor"}.get(mode, mode)
+        self.fleet = Fleet(state, shared, role=role, echo=mode in ("run", "record"))
+        self.fleet.attach(sched)
+        await self.fleet.start()
+        if self.fleet.down is None:
+            self.notice += f"; sharing the key's limits through {url.split('@')[-1]}"
 
     def _scheduler_config(self) -> SchedulerConfig:
         return scheduler_config(self.settings.config, keep_finished=self.settings.keep_finished)
@@ -194,6 +230,7 @@ class Engine:
                 target=self.target,
                 simulated=self.simulated,
             )
+            await self._join_fleet(self.scheduler)
             await self.scheduler.start(resume=self._resume)
         except BaseException:
             await self.stop()
@@ -207,6 +244,8 @@ class Engine:
                 await self.scheduler.abort()
             else:
                 await self.scheduler.close()
+        if self.fleet is not None:
+            await self.fleet.close()
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.aclose()

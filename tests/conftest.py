@@ -8,14 +8,18 @@
   request carried, its body and its Retry-After, so the API side's records can be matched
   to the client's jobs;
 * ``job_file``: writes a JSONL job file; ``query_db`` and ``job_states``: read a database
-  with plain sqlite3, the way an operator would.
+  with plain sqlite3, the way an operator would;
+* ``redis_server``: a real ``redis-server`` on a free loopback port, no persistence, that a
+  test can restart on the same port (the shared-key tests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -295,3 +299,85 @@ def query_db() -> Callable[..., list[Any]]:
 def job_states() -> Callable[[Path | str], dict[str, str]]:
     """``job_states(db)``: {job id: state}, after PRAGMA integrity_check."""
     return read_job_states
+
+
+# --- Redis: a real redis-server on a free loopback port --------------------------------------
+
+
+class RedisServer:
+    """``redis-server`` on 127.0.0.1:<free port>, no persistence, its files in a temporary
+    folder; ``stop`` and ``start`` again on the same port stand in for a Redis restart
+    (which loses every key: nothing is saved)."""
+
+    def __init__(self, directory: Path):
+        import shutil
+        import socket
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            if os.environ.get("CI"):
+                pytest.fail("redis-server is not installed (.ci/run installs it)")
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        self.exe = exe
+        self.dir = directory
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start (or restart) the server on the same port; returns once it answers."""
+        import socket
+
+        self.proc = subprocess.Popen(
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: nothing is saved anyway)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop, stay down ``down_for`` seconds, start again on the same port (empty)."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh ``redis-server`` for the test (``.url``, ``.port``, ``restart()``)."""
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield srv
+    srv.stop()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..budget import Budget
     from ..estimate import Calibration
     from ..limiter import SlidingWindow
+    from ..shared.fleet import Fleet
     from .balance import BalanceKeeper
     from .credits import CreditGate
     from .model import Transport
@@ -72,6 +73,7 @@ class Answers(Journal):
     _wake: asyncio.Event
     _storm_alerted_at: float
     _rng: random.Random
+    fleet: Fleet | None
 
     if TYPE_CHECKING:  # the loop's, used here
 
@@ -109,6 +111,16 @@ class Answers(Journal):
         return stamp, {}
 
     async def _attempt(self, job: Job) -> None:
+        if self.fleet is None:
+            await self._attempt_one(job)
+            return
+        answer: list[Outcome] = []
+        try:
+            await self._attempt_one(job, answer)
+        finally:  # answered, cancelled or crashed: the lease goes back (idempotent)
+            self.fleet.done(job, answer[0] if answer else None)
+
+    async def _attempt_one(self, job: Job, answer: list[Outcome] | None = None) -> None:
         sent_at = job.sent_at = self.clock.now()
         stamp, kw = self._stamper(job)
         if job.keep_raw:
@@ -152,6 +164,8 @@ class Answers(Journal):
         job.task = None
         if job.keep_raw:
             job.last = out
+        if answer is not None:
+            answer.append(out)
         now = self.clock.now()
         self.slots.release(job)
         if stamp.at is not None:

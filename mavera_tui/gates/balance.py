@@ -85,6 +85,8 @@ class BalanceKeeper:
             st.balance_start, st.balance_start_wall = bal.total, s.clock.wall()
         for a in s.budget.set_balance(bal):
             s._alert(a.level, a.kind, a.message)
+        if s.fleet is not None:
+            s.fleet.balance(bal.total)
         return True
 
     async def send(self, ep: Endpoint, path: str) -> Outcome | None:
@@ -98,9 +100,15 @@ class BalanceKeeper:
             if window.available(now) > 0:
                 break
             await s.clock.sleep(max(0.01, window.next_free(now) - now))
+        lease = await s.fleet.admit_own(ep) if s.fleet is not None else None
+        if s._closing:
+            if s.fleet is not None:
+                s.fleet.done_own(lease, None)
+            return None
         window.reserve()
         s.stats.sent(ep.key)
         stamp, kw = s._stamper(None)
+        out: Outcome | None = None
         try:
             out = await s.transport.request(
                 ep.method, path, None, timeout=min(30.0, s.config.request_timeout), **kw
@@ -108,6 +116,8 @@ class BalanceKeeper:
         finally:
             if stamp.at is None:
                 window.release()
+            if s.fleet is not None:
+                s.fleet.done_own(lease, out)
         now = stamp.at if stamp.at is not None else now
         done = s.clock.now()
         window.observe(now, done, out.headers, s.clock.wall())

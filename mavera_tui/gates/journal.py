@@ -190,6 +190,9 @@ class Journal:
         if self.store is not None:
             self.store.add_alert(wall, level, kind, message)
         log.info("alert %s %s: %s", level, kind, message)
+        fleet = getattr(self, "fleet", None)
+        if fleet is not None:  # the fleet's monitor shows every process's alerts
+            fleet.alert(level, kind, message, wall)
 
     def _view(self, j: Job) -> S.JobView:
         return S.JobView(

@@ -22,7 +22,7 @@ import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import catalog
 from .. import snapshot as S
@@ -41,6 +41,9 @@ from .slots import SlotGate
 from .stats import RunStats
 from .views import Observing
 from .window import WindowGate
+
+if TYPE_CHECKING:
+    from ..shared.fleet import Fleet
 
 log = logging.getLogger("mavera_tui.scheduler")
 
@@ -95,6 +98,8 @@ class Scheduler(Observing):
         self._storm_alerted_at = -1e18
         self._unfinished = 0
         self._waiters: dict[str, asyncio.Future[Job]] = {}
+        # With --shared: the fleet's admission (mavera_tui.shared.fleet), else None.
+        self.fleet: Fleet | None = None
 
     # ====================================================================== lifecycle ====
 
@@ -407,6 +412,10 @@ class Scheduler(Observing):
         return False
 
     async def _launch(self, batch: list[Job]) -> None:
+        if self.fleet is not None:  # the key's other processes have their say
+            batch = await self.fleet.admit(batch)
+            if not batch:
+                return
         for job in batch:
             job.attempts += 1
             job.state = S.IN_FLIGHT
@@ -436,6 +445,8 @@ class Scheduler(Observing):
             self.window.release()
             self.slots.release(job)
             self.credits.settle(job)
+            if self.fleet is not None:
+                self.fleet.done(job, None, unsent=True)
             job.attempts -= 1
             self._enqueue(job, self.clock.now() + 1.0, S.BACKOFF)
             job.reason = f"not sent: {e}"

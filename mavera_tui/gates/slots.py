@@ -106,6 +106,10 @@ class SlotGate:
             scale = self.latency["billing_credits"] / ((b[0] + b[1]) / 2)
         return (prior[0] + prior[1]) / 2 * min(1.0, max(scale, 0.01))
 
+    def cap_share(self, ep: Endpoint) -> int:
+        """The slots of a capped endpoint this process plans with (all of them, alone)."""
+        return ep.cap or 0
+
     def reserve_for_capped(
         self, now: float, priority: int, window: SlidingWindow, ready: ReadyQueue
     ) -> int:
@@ -127,7 +131,7 @@ class SlotGate:
                 continue
             lat = max(self.expected_latency(key), 1e-3)
             frees = [max(now, j.sent_at + lat) for j in jobs]
-            frees += [now] * max(0, ep.cap - len(jobs))
+            frees += [now] * max(0, self.cap_share(ep) - len(jobs))
             starts = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
             need += min(starts, ready.count[key])
         return need

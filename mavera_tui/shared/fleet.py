@@ -1,0 +1,472 @@
+"""The scheduler's side of a shared key: gates that ask the fleet, and the hook that talks
+to Redis for them.
+
+With ``--shared`` the scheduler keeps its gates and its loop; three of them change:
+
+* :class:`FleetWindow` mirrors only this process's own sends (the others' are in Redis,
+  and the foreign estimate is kept there: what the server counted beyond the fleet's log);
+* :class:`SharedWindowGate` and :class:`SharedSlotGate` close while the fleet refused
+  (until the time Redis gave, or until a release wakes them over pub/sub);
+* :class:`Fleet` admits each batch the loop chose in one script call (what does not fit
+  goes back to the queue), releases each lease after its answer (batched, idempotent,
+  also from a ``finally``), renews the leases by heartbeat, registers the process, and
+  says at once when Redis cannot be reached: then nothing is admitted (``wait``, the
+  default) or the local gates run with this process's share of the limit (``local``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import re
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import catalog
+from .. import snapshot as S
+from ..api_types import RateHeaders
+from ..catalog import Endpoint
+from ..config import SharedSettings
+from ..estimate import with_buffer
+from ..gates.model import Job
+from ..gates.slots import SlotGate
+from ..gates.window import WindowGate
+from ..limiter import SlidingWindow
+from . import state as st
+from .state import AdmitRequest, Release, SharedState, SharedUnavailable
+from .upkeep import Upkeep
+
+if TYPE_CHECKING:
+    from ..gates.loop import Scheduler
+
+log = logging.getLogger("mavera_tui.shared")
+
+#: The engine's own requests (balance reads) go before any job in the fleet's order.
+OWN_PRIORITY = 1 << 30
+
+
+class FleetWindow(SlidingWindow):
+    """This process's own sends; the fleet's window and the foreign estimate are in Redis.
+    The limit is the key's, or this process's share of it while Redis is away and the
+    fallback is local."""
+
+    share = 1
+
+    def observe(
+        self, sent_at: float, now: float, headers: RateHeaders, wall_now: float | None = None
+    ) -> None:
+        """Learn the limit and Remaining; what others sent is the fleet's business."""
+        if headers.limit is not None:
+            self.full_limit = headers.limit
+            self.limit = max(1, headers.limit // self.share)
+            self.limit_learned = True
+        if headers.remaining is not None:
+            self.last_remaining = headers.remaining
+
+    def set_share(self, share: int) -> None:
+        """Run on ``limit / share`` (1: the whole key's)."""
+        full = getattr(self, "full_limit", self.limit * self.share)
+        self.full_limit = full
+        self.share = max(1, share)
+        self.limit = max(1, full // self.share)
+
+
+class SharedWindowGate(WindowGate):
+    """The window gate, closed while the fleet's window refused us (until Redis's time)."""
+
+    def __init__(self, window: SlidingWindow, fleet: Fleet) -> None:
+        super().__init__(window)
+        self.fleet = fleet
+        self.blocked_until = 0.0
+        # The fleet's room after our last admission, believed for a moment: the loop then
+        # sizes its batch (and keeps admissions for capped jobs) by the fleet's room, not
+        # by our own mirror's, which does not see the others' sends.
+        self.hint: int | None = None
+        self.hint_until = 0.0
+
+    def room(self, now: float) -> int:
+        """Our own mirror's room (at most the fleet's, as last heard), or 0 while the fleet
+        said full (or Redis is away)."""
+        if self.fleet.closed_for_redis() or now < self.blocked_until:
+            return 0
+        room = super().room(now)
+        if self.hint is not None and now < self.hint_until:
+            room = min(room, self.hint)
+        return room
+
+    def heard(self, room: int, now: float) -> None:
+        """The fleet's room after an admission (at least 1: one more call finds out)."""
+        self.hint = max(1, room)
+        self.hint_until = now + min(0.5, self.window.window / 20)
+
+    def next_open(self, now: float, waiting: bool) -> list[float]:
+        """As the local gate, and when the fleet said room comes back."""
+        times = super().next_open(now, waiting)
+        if waiting:
+            if self.blocked_until > now:
+                times.append(self.blocked_until)
+            if self.fleet.closed_for_redis():
+                times.append(now + 0.5)
+        return times
+
+
+class SharedSlotGate(SlotGate):
+    """The slot gate, with capped endpoints closed while the fleet's slots are full (until
+    a release on that endpoint is published, or the first lease would expire)."""
+
+    def __init__(self, max_in_flight: int, fleet: Fleet) -> None:
+        super().__init__(max_in_flight)
+        self.fleet = fleet
+        self.blocked: dict[str, float] = {}
+        self.share = 1
+
+    def free(self, ep: Endpoint, now: float) -> int:
+        """Local slots free, 0 while the fleet's are full; a share of the cap in fallback."""
+        n = super().free(ep, now)
+        if ep.cap is None or n <= 0:
+            return n
+        if self.blocked.get(ep.key, 0.0) > now:
+            return 0
+        if self.share > 1:
+            n = min(n, max(1, ep.cap // self.share) - len(self.in_flight[ep.key]))
+        return n
+
+    def cap_share(self, ep: Endpoint) -> int:
+        """The fleet shares the cap: plan with this process's part of it."""
+        return -(-(ep.cap or 0) // max(1, self.fleet.live))
+
+    def next_open(self, now: float) -> list[float]:
+        """Held endpoints, and those the fleet closed."""
+        return super().next_open(now) + [t for t in self.blocked.values() if t > now]
+
+
+def _clean_host(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "host"
+
+
+class Fleet(Upkeep):
+    """This process in the fleet of one key: admission, release, heartbeat, registry."""
+
+    def __init__(
+        self, state: SharedState, settings: SharedSettings, *, role: str, echo: bool = False
+    ) -> None:
+        self.state = state
+        self.settings = settings
+        self.role = role
+        self.echo = echo  # headless commands also print the fleet's alerts on stderr
+        self.host = _clean_host(settings.host_id or socket.gethostname())
+        self.pid = os.getpid()
+        self.proc = f"{self.host}:{self.pid}"
+        self._seq = itertools.count(1)
+        self.leases: dict[str, tuple[str, float]] = {}  # live lease -> (endpoint, admitted)
+        self.job_lease: dict[str, str] = {}
+        self.pending: list[Release] = []
+        self._alerts: list[dict[str, Any]] = []
+        self._flush = asyncio.Event()
+        self.down: str | None = None  # why Redis is unreachable (None: it answers)
+        self.live = 1
+        self.epoch: str | None = None
+        self.sched: Scheduler | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        # Admission cost, for the summary and the benchmark.
+        self.admit_calls = 0
+        self.admit_jobs = 0
+        self.admit_seconds = 0.0
+
+    # ================================================================== wiring ====
+
+    def attach(self, sched: Scheduler) -> None:
+        """Give ``sched`` the shared gates and this hook (before it starts)."""
+        self.sched = sched
+        old = sched.window
+        w = FleetWindow(old.limit, old.window)
+        w.full_limit = old.limit
+        sched.window = w
+        sched.window_gate = SharedWindowGate(w, self)
+        slots = SharedSlotGate(sched.slots.max_in_flight, self)
+        slots.latency = sched.slots.latency  # the ready queue reads the same dict
+        sched.slots = slots
+        sched.fleet = self
+
+    @property
+    def window_gate(self) -> SharedWindowGate:
+        assert self.sched is not None
+        gate = self.sched.window_gate
+        assert isinstance(gate, SharedWindowGate)
+        return gate
+
+    @property
+    def slot_gate(self) -> SharedSlotGate:
+        assert self.sched is not None
+        gate = self.sched.slots
+        assert isinstance(gate, SharedSlotGate)
+        return gate
+
+    async def start(self) -> None:
+        """Reach Redis (an alert at once if it cannot be), then run the heartbeat, the
+        wake-up listener and the release flusher."""
+        try:
+            await self.state.ping()
+        except SharedUnavailable as e:
+            self._went_down(str(e))
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="fleet-heartbeat"),
+            asyncio.create_task(self._listen_loop(), name="fleet-listen"),
+            asyncio.create_task(self._flush_loop(), name="fleet-flush"),
+        ]
+
+    async def close(self) -> None:
+        """Release what is still held, leave the registry, close the connection."""
+        self._closing = True
+        tasks = list(self._tasks)  # done tasks remove themselves from the list
+        for t in tasks:
+            t.cancel()
+        for t in tasks:  # bounded: a task stuck in a Redis client's clean-up must not hang us
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, 1.0)
+        try:
+            await self._send_pending()
+            if self.leases:
+                await self.state.release(
+                    [Release(lease) for lease in list(self.leases)], window=self._window()
+                )
+            await self.state.leave(self.proc)
+        except SharedUnavailable:
+            pass  # the leases expire; the registry entry too
+        except Exception:  # never lose the run's summary over the goodbye
+            log.exception("leaving the fleet")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.state.close(), 1.0)
+
+    def stats(self) -> dict[str, Any]:
+        """Admission calls, jobs admitted through them, and the time they took."""
+        per_job = self.admit_seconds / self.admit_jobs * 1000 if self.admit_jobs else 0.0
+        return {
+            "redis": st.safe_url(self.state.url),
+            "process": self.proc,
+            "admission_calls": self.admit_calls,
+            "admitted": self.admit_jobs,
+            "admission_ms_per_job": round(per_job, 3),
+        }
+
+    # ============================================================= Redis away ====
+
+    def closed_for_redis(self) -> bool:
+        """Redis is away and the fallback is to wait: nothing is admitted."""
+        return self.down is not None and self.settings.fallback != "local"
+
+    def _say(self, level: str, kind: str, message: str) -> None:
+        if self.sched is not None:
+            self.sched._alert(level, kind, message)
+        if self.echo:
+            print(f"mavera-tui: {message}", file=sys.stderr, flush=True)
+
+    def _went_down(self, why: str) -> None:
+        if self.down is not None or self._closing:
+            return
+        self.down = why
+        where = st.safe_url(self.state.url)
+        if self.settings.fallback == "local":
+            share = max(1, self.live)
+            self._set_share(share)
+            self._say(
+                "error",
+                "shared_unreachable",
+                f"shared state at {where} unreachable ({why}): running on local gates "
+                f"with 1/{share} of the key's limit and caps until it is back",
+            )
+        else:
+            self._say(
+                "error",
+                "shared_unreachable",
+                f"shared state at {where} unreachable ({why}): sending nothing until it "
+                "is back (fail closed; --shared-fallback local runs on a share instead)",
+            )
+        if self.sched is not None:
+            self.sched._wake.set()
+
+    def _came_back(self) -> None:
+        if self.down is None:
+            return
+        self.down = None
+        self._set_share(1)
+        self._say("info", "shared_back", f"shared state at {st.safe_url(self.state.url)} is back")
+        if self.sched is not None:
+            self.sched._wake.set()
+
+    def _set_share(self, share: int) -> None:
+        if self.sched is None:
+            return
+        w = self.sched.window
+        if isinstance(w, FleetWindow):
+            w.set_share(share)
+        self.slot_gate.share = share
+
+    # ============================================================== admission ====
+
+    def _window(self) -> float:
+        return self.sched.window.window if self.sched is not None else catalog.WINDOW_SECONDS
+
+    def _lease(self) -> str:
+        return f"{self.proc}#{next(self._seq)}"
+
+    def _best_waiting(self) -> int | None:
+        s = self.sched
+        if s is None:
+            return None
+        best: int | None = None
+        for key, n in s.queue.count.items():
+            if n > 0:
+                head = s.queue.head(key)
+                if head is not None and (best is None or head.spec.priority > best):
+                    best = head.spec.priority
+        return best
+
+    def _limit(self) -> int:
+        w = self.sched.window if self.sched is not None else None
+        return getattr(w, "full_limit", w.limit if w is not None else 60)
+
+    def _capped_need(self) -> int:
+        """Window admissions this process wants kept for its capped jobs (the loop's own
+        reckoning, over every priority)."""
+        s = self.sched
+        if s is None:
+            return 0
+        try:
+            return s.slots.reserve_for_capped(s.clock.now(), -(1 << 62), s.window, s.queue)
+        except (ValueError, ZeroDivisionError):
+            return 0
+
+    async def _admit(self, reqs: list[AdmitRequest], best: int | None) -> st.AdmitResult:
+        t0 = time.perf_counter()
+        res = await self.state.admit(
+            self.proc,
+            reqs,
+            limit=self._limit(),
+            window=self._window(),
+            margin=self.settings.margin,
+            ttl=self.settings.lease_ttl,
+            best=best,
+            known_epoch=self.epoch,
+            need=self._capped_need(),
+        )
+        self.admit_seconds += time.perf_counter() - t0
+        self.admit_calls += 1
+        if self.epoch is not None and res.epoch != self.epoch:
+            self._say(
+                "warning",
+                "shared_restarted",
+                "the shared state was lost (Redis restarted empty): every process waits "
+                "one window, which the server still counts",
+            )
+        self.epoch = res.epoch
+        return res
+
+    async def admit(self, batch: list[Job]) -> list[Job]:
+        """Ask the fleet for ``batch`` (already through the local gates): returns what was
+        admitted; the rest goes back to the queue, its gates closed until Redis's time."""
+        s = self.sched
+        assert s is not None
+        if self.down is not None:
+            if self.settings.fallback == "local":
+                return batch  # the local gates, on this process's share, admitted them
+            self._refuse(batch, [st.REFUSED_HOLD] * len(batch), 0.5)
+            return []
+        reqs = []
+        for job in batch:
+            lease = self._lease()
+            self.job_lease[job.id] = lease
+            high = max(0, job.est.high)
+            reqs.append(
+                AdmitRequest(
+                    lease,
+                    job.ep.key,
+                    job.ep.cap or 0,
+                    job.spec.priority,
+                    with_buffer(high) if high > 0 else 0,
+                    high,
+                )
+            )
+        try:
+            res = await self._admit(reqs, self._best_waiting())
+        except SharedUnavailable as e:
+            for job in batch:
+                self.job_lease.pop(job.id, None)
+            self._went_down(str(e))
+            if self.settings.fallback == "local":
+                return batch
+            self._refuse(batch, [st.REFUSED_HOLD] * len(batch), 0.5)
+            return []
+        self.admit_jobs += res.codes.count(st.ADMITTED)
+        self.window_gate.heard(res.room, s.clock.now())
+        admitted, refused, codes = [], [], []
+        t = time.monotonic()
+        for job, req, code in zip(batch, reqs, res.codes, strict=True):
+            if code == st.ADMITTED:
+                self.leases[req.lease] = (job.ep.key, t)
+                admitted.append(job)
+            else:
+                self.job_lease.pop(job.id, None)
+                refused.append(job)
+                codes.append(code)
+        if refused:
+            self._refuse(refused, codes, res.retry_in())
+        return admitted
+
+    def _refuse(self, jobs: list[Job], codes: list[int], retry_in: float | None) -> None:
+        """Undo the local admissions of refused jobs and put them back; close the gate
+        that refused until Redis's time (or a release's wake-up)."""
+        s = self.sched
+        assert s is not None
+        now = s.clock.now()
+        w = self._window()
+        soon = now + min(1.0, w / 10)
+        until = now + (retry_in if retry_in is not None else min(1.0, w / 20))
+        gate = self.window_gate
+        for job, code in zip(jobs, codes, strict=True):
+            s.window.release()
+            s.slots.release(job)
+            s.credits.settle(job)
+            if gate.probe_job is job:
+                gate.probe_job = None
+            if code in (st.REFUSED_WINDOW, st.REFUSED_HOLD):
+                gate.blocked_until = max(gate.blocked_until, until)
+                s._enqueue(job)
+            elif code == st.REFUSED_SLOT:
+                # Until a release on the endpoint is published (or, should that message be
+                # lost, a look again within two seconds; a killed holder's lease runs out).
+                self.slot_gate.blocked[job.ep.key] = min(until, now + 2.0)
+                s._enqueue(job)
+            else:  # credits, park, or yielding to higher priority: look again soon
+                s._enqueue(job, soon, S.WAITING_CREDITS if code != st.YIELDED else S.QUEUED)
+            job.reason = "fleet: " + st.CODES.get(code, "refused")
+
+    async def admit_own(self, ep: Endpoint) -> str | None:
+        """Admission for one of the engine's own requests (a balance read): waits until
+        the fleet has room. None when it goes without a lease (Redis away, local
+        fallback) or the scheduler is closing."""
+        s = self.sched
+        assert s is not None
+        while not s._closing:
+            if self.down is not None:
+                if self.settings.fallback == "local":
+                    return None
+                await s.clock.sleep(0.5)
+                continue
+            lease = self._lease()
+            try:
+                res = await self._admit([AdmitRequest(lease, ep.key, 0, OWN_PRIORITY, 0, 0)], None)
+            except SharedUnavailable as e:
+                self._went_down(str(e))
+                continue
+            if res.codes[0] == st.ADMITTED:
+                self.leases[lease] = (ep.key, time.monotonic())
+                return lease
+            await s.clock.sleep(max(0.01, min(res.retry_in() or 0.2, self._window())))
+        return None

@@ -1,0 +1,331 @@
+"""The Lua scripts that keep one key's shared state in Redis.
+
+Every script runs atomically, reads the time with Redis ``TIME`` (milliseconds, with
+fractions; never a caller's clock, so hosts whose clocks disagree still agree on the
+window), and touches only keys under one prefix ``mavera:{<hash>}:`` (``KEYS[1]``): one hash
+tag, so one cluster slot. Times go back as strings (Redis truncates Lua numbers to integers).
+
+The keys under the prefix:
+
+``win``        sorted set: the fleet's admissions (member = lease id, score = Redis time)
+``leases``     sorted set: live leases (score = expiry); ``linfo`` hash: lease -> "ep|reserved"
+``slots:<ep>`` sorted set: leases holding a capped endpoint's slots (score = expiry)
+``resv``       the credits reserved by live leases; ``balance``: the last balance read,
+               less what was charged since
+``foreign``    what the server counted beyond the fleet's log (expires after a window)
+``limit``      the limit the server's headers say; ``hold``: the key-wide 429 hold (PX);
+               ``park``: the 402 park (PX)
+``prio``       hash: process -> "best waiting priority|Redis time"
+``need``       hash: process -> "admissions kept for its capped jobs|Redis time"
+``procs``      sorted set of processes by last heartbeat; ``proc:<id>``: a process's fields
+``epoch``      when this state began (a Redis that lost it is noticed by the processes)
+``ledger``     stream of every attempt (MAXLEN ~); ``alerts``: list of recent alerts
+``wake``       pub/sub channel: what a release freed (a capped endpoint's name, or
+               ``credits``), so that only processes waiting for it try again
+"""
+
+from __future__ import annotations
+
+#: Shared prologue: the time, and the expiry of dead leases (their slots and reservations).
+_PRELUDE = r"""
+local p = KEYS[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local function fmt(x) return string.format('%.3f', x) end
+local function expire_leases()
+  local dead = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, 200)
+  if #dead == 0 then return 0 end
+  local resv = tonumber(redis.call('GET', p .. 'resv') or '0')
+  for _, lease in ipairs(dead) do
+    local info = redis.call('HGET', p .. 'linfo', lease)
+    if info then
+      local sep = string.find(info, '|', 1, true)
+      local ep = string.sub(info, 1, sep - 1)
+      resv = resv - tonumber(string.sub(info, sep + 1))
+      redis.call('ZREM', p .. 'slots:' .. ep, lease)
+      redis.call('HDEL', p .. 'linfo', lease)
+    end
+    redis.call('ZREM', p .. 'leases', lease)
+  end
+  if resv < 0 then resv = 0 end
+  redis.call('SET', p .. 'resv', resv)
+  return #dead
+end
+"""
+
+#: Admit a batch: ARGV = proc, limit, window_ms, margin_ms, ttl_ms, best waiting priority
+#: ('' none), known epoch ('' none), capped need (window admissions this process wants
+#: kept for its capped jobs about to free a slot), n, then per job: lease, endpoint, cap
+#: (0 uncapped), priority, needed credits (estimate + buffer; 0 free), reserved credits.
+#: Returns: now, epoch, retry_at (when a refused job may try again; '' none), room left,
+#: foreign, limit, then one code per job (see ``state.CODES``).
+ADMIT = (
+    _PRELUDE
+    + r"""
+local proc = ARGV[1]
+local limit = tonumber(redis.call('GET', p .. 'limit') or ARGV[2])
+local win, margin, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local best, known = ARGV[6], ARGV[7]
+local need = tonumber(ARGV[8])
+local n = tonumber(ARGV[9])
+local epoch = redis.call('GET', p .. 'epoch')
+if not epoch then
+  epoch = fmt(now)
+  redis.call('SET', p .. 'epoch', epoch)
+  if known ~= '' then
+    -- The state was lost (Redis restarted empty): the server still counts the last window
+    -- of sends, which the log forgot. Hold every process for one window.
+    redis.call('SET', p .. 'hold', 'restart', 'PX', math.floor(win + margin) + 1)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', p .. 'win', '-inf', now - win - margin)
+expire_leases()
+local hold = redis.call('PTTL', p .. 'hold')
+local foreign = tonumber(redis.call('GET', p .. 'foreign') or '0')
+local slack = 0
+if foreign > 0 then slack = math.max(3, math.ceil(0.05 * foreign)) end
+local count = redis.call('ZCARD', p .. 'win')
+local room = limit - count - foreign - slack
+-- The fleet-wide order: who else has higher-priority work waiting (live ones only).
+if best == '' then
+  redis.call('HDEL', p .. 'prio', proc)
+else
+  redis.call('HSET', p .. 'prio', proc, best .. '|' .. fmt(now))
+end
+local others = {}
+local entries = redis.call('HGETALL', p .. 'prio')
+for i = 1, #entries, 2 do
+  local who, v = entries[i], entries[i + 1]
+  local sep = string.find(v, '|', 1, true)
+  local pr, seen = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+  if seen < now - ttl then
+    redis.call('HDEL', p .. 'prio', who)
+  elseif who ~= proc then
+    table.insert(others, pr)
+  end
+end
+-- Window admissions the others keep for their capped jobs (a batch ends no earlier than
+-- its capped work allows, so those slots must not idle while uncapped work takes the room).
+if need > 0 then
+  redis.call('HSET', p .. 'need', proc, need .. '|' .. fmt(now))
+else
+  redis.call('HDEL', p .. 'need', proc)
+end
+local others_need = 0
+entries = redis.call('HGETALL', p .. 'need')
+for i = 1, #entries, 2 do
+  local who, v = entries[i], entries[i + 1]
+  local sep = string.find(v, '|', 1, true)
+  local k, seen = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+  if seen < now - math.max(500, math.min(ttl, win / 10)) then  -- refreshed by calls
+    redis.call('HDEL', p .. 'need', who)
+  elseif who ~= proc then
+    others_need = others_need + k
+  end
+end
+local parked = redis.call('EXISTS', p .. 'park') == 1
+local balance = redis.call('GET', p .. 'balance')
+if balance then balance = tonumber(balance) end
+local resv = tonumber(redis.call('GET', p .. 'resv') or '0')
+local codes = {}
+local window_full, slot_retry = false, nil
+for i = 1, n do
+  local b = 9 + (i - 1) * 6
+  local lease, ep, cap = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
+  local prio, needed, reserve = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+  local code = 1
+  local higher = 0
+  for _, pr in ipairs(others) do if pr > prio then higher = higher + 1 end end
+  if hold > 0 then
+    code = 4
+  elseif room <= 0 then
+    code = 0
+    window_full = true
+  elseif higher > 0 and room <= higher then
+    code = 6  -- the last room is left to a process with higher-priority work waiting
+  elseif cap == 0 and room <= others_need and prio < 1073741824 then
+    code = 6  -- kept for others' capped jobs (the engine's own reads do not wait)
+  elseif cap > 0 and redis.call('ZCARD', p .. 'slots:' .. ep) >= cap then
+    code = 2
+    local first = redis.call('ZRANGE', p .. 'slots:' .. ep, 0, 0, 'WITHSCORES')
+    if first[2] and (not slot_retry or tonumber(first[2]) < slot_retry) then
+      slot_retry = tonumber(first[2])
+    end
+  elseif needed > 0 and parked then
+    code = 5
+  elseif needed > 0 and balance and balance - resv < needed then
+    code = 3
+  end
+  if code == 1 then
+    redis.call('ZADD', p .. 'win', now, lease)
+    redis.call('ZADD', p .. 'leases', now + ttl, lease)
+    redis.call('HSET', p .. 'linfo', lease, ep .. '|' .. reserve)
+    if cap > 0 then redis.call('ZADD', p .. 'slots:' .. ep, now + ttl, lease) end
+    resv = resv + reserve
+    room = room - 1
+  end
+  codes[i] = code
+end
+redis.call('SET', p .. 'resv', resv)
+local retry = ''
+if hold > 0 then
+  retry = fmt(now + hold)
+elseif window_full then
+  -- Room comes back when the need-th oldest admission leaves the window.
+  local cur = redis.call('ZCARD', p .. 'win')
+  local need = cur - (limit - foreign - slack) + 1
+  if need >= 1 and need <= cur then
+    local e = redis.call('ZRANGE', p .. 'win', need - 1, need - 1, 'WITHSCORES')
+    retry = fmt(tonumber(e[2]) + win + margin)
+  else
+    retry = fmt(now + win / 20)  -- foreign traffic fills it: look again soon
+  end
+elseif slot_retry then
+  retry = fmt(slot_retry)
+end
+local out = {fmt(now), epoch, retry, tostring(room), tostring(foreign), tostring(limit)}
+for i = 1, n do out[6 + i] = codes[i] end
+return out
+"""
+)
+
+#: Release leases after their answers: ARGV = window_ms, n, then per lease: lease, credits
+#: charged (-1 unknown), Remaining (-1 none), Limit (-1 none), fresh (1: the answer came
+#: within a tenth of the window, so Remaining says what the server counted at the send),
+#: hold ms (0 none), park ms (0 none), unsent (1: never written: forget its admission),
+#: ledger entry ('' none), delay ms (from admission to the write, measured by the process
+#: as a duration: its admission is moved that much later in the window, as the server
+#: counted it). Idempotent: a lease released twice changes nothing the second
+#: time. Returns the number of leases that were live.
+RELEASE = (
+    _PRELUDE
+    + r"""
+local win = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local resv = tonumber(redis.call('GET', p .. 'resv') or '0')
+local freed = 0
+local wake = {}  -- what the release frees that others may wait for: capped slots, credits
+for i = 1, n do
+  local b = 2 + (i - 1) * 10
+  local lease, used = ARGV[b + 1], tonumber(ARGV[b + 2])
+  local remaining, limit, fresh = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5]
+  local hold_ms, park_ms, unsent = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), ARGV[b + 8]
+  local entry, delay = ARGV[b + 9], tonumber(ARGV[b + 10])
+  local info = redis.call('HGET', p .. 'linfo', lease)
+  if info then
+    local sep = string.find(info, '|', 1, true)
+    local ep = string.sub(info, 1, sep - 1)
+    local reserved = tonumber(string.sub(info, sep + 1))
+    resv = resv - reserved
+    if redis.call('ZREM', p .. 'slots:' .. ep, lease) == 1 then wake[ep] = true end
+    if reserved > 0 then wake['credits'] = true end
+    redis.call('HDEL', p .. 'linfo', lease)
+    redis.call('ZREM', p .. 'leases', lease)
+    freed = freed + 1
+    if used > 0 and redis.call('EXISTS', p .. 'balance') == 1 then
+      redis.call('DECRBY', p .. 'balance', used)
+    end
+  end
+  if limit > 0 then redis.call('SET', p .. 'limit', limit) end
+  if remaining >= 0 and fresh == '1' then
+    local sent = redis.call('ZSCORE', p .. 'win', lease)
+    local lim = tonumber(redis.call('GET', p .. 'limit') or '0')
+    if sent and lim > 0 then
+      sent = tonumber(sent)
+      -- What the fleet had sent in the server's window at this send (and just after:
+      -- the server takes a burst in its own order), against what the server counted.
+      local fleet = redis.call('ZCOUNT', p .. 'win', sent + delay - win, sent + delay + 50)
+      local f = (lim - remaining) - fleet
+      local cur = tonumber(redis.call('GET', p .. 'foreign') or '0')
+      if f > 0 and f >= cur then
+        redis.call('SET', p .. 'foreign', f, 'PX', math.floor(win))
+      end
+    end
+  end
+  if delay > 0 and unsent ~= '1' then
+    local sent = redis.call('ZSCORE', p .. 'win', lease)
+    if sent then redis.call('ZADD', p .. 'win', 'XX', tonumber(sent) + delay, lease) end
+  end
+  if unsent == '1' then redis.call('ZREM', p .. 'win', lease) end
+  if hold_ms > 0 and redis.call('PTTL', p .. 'hold') < hold_ms then
+    redis.call('SET', p .. 'hold', '429', 'PX', math.floor(hold_ms))
+  end
+  if park_ms > 0 then redis.call('SET', p .. 'park', '402', 'PX', math.floor(park_ms)) end
+  if entry ~= '' then
+    redis.call('XADD', p .. 'ledger', 'MAXLEN', '~', 100000, '*', 'rt', fmt(now), 'a', entry)
+  end
+end
+if resv < 0 then resv = 0 end
+redis.call('SET', p .. 'resv', resv)
+for what, _ in pairs(wake) do redis.call('PUBLISH', p .. 'wake', what) end
+return freed
+"""
+)
+
+#: A process's heartbeat: ARGV = proc, host, pid, role, in flight, queued, best waiting
+#: priority ('' none), ttl_ms, capped need, n, leases... Renews the process's live leases,
+#: records it in the registry and drops processes not seen for three lease times. Returns
+#: now and the number of live processes (seen within a lease time).
+HEARTBEAT = (
+    _PRELUDE
+    + r"""
+local proc, ttl = ARGV[1], tonumber(ARGV[8])
+local need = tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
+expire_leases()
+if need > 0 then
+  redis.call('HSET', p .. 'need', proc, need .. '|' .. fmt(now))
+else
+  redis.call('HDEL', p .. 'need', proc)
+end
+for i = 1, n do
+  local lease = ARGV[10 + i]
+  if redis.call('ZSCORE', p .. 'leases', lease) then
+    redis.call('ZADD', p .. 'leases', 'XX', now + ttl, lease)
+    local info = redis.call('HGET', p .. 'linfo', lease)
+    if info then
+      local ep = string.sub(info, 1, string.find(info, '|', 1, true) - 1)
+      redis.call('ZADD', p .. 'slots:' .. ep, 'XX', now + ttl, lease)
+    end
+  end
+end
+redis.call('HSET', p .. 'proc:' .. proc, 'host', ARGV[2], 'pid', ARGV[3], 'role', ARGV[4],
+  'in_flight', ARGV[5], 'queued', ARGV[6], 'best', ARGV[7], 'last_seen', fmt(now),
+  'ttl', fmt(ttl))
+redis.call('PEXPIRE', p .. 'proc:' .. proc, math.floor(3 * ttl))
+redis.call('ZADD', p .. 'procs', now, proc)
+redis.call('ZREMRANGEBYSCORE', p .. 'procs', '-inf', now - 3 * ttl)
+if ARGV[7] == '' then
+  redis.call('HDEL', p .. 'prio', proc)
+else
+  redis.call('HSET', p .. 'prio', proc, ARGV[7] .. '|' .. fmt(now))
+end
+return {fmt(now), redis.call('ZCOUNT', p .. 'procs', now - ttl, '+inf')}
+"""
+)
+
+#: A process leaves: ARGV = proc. Its registry entry and waiting priority go (its leases
+#: were released one by one, or expire).
+LEAVE = (
+    _PRELUDE
+    + r"""
+redis.call('ZREM', p .. 'procs', ARGV[1])
+redis.call('DEL', p .. 'proc:' .. ARGV[1])
+redis.call('HDEL', p .. 'prio', ARGV[1])
+redis.call('HDEL', p .. 'need', ARGV[1])
+return 1
+"""
+)
+
+#: A balance read: ARGV = credits. The shared balance becomes it; a positive balance ends
+#: a 402 park (the poller that read it resumes its own jobs; the others are woken).
+BALANCE = (
+    _PRELUDE
+    + r"""
+redis.call('SET', p .. 'balance', ARGV[1])
+if tonumber(ARGV[1]) > 0 and redis.call('DEL', p .. 'park') == 1 then
+  redis.call('PUBLISH', p .. 'wake', 'credits')
+end
+return fmt(now)
+"""
+)

@@ -1,0 +1,280 @@
+"""One key's shared state in Redis: the scripts, called through one small async API.
+
+Nothing here knows the scheduler: it admits, releases, renews and reads, and says what
+Redis answered. Keys are named from a hash of the API key (``key_prefix``), never the key.
+Every call has a short socket timeout and no retries of its own: a Redis that does not
+answer is :class:`SharedUnavailable` at once, and the caller decides (wait or fall back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from . import scripts
+
+#: The admission script's answer for each job.
+REFUSED_WINDOW = 0
+ADMITTED = 1
+REFUSED_SLOT = 2
+REFUSED_CREDITS = 3
+REFUSED_HOLD = 4
+REFUSED_PARK = 5
+YIELDED = 6  # the last room is left to a process with higher-priority work waiting
+CODES = {
+    REFUSED_WINDOW: "window full",
+    ADMITTED: "admitted",
+    REFUSED_SLOT: "slots full",
+    REFUSED_CREDITS: "credits reserved by the fleet",
+    REFUSED_HOLD: "key held (429)",
+    REFUSED_PARK: "parked (402)",
+    YIELDED: "left to higher-priority work",
+}
+
+
+class SharedUnavailable(Exception):
+    """Redis did not answer (down, unreachable, too slow) or refused the call."""
+
+
+def key_prefix(api_key: str) -> str:
+    """``mavera:{<first 16 hex of sha256(key)>}:``: every key of this API key's state, in
+    one cluster slot (the braces are the hash tag). The key itself is never stored."""
+    digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    return f"mavera:{{{digest}}}:"
+
+
+def safe_url(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        host = u.hostname or ""
+        port = f":{u.port}" if u.port else ""
+        return f"{u.scheme}://{host}{port}{u.path}"
+    except ValueError:
+        return "redis://?"
+
+
+@dataclass
+class AdmitRequest:
+    """One job (or engine request) asking the fleet for admission."""
+
+    lease: str
+    endpoint: str
+    cap: int  # the endpoint's concurrency cap (0: uncapped)
+    priority: int
+    needed: int  # credits pre-flight needs available (estimate + buffer; 0: free)
+    reserve: int  # credits reserved until the answer (the estimate)
+
+
+@dataclass
+class AdmitResult:
+    """The admission script's answer: Redis time (ms), the state's epoch, when a refused
+    job may try again (Redis ms, or None), the room left, the foreign estimate, the limit,
+    and one code per job."""
+
+    now_ms: float
+    epoch: str
+    retry_ms: float | None
+    room: int
+    foreign: int
+    limit: int
+    codes: list[int]
+
+    def retry_in(self) -> float | None:
+        """Seconds from the answer until a refused job may try again (None: unknown)."""
+        return None if self.retry_ms is None else max(0.0, (self.retry_ms - self.now_ms) / 1000)
+
+
+@dataclass
+class Release:
+    """A lease to release with what its answer said."""
+
+    lease: str
+    credits: int = -1  # charged; -1 unknown
+    remaining: int = -1  # X-RateLimit-Remaining; -1 none
+    limit: int = -1  # X-RateLimit-Limit; -1 none
+    fresh: bool = False  # answered within a tenth of the window
+    hold_ms: float = 0.0  # a 429 holds the whole key this long
+    park_ms: float = 0.0  # a 402 parks paid work this long (renewed by the poller)
+    unsent: bool = False  # never written: its admission is taken back
+    entry: dict[str, Any] = field(default_factory=dict)  # the ledger row ({} none)
+    delay: float = 0.0  # seconds from admission to the write (a duration, not a time)
+
+
+class SharedState:
+    """The scripts on one Redis for one key (``prefix`` from :func:`key_prefix`)."""
+
+    def __init__(self, url: str, prefix: str, *, socket_timeout: float = 0.5) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.r: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._admit = self.r.register_script(scripts.ADMIT)
+        self._release = self.r.register_script(scripts.RELEASE)
+        self._heartbeat = self.r.register_script(scripts.HEARTBEAT)
+        self._leave = self.r.register_script(scripts.LEAVE)
+        self._balance = self.r.register_script(scripts.BALANCE)
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel on which releases say what they freed."""
+        return self.prefix + "wake"
+
+    async def _call(self, script: Any, args: Sequence[Any]) -> Any:
+        try:
+            return await script(keys=[self.prefix], args=list(args))
+        except ResponseError as e:  # a script error is a bug, not an outage: say which
+            raise SharedUnavailable(f"Redis refused a script: {e}") from e
+        except (RedisError, OSError, TimeoutError) as e:
+            await self._drop_connections()
+            raise SharedUnavailable(f"{type(e).__name__}: {e}") from e
+
+    async def _drop_connections(self) -> None:
+        """After a failure, no pooled connection is trusted: a Redis that restarted closed
+        them all, and each would fail once more on its next use."""
+        try:
+            await self.r.connection_pool.disconnect()
+        except (RedisError, OSError, TimeoutError):
+            pass
+
+    async def ping(self) -> None:
+        """Raise SharedUnavailable unless Redis answers."""
+        try:
+            await self.r.ping()
+        except (RedisError, OSError, TimeoutError) as e:
+            await self._drop_connections()
+            raise SharedUnavailable(f"{type(e).__name__}: {e}") from e
+
+    async def admit(
+        self,
+        proc: str,
+        jobs: Sequence[AdmitRequest],
+        *,
+        limit: int,
+        window: float,
+        margin: float,
+        ttl: float,
+        best: int | None,
+        known_epoch: str | None,
+        need: int = 0,
+    ) -> AdmitResult:
+        """Admit what fits of ``jobs`` (in order), atomically: the fleet's window, capped
+        slots, credits, the 429 hold, the 402 park and the fleet-wide order (priorities,
+        and ``need``: admissions this process wants kept for its capped jobs)."""
+        args: list[Any] = [
+            proc,
+            limit,
+            window * 1000,
+            margin * 1000,
+            ttl * 1000,
+            "" if best is None else best,
+            known_epoch or "",
+            max(0, need),
+            len(jobs),
+        ]
+        for j in jobs:
+            args += [j.lease, j.endpoint, j.cap, j.priority, j.needed, j.reserve]
+        out = await self._call(self._admit, args)
+        return AdmitResult(
+            float(out[0]),
+            str(out[1]),
+            float(out[2]) if out[2] else None,
+            int(out[3]),
+            int(out[4]),
+            int(out[5]),
+            [int(c) for c in out[6:]],
+        )
+
+    async def release(self, items: Sequence[Release], *, window: float) -> int:
+        """Release leases (idempotent), settle their credits, learn from their answers,
+        and append them to the ledger. Returns how many were still live."""
+        args: list[Any] = [window * 1000, len(items)]
+        for it in items:
+            args += [
+                it.lease,
+                it.credits,
+                it.remaining,
+                it.limit,
+                "1" if it.fresh else "0",
+                it.hold_ms,
+                it.park_ms,
+                "1" if it.unsent else "0",
+                json.dumps(it.entry, separators=(",", ":")) if it.entry else "",
+                round(max(0.0, it.delay) * 1000, 3),
+            ]
+        return int(await self._call(self._release, args))
+
+    async def heartbeat(
+        self,
+        proc: str,
+        *,
+        host: str,
+        pid: int,
+        role: str,
+        in_flight: int,
+        queued: int,
+        best: int | None,
+        ttl: float,
+        leases: Sequence[str],
+        need: int = 0,
+    ) -> tuple[float, int]:
+        """Renew this process's leases and registry entry; returns (Redis ms, live procs)."""
+        args: list[Any] = [
+            proc,
+            host,
+            pid,
+            role,
+            in_flight,
+            queued,
+            "" if best is None else best,
+            ttl * 1000,
+            max(0, need),
+            len(leases),
+            *leases,
+        ]
+        out = await self._call(self._heartbeat, args)
+        return float(out[0]), int(out[1])
+
+    async def leave(self, proc: str) -> None:
+        """This process is going: drop it from the registry and the order."""
+        await self._call(self._leave, [proc])
+
+    async def set_balance(self, credits: int) -> None:
+        """A balance read: the fleet's balance becomes it (a positive one ends a 402 park)."""
+        await self._call(self._balance, [credits])
+
+    async def add_alert(self, entry: dict[str, Any], keep: int = 100) -> None:
+        """Keep an alert among the fleet's recent ones (newest first)."""
+        try:
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.lpush(self.prefix + "alerts", json.dumps(entry, separators=(",", ":")))
+                pipe.ltrim(self.prefix + "alerts", 0, keep - 1)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as e:
+            raise SharedUnavailable(f"{type(e).__name__}: {e}") from e
+
+    async def close(self) -> None:
+        """Close the connections."""
+        try:
+            await self.r.aclose()
+        except (RedisError, OSError, TimeoutError):
+            pass
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self.r.connection_pool.disconnect()

@@ -1,0 +1,238 @@
+"""Many ``mavera-tui run --shared`` processes on one key, against the simulator on loopback
+and a real redis-server: the server's own records must show the fleet kept the key's window
+and caps together (no 429s, never over), and credits add up across the processes.
+
+Short windows (2 s) and compressed latencies keep each test to a few seconds; each process
+has its own host id, standing in for a host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mavera_tui.sim.records import fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "mvra_test_fleet"
+WINDOW = 2.0
+
+
+def jobs_for(tag: str, n: int, *, priority: int = 0) -> list[dict[str, Any]]:
+    """A mix: mostly uncapped responses, some Mave (cap 10), focus groups (5), videos (3)."""
+    out = []
+    for i in range(n):
+        r = i % 10
+        if r < 6:
+            j: dict[str, Any] = {"method": "POST", "path": "/responses", "body": {"input": "x"}}
+        elif r < 8:
+            j = {"method": "POST", "path": "/mave/chat", "body": {"message": "m"}}
+        elif r < 9:
+            j = {
+                "method": "POST",
+                "path": "/focus-groups",
+                "body": {"sample_size": 10, "questions": ["a"]},
+            }
+        else:
+            j = {"method": "POST", "path": "/video-analyses", "body": {"video_seconds": 20}}
+        j["id"] = f"{tag}-{i}"
+        j["body"]["ref"] = j["id"]
+        if priority:
+            j["priority"] = priority
+        out.append(j)
+    return out
+
+
+def start_run(
+    tmp: Path,
+    name: str,
+    lines: list[dict[str, Any]],
+    url: str,
+    redis_url: str,
+    *extra: str,
+) -> subprocess.Popen[str]:
+    jobs = tmp / f"{name}.jsonl"
+    jobs.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA_")}
+    env["MAVERA_API_KEY"] = KEY
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mavera_tui",
+            "run",
+            str(jobs),
+            "--base-url",
+            url,
+            "--window-seconds",
+            str(WINDOW),
+            "--tier",
+            "starter",
+            "--credit-wait",
+            "5",
+            "--quiet",
+            "--summary",
+            str(tmp / f"{name}.json"),
+            "--shared",
+            redis_url,
+            "--host-id",
+            f"host-{name}",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    assert "Traceback" not in out + err, err
+    return out, err
+
+
+def check_server(sim: Any, limit: int) -> None:
+    """The server's own records: no 429 of any kind, never over the window or a cap."""
+    recs = sim.records
+    key = fingerprint(KEY)
+    assert recs.count(status=429) == 0, [(r.endpoint, r.code) for r in recs if r.status == 429]
+    assert recs.max_arrivals_in_window(key=key) <= limit
+    assert recs.max_window_count(key=key) <= limit
+    assert recs.max_in_flight("mave", key=key) <= 10
+    assert recs.max_in_flight("focus_groups", key=key) <= 5
+    assert recs.max_in_flight("video_analyses", key=key) <= 3
+
+
+@pytest.fixture
+def sim(loopback_sim: Any) -> Any:
+    return loopback_sim(
+        tier="starter",
+        plan="enterprise",
+        allocation=10_000_000,
+        window_seconds=WINDOW,
+        time_scale=0.01,
+        seed=5,
+    )
+
+
+def test_three_processes_share_one_key(tmp_path: Path, sim: Any, redis_server: Any) -> None:
+    """Three processes, 120 jobs for a 60-per-window key: alone each would think it had
+    the whole window; together they keep it: 0 429s, and their credits sum to the bill."""
+    procs = [
+        start_run(tmp_path, n, jobs_for(n, 40), sim.url, redis_server.url) for n in ("a", "b", "c")
+    ]
+    for p in procs:
+        finish(p)
+        assert p.returncode == 0
+    check_server(sim.sim, 60)
+    summaries = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a", "b", "c")]
+    assert all(s["succeeded"] == 40 for s in summaries)
+    assert sum(s["credits_used"] for s in summaries) == sim.sim.records.total_charged()
+    assert sum(s["requests"] for s in summaries) == len(sim.sim.records)
+    # The fleet's window was really shared: each process was admitted through Redis.
+    assert all(s["shared"]["admitted"] >= 40 for s in summaries)
+
+
+def test_sigkill_one_process_others_finish_and_its_slots_return(
+    tmp_path: Path, sim: Any, redis_server: Any
+) -> None:
+    """One of three killed mid-run: the others finish; the killed one's leases (its slots
+    and reservations) expire within the lease time and nothing is left held."""
+    import asyncio
+
+    from mavera_tui.shared.state import key_prefix
+
+    ttl = 1.5
+    victim = start_run(
+        tmp_path, "v", jobs_for("v", 60), sim.url, redis_server.url, "--lease-ttl", str(ttl)
+    )
+    others = [
+        start_run(tmp_path, n, jobs_for(n, 40), sim.url, redis_server.url, "--lease-ttl", str(ttl))
+        for n in ("a", "b")
+    ]
+    prefix = key_prefix(KEY)
+
+    async def leases_of(proc_prefix: str) -> list[str]:
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            members = await r.zrange(prefix + "leases", 0, -1)
+            return [m for m in members if m.startswith(proc_prefix)]
+        finally:
+            await r.aclose()
+
+    deadline = time.monotonic() + 20
+    while not asyncio.run(leases_of("host-v:")):  # wait until it holds some
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=10)
+    killed_at = time.monotonic()
+    for p in others:
+        finish(p)
+        assert p.returncode == 0
+    while asyncio.run(leases_of("host-v:")):
+        assert time.monotonic() - killed_at < ttl + 1.0, "the killed process's leases stayed"
+        time.sleep(0.1)
+    check_server(sim.sim, 60)
+
+
+def test_redis_restart_midrun_alerts_and_continues(
+    tmp_path: Path, sim: Any, redis_server: Any
+) -> None:
+    """Redis killed for a second mid-run and restarted empty: every process says so at once,
+    sends nothing while it is away (fail closed), and finishes once it is back."""
+    procs = [start_run(tmp_path, n, jobs_for(n, 40), sim.url, redis_server.url) for n in ("a", "b")]
+    time.sleep(2.5)
+    assert all(p.poll() is None for p in procs), "finished before the restart: more jobs"
+    redis_server.stop()
+    down_at = time.monotonic()
+    n_before = len(sim.sim.records)
+    time.sleep(1.0)
+    # Fail closed: at most what was already admitted went out while Redis was away.
+    sent_while_down = [r for r in list(sim.sim.records)[n_before:] if r.t is not None]
+    redis_server.start()
+    assert time.monotonic() - down_at >= 1.0
+    for p in procs:
+        _, err = finish(p)
+        assert p.returncode == 0, err
+        assert "unreachable" in err and "is back" in err, err
+    assert len(sent_while_down) <= 25  # only what was admitted before (in flight, written)
+    check_server(sim.sim, 60)
+
+
+def test_a_process_joining_late(tmp_path: Path, sim: Any, redis_server: Any) -> None:
+    """A third process joins while two run at full window: it gets its turn, no 429s."""
+    procs = [start_run(tmp_path, n, jobs_for(n, 50), sim.url, redis_server.url) for n in ("a", "b")]
+    time.sleep(2.0)
+    procs.append(start_run(tmp_path, "late", jobs_for("late", 30), sim.url, redis_server.url))
+    for p in procs:
+        finish(p)
+        assert p.returncode == 0
+    check_server(sim.sim, 60)
+    late = json.loads((tmp_path / "late.json").read_text())
+    assert late["succeeded"] == 30
+
+
+def test_fallback_local_runs_on_a_share(tmp_path: Path, sim: Any, redis_server: Any) -> None:
+    """Redis unreachable from the start with --shared-fallback local: one clear alert, and
+    the process runs on local gates (alone here: the whole limit) rather than waiting."""
+    redis_server.stop()
+    p = start_run(
+        tmp_path, "f", jobs_for("f", 20), sim.url, redis_server.url, "--shared-fallback", "local"
+    )
+    _, err = finish(p)
+    assert p.returncode == 0, err
+    assert "unreachable" in err and "local gates" in err
+    check_server(sim.sim, 60)

@@ -1,0 +1,270 @@
+"""The shared state's scripts against a real redis-server: atomic admission under
+concurrent callers, leases that expire and come back, idempotent release, Redis time, the
+key-wide hold, the fleet-wide priority order, the foreign estimate, the ledger, and the
+read-only fleet view."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from mavera_tui.shared import FleetView, SharedState, key_prefix
+from mavera_tui.shared import state as st
+from mavera_tui.shared.state import AdmitRequest, Release
+
+API_KEY = "mvra_secret_key_never_stored"
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(coro_fn())
+
+
+def req(lease: str, ep: str = "responses", cap: int = 0, prio: int = 0, cost: int = 0) -> Any:
+    return AdmitRequest(lease, ep, cap, prio, cost * 2 if cost else 0, cost)
+
+
+async def admit(
+    s: SharedState,
+    proc: str,
+    jobs: list[AdmitRequest],
+    *,
+    limit: int = 100,
+    ttl: float = 30.0,
+    best: int | None = None,
+    window: float = 3.0,
+    known_epoch: str | None = None,
+) -> st.AdmitResult:
+    return await s.admit(
+        proc,
+        jobs,
+        limit=limit,
+        window=window,
+        margin=0.1,
+        ttl=ttl,
+        best=best,
+        known_epoch=known_epoch,
+    )
+
+
+@pytest.fixture
+def prefix() -> str:
+    return key_prefix(API_KEY)
+
+
+def test_key_prefix_is_a_hash_with_one_tag() -> None:
+    p = key_prefix(API_KEY)
+    assert API_KEY not in p
+    assert p.count("{") == 1 and p.count("}") == 1
+    assert p == key_prefix(API_KEY) != key_prefix(API_KEY + "x")
+
+
+def test_concurrent_admission_never_exceeds_the_limit(redis_server: Any, prefix: str) -> None:
+    """Eight connections, 200 jobs in random batches at once, limit 37: exactly 37 admitted."""
+
+    async def main() -> None:
+        clients = [SharedState(redis_server.url, prefix) for _ in range(8)]
+        rng = random.Random(3)
+        tasks = []
+        n = 0
+        for i in range(60):
+            k = rng.randint(1, 6)
+            jobs = [req(f"p{i % 8}#{n + j}") for j in range(k)]
+            n += k
+            tasks.append(admit(clients[i % 8], f"p{i % 8}", jobs, limit=37))
+        results = await asyncio.gather(*tasks)
+        admitted = sum(r.codes.count(st.ADMITTED) for r in results)
+        assert admitted == 37
+        assert await clients[0].r.zcard(prefix + "win") == 37
+        refused = [r for r in results if st.REFUSED_WINDOW in r.codes]
+        assert refused and all(r.retry_in() is not None for r in refused)
+        for c in clients:
+            await c.close()
+
+    run(main)
+
+
+def test_capped_slots_leases_expire_and_come_back(redis_server: Any, prefix: str) -> None:
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        r = await admit(s, "a", [req(f"a#{i}", "video_analyses", 3) for i in range(5)], ttl=0.4)
+        assert r.codes == [1, 1, 1, 2, 2]
+        assert r.retry_in() is not None and 0.2 < r.retry_in() <= 0.4  # the first expiry
+        r = await admit(s, "b", [req("b#1", "video_analyses", 3)], ttl=0.4)
+        assert r.codes == [st.REFUSED_SLOT]
+        await asyncio.sleep(0.5)  # process a "died": its leases run out
+        r = await admit(s, "b", [req(f"b#{i}", "video_analyses", 3) for i in range(2, 6)], ttl=5)
+        assert r.codes == [1, 1, 1, 2]
+        assert await s.r.zcard(prefix + "slots:video_analyses") == 3
+        await s.close()
+
+    run(main)
+
+
+def test_release_is_idempotent_and_settles_credits(redis_server: Any, prefix: str) -> None:
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        await s.set_balance(100)
+        r = await admit(s, "a", [req("a#1", "mave", 10, cost=10), req("a#2", "mave", 10, cost=20)])
+        assert r.codes == [1, 1]
+        assert await s.r.get(prefix + "resv") == "30"
+        assert await s.release([Release("a#1", credits=7)], window=3) == 1
+        assert await s.release([Release("a#1", credits=7)], window=3) == 0  # again: nothing
+        assert await s.r.get(prefix + "resv") == "20"
+        assert await s.r.get(prefix + "balance") == "93"  # charged once
+        assert await s.r.zcard(prefix + "slots:mave") == 1
+        # The fleet's balance less reservations refuses what does not fit (93 - 20 < 80).
+        r = await admit(s, "b", [req("b#1", "mave", 10, cost=40)])
+        assert r.codes == [st.REFUSED_CREDITS]
+        await s.close()
+
+    run(main)
+
+
+def test_heartbeat_renews_leases(redis_server: Any, prefix: str) -> None:
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        await admit(s, "a", [req("a#1", "focus_groups", 5)], ttl=0.3)
+        for _ in range(6):  # 0.6 s, twice the lease time, renewed every 0.1 s
+            await asyncio.sleep(0.1)
+            _, live = await s.heartbeat(
+                "a",
+                host="h",
+                pid=1,
+                role="run",
+                in_flight=1,
+                queued=0,
+                best=None,
+                ttl=0.3,
+                leases=["a#1"],
+            )
+            assert live == 1
+        assert await s.r.zcard(prefix + "slots:focus_groups") == 1
+        await asyncio.sleep(0.4)  # no heartbeat: gone at the next admission
+        await admit(s, "b", [])
+        assert await s.r.zcard(prefix + "slots:focus_groups") == 0
+        await s.close()
+
+    run(main)
+
+
+def test_times_are_redis_time(redis_server: Any, prefix: str) -> None:
+    """Admission times are the Redis server's: the caller passes no time at all."""
+
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        sec, usec = await s.r.time()
+        r = await admit(s, "a", [req("a#1")])
+        score = await s.r.zscore(prefix + "win", "a#1")
+        redis_ms = sec * 1000 + usec / 1000
+        assert abs(score - redis_ms) < 200 and abs(r.now_ms - score) < 1
+        await s.close()
+
+    run(main)
+
+
+def test_429_hold_and_a_lost_state_hold_everyone(redis_server: Any, prefix: str) -> None:
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        first = await admit(s, "a", [req("a#1")])
+        await s.release([Release("a#1", hold_ms=400)], window=3)
+        r = await admit(s, "b", [req("b#1")])
+        assert r.codes == [st.REFUSED_HOLD] and 0.2 < (r.retry_in() or 0) <= 0.4
+        await s.r.flushall()  # Redis lost everything (a restart without persistence)
+        r = await admit(s, "a", [req("a#2")], window=1.0, known_epoch=first.epoch)
+        assert r.epoch != first.epoch
+        assert r.codes == [st.REFUSED_HOLD] and 0.9 < (r.retry_in() or 0) <= 1.2
+        await s.close()
+
+    run(main)
+
+
+def test_lower_priority_leaves_the_last_room(redis_server: Any, prefix: str) -> None:
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        await admit(s, "hi", [], best=5)  # "hi" has priority-5 work waiting
+        r = await admit(s, "lo", [req(f"lo#{i}") for i in range(5)], limit=4)
+        assert r.codes == [1, 1, 1, st.YIELDED, st.YIELDED]
+        r = await admit(s, "hi", [req("hi#1", prio=5)], limit=4)
+        assert r.codes == [1]
+        await s.close()
+
+    run(main)
+
+
+def test_foreign_traffic_estimate_narrows_the_window(redis_server: Any, prefix: str) -> None:
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        await admit(s, "a", [req("a#1")], limit=20)
+        # The server counted 10 where the fleet had sent 1: 9 are someone else's.
+        await s.release([Release("a#1", remaining=10, limit=20, fresh=True)], window=3)
+        r = await admit(s, "a", [req(f"a#{i}") for i in range(2, 20)], limit=20)
+        assert r.foreign == 9
+        # 20 - 1 sent - 9 foreign - 3 slack = 7 more
+        assert r.codes.count(st.ADMITTED) == 7
+        await s.close()
+
+    run(main)
+
+
+def test_ledger_stream_and_no_key_anywhere(redis_server: Any, prefix: str) -> None:
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        await admit(s, "a", [req("a#1")])
+        await s.release([Release("a#1", credits=3, entry={"job": "j1", "status": 200})], window=3)
+        rows = await s.r.xrange(prefix + "ledger")
+        assert len(rows) == 1 and '"job":"j1"' in rows[0][1]["a"] and "rt" in rows[0][1]
+        for k in await s.r.keys("*"):
+            assert k.startswith(prefix) and API_KEY not in k
+            dump = await s.r.dump(k)
+            assert dump is None or API_KEY.encode() not in dump
+        await s.close()
+
+    run(main)
+
+
+def test_fleet_view_lists_processes_and_window_shares(redis_server: Any, prefix: str) -> None:
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        await admit(s, "h1:10", [req(f"h1:10#{i}") for i in range(3)])
+        await admit(s, "h2:20", [req("h2:20#1", "mave", 10)])
+        for proc, host, role in (("h1:10", "h1", "run"), ("h2:20", "h2", "record")):
+            await s.heartbeat(
+                proc,
+                host=host,
+                pid=int(proc.split(":")[1]),
+                role=role,
+                in_flight=1,
+                queued=4,
+                best=2 if role == "run" else None,
+                ttl=5,
+                leases=[],
+            )
+        await s.add_alert({"proc": "h2:20", "level": "error", "message": "boom"})
+        view = FleetView(s, window=3.0)
+        procs = {p.proc: p for p in await view.read()}
+        assert set(procs) == {"h1:10", "h2:20"}
+        assert procs["h1:10"].window_share == 3 and procs["h2:20"].window_share == 1
+        assert procs["h1:10"].best_waiting == 2 and procs["h2:20"].best_waiting is None
+        assert procs["h2:20"].role == "record" and procs["h2:20"].alive
+        snap = await view.snapshot()
+        assert snap.window_used == 4 and snap.slots["mave"] == 1
+        assert snap.alerts[0]["message"] == "boom"
+        await s.leave("h1:10")
+        assert [p.proc for p in await view.read()] == ["h2:20"]
+        await s.close()
+
+    run(main)
+
+
+def test_unreachable_redis_is_one_clear_error() -> None:
+    async def main() -> None:
+        s = SharedState("redis://127.0.0.1:1/0", key_prefix("k"), socket_timeout=0.2)
+        with pytest.raises(st.SharedUnavailable):
+            await admit(s, "a", [req("a#1")])
+        await s.close()
+
+    run(main)
