@@ -39,6 +39,7 @@ class Settings:
     keep_finished: bool = True  # False for long runs (monitor, record)
     force_embedded: bool = False  # use the embedded simulator whatever the env says
     mode: str = "live"
+    role: str | None = None  # in a shared key's fleet view (default: from the mode)
 
 
 def scheduler_config(config: Config, *, keep_finished: bool = True) -> SchedulerConfig:
@@ -203,7 +204,7 @@ class Engine:
         except ValueError as e:
             raise ConfigError(f"--shared: not a usable Redis URL: {e}") from None
         mode = self.settings.mode
-        role = {"live": "monitor", "demo": "monitor"}.get(mode, mode)
+        role = self.settings.role or {"live": "monitor", "demo": "monitor"}.get(mode, mode)
         self.fleet = Fleet(state, shared, role=role, echo=mode in ("run", "record"))
         self.fleet.attach(sched)
         await self.fleet.start()

@@ -272,10 +272,11 @@ class Governor:
         clock: Clock | None = None,
         sim: Any = None,
         resume: bool = True,
+        role: str = "governor",
     ) -> None:
         self.config = config or Config()
         self.engine = Engine(
-            Settings(config=self.config, db=db, keep_finished=False, mode="live"),
+            Settings(config=self.config, db=db, keep_finished=False, mode="live", role=role),
             clock=clock,
             sim=sim,
             api_key=api_key,

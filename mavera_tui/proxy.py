@@ -223,6 +223,7 @@ class Proxy:
                     store=self.store,
                     sim=self.options.sim,
                     resume=False,  # no app waits for a job of an earlier run
+                    role="proxy",
                 )
                 await gov.start()
                 return gov

@@ -236,3 +236,62 @@ def test_fallback_local_runs_on_a_share(tmp_path: Path, sim: Any, redis_server: 
     assert p.returncode == 0, err
     assert "unreachable" in err and "local gates" in err
     check_server(sim.sim, 60)
+
+
+def test_a_proxy_and_a_run_share_one_key(tmp_path: Path, sim: Any, redis_server: Any) -> None:
+    """``mavera-tui proxy --shared`` beside a ``run --shared`` on the same key: apps' requests
+    through the proxy and the batch together keep the window and the caps (the server's
+    records), and the fleet lists the proxy by its role."""
+    import asyncio
+
+    import httpx
+
+    from mavera_tui.shared.state import SharedState, key_prefix
+    from mavera_tui.shared.view import FleetView
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA")}
+    env["MAVERA_TUI_CONFIG"] = os.devnull
+    env["MAVERA_API_KEY"] = KEY
+    cmd = [sys.executable, "-m", "mavera_tui", "proxy", "--listen", "127.0.0.1:0"]
+    cmd += ["--base-url", sim.url, "--window-seconds", str(WINDOW), "--tier", "starter"]
+    cmd += ["--key-from-env", "--shared", redis_server.url, "--host-id", "host-proxy"]
+    proxy = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
+    try:
+        assert proxy.stdout is not None
+        line = proxy.stdout.readline()
+        assert line.startswith("proxy listening on "), line
+        base = line.split()[3]
+        batch = start_run(tmp_path, "a", jobs_for("a", 60), sim.url, redis_server.url)
+
+        async def apps() -> tuple[list[int], set[str]]:
+            roles: set[str] = set()
+            async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+
+                async def one(i: int) -> int:
+                    r = await c.post("/responses", json={"input": f"app {i}"})
+                    return r.status_code
+
+                calls = asyncio.gather(*(one(i) for i in range(60)))
+                state = SharedState(redis_server.url, key_prefix(KEY))
+                try:
+                    for _ in range(50):
+                        roles |= {p.role for p in await FleetView(state, WINDOW).read()}
+                        if {"proxy", "run"} <= roles:
+                            break
+                        await asyncio.sleep(0.05)
+                finally:
+                    await state.close()
+                return list(await calls), roles
+
+        statuses, roles = asyncio.run(apps())
+        finish(batch)
+        assert batch.returncode == 0
+    finally:
+        proxy.terminate()
+        _, err = proxy.communicate(timeout=15)
+    assert "Traceback" not in err, err
+    assert statuses == [200] * 60
+    assert {"proxy", "run"} <= roles
+    check_server(sim.sim, 60)
