@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import sqlite3
@@ -686,9 +687,21 @@ class Store(_Retention):
 
     # --- jobs ------------------------------------------------------------------------------
 
+    # One numbering for every engine on this store (the proxy runs one engine per key on one
+    # file): each taking MAX(seq) + 1 on its own collided on the unique seq.
+    _seq_counter: itertools.count[int] | None = None
+
     async def next_seq(self) -> int:
         rows = await self._q("SELECT COALESCE(MAX(seq), 0) FROM job_rows")
         return int(rows[0][0])
+
+    async def seq_counter(self) -> itertools.count[int]:
+        """The job numbers to give out, shared by every scheduler on this store."""
+        if self._seq_counter is None:
+            top = await self.next_seq()
+            if self._seq_counter is None:  # another engine may have made it meanwhile
+                self._seq_counter = itertools.count(top + 1)
+        return self._seq_counter
 
     async def existing_ids(self, ids: Iterable[str]) -> set[str]:
         ids = list(ids)

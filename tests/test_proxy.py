@@ -540,3 +540,50 @@ def test_sigterm_answers_what_waits_and_exits(
     assert codes[200] >= 1 and codes[503] >= 1 and codes[200] + codes[503] == 8
     assert all(r.json()["error"]["type"] == "api_error" for r in out if r.status_code == 503)
     assert sum(1 for r in srv.sim.records if r.endpoint == "responses") == codes[200]
+
+
+def test_the_key_an_app_sends_is_in_no_artefact_of_the_proxy(
+    tmp_path: Any, loopback_sim: Callable[..., LoopbackSim], proxy: Callable[..., ProxyProc]
+) -> None:
+    """Keys pass through the proxy in memory only: not in its output, its database, its
+    metrics or an error it answers (a rejected key's 401 included)."""
+    key = "mvra_SECRET_app_key_7f3a9c"
+    bad = "mvra_SECRET_rejected_key_0d1e"
+    srv = loopback_sim(
+        SimConfig(
+            limit=25, window_seconds=WINDOW, time_scale=0.02, rejected_keys=frozenset({bad}), **RICH
+        )
+    )
+    db = tmp_path / "proxy.db"
+    px = proxy(
+        srv.url, "--metrics-port", "0", "--db", str(db), "--debug", str(tmp_path / "debug.log")
+    )
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=px.url, timeout=30) as c:
+            calls = [
+                c.post(
+                    "/responses",
+                    json={"input": f"q{i}"},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                for i in range(5)
+            ]
+            calls.append(c.get("/billing/credits", headers={"Authorization": f"Bearer {bad}"}))
+            calls.append(c.post("/nowhere", json={}, headers={"Authorization": f"Bearer {key}"}))
+            return await asyncio.gather(*calls)
+
+    out = asyncio.run(main())
+    assert [r.status_code for r in out[:5]] == [200] * 5
+    assert out[5].status_code == 401, out[5].text
+    metrics = px.metrics()
+    err = px.stop()
+    artefacts = {"answers": "".join(r.text + str(dict(r.headers)) for r in out)}
+    artefacts |= {"stderr": err, "stdout": px.line, "metrics": metrics}
+    for f in tmp_path.iterdir():
+        artefacts[f.name] = f.read_bytes().decode("latin-1")
+    assert db.exists()
+    for name, text in artefacts.items():
+        for secret in (key, bad):
+            assert secret not in text, f"{secret[:12]}... in {name}"
+            assert secret.removeprefix("mvra_") not in text, f"part of a key in {name}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 from collections import OrderedDict, deque
@@ -213,7 +212,7 @@ class Journal:
     async def _resume_from_store(self) -> None:
         assert self.store is not None
         rows = await self.store.load_jobs(S.ACTIVE_STATES + (S.OUTCOME_UNKNOWN,))
-        self._seq = itertools.count(await self.store.next_seq() + 1)
+        self._seq = await self.store.seq_counter()
         wall = self.clock.wall()
         for r in rows:
             spec = JobSpec(r.id, r.method, r.path, r.body, r.priority)

@@ -113,7 +113,7 @@ class Scheduler(Observing):
         if self.store is not None and resume:
             await self._resume_from_store()
         elif self.store is not None:
-            self._seq = itertools.count(await self.store.next_seq() + 1)
+            self._seq = await self.store.seq_counter()
         if fetch_balance:
             # Pre-flight is blind without a balance: a lost answer (5xx, drop, timeout) at
             # start is worth a couple of retries before the first job goes out.
