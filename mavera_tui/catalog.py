@@ -172,6 +172,18 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint(
             "personas_list", "GET", "/personas", "List personas", "free", 0, 0, latency=(0.1, 0.4)
         ),
+        # The credits guide: "/personas (GET) 0 credits: Free to list/retrieve". Choice: a
+        # retrieval is GET /personas/{id}, as the API's other resources are addressed.
+        Endpoint(
+            "personas_get",
+            "GET",
+            "/personas/{id}",
+            "Get persona",
+            "free",
+            0,
+            0,
+            latency=(0.1, 0.4),
+        ),
         Endpoint(
             "personas_create",
             "POST",
@@ -243,6 +255,8 @@ VIDEO_LONG = (400, 600)
 BILLING_ALT_PATH = "/api/billing/credits"
 
 _NEWS_RE = re.compile(r"^/news/stories/[^/]+/analyze$")
+_PERSONA_RE = re.compile(r"^/personas/[^/]+$")
+_TEMPLATES = {"news_analyze": _NEWS_RE, "personas_get": _PERSONA_RE}
 
 
 def find_endpoint(method: str, path: str) -> Endpoint | None:
@@ -252,7 +266,8 @@ def find_endpoint(method: str, path: str) -> Endpoint | None:
     for e in ENDPOINTS.values():
         if e.method != method:
             continue
-        if e.path == clean or (e.key == "news_analyze" and _NEWS_RE.match(clean)):
+        pattern = _TEMPLATES.get(e.key)
+        if e.path == clean or (pattern is not None and pattern.match(clean)):
             return e
     return None
 

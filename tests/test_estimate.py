@@ -274,3 +274,14 @@ def test_the_estimate_is_never_below_what_the_simulator_charges(
     assert est.high >= est.low >= 0
     charged = charge_for(est.endpoint, body, seed, path)
     assert 0 <= charged <= est.high
+
+
+def test_retrieving_one_persona_is_a_free_documented_read() -> None:
+    """The credits guide: "/personas (GET) 0 credits: Free to list/retrieve"."""
+    for pid in ("p24", "persona_1"):
+        est = estimate("GET", f"/personas/{pid}")
+        assert est.endpoint.key == "personas_get"
+        assert (est.low, est.high) == (0, 0)
+    assert estimate("GET", "/personas").endpoint.key == "personas_list"
+    assert catalog.find_endpoint("GET", "/personas/a/b") is None
+    assert catalog.find_endpoint("POST", "/personas/p1") is None

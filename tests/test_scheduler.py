@@ -383,3 +383,16 @@ def test_submit_many_says_which_jobs_were_duplicates_and_which_invalid(make_rig)
         assert again.messages(duplicates=False) == [f"job 'b': {again.invalid[0][1]}"]
 
     virtual(main)
+
+
+def test_a_persona_is_retrieved_free_through_the_scheduler(make_rig) -> None:
+    async def main() -> None:
+        rig = await make_rig({"tier": "basic"})
+        await rig.sched.submit_many([JobSpec("get-p24", "GET", "/personas/p24", {})])
+        await rig.sched.wait_idle()
+        await rig.close()
+        s = rig.sched.summary()
+        assert s["succeeded"] == 1 and s["credits_used"] == 0
+        assert [r.status for r in rig.sim.records if r.endpoint == "personas_get"] == [200]
+
+    virtual(main)

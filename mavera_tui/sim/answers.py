@@ -40,6 +40,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "video_analyses": ("va", "video_analysis"),
     "generations": ("gen", "generation"),
     "personas_list": ("list", "list"),
+    "personas_get": ("persona", "persona"),
     "personas_create": ("persona", "persona"),
     "brand_voices": ("bv", "brand_voice"),
     "news_analyze": ("news", "news_analysis"),
@@ -165,6 +166,10 @@ class Answering:
                     for i in (1, 2, 3)
                 ],
             }
+        elif ep.key == "personas_get":
+            pid = rec.path.rstrip("/").split("/")[-1]
+            name = f"Simulated persona {pid}" + (" " + HOSTILE_TEXT if hostile else "")
+            out = {"id": pid, "object": "persona", "name": name}
         else:
             out = {"id": rid, "object": obj, "created": int(wall), "status": "completed"}
             if ep.key == "responses":

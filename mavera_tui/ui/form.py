@@ -93,7 +93,10 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     "personas_list": (),
 }
 ALL_FIELDS: tuple[Field, ...] = tuple(dict.fromkeys(f for fs in FIELDS.values() for f in fs))
-FORM_ENDPOINTS = [e for e in catalog.ENDPOINTS.values() if e.key != "billing_credits"]
+# Reads of one thing (a balance, a persona) are not work to submit from the form.
+FORM_ENDPOINTS = [
+    e for e in catalog.ENDPOINTS.values() if e.key not in ("billing_credits", "personas_get")
+]
 
 _ids = itertools.count(1)
 #: Seconds between looks at the engine's balance while the form is open.
