@@ -49,3 +49,25 @@ def test_parse_balance_reads_flat_nested_and_wrapped_shapes():
     assert parse_balance({"plan_remaining": 30, "purchased": 4}).total == 34
     assert parse_balance({"message": "no numbers here"}) is None
     assert parse_balance(json.loads('"just a string"')) is None
+
+
+def test_a_purchase_since_the_last_read_is_seen_before_a_job_is_refused(make_rig):
+    """Credits bought on the dashboard show only in GET /billing/credits: a job the tracked
+    balance cannot cover is refused only on a fresh read (independent-server QA: jobs were
+    refused on a 7 s old balance while the account held 30,000 more)."""
+    from mavera_tui.jobs import JobSpec
+
+    async def go():
+        rig = await make_rig({"allocation": 40, "plan": "basic", "time_scale": 0.01})
+        clock = rig.clock
+        await clock.sleep(1.0)
+        rig.sim.state.purchase(5000, "dashboard", clock.wall())
+        await clock.sleep(4.0)  # older than balance_max_age, younger than the old 10 s
+        specs = [JobSpec(f"bv{i}", "POST", "/brand-voices", {"name": "b"}) for i in range(5)]
+        await rig.sched.submit_many(specs)
+        await rig.sched.wait_idle()
+        await rig.close()
+        return rig.sched.summary()
+
+    s = run_virtual(go())
+    assert s["succeeded"] == 5 and s["blocked_preflight"] == 0, s

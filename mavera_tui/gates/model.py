@@ -52,7 +52,11 @@ class SchedulerConfig:
     credit_poll: float = _ENGINE.credit_poll  # balance poll while jobs wait for credits
     balance_refresh: float = 0.0  # periodic balance re-sync (0: off)
     cache_ttl: float = 30.0  # identical GETs inside this are served from cache
-    balance_max_age: float = 10.0  # re-read the balance before refusing on an older one
+    # Re-read the balance before refusing on an older one: a purchase (the dashboard,
+    # auto-recharge) shows only there, and a server that charges at arrival makes our
+    # tracked balance fall short while jobs run. Short, but a refusal storm still reads
+    # at most once per this many seconds (reads count in the window).
+    balance_max_age: float = 2.0
     # After a crash, re-send in-flight jobs costing at most this.
     resend_unknown_up_to: int = _ENGINE.resend_unknown_up_to
     storm_threshold: int = 5  # 429s within a minute that make a "429 storm"
