@@ -1,4 +1,4 @@
-"""QA: `mavera-tui run` against the independent server (bench/indie_server.py), judged by its records.
+"""QA: `mavera-tui run` against bench/indie_server.py, judged by the server's own records.
 
 Each case starts the indie server in its own process (loopback, free port), generates a job file
 (seeded, different per repeat), runs ``mavera-tui run JOBS --base-url ... --window-seconds W
@@ -87,9 +87,10 @@ def job_line(rng: random.Random, i: int, kind: str | None = None) -> dict[str, A
             "body": {"video_seconds": rng.choice([20, 60, 120, 170])},
         }
     if k == "persona":
-        # Half list, half one persona: the tool may answer an identical GET from its cache.
-        p = "/personas" if rng.random() < 0.5 else f"/personas/p{rng.randint(1, 40)}"
-        return {"id": jid, "method": "GET", "path": p}
+        return {"id": jid, "method": "GET", "path": "/personas"}
+    if k == "persona-one":
+        # Credits guide: "/personas (GET) 0 credits, Free to list/retrieve": one persona.
+        return {"id": jid, "method": "GET", "path": f"/personas/p{rng.randint(1, 40)}"}
     if k == "gen":
         return {
             "id": jid,
@@ -137,7 +138,12 @@ def workload(case: dict[str, Any], seed: int) -> tuple[list[str], int]:
 
 CASES: dict[str, dict[str, Any]] = {
     "basic": {"tier": "basic", "jobs": 360, "desc": "basic tier, realistic mix"},
-    "ent": {"tier": "enterprise", "jobs": 1500, "desc": "enterprise tier, realistic mix"},
+    "ent": {
+        "tier": "enterprise",
+        "jobs": 1500,
+        "credits": 1_000_000,
+        "desc": "enterprise tier, realistic mix",
+    },
     "burst": {"tier": "basic", "jobs": 600, "kind": "resp", "desc": "600 responses at once, basic"},
     "caps": {
         "tier": "enterprise",
@@ -196,6 +202,20 @@ CASES: dict[str, dict[str, Any]] = {
         "srv": ["--cap-code", "plain"],
         "mix": "capped",
         "desc": "capped mix; concurrency 429 code 'rate_limit_exceeded'",
+    },
+    "v-completion": {
+        "tier": "basic",
+        "jobs": 200,
+        "credits": 2500,
+        "srv": ["--charge-at", "completion"],
+        "tool": ["--credit-wait", "8", "--credit-poll", "2"],
+        "desc": "runs out; credits charged at completion, not arrival",
+    },
+    "retrieve": {
+        "tier": "basic",
+        "jobs": 20,
+        "kind": "persona-one",
+        "desc": "GET /personas/{id} (docs: free to list/retrieve)",
     },
     "fail": {
         "tier": "basic",
@@ -271,7 +291,7 @@ def analyse(
         r for r in limited if r["latency"] > 0 and r["status"] == 200 and r["route"] != "billing"
     ]
     inflight = {}
-    for route, cap in CAPS.items():
+    for route in CAPS:
         iv = [(r["t"], r["t_end"]) for r in limited if r.get("route") == route and r["latency"] > 0]
         inflight[route] = max_overlap(iv)
     t_first = min((r["t"] for r in recs), default=0.0)
@@ -426,6 +446,7 @@ def one_run(
     ]
     env = dict(os.environ, MAVERA_API_KEY="mvra_test_fake_key_qa_0001")
     t0 = time.time()
+    topup_t = None
     try:
         tool = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -433,6 +454,7 @@ def one_run(
         if "topup_after" in case:
             time.sleep(case["topup_after"])
             get_json(f"{base}/__topup?credits={case['topup']}", "POST")
+            topup_t = time.time()
         try:
             so, se = tool.communicate(timeout=600)
         except subprocess.TimeoutExpired:
@@ -472,6 +494,7 @@ def one_run(
         wall=round(wall, 2),
         bad_lines=bad,
         stderr_tail=se.strip().splitlines()[-3:],
+        topup_t=topup_t,
         dir=str(out),
         cmd=" ".join(cmd),
         srv_args=srv_args,
@@ -482,56 +505,17 @@ def one_run(
 
 def judge(r: dict[str, Any], case: dict[str, Any]) -> list[str]:
     """Plain-language discrepancies for one run (empty list: all checks pass)."""
-    s, t, led, rep = r["server"], r["tool"], r["ledger"], r["report"]
-    f = []
-    L = TIER_L[case["tier"]]
-    if s["window_429"]:
-        f.append(f"{s['window_429']} window 429s alone on the key")
-    if s["cap_429"]:
-        f.append(f"{s['cap_429']} concurrency 429s")
-    if s["max_in_window_all"] > L:
-        f.append(f"{s['max_in_window_all']} requests in one window > limit {L}")
-    for route, cap in CAPS.items():
-        if s["max_inflight"][route] > cap:
-            f.append(f"{route} {s['max_inflight'][route]} in flight > cap {cap}")
-    if not t.get("jobs"):
-        f.append("no summary written")
-        return f
-    if t["credits_used"] != s["charged"]:
-        f.append(f"summary credits_used {t['credits_used']} != server charged {s['charged']}")
-    if led.get("credits") != s["charged"]:
-        f.append(f"ledger credits {led.get('credits')} != server charged {s['charged']}")
-    if rep.get("credits_used_total") != s["charged"]:
-        f.append(f"report credits {rep.get('credits_used_total')} != server {s['charged']}")
-    if t["requests"] != s["requests"]:
-        f.append(f"summary requests {t['requests']} != server saw {s['requests']}")
-    if led.get("rows") != s["requests"]:
-        f.append(f"ledger rows {led.get('rows')} != server saw {s['requests']}")
-    n429 = s["window_429"] + s["cap_429"]
-    if t["responses_429"] != n429:
-        f.append(f"summary 429s {t['responses_429']} != server {n429}")
-    if rep.get("429_count") != n429:
-        f.append(f"report 429s {rep.get('429_count')} != server {n429}")
-    if t["count_402"] != s["402"]:
-        f.append(f"summary 402s {t['count_402']} != server {s['402']}")
-    if t["balance_end"] is not None and t["balance_end"] != s["balance_end"]:
-        f.append(f"summary balance_end {t['balance_end']} != server {s['balance_end']}")
-    if t["bad_lines_skipped"] != r["bad_lines"]:
-        f.append(f"bad_lines_skipped {t['bad_lines_skipped']} != {r['bad_lines']} written")
-    mif = t.get("max_in_flight") or {}
-    for route, key in (
-        ("/mave/chat", "mave"),
-        ("/focus-groups", "focus_groups"),
-        ("/video-analyses", "video_analyses"),
-    ):
-        if key in mif and mif[key] > CAPS[route]:
-            f.append(f"tool says {key} max in flight {mif[key]} > cap")
+    f = _judge_limits(r, TIER_L[case["tier"]])
+    if not r["tool"].get("jobs"):
+        return [*f, "no summary written"]
+    f += _judge_counts(r)
+    s, t = r["server"], r["tool"]
     if t["makespan_s"] and abs(t["makespan_s"] - s["makespan_jobs"]) > 0.5:
         f.append(f"summary makespan {t['makespan_s']} vs server {s['makespan_jobs']}")
     exp_rc = 0 if (t["succeeded"] == t["jobs"] and not r["bad_lines"]) else 1
     if r["rc"] != exp_rc:
         f.append(f"exit status {r['rc']}, expected {exp_rc}")
-    cached = led.get("cached") or 0
+    cached = r["ledger"].get("cached") or 0
     if t["succeeded"] != s["ok_jobs"] + cached:
         f.append(
             f"summary succeeded {t['succeeded']} != server 200s on jobs {s['ok_jobs']}"
@@ -539,6 +523,53 @@ def judge(r: dict[str, Any], case: dict[str, Any]) -> list[str]:
         )
     if r["ratio"] and r["ratio"] > 1.25 and not case.get("credits"):
         f.append(f"makespan/bound {r['ratio']}")
+    if t.get("blocked_preflight") and s["balance_end"] > 0:
+        f.append(
+            f"{t['blocked_preflight']} refused by pre-flight with {s['balance_end']} "
+            "credits left on the server"
+        )
+    return f
+
+
+def _judge_limits(r: dict[str, Any], limit: int) -> list[str]:
+    s, f = r["server"], []
+    if s["window_429"]:
+        f.append(f"{s['window_429']} window 429s alone on the key")
+    if s["cap_429"]:
+        f.append(f"{s['cap_429']} concurrency 429s")
+    if s["max_in_window_all"] > limit:
+        f.append(f"{s['max_in_window_all']} requests in one window > limit {limit}")
+    for route, cap in CAPS.items():
+        if s["max_inflight"][route] > cap:
+            f.append(f"{route} {s['max_inflight'][route]} in flight > cap {cap}")
+    mif = r["tool"].get("max_in_flight") or {}
+    for route, key in (
+        ("/mave/chat", "mave"),
+        ("/focus-groups", "focus_groups"),
+        ("/video-analyses", "video_analyses"),
+    ):
+        if key in mif and mif[key] > CAPS[route]:
+            f.append(f"tool says {key} max in flight {mif[key]} > cap")
+    return f
+
+
+def _judge_counts(r: dict[str, Any]) -> list[str]:
+    s, t, led, rep = r["server"], r["tool"], r["ledger"], r["report"]
+    n429 = s["window_429"] + s["cap_429"]
+    pairs = [
+        ("summary credits_used", t["credits_used"], "server charged", s["charged"]),
+        ("ledger credits", led.get("credits"), "server charged", s["charged"]),
+        ("report credits", rep.get("credits_used_total"), "server charged", s["charged"]),
+        ("summary requests", t["requests"], "server saw", s["requests"]),
+        ("ledger rows", led.get("rows"), "server saw", s["requests"]),
+        ("summary 429s", t["responses_429"], "server", n429),
+        ("report 429s", rep.get("429_count"), "server", n429),
+        ("summary 402s", t["count_402"], "server", s["402"]),
+        ("bad_lines_skipped", t["bad_lines_skipped"], "written", r["bad_lines"]),
+    ]
+    f = [f"{a} {x} != {b} {y}" for a, x, b, y in pairs if x != y]
+    if t["balance_end"] is not None and t["balance_end"] != s["balance_end"]:
+        f.append(f"summary balance_end {t['balance_end']} != server {s['balance_end']}")
     return f
 
 

@@ -398,11 +398,28 @@ class Indie:
                 status=402,
                 headers=h2,
             )
+        return await self._work(req, rec, route or "", rel, cost, lat, h, inflight_tbl)
+
+    async def _work(
+        self,
+        req: web.Request,
+        rec: dict[str, Any],
+        route: str,
+        rel: str,
+        cost: int,
+        lat: float,
+        h: dict[str, str],
+        inflight_tbl: dict[str, int],
+    ) -> web.Response:
+        """Charge, hold the endpoint slot for the latency, answer (or fail and refund)."""
         charged = cost
         if self.a.credit_mode == "zero":
             charged = min(cost, self.acct.balance)
-        # Reserve at arrival so concurrent requests can't overspend; the work may still fail.
-        if charged:
+        # The docs don't say when a request is charged. 'arrival' (default): reserved when it
+        # is admitted, so concurrent requests can't overspend and a balance read made while it
+        # runs already excludes it; 'completion': charged when the work is done (a balance
+        # read while it runs still includes it; it takes at most what is left then).
+        if charged and self.a.charge_at == "arrival":
             self.acct.deduct(charged, f"{req.method} {rel}")
         rec["credits"] = charged
         inflight_tbl[route] = inflight_tbl.get(route, 0) + 1
@@ -413,10 +430,16 @@ class Indie:
             failed = self.rng.random() < self.a.fail_rate
         finally:
             inflight_tbl[route] -= 1
+        if self.a.charge_at == "completion" and not failed and charged:
+            charged = min(charged, max(0, self.acct.balance))
+            if charged:
+                self.acct.deduct(charged, f"{req.method} {rel}")
+            rec["credits"] = charged
+            return web.json_response(self._body(route or "", req.method, charged), headers=h)
         if failed:
             rec["credits"] = 0
             # Credit-packs page: "Refund — Credits returned for failed operations".
-            if charged:
+            if charged and self.a.charge_at == "arrival":
                 self.acct.plan_left += charged  # indie simplification: refund to plan first
                 self.acct.transactions.append(
                     {
@@ -516,6 +539,7 @@ class Indie:
                 "window_mode": self.a.window_mode,
                 "caps_scope": self.a.caps_scope,
                 "credit_mode": self.a.credit_mode,
+                "charge_at": self.a.charge_at,
                 "caps": CONCURRENCY_CAPS,
             },
             "balance": self.acct.balance,
@@ -540,6 +564,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--caps-scope", choices=["key", "account"], default="key")
     p.add_argument("--cap-code", choices=["concurrency", "plain"], default="concurrency")
     p.add_argument("--credit-mode", choices=["cost", "zero"], default="cost")
+    p.add_argument("--charge-at", choices=["arrival", "completion"], default="arrival")
     p.add_argument(
         "--billing-alias",
         action="store_true",
