@@ -573,6 +573,159 @@ def _judge_counts(r: dict[str, Any]) -> list[str]:
     return f
 
 
+# ------------------------------------------------------------------ the proxy (openai SDK)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return int(so.getsockname()[1])
+
+
+async def _clients(base: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """n concurrent calls through the OpenAI SDK (no SDK retries: the proxy must not 429)."""
+    import asyncio
+
+    import httpx
+    import openai
+
+    rng = random.Random(seed)
+    client = openai.AsyncOpenAI(
+        base_url=base, api_key="mvra_test_fake_key_qa_0001", max_retries=0, timeout=300
+    )
+    out: list[dict[str, Any]] = []
+
+    async def one(i: int) -> None:
+        k = rng.choices(["resp", "mave", "fg", "video"], [80, 12, 5, 3])[0]
+        t = time.time()
+        try:
+            if k == "resp":
+                r = await client.responses.create(model="mavera-1", input=f"hello {i}")
+                credits = getattr(r.usage, "credits_used", None) if r.usage else None
+                out.append({"k": k, "status": 200, "credits": credits, "t": t})
+                return
+            job = job_line(rng, i, k)
+            raw = await client.post(job["path"], body=job["body"], cast_to=httpx.Response)
+            out.append(
+                {
+                    "k": k,
+                    "status": raw.status_code,
+                    "credits": raw.json().get("usage", {}).get("credits_used"),
+                    "t": t,
+                }
+            )
+        except openai.APIStatusError as e:
+            out.append(
+                {
+                    "k": k,
+                    "status": e.status_code,
+                    "credits": None,
+                    "t": t,
+                    "gov": e.response.headers.get("X-Mavera-Governor"),
+                }
+            )
+        except openai.APIError as e:
+            out.append({"k": k, "status": f"error {type(e).__name__}", "credits": None, "t": t})
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    await client.close()
+    return out
+
+
+def proxy_run(
+    n: int, rep: int, W: float, scale: float, hog: bool, tmp: Path, tier: str = "basic"
+) -> dict[str, Any]:
+    """`mavera-tui proxy` between n concurrent OpenAI-SDK calls and the indie server."""
+    import asyncio
+    import socket
+
+    out = tmp / f"proxy-{n}-{rep}{'-hog' if hog else ''}"
+    out.mkdir(parents=True, exist_ok=True)
+    seed = 7000 + rep
+    srv, port = start_server(
+        [
+            "--tier",
+            tier,
+            "--window-seconds",
+            str(W),
+            "--time-scale",
+            str(scale),
+            "--seed",
+            str(seed),
+        ],
+        out,
+    )
+    pport = _free_port()
+    env = dict(os.environ, MAVERA_API_KEY="mvra_test_fake_key_qa_0001")
+    cmd = [
+        TOOL,
+        "proxy",
+        "--listen",
+        f"127.0.0.1:{pport}",
+        "--base-url",
+        f"http://127.0.0.1:{port}/api/v1",
+        "--window-seconds",
+        str(W),
+        "--db",
+        str(out / "proxy.db"),
+    ]
+    px = subprocess.Popen(
+        cmd, env=env, stdout=open(out / "proxy.out", "w"), stderr=open(out / "proxy.err", "w")
+    )
+    hog_p = subprocess.Popen(["taskset", "-c", "0", PY, "-c", "while True: pass"]) if hog else None
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", pport), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        t0 = time.time()
+        calls = asyncio.run(_clients(f"http://127.0.0.1:{pport}/api/v1", n, seed))
+        wall = time.time() - t0
+        dump = get_json(f"http://127.0.0.1:{port}/__records")
+    finally:
+        if hog_p:
+            hog_p.kill()
+            hog_p.wait()
+        px.terminate()
+        try:
+            px.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            px.kill()
+        srv.terminate()
+        srv.wait(timeout=10)
+    (out / "records.json").write_text(json.dumps(dump))
+    res = analyse(dump, {}, read_ledger(str(out / "proxy.db")), {})
+    statuses: dict[str, int] = {}
+    for c in calls:
+        statuses[str(c["status"])] = statuses.get(str(c["status"]), 0) + 1
+    seen = sum(c["credits"] or 0 for c in calls)
+    s = res["server"]
+    f = _judge_limits(res | {"tool": {}}, TIER_L[tier])
+    if seen != s["charged"]:
+        f.append(f"clients saw credits_used {seen} != server charged {s['charged']}")
+    if res["ledger"].get("credits") != s["charged"]:
+        f.append(f"proxy ledger credits {res['ledger'].get('credits')} != server {s['charged']}")
+    if statuses.get("200", 0) != n:
+        f.append(f"client statuses {statuses}")
+    res.update(
+        case=f"proxy-{n}",
+        rep=rep,
+        hog=hog,
+        rc=px.returncode,
+        wall=round(wall, 2),
+        client_statuses=statuses,
+        client_credits=seen,
+        cmd=" ".join(cmd),
+        dir=str(out),
+        findings=f,
+    )
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="basic,ent,burst,caps,credits,topup,malformed")
@@ -582,6 +735,12 @@ def main() -> int:
     ap.add_argument("--time-scale", type=float, default=0.1)
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/indie-*)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument(
+        "--proxy",
+        type=int,
+        default=0,
+        help="instead: N concurrent OpenAI-SDK calls through mavera-tui proxy",
+    )
     a = ap.parse_args()
     if a.list:
         for k, c in CASES.items():
@@ -594,6 +753,8 @@ def main() -> int:
             return 2
     hogs = {"no": [False], "yes": [True], "both": [False, True]}[a.hog]
     tmp = Path(tempfile.mkdtemp(prefix="indie-"))
+    if a.proxy:
+        return _main_proxy(a, hogs, tmp)
     results = []
     hdr = (
         f"{'case':11} {'rep':>3} {'hog':>3} {'rc':>2} {'jobs':>5} {'ok':>5} {'w429':>4} "
@@ -630,6 +791,30 @@ def main() -> int:
         )
     )
     print(f"results: {path}  (run dirs under {tmp})")
+    return 0
+
+
+def _main_proxy(a: argparse.Namespace, hogs: list[bool], tmp: Path) -> int:
+    results = []
+    for hog in hogs:
+        for rep in range(a.repeat):
+            r = proxy_run(a.proxy, rep, a.window_seconds, a.time_scale, hog, tmp)
+            results.append(r)
+            s = r["server"]
+            mi = s["max_inflight"]
+            print(
+                f"proxy-{a.proxy} rep {rep} hog {'y' if hog else 'n'}: server w429 "
+                f"{s['window_429']} c429 {s['cap_429']} maxW {s['max_in_window_all']} "
+                f"inflight {mi['/mave/chat']}/{mi['/focus-groups']}/{mi['/video-analyses']} "
+                f"charged {s['charged']} clients {r['client_credits']} statuses "
+                f"{r['client_statuses']} mk {s['makespan_jobs']} bound {s['bound']} ratio "
+                f"{r['ratio']}  {'; '.join(r['findings']) or 'ok'}",
+                flush=True,
+            )
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path = Path(a.out) if a.out else HERE / "results" / f"indie-proxy-{stamp}.json"
+    path.write_text(json.dumps({"runs": results}, indent=1))
+    print(f"results: {path}")
     return 0
 
 
