@@ -41,6 +41,7 @@ COLUMNS = (
     "done",
     "in_flight",
     "key",
+    "credits",
 )
 
 
@@ -60,6 +61,7 @@ def stats(sim: Simulator) -> dict[str, Any]:
             r.done,
             r.in_flight,
             r.key,
+            r.credits,
         ]
         for r in sim.records
     ]

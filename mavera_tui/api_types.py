@@ -4,7 +4,7 @@ and the scheduler can use them without pulling in the HTTP edge."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .states import ErrorKind
 
@@ -64,8 +64,21 @@ class ApiError:
 
 
 @dataclass(frozen=True)
+class RawAnswer:
+    """An answer exactly as it came: status, every header (in order, repeats kept) and the
+    body bytes. Kept only when a caller asks for it (the proxy, the Governor): the normal
+    path parses what it needs and drops the rest."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    streamed: bool = False  # the body went to a stream sink as it arrived (not kept here)
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """One attempt's result."""
+    """One attempt's result. ``written``: the request's headers went on the wire (None when
+    the transport does not report writes); ``raw``: the answer as it came, when asked for."""
 
     status: int | None
     latency: float
@@ -74,7 +87,28 @@ class Outcome:
     tokens: int | None = None
     body: Any = None
     error: ApiError | None = None
+    raw: RawAnswer | None = None
+    written: bool | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class StreamSink(Protocol):
+    """Where a streamed (server-sent events) answer goes as it arrives: the proxy's
+    connection to its app. ``start`` is called once with the status and headers of a 2xx
+    ``text/event-stream`` answer, ``write`` per chunk, ``end`` after the last; any of them
+    raising means the caller went away (the upstream request is then closed)."""
+
+    async def start(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
+        """The answer's head, before any chunk."""
+        ...
+
+    async def write(self, chunk: bytes) -> None:
+        """One chunk of the body, as it came."""
+        ...
+
+    async def end(self) -> None:
+        """The body is complete."""
+        ...

@@ -580,6 +580,13 @@ def _monitor_args(p: argparse.ArgumentParser) -> None:
         help="write a debug log (default file mavera-tui-debug.log)",
     )
     p.add_argument(
+        "--proxy",
+        metavar="ADDR:PORT",
+        default=None,
+        help="serve the governing proxy there while showing its engine (as 'proxy "
+        "--key-from-env': apps send a local token, MAVERA_API_KEY is used)",
+    )
+    p.add_argument(
         "--no-demo",
         action="store_true",
         help="with the embedded simulator, do not run the demo workload",
@@ -607,9 +614,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             specs=specs,
             refresh=ui.refresh,
             debug_log=args.debug,
-            demo=not args.no_demo and not args.jobs,
+            demo=not args.no_demo and not args.jobs and not args.proxy,
             metrics_port=args.metrics_port,
             keys=ui.keys,
+            proxy=args.proxy,
         )
     except (ConfigError, StoreError) as e:
         return _fail(str(e), EXIT_CANNOT_START)
@@ -719,6 +727,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ("record", "run headless and record snapshots to SQLite"),
         ("replay", "open a recording in the monitor"),
         ("report", "print the metrics of a recording or database"),
+        ("proxy", "serve a governing HTTP proxy for existing apps (base URL .../api/v1)"),
     ):
         if command is not None and command != name:
             # Listed in the help only: importing these modules (and the engine) for every
@@ -728,7 +737,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         mod = importlib.import_module(_COMMAND_MODULES[name])
         sp = sub.add_parser(name, help=helptext, description=(mod.__doc__ or "").split("\n")[0])
         mod.add_arguments(sp)
-        if name != "record":  # record takes the engine options, --config among them
+        if name not in ("record", "proxy"):  # they take the engine options, --config too
             config.add_config_flag(sp)
         sp.set_defaults(func=mod.main)
 
@@ -803,15 +812,26 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = ("run", "estimate", "sim", "record", "replay", "report", "config", "screenshots")
+COMMANDS = (
+    "run",
+    "estimate",
+    "sim",
+    "record",
+    "replay",
+    "report",
+    "config",
+    "screenshots",
+    "proxy",
+)
 #: Commands whose flags include settings (the model's flags): the others' options, such as
 #: sim's own --tier, are not settings of this tool.
-SETTINGS_COMMANDS = (None, "run", "record", "replay", "config")
+SETTINGS_COMMANDS = (None, "run", "record", "replay", "config", "proxy")
 #: The module of each command that lives outside this file.
 _COMMAND_MODULES = {
     "record": "mavera_tui.record",
     "replay": "mavera_tui.recording.replay",
     "report": "mavera_tui.recording.report",
+    "proxy": "mavera_tui.proxy",
 }
 
 
@@ -820,7 +840,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # The first word naming a command is the command (a value such as `--db x.db` comes
     # before it); only that command's module is imported.
     command = next((a for a in argv if a in COMMANDS), "")
-    parser = build_parser(command if command in ("sim", "record", "replay", "report") else "")
+    parser = build_parser(
+        command if command in ("sim", "record", "replay", "report", "proxy") else ""
+    )
     if command and isinstance(parser, CliParser):
         parser.command_prog = f"{parser.prog} {command}"
     args, extra = parser.parse_known_args(argv)

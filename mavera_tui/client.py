@@ -38,6 +38,8 @@ from .api_types import (
     ApiError,
     Outcome,
     RateHeaders,
+    RawAnswer,
+    StreamSink,
 )
 from .clock import Clock
 from .errors import ConfigError
@@ -60,6 +62,9 @@ __all__ = [
     "ConfigError",
     "Outcome",
     "RateHeaders",
+    "RawAnswer",
+    "SinkGone",
+    "StreamSink",
 ]
 
 
@@ -215,6 +220,46 @@ def check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+class SinkGone(Exception):
+    """The stream sink raised: the caller of a streamed request went away."""
+
+
+def _is_event_stream(status: int, headers: Any) -> bool:
+    ct = headers.get("content-type") or headers.get("Content-Type") or ""
+    return 200 <= status < 300 and "text/event-stream" in ct.lower()
+
+
+async def _feed(sink: StreamSink, status: int, pairs: tuple[tuple[str, str], ...]) -> None:
+    try:
+        await sink.start(status, pairs)
+    except Exception as e:
+        raise SinkGone(str(e)) from e
+
+
+def sse_final_response(content: bytes) -> Any:
+    """The ``response`` object of the last ``response.completed`` (or ``.failed`` /
+    ``.incomplete``) event of a Responses API event stream, or None: its ``usage`` is what
+    the streamed request was charged."""
+    found: Any = None
+    for line in content.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if not data or data == b"[DONE]" or b'"response.' not in data:
+            continue
+        try:
+            ev = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(ev, dict) and ev.get("type") in (
+            "response.completed",
+            "response.failed",
+            "response.incomplete",
+        ):
+            found = ev.get("response")
+    return found
+
+
 class ApiClient:
     """Async client for the Mavera API (or anything that speaks its HTTP contract).
 
@@ -311,17 +356,36 @@ class ApiClient:
         return self._session
 
     async def _send_aiohttp(
-        self, method: str, path: str, kw: dict[str, Any], on_written: Any
-    ) -> tuple[int, Any, bytes]:
+        self, method: str, path: str, kw: dict[str, Any], on_written: Any, sink: Any
+    ) -> tuple[int, Any, bytes, bool]:
         url = path if "://" in path else self.base_url + path
         async with self._aiohttp_session().request(
             method, url, allow_redirects=False, trace_request_ctx=on_written, **kw
         ) as resp:
-            return resp.status, resp.headers, await resp.read()
+            if sink is None or not _is_event_stream(resp.status, resp.headers):
+                return resp.status, resp.headers, await resp.read(), False
+            # Passed through as it arrives; kept too (small), for the usage at its end.
+            try:
+                await _feed(sink, resp.status, tuple(resp.headers.items()))
+                chunks: list[bytes] = []
+                async for chunk in resp.content.iter_any():
+                    chunks.append(chunk)
+                    try:
+                        await sink.write(chunk)
+                    except Exception as e:
+                        raise SinkGone(str(e)) from e
+                try:
+                    await sink.end()
+                except Exception as e:
+                    raise SinkGone(str(e)) from e
+            except BaseException:
+                resp.close()  # the caller went away (or we were cancelled): close upstream
+                raise
+            return resp.status, resp.headers, b"".join(chunks), True
 
     async def _send_httpx(
-        self, method: str, path: str, kw: dict[str, Any], on_written: Any
-    ) -> tuple[int, Any, bytes]:
+        self, method: str, path: str, kw: dict[str, Any], on_written: Any, sink: Any
+    ) -> tuple[int, Any, bytes, bool]:
         assert self._httpx is not None
         if on_written is not None:
 
@@ -330,8 +394,25 @@ class ApiClient:
                     on_written()
 
             kw["extensions"] = {"trace": trace}
-        resp = await self._httpx.request(method, path, **kw)
-        return resp.status_code, resp.headers, resp.content
+        if sink is None:
+            resp = await self._httpx.request(method, path, **kw)
+            return resp.status_code, resp.headers, resp.content, False
+        async with self._httpx.stream(method, path, **kw) as resp:
+            if not _is_event_stream(resp.status_code, resp.headers):
+                return resp.status_code, resp.headers, await resp.aread(), False
+            await _feed(sink, resp.status_code, tuple(resp.headers.multi_items()))
+            chunks: list[bytes] = []
+            async for chunk in resp.aiter_raw():
+                chunks.append(chunk)
+                try:
+                    await sink.write(chunk)
+                except Exception as e:
+                    raise SinkGone(str(e)) from e
+            try:
+                await sink.end()
+            except Exception as e:
+                raise SinkGone(str(e)) from e
+            return resp.status_code, resp.headers, b"".join(chunks), True
 
     async def request(
         self,
@@ -340,11 +421,30 @@ class ApiClient:
         body: dict[str, Any] | None = None,
         timeout: float | None = None,
         on_written: Any = None,
+        *,
+        raw: bool = False,
+        sink: StreamSink | None = None,
     ) -> Outcome:
-        """Send one request; every failure comes back as an Outcome with an ApiError."""
+        """Send one request; every failure comes back as an Outcome with an ApiError.
+
+        ``raw``: keep the answer as it came (``Outcome.raw``). ``sink``: a 2xx event stream
+        is passed to it as it arrives (and kept for its usage); a sink that raises makes a
+        CONNECTION error whose ``written`` is True and whose message says the caller went.
+        ``Outcome.written`` says whether the request went on the wire (None: unknown)."""
         import aiohttp
 
         t0 = self.clock.now()
+        wrote: list[bool] = []
+        if self._httpx is None or on_written is not None:
+            outer = on_written
+
+            def written() -> None:
+                if not wrote:
+                    wrote.append(True)
+                if outer is not None:
+                    outer()
+
+            on_written = written
         method = method.upper()
         kw: dict[str, Any] = {}
         if method != "GET":
@@ -360,30 +460,46 @@ class ApiClient:
             # The timeout is for the whole request: per-operation timeouts never cut off a
             # server that trickles bytes, or an in-process app.
             async with asyncio.timeout(timeout if timeout is not None else self.timeout):
-                status, raw_headers, content = await send(method, path, kw, on_written)
+                status, raw_headers, content, streamed = await send(
+                    method, path, kw, on_written, sink
+                )
+        except SinkGone:
+            return Outcome(
+                None,
+                self.clock.now() - t0,
+                error=ApiError(CONNECTION, None, None, "the caller went away mid-stream"),
+                written=True,
+            )
         except (httpx.TimeoutException, TimeoutError):
             return Outcome(
                 None,
                 self.clock.now() - t0,
                 error=ApiError(TIMEOUT, None, None, "request timed out"),
+                written=self._wrote(wrote),
             )
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             return Outcome(
                 None,
                 self.clock.now() - t0,
                 error=ApiError(CONNECTION, None, None, f"connection failed: {type(e).__name__}"),
+                written=self._wrote(wrote),
             )
         except Exception as e:  # an in-process app raising is a dropped connection too
             return Outcome(
                 None,
                 self.clock.now() - t0,
                 error=ApiError(CONNECTION, None, None, f"connection failed: {type(e).__name__}"),
+                written=self._wrote(wrote),
             )
         latency = self.clock.now() - t0
         headers = parse_rate_headers(raw_headers, self.clock.wall())
         try:
-            body_json: Any = json.loads(content) if content else None
-            readable = True
+            if streamed:  # the event stream's final response object carries the usage
+                body_json: Any = sse_final_response(content)
+                readable = body_json is not None
+            else:
+                body_json = json.loads(content) if content else None
+                readable = True
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             body_json, readable = None, False
         error = classify(status, body_json, headers)
@@ -392,7 +508,24 @@ class ApiClient:
             error = ApiError(
                 BAD_RESPONSE, status, None, "response body is not valid JSON; the charge is unknown"
             )
-        return Outcome(status, latency, headers, credits, tokens, body_json, error)
+        answer = None
+        if raw:
+            pairs = (
+                tuple(raw_headers.multi_items())
+                if isinstance(raw_headers, httpx.Headers)
+                else tuple(raw_headers.items())
+            )
+            answer = RawAnswer(status, pairs, b"" if streamed else content, streamed)
+        return Outcome(
+            status, latency, headers, credits, tokens, body_json, error, answer, self._wrote(wrote)
+        )
+
+    def _wrote(self, wrote: list[bool]) -> bool | None:
+        """Whether the request went on the wire: known on aiohttp (its trace says), else
+        None (an in-process transport: assume it may have)."""
+        if wrote:
+            return True
+        return False if self._httpx is None else None
 
 
 BACKENDS = ("aiohttp", "httpx")

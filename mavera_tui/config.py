@@ -317,6 +317,48 @@ class SimSettings:
 
 
 @dataclass
+class ProxySettings:
+    """``mavera-tui proxy`` and the Python API (``Governor.request``): the door apps use."""
+
+    listen: str = setting(
+        "127.0.0.1:8787",
+        "address:port the proxy listens on (apps use http://ADDRESS:PORT/api/v1); an "
+        "address other than loopback requires caller tokens",
+        flag="--listen",
+        metavar="ADDR:PORT",
+    )
+    max_queue: int = setting(
+        1000,
+        "most requests waiting to be sent per key; past it a request is answered 429 with "
+        "a Retry-After at once",
+        check="atleast1",
+        flag="--max-queue",
+        metavar="N",
+    )
+    max_wait: float = setting(
+        60.0,
+        "longest a request waits to be sent, in seconds; past it it is answered 429 with a "
+        "Retry-After (one already sent is always waited for)",
+        check="positive",
+        flag="--max-wait",
+        metavar="S",
+    )
+    park_402: bool = setting(
+        False,
+        "on the API's 402, hold the request until credits return (at most max_wait) "
+        "instead of passing the 402 back",
+    )
+    tokens: str | None = setting(
+        None,
+        "caller tokens, comma-separated: apps must send one (Authorization: Bearer with "
+        "--key-from-env, else X-Mavera-Token); required when listening beyond loopback",
+        kind="str",
+        flag="--token",
+        metavar="TOKEN[,TOKEN...]",
+    )
+
+
+@dataclass
 class Config:
     """Every setting, by section. ``Config()`` is the defaults; ``load_config`` reads the
     file, the environment and the flags over them."""
@@ -327,6 +369,7 @@ class Config:
     run: RunSettings = section(RunSettings, "mavera-tui run")
     record: RecordSettings = section(RecordSettings, "mavera-tui record")
     sim: SimSettings = section(SimSettings, "the embedded simulator")
+    proxy: ProxySettings = section(ProxySettings, "mavera-tui proxy and Governor.request")
 
 
 # ===================================================================== the fields =====
@@ -401,6 +444,8 @@ def _spec(name: str, f: Any, default: Any) -> Spec:
 SPECS: dict[str, Spec] = {
     name: _spec(name, f, getattr(owner, f.name)) for name, owner, f in _walk(Config())
 }
+#: Settings whose values are never printed (``mavera-tui config`` says only that they are set).
+SECRET_SETTINGS = frozenset({"proxy.tokens"})
 #: The tables, in the model's order: engine, budget, budget.auto_recharge, ui, ...
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(n.rsplit(".", 1)[0] for n in SPECS))
 
@@ -842,6 +887,8 @@ def describe(loaded: LoadedConfig, *, api_key_set: bool) -> str:
             lines += ["", f"[{sec}]"]
             current = sec
         value = _get(loaded.config, name)
+        if name in SECRET_SETTINGS and value is not None:
+            value = "(set, not shown)"
         shown = f"{key} = {_toml(value)}" if value is not None else f"# {key} = (not set)"
         rows.append((shown, loaded.sources[name]))
     lines += _aligned(rows)
@@ -859,6 +906,12 @@ def as_json(loaded: LoadedConfig, *, api_key_set: bool) -> dict[str, Any]:
         "config_file": str(loaded.file) if loaded.file else None,
         "api_key_set": api_key_set,
         "settings": {
-            n: {"value": _get(loaded.config, n), "source": loaded.sources[n]} for n in SPECS
+            n: {
+                "value": "(set, not shown)"
+                if n in SECRET_SETTINGS and _get(loaded.config, n) is not None
+                else _get(loaded.config, n),
+                "source": loaded.sources[n],
+            }
+            for n in SPECS
         },
     }

@@ -77,12 +77,27 @@ def is_local(url: str) -> bool:
 class Engine:
     """A started scheduler with its client and store. ``async with Engine(settings) as e``."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None, sim: Any = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        sim: Any = None,
+        api_key: str | None = None,
+        store: Store | None = None,
+        resume: bool = True,
+    ):
+        """``api_key``: use this key instead of MAVERA_API_KEY (the proxy's callers' keys;
+        kept only in the HTTP client). ``store``: a store opened by the caller and shared
+        with other engines (not closed here); ``resume``: resume its unfinished jobs."""
         self.settings = settings
         self.clock = clock or Clock()
         self.sim = sim
+        self._api_key = api_key
+        self._shared_store = store
+        self._resume = resume
         self.client: ApiClient | None = None
-        self.store: Store | None = None
+        self.store: Store | None = store
         self.scheduler: Scheduler | None = None
         self.simulated = False
         self.target = ""
@@ -91,10 +106,14 @@ class Engine:
     def _make_client(self) -> ApiClient:
         s = self.settings
         eng, sim_cfg = s.config.engine, s.config.sim
-        key = api_key_from_env()
+        key = self._api_key or api_key_from_env()
         # MAVERA_BASE_URL is read with the other settings (config.load_config), not here.
         base = (eng.base_url or "").strip() or None
-        if s.force_embedded or (key is None and base is None):
+        if (
+            s.force_embedded
+            or (key is None and base is None)
+            or (self.sim is not None and base is None)
+        ):
             from .sim import create_sim, sim_transport
             from .sim.config import AutoRecharge, SimConfig
 
@@ -162,7 +181,7 @@ class Engine:
         """Open the store, build the client and scheduler, and start dispatching."""
         self.client = self._make_client()
         try:
-            if self.settings.db:
+            if self.settings.db and self._shared_store is None:
                 self.store = await Store.open(Path(self.settings.db))
             self.scheduler = Scheduler(
                 self.client,
@@ -175,7 +194,7 @@ class Engine:
                 target=self.target,
                 simulated=self.simulated,
             )
-            await self.scheduler.start()
+            await self.scheduler.start(resume=self._resume)
         except BaseException:
             await self.stop()
             raise
@@ -191,7 +210,7 @@ class Engine:
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.aclose()
-        if self.store is not None:
+        if self.store is not None and self.store is not self._shared_store:
             await self.store.close()
 
     async def __aenter__(self) -> Engine:

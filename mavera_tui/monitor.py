@@ -30,11 +30,21 @@ class LiveEngine:
     the engine's imports, httpx and aiosqlite, cost a few hundred milliseconds).
     """
 
-    def __init__(self, engine: Engine | None = None, *, settings: Settings | None = None):
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        settings: Settings | None = None,
+        proxy_listen: str | None = None,
+    ):
+        """``proxy_listen``: serve the governing proxy there (``--key-from-env``: one key,
+        the engine shown) instead of building a plain engine."""
         if (engine is None) == (settings is None):
             raise TypeError("LiveEngine takes an Engine or settings=, exactly one of them")
         self.engine: Any = engine
         self._settings = settings
+        self.proxy_listen = proxy_listen
+        self.proxy: Any = None
         self.error: str | None = None
         self._demo: asyncio.Task[None] | None = None
         #: The last snapshot handed to the app: what other threads (metrics) may read.
@@ -155,12 +165,15 @@ class LiveEngine:
 
     async def boot(self, specs: list[JobSpec], demo: bool) -> None:
         try:
-            if self.engine is None:
-                from .engine import Engine
+            if self.engine is None and self.proxy_listen is not None:
+                sched = await self._start_proxy()
+            else:
+                if self.engine is None:
+                    from .engine import Engine
 
-                assert self._settings is not None  # the constructor took one of the two
-                self.engine = Engine(self._settings)
-            sched = await self.engine.start()
+                    assert self._settings is not None  # the constructor took one of the two
+                    self.engine = Engine(self._settings)
+                sched = await self.engine.start()
             self._answers = _AnswerWatch(sched.transport, sched.clock.wall)
             sched.transport = self._answers
         except Exception as e:  # shown in the alerts pane; the app stays up to say so
@@ -171,12 +184,40 @@ class LiveEngine:
             submitted = await sched.submit_many(specs)
             for line_error in submitted.messages(duplicates=False):
                 sched.alert("warning", "job_file", line_error)
-        if demo and self.engine.simulated:
+        if self.proxy is not None:
+            sched.alert("info", "proxy", f"serving the proxy on {self.proxy.url}")
+        elif demo and self.engine is not None and self.engine.simulated:
             from .demo import start_demo
 
             self._demo = start_demo(sched)
 
+    async def _start_proxy(self) -> Any:
+        from .proxy import Proxy, ProxyOptions, parse_listen
+
+        assert self._settings is not None and self.proxy_listen is not None
+        host, port = parse_listen(self.proxy_listen)
+        self.proxy = Proxy(
+            self._settings.config, ProxyOptions(key_from_env=True, db=self._settings.db)
+        )
+        try:
+            await self.proxy.start(host, port)
+        except BaseException:
+            await self.proxy.stop()
+            self.proxy = None
+            raise
+        gov = next(iter(self.proxy.governors.values()))
+        self.engine = gov.engine
+        return gov.scheduler
+
     async def shutdown(self) -> None:
+        if self.proxy is not None:
+            self.proxy.closing = True  # new requests: 503 at once
+        await self._stop_engine()
+        if self.proxy is not None:
+            with contextlib.suppress(Exception):
+                await self.proxy.stop()
+
+    async def _stop_engine(self) -> None:
         if self._demo is not None:
             self._demo.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -254,12 +295,14 @@ def run_monitor(
     demo: bool,
     metrics_port: int | None = None,
     keys: dict[str, str] | None = None,
+    proxy: str | None = None,
 ) -> int:
-    """Open the monitor; returns the exit status. ``keys``: binding id -> key."""
+    """Open the monitor; returns the exit status. ``keys``: binding id -> key; ``proxy``:
+    serve the governing proxy on this ADDR:PORT and show its engine."""
     from .ui.app import create_app
 
     async def main() -> int:
-        live = LiveEngine(settings=settings)
+        live = LiveEngine(settings=settings, proxy_listen=proxy)
         app = create_app(
             live,
             refresh=refresh,

@@ -41,10 +41,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import _add_target_options, _port
 
     p.add_argument("--db", required=True, help="SQLite file to record into (created 0600)")
-    p.add_argument(
+    jobs = p.add_mutually_exclusive_group()
+    jobs.add_argument(
         "--jobs",
         help="JSONL job file to run (default: the demo workload on the "
         "embedded simulator when no key is set)",
+    )
+    jobs.add_argument(
+        "--proxy",
+        metavar="ADDR:PORT",
+        default=None,
+        help="serve the governing proxy there (as 'proxy --key-from-env': apps send a "
+        "local token, MAVERA_API_KEY is used) and record its engine",
     )
     config.add_flag(
         p,
@@ -120,6 +128,7 @@ def main(args: argparse.Namespace) -> int:
         grace=rc.grace,
         job_file=job_file,
         keep=getattr(args, "keep", None),
+        proxy_listen=getattr(args, "proxy", None),
     )
 
     async def go() -> int:

@@ -111,6 +111,10 @@ class Answers(Journal):
     async def _attempt(self, job: Job) -> None:
         sent_at = job.sent_at = self.clock.now()
         stamp, kw = self._stamper(job)
+        if job.keep_raw:
+            kw["raw"] = True
+        if job.sink is not None:
+            kw["sink"] = job.sink
         try:
             out = await self.transport.request(
                 job.spec.method,
@@ -123,7 +127,21 @@ class Answers(Journal):
             self.slots.release(job)
             if stamp.at is None:  # it may have been written as we were cancelled
                 self.window.record_send(self.clock.now(), reserved=True)
-            raise
+            if not job.abandoned:
+                raise
+            # The caller went away and closed this request (a stream): its slot is free
+            # now; what the server did with it is not known.
+            job.task = None
+            self.credits.settle(job)
+            self._finish(
+                job,
+                S.OUTCOME_UNKNOWN,
+                "the caller went away while it was in flight; the request was closed "
+                "(the server may have charged it)",
+            )
+            self.balance.verify()
+            self._wake.set()
+            return
         except Exception as e:  # the transport should not raise; never lose the job if it does
             log.exception("transport raised")
             out = Outcome(
@@ -131,6 +149,9 @@ class Answers(Journal):
                 self.clock.now() - sent_at,
                 error=api.ApiError(api.CONNECTION, None, None, f"client error: {e}"),
             )
+        job.task = None
+        if job.keep_raw:
+            job.last = out
         now = self.clock.now()
         self.slots.release(job)
         if stamp.at is not None:
@@ -153,6 +174,22 @@ class Answers(Journal):
     def _apply(self, job: Job, out: Outcome, now: float) -> None:
         """Carry out the retry policy's step for an answer."""
         err = out.error
+        if job.sink is not None and getattr(job.sink, "gone", False):
+            job.abandoned = True  # its app closed the stream under us
+        if job.abandoned:  # nobody waits for it: never repeated, never parked
+            if err is None:
+                self._on_success(job, out, now)
+            elif err.kind.charge_unknown:
+                self._finish(
+                    job,
+                    S.OUTCOME_UNKNOWN,
+                    "the caller went away; the request was closed (the server may have "
+                    "charged it): " + err.describe(),
+                )
+                self.balance.verify()
+            else:
+                self._finish(job, S.CANCELLED, "the caller went away: " + err.describe())
+            return
         busy = (
             self.slots.refused(job.ep.key)
             if (err is not None and err.kind == api.CONCURRENCY)

@@ -42,6 +42,7 @@ class Journal:
     _unfinished: int
     _block_alert_at: float
     _blocked_recent: int
+    _waiters: dict[str, asyncio.Future[Job]]
 
     if TYPE_CHECKING:  # the loop's, used here
 
@@ -67,6 +68,10 @@ class Journal:
         self.stats.final(job.state)
         self._persist_state(job)
         self._touch(job)
+        if self._waiters:
+            fut = self._waiters.pop(job.id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(job)
         self._check_done()
 
     def _block(self, job: Job, reason: str) -> None:

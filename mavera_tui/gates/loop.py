@@ -21,6 +21,7 @@ import itertools
 import logging
 import random
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from .. import catalog
@@ -93,16 +94,21 @@ class Scheduler(Observing):
         self._blocked_recent = 0
         self._storm_alerted_at = -1e18
         self._unfinished = 0
+        self._waiters: dict[str, asyncio.Future[Job]] = {}
 
     # ====================================================================== lifecycle ====
 
-    async def start(self, *, fetch_balance: bool = True) -> None:
-        """Resume persisted jobs, learn the limit and balance, start dispatching."""
+    async def start(self, *, fetch_balance: bool = True, resume: bool = True) -> None:
+        """Resume persisted jobs (unless ``resume`` is False: a store shared by several
+        engines, whose unfinished jobs no caller waits for any more), learn the limit and
+        balance, start dispatching."""
         now = self.clock.now()
         self.stats.started_at = now
         self.budget.note_started(now)
-        if self.store is not None:
+        if self.store is not None and resume:
             await self._resume_from_store()
+        elif self.store is not None:
+            self._seq = itertools.count(await self.store.next_seq() + 1)
         if fetch_balance:
             # Pre-flight is blind without a balance: a lost answer (5xx, drop, timeout) at
             # start is worth a couple of retries before the first job goes out.
@@ -123,6 +129,7 @@ class Scheduler(Observing):
                 await t
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._drop_waiters()
         await self._flush()
 
     async def abort(self) -> None:
@@ -138,7 +145,15 @@ class Scheduler(Observing):
         for t in own:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        self._drop_waiters()
         await self._flush()
+
+    def _drop_waiters(self) -> None:
+        """Stopping: nobody will finish the jobs still waited for; their waiters end."""
+        waiters, self._waiters = self._waiters, {}
+        for fut in waiters.values():
+            if not fut.done():
+                fut.cancel()
 
     # ======================================================================= commands ====
 
@@ -149,9 +164,63 @@ class Scheduler(Observing):
             raise ValueError(result.messages()[0])
         return result.accepted[0]
 
-    async def submit_many(self, specs: list[JobSpec]) -> SubmitResult:
+    async def submit_watched(
+        self, spec: JobSpec, prepare: Callable[[Job], None] | None = None
+    ) -> asyncio.Future[Job]:
+        """Persist and enqueue one job, and return a future that resolves to the job when
+        it is final (its ``last`` answer kept if ``prepare`` set ``keep_raw``). ``prepare``
+        sets the job's caller options (passthrough, sink, ...) before it can be sent.
+        Raises ValueError (the message says why) for a duplicate id or an unpriceable body."""
+        fut: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        result = await self.submit_many([spec], prepare=prepare, waiters={spec.id: fut})
+        if not result.accepted:
+            raise ValueError(result.messages()[0])
+        return fut
+
+    def watch(self, job_id: str) -> asyncio.Future[Job]:
+        """A future that resolves to the job when it is final (at once if it already is).
+        KeyError for a job this scheduler does not hold."""
+        fut: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        job = self.jobs.get(job_id) or self._recent.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        if job.state in S.FINAL_STATES:
+            fut.set_result(job)
+        else:
+            prev = self._waiters.get(job_id)
+            if prev is not None:
+                return prev
+            self._waiters[job_id] = fut
+        return fut
+
+    def abandon(self, job_id: str) -> bool:
+        """The caller of a job went away: a job not yet sent is cancelled; a streaming one
+        in flight has its request closed (its slot freed at once); any other in flight is
+        left to finish (the server works on it and holds its slot) and its answer dropped.
+        Never repeated either way. False if the job is unknown or final."""
+        job = self.jobs.get(job_id) or self._recent.get(job_id)
+        if job is None or job.state in S.FINAL_STATES:
+            return False
+        job.abandoned = True
+        if job.state != S.IN_FLIGHT:
+            self.queue.remove(job)
+            self.credits.remove(job)
+            self._finish(job, S.CANCELLED, "the caller went away before it was sent")
+            self._wake.set()
+        elif job.sink is not None and job.task is not None:
+            job.task.cancel()
+        return True
+
+    async def submit_many(
+        self,
+        specs: list[JobSpec],
+        *,
+        prepare: Callable[[Job], None] | None = None,
+        waiters: dict[str, asyncio.Future[Job]] | None = None,
+    ) -> SubmitResult:
         """Persist (one transaction) and enqueue jobs. Ids already known (in this run or in
-        the database) are refused as duplicates; jobs that cannot be priced as invalid."""
+        the database) are refused as duplicates; jobs that cannot be priced as invalid.
+        ``prepare`` sets each new job's caller options; ``waiters`` resolve when final."""
         result = SubmitResult()
         fresh: list[Job] = []
         seen: set[str] = set()
@@ -168,9 +237,14 @@ class Scheduler(Observing):
                 continue
             seen.add(spec.id)
             fresh.append(Job(spec, spec.endpoint, est, next(self._seq), created=wall, updated=wall))
+        if prepare is not None:
+            for j in fresh:
+                prepare(j)
         await self._persist_new(fresh)
         for j in fresh:
             self._adopt(j)
+            if waiters is not None and j.id in waiters:
+                self._waiters[j.id] = waiters[j.id]
             self._enqueue(j)
         self._wake.set()
         result.accepted.extend(j.id for j in fresh)
@@ -307,7 +381,8 @@ class Scheduler(Observing):
             self.queue.pop(job.ep.key)
             if not self._credit_pass(job, now):
                 continue
-            if job.spec.method == "GET" and self._serve_cached(job, now):
+            # A caller that wants the answer as it came gets the API's, not a cached body.
+            if job.spec.method == "GET" and not job.keep_raw and self._serve_cached(job, now):
                 continue
             self.credits.reserve(job)
             batch.append(job)
@@ -350,6 +425,8 @@ class Scheduler(Observing):
                 st.retries += 1
             self._touch(job)
             task = asyncio.create_task(self._attempt(job))
+            if job.sink is not None:
+                job.task = task  # abandon() closes a stream by cancelling it
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -28,7 +28,9 @@ class Transport(Protocol):
         timeout: float | None = None,
         on_written: Any = None,
     ) -> Outcome:
-        """Send one request; never raises for HTTP or network failures (see Outcome)."""
+        """Send one request; never raises for HTTP or network failures (see Outcome). A job
+        that wants its raw answer or streams also passes ``raw=True`` / ``sink=...``
+        (:meth:`mavera_tui.client.ApiClient.request`); other jobs never do."""
         ...
 
 
@@ -96,6 +98,18 @@ class Job:
     updated: float = 0.0
     sent_at: float = 0.0
     in_heap: bool = False
+    # --- a caller waits for this job's answer (the proxy, the Governor) ---------------
+    # ``passthrough``: the caller gets the real answer, so nothing is repeated that the
+    # server may have processed (a 5xx, timeout or drop after the request was written, on
+    # anything but a GET), a 401 fails this job only, and a 402 parks it only if
+    # ``park_402``. ``keep_raw``: keep the last answer as it came (``last.raw``).
+    passthrough: bool = False
+    park_402: bool = True
+    keep_raw: bool = False
+    sink: Any = None  # a StreamSink: a 2xx event stream goes there as it arrives
+    last: Outcome | None = None  # the last answer (kept when keep_raw)
+    abandoned: bool = False  # the caller went away: finish at the answer, never repeat
+    task: Any = None  # the attempt's task while in flight
 
     @property
     def id(self) -> str:

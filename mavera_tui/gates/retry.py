@@ -55,11 +55,28 @@ def next_step(
     jitter: Callable[[], float] = lambda: 0.5,
 ) -> Step:
     """What happens to ``job`` after ``out``. ``busy`` is the endpoint's count of
-    concurrency 429s in a row, this one included."""
+    concurrency 429s in a row, this one included.
+
+    A ``passthrough`` job (a caller waits for the real answer) is repeated only where that
+    is safe: after a 429 (refused before any work), or a failure before the request was
+    written (``out.written`` False: a refused connection), or on a GET. A 5xx, timeout or
+    drop of a written POST ends it with that answer; so do a 401 (this caller's key only)
+    and a 402 unless the job parks on it."""
     err = out.error
     failures = job.failures
     if err is None:
         return Step(SUCCEED, failures=failures)
+    if job.passthrough:
+        if err.kind in api.RETRYABLE and out.written is not False and job.spec.method != "GET":
+            return Step(
+                FAIL,
+                failures=failures + 1,
+                reason="not repeated (the server may have processed it): " + err.describe(),
+            )
+        if err.kind == api.AUTH:
+            return Step(FAIL, failures=failures, reason="the key was rejected: " + err.describe())
+        if err.kind in (api.CREDITS, api.BUDGET) and not job.park_402:
+            return Step(FAIL, failures=failures, reason=err.describe())
     if err.kind == api.RATE_LIMITED:
         asked = out.headers.retry_after
         if asked is not None and asked > cfg.max_retry_after:

@@ -53,6 +53,7 @@ class Recorder:
         job_file: Any = None,
         keep: float | None = None,
         prune_every: float = PRUNE_EVERY,
+        proxy_listen: str | None = None,
     ):
         self.settings = settings
         self.jobs_path = jobs
@@ -80,6 +81,10 @@ class Recorder:
         self.prune_every = max(1.0, float(prune_every))
         self._next_prune: float | None = None
         self.pruned: dict[str, int] = {"ledger": 0, "snapshots": 0, "jobs": 0}
+        # ``record --proxy ADDR``: serve the governing proxy (MAVERA_API_KEY for every app)
+        # and record its engine.
+        self.proxy_listen = proxy_listen
+        self.proxy: Any = None
 
     def log(self, msg: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -148,9 +153,12 @@ class Recorder:
 
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
-        self.engine = Engine(self.settings, clock=self.clock, sim=self.sim)
         try:
-            sched = await self.engine.start()
+            if self.proxy_listen is not None:
+                sched = await self._start_proxy()
+            else:
+                self.engine = Engine(self.settings, clock=self.clock, sim=self.sim)
+                sched = await self.engine.start()
         except StoreError as e:
             self.log(f"error: {e}")
             return 2
@@ -167,7 +175,9 @@ class Recorder:
         try:
             self.log(f"recording into {store.path} every {self.interval:g} s; {self.engine.notice}")
             jobs_mode = False
-            if self.jobs_path:
+            if self.proxy is not None:
+                self.log(f"serving the proxy on {self.proxy.url} (MAVERA_API_KEY for every app)")
+            elif self.jobs_path:
                 submitted = await self._submit_jobs(sched)
                 if submitted is None:
                     return 2
@@ -194,6 +204,26 @@ class Recorder:
             if metrics is not None:
                 metrics.close()
         return 0
+
+    async def _start_proxy(self) -> Any:
+        """The proxy in --key-from-env mode (one key: one engine to record) on the
+        recording's store; returns its scheduler."""
+        from ..proxy import Proxy, ProxyOptions, parse_listen
+
+        assert self.proxy_listen is not None
+        host, port = parse_listen(self.proxy_listen)
+        self.proxy = Proxy(
+            self.settings.config,
+            ProxyOptions(key_from_env=True, db=self.settings.db, sim=self.sim),
+        )
+        try:
+            await self.proxy.start(host, port)
+        except BaseException:
+            await self.proxy.stop()
+            raise
+        gov = next(iter(self.proxy.governors.values()))
+        self.engine = gov.engine
+        return gov.scheduler
 
     async def _submit_jobs(self, sched: RunControl) -> int | None:
         from ..jobs import JobFileError, read_job_file
@@ -262,6 +292,8 @@ class Recorder:
         them blindly."""
         assert self._hurry is not None
         clock = self.clock
+        if self.proxy is not None:
+            self.proxy.closing = True  # new requests: 503 at once, never queued
         waiting = sched.snapshot().in_flight
         closing = asyncio.ensure_future(sched.close())  # admits nothing from here on
         reason = self.stop_reason or "stopping"
@@ -312,6 +344,8 @@ class Recorder:
         self._log_alerts(final)
         self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
         await self.engine.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()  # its server, and the store it opened
         self.log(
             f"stopped: {self.snapshots_written} snapshots "
             f"({self.bytes_written / 1024:.0f} KiB)"

@@ -136,6 +136,25 @@ class RequestPipeline(Answering):
         ):
             if await stage(req):
                 return
+        if (
+            req.endpoint.key == "responses"
+            and req.body.get("stream") is True
+            and (req.fault in (None, "slow"))
+        ):
+            ep, ks = req.endpoint, req.key_state
+            await self._stream(
+                req.send,
+                req.receive,
+                ks,
+                ep.slot_key,
+                req.record,
+                ep,
+                req.body,
+                req.charge,
+                req.latency,
+                req.headers,
+            )
+            return
         await self._stage_work(req)
         await self._stage_answer(req)
 

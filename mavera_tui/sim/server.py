@@ -245,8 +245,24 @@ def _listen(host: str, port: int) -> socket.socket:
     OverflowError for an out-of-range port) instead of uvicorn's two tracebacks."""
     if not 0 <= port <= 65535:
         raise OverflowError(f"--port must be from 0 to 65535 (0: any free port), got {port}")
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-    return socket.create_server((host, port), family=family)
+    family, _, _, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+    )[0]
+    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets whose proto is
+    # IPPROTO_TCP, and accepted sockets inherit it. socket.create_server leaves it 0, and
+    # Nagle's algorithm with delayed ACKs then holds every answer 40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def main(args: argparse.Namespace) -> int:
