@@ -71,3 +71,29 @@ def test_a_purchase_since_the_last_read_is_seen_before_a_job_is_refused(make_rig
 
     s = run_virtual(go())
     assert s["succeeded"] == 5 and s["blocked_preflight"] == 0, s
+
+
+def test_the_fallback_balance_read_is_a_path_in_the_ledger(make_rig, tmp_path):
+    """The ledger keeps paths: the documented /api/billing/credits read (an absolute URL on
+    the API's host when sent) is stored as its path, like every other row."""
+    import sqlite3
+
+    async def go():
+        clock = Clock()
+        sim = create_sim(None, clock)
+        inner = sim_transport(sim)
+
+        class OnlyTheDocumentedPath(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, req):
+                if req.url.path == "/api/v1/billing/credits":
+                    return httpx.Response(404, json={"error": {"code": "not_found"}})
+                return await inner.handle_async_request(req)
+
+        rig = await make_rig(sim, transport=OnlyTheDocumentedPath(), db=tmp_path / "r.db")
+        await rig.close()
+
+    run_virtual(go())
+    con = sqlite3.connect(tmp_path / "r.db")
+    paths = [r[0] for r in con.execute("SELECT path FROM ledger ORDER BY rowid")]
+    con.close()
+    assert paths == ["/billing/credits", "/api/billing/credits"], paths

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .. import catalog
 from .. import client as api
@@ -122,7 +123,9 @@ class BalanceKeeper:
         done = s.clock.now()
         window.observe(now, done, out.headers, s.clock.wall())
         s.stats.answered(out)
-        s._ledger(None, ep, path, 1, now, out, 0)
+        # The documented fallback is an absolute URL on the API's host: the ledger keeps
+        # paths, as for every other row.
+        s._ledger(None, ep, urlsplit(path).path if "://" in path else path, 1, now, out, 0)
         if out.error is not None and out.error.kind == api.RATE_LIMITED:
             s._hold_key(out, done)
         return out
