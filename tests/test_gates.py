@@ -263,6 +263,28 @@ def test_credit_gate_waits_for_settlement_then_verifies_then_blocks():
     assert action == C.BLOCK and reason.startswith("pre-flight refused")
 
 
+def test_credit_gate_rereads_before_refusing_when_a_read_may_already_hold_running_charges():
+    """A server that charges at arrival had taken a running job's credits before our read;
+    we take them again at its answer. A job that fits unless that happened is refused only
+    after another read (independent-server QA: 45 jobs refused with credits left)."""
+    g = _credits(100)
+    g.read_balance(10.0)
+    running = job(high=60)
+    running.sent_at = 9.0  # sent before the read answered
+    g.budget.total = 40  # our tracking after its answer: 100 - 60
+    g.charged(running, 60)
+    assert g.ambiguous == 60
+    j = job(high=50)  # 50 + 20% = 60: not on 40, yes on 100
+    action, reason = g.decide(j, 10.5)
+    assert action == C.VERIFY and "running at the last read" in reason
+    g.read_balance(11.0)  # the API's balance, the truth either way
+    assert g.ambiguous == 0 and g.decide(j, 11.5)[0] == C.BLOCK
+    later = job(high=60)
+    later.sent_at = 12.0  # sent after the read: its charge is ours to subtract
+    g.charged(later, 60)
+    assert g.ambiguous == 0
+
+
 def test_a_workspace_cap_blocks_what_it_cannot_ever_cover():
     g = _credits(10_000, workspace_cap=50)
     action, reason = g.decide(job(high=60), 0.0)

@@ -241,6 +241,7 @@ class Answers(Journal):
         self.slots.answered(job.ep.key, out.latency)
         for a in self.budget.charge(credits, now):
             self._alert(a.level, a.kind, a.message)
+        self.credits.charged(job, credits)
         if job.spec.method == "GET" and self.config.cache_ttl > 0:
             self._cache[_jsonable_key(job.spec.path, job.spec.body)] = (
                 now + self.config.cache_ttl,

@@ -77,7 +77,7 @@ class BalanceKeeper:
                     "GET /billing/credits answered without a balance we could read",
                 )
             return False
-        s.credits.balance_at = s.clock.now()
+        s.credits.read_balance(s.clock.now())
         s.slots.note_latency("billing_credits", out.latency)
         self.body = out.body
         st = s.stats
@@ -139,7 +139,7 @@ class BalanceKeeper:
     async def _verify(self) -> None:
         s = self.s
         if not await self.refresh():
-            s.credits.balance_at = s.clock.now()  # unreadable: decide on what we have
+            s.credits.read_balance(s.clock.now())  # unreadable: decide on what we have
         s._release(s.credits.settle_wait)
 
     def start_credit_poll(self) -> None:
@@ -192,6 +192,11 @@ class BalanceKeeper:
         attempts' estimates), adopt it as what the API charged."""
         s, st = self.s, self.s.stats
         if not st.credits_unknown_attempts:
+            if any(j.state in (S.BLOCKED, S.WAITING_CREDITS) for j in s.jobs.values()):
+                # Jobs were refused for credits: end on the API's balance, not on ours (a
+                # server that charges at arrival had already taken what was running when
+                # we last read it, and we took it again as the answers came).
+                await self.refresh()
             return
         if st.balance_start is None:
             st.reconcile_note = "no balance was read before the first job: cannot reconcile"

@@ -41,6 +41,10 @@ class CreditGate:
         self.settle_wait: list[Job] = []  # affordable once reservations settle
         self.hold: str | None = None  # None, or the 402 code that parked jobs
         self.balance_at = -1e18  # loop time of the last balance we read
+        # Charges of jobs already sent when the balance was last read. The docs do not say
+        # whether the API takes credits when a request arrives or when it is done: if at
+        # arrival, that read already excluded them and we subtracted them again.
+        self.ambiguous = 0
 
     def decide(self, job: Job, now: float) -> tuple[str, str]:
         """The gate's answer for ``job`` now: (GO | PARK | SETTLE | VERIFY | BLOCK, reason)."""
@@ -61,6 +65,11 @@ class CreditGate:
             return GO, ""
         if self.reserved > 0 and preflight(job.est, self.budget.total, 0).ok:
             return SETTLE, "waiting for running jobs to settle: " + v.message
+        if self.ambiguous and preflight(job.est, self.budget.total + self.ambiguous, 0).ok:
+            return VERIFY, (
+                "checking the balance before refusing (charges of jobs running at the last "
+                "read may be in it already): " + v.message
+            )
         if now - self.balance_at > self.balance_max_age:
             # Our balance is tracked from responses; purchases (auto-recharge, the
             # dashboard) only show in GET /billing/credits. Never refuse on a stale number.
@@ -91,6 +100,16 @@ class CreditGate:
                 False, est.high, est.high, remaining - self.reserved, remaining, self.reserved, cap
             )
         return preflight(est, remaining, self.reserved)
+
+    def read_balance(self, now: float) -> None:
+        """A balance was read (or found unreadable) at ``now``: decide on it."""
+        self.balance_at = now
+        self.ambiguous = 0
+
+    def charged(self, job: Job, credits: int) -> None:
+        """A job's answer said what it cost (see ``ambiguous``)."""
+        if credits > 0 and job.sent_at < self.balance_at:
+            self.ambiguous += credits
 
     def reserve(self, job: Job) -> None:
         """Admission: the job's estimate is reserved until its answer."""
