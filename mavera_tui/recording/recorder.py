@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from dataclasses import replace
 from typing import Any, TextIO
 
 from ..clock import Clock
@@ -77,6 +78,7 @@ class Recorder:
         self.prune_every = max(1.0, float(prune_every))
         self._next_prune: float | None = None
         self.pruned: dict[str, int] = {"ledger": 0, "snapshots": 0, "jobs": 0}
+        self.fleet_watch: Any = None  # with --shared: the key's fleet, recorded with each snapshot
 
     def log(self, msg: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -90,6 +92,8 @@ class Recorder:
             self._hurry.set()  # a second signal: do not wait for in-flight requests
 
     def _write(self, snap: Snapshot) -> None:
+        if self.fleet_watch is not None:
+            snap = replace(snap, fleet=self.fleet_watch.latest)
         # The row's key is the snapshot's own (rounded) time, kept strictly increasing.
         t = round(snap.t, 3)
         t = t if t > self._last_t else round(self._last_t + 0.001, 3)
@@ -155,6 +159,12 @@ class Recorder:
             self.log(f"error: {type(e).__name__}: {e}")
             return 2
         self.sim = self.engine.sim
+        if self.engine.fleet is not None:
+            from ..shared.watch import FleetWatch
+
+            self.fleet_watch = FleetWatch(self.engine.fleet, wall=self.clock.wall)
+            await self.fleet_watch.refresh()  # the first snapshot has the fleet already
+            self.fleet_watch.start()
         store = self.engine.store
         store.set_meta("snapshot_encoding", ENCODING)
         store.set_meta("snapshot_interval", f"{self.interval:g}")
@@ -308,6 +318,8 @@ class Recorder:
             self._write(final)
         self._log_alerts(final)
         self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
+        if self.fleet_watch is not None:
+            await self.fleet_watch.close()
         await self.engine.stop()
         self.log(
             f"stopped: {self.snapshots_written} snapshots "

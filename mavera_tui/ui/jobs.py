@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from rich.text import Text
@@ -16,6 +17,19 @@ from ..snapshot import ACTIVE_STATES, FINAL_STATES, JobView, Snapshot
 from ..states import JobState
 from .pane import Pane
 from .text import clean, duration
+
+#: A proxied request's job id: ``<run>-<seq>-<caller>`` (mavera_tui.proxy / governor; the
+#: caller from X-Mavera-Caller, "-" when none was sent, cut to [A-Za-z0-9._-]).
+_PROXY_ID = re.compile(r"^[0-9a-f]{6}-[0-9]+-([A-Za-z0-9._-]{1,40})(?:~r[0-9]+)?$")
+
+
+def caller_of(job_id: str) -> str | None:
+    """The proxy caller a job came from (None: not a proxied job, or no caller named)."""
+    m = _PROXY_ID.match(job_id)
+    if m is None or m.group(1) == "-":
+        return None
+    return m.group(1).lower()
+
 
 COLUMNS = ("id", "state", "endpoint", "est", "actual", "att", "age", "reason")
 ALL_STATES = ACTIVE_STATES + FINAL_STATES
@@ -142,9 +156,12 @@ class JobsPane(Pane):
         return self._jobs
 
     def matches(self, job: JobView) -> bool:
-        """Whether ``job``'s row holds the filter text (always, with no filter)."""
+        """Whether ``job``'s row holds the filter text (always, with no filter).
+        ``caller:NAME`` keeps the jobs the proxy took from caller NAME (issue 11)."""
         if not self.filter:
             return True
+        if self.filter.startswith("caller:"):
+            return caller_of(job.id) == self.filter[7:].strip()
         cells = job_row(job, self._now)
         return self.filter in " ".join(c.plain for c in cells).lower()
 
