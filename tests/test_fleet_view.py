@@ -225,9 +225,9 @@ def test_a_shared_recording_replays_its_fleet(redis_server, tmp_path):
     db = tmp_path / "rec.db"
     rec = Recorder(
         shared_settings(redis_server.url, "rec-host", "record", db=str(db)),
-        duration=2.5,
+        duration=1.5,
         interval=0.5,
-        grace=2,
+        grace=1,
         out=io.StringIO(),
     )
     assert asyncio.run(rec.run()) == 0

@@ -340,20 +340,28 @@ def demo_history(t: float = DEMO_T) -> History:
     return h
 
 
-def demo_fleet(t: float = DEMO_T, *, error: str = "") -> FleetState:
+def demo_fleet(t: float = DEMO_T, *, error: str = "", hostile: bool = True) -> FleetState:
     """A deterministic fleet of four processes on one key: this monitor, a cron run on
-    another host, a proxy, and a run that died (its heartbeat 40 s old); a hostile host
-    name and alert message show that other processes' text is rendered literally."""
+    another host, a proxy, and a run that died (its heartbeat 40 s old); with ``hostile``
+    its host name and an alert message hold markup and an escape sequence (shown
+    literally)."""
+    bad = "[b]evil\x1b[31m" if hostile else "old-cron"
     procs = (
         FleetProcess("ops-1:4242", "ops-1", 4242, "monitor", 2, 3, 0.4, True, 14),
         FleetProcess("batch-7:991", "batch-7", 991, "run", 6, 212, 0.8, True, 61),
         FleetProcess("gw-2:77", "gw-2", 77, "proxy", 3, 9, 1.2, True, 18),
-        FleetProcess("[b]evil\x1b[31m:13", "[b]evil\x1b[31m", 13, "run", 0, 40, 40.3, False, 2),
+        FleetProcess(f"{bad}:13", bad, 13, "run", 0, 40, 40.3, False, 2),
     )
     alerts = (
         FleetAlert(t - 12, "batch-7:991", "warning", "429_storm", "3 429s in 10 s on mave"),
         FleetAlert(t - 95, "ops-1:4242", "info", "shared_back", "shared state is back"),
-        FleetAlert(t - 140, "[b]evil\x1b[31m:13", "error", "x[/b]", "[red]not markup[/red]"),
+        FleetAlert(
+            t - 140,
+            f"{bad}:13",
+            "error",
+            "x[/b]" if hostile else "402",
+            "[red]not markup[/red]" if hostile else "credits exhausted: paid work parked",
+        ),
     )
     return FleetState(
         redis="redis://10.0.0.5:6379/0",
