@@ -153,6 +153,10 @@ def test_caller_comes_from_a_proxied_job_id_and_filters_the_jobs():
             pane = app.main.query_one(JobsPane)
             pane.filter = "caller:etl"
             assert [j.id for j in jobs if pane.matches(j)] == ["a1b2c3-1-etl", "a1b2c3-3-etl"]
+            from mavera_tui.ui.screens import JobDetail
+
+            assert "caller billing" in JobDetail(jobs[1])._summary().plain
+            assert "caller" not in JobDetail(job(4, "resp-support-1"))._summary().plain
 
     asyncio.run(go())
 
@@ -244,3 +248,38 @@ def test_a_shared_recording_replays_its_fleet(redis_server, tmp_path):
             assert "rec-host" in text and "record" in text, text
 
     asyncio.run(go())
+
+
+def test_the_watch_never_raises_and_keeps_the_last_good_read():
+    from mavera_tui.shared.view import FleetSnapshot, ProcessInfo
+    from mavera_tui.shared.watch import FleetWatch
+
+    class Flaky:
+        def __init__(self):
+            self.fail: Exception | None = None
+
+        async def snapshot(self):
+            if self.fail is not None:
+                raise self.fail
+            p = ProcessInfo("h:1", "h", 1, "run", 1, 2, None, 0.25, True, 5)
+            return FleetSnapshot([p], 5, 60, 1, 0.0, False, 100, 7, {"mave": 1}, [])
+
+    class FakeFleet:
+        proc = "h:1"
+        sched = None
+
+        class state:  # noqa: N801 - stands in for a SharedState
+            url = "redis://:secret@127.0.0.1:1/0"
+            prefix = "p:"
+            r = None
+
+    w = FleetWatch(FakeFleet(), wall=lambda: 123.0)
+    assert w.latest.redis == "redis://127.0.0.1:1/0"  # never the password
+    w.view = Flaky()
+    got = asyncio.run(w.refresh())
+    assert got.error == "" and got.at == 123.0 and got.processes[0].window_share == 5
+    assert got.slots == (("mave", 1),)
+    for err in (ConnectionError("refused"), KeyError("odd data")):
+        w.view.fail = err
+        bad = asyncio.run(w.refresh())
+        assert bad.error and bad.processes == got.processes and bad.at == 123.0

@@ -104,17 +104,16 @@ class FleetWatch:
         """One read; on any failure keep the last good read, marked with why."""
         try:
             snap = await asyncio.wait_for(self.view.snapshot(), self.timeout)
+            self.latest = fleet_state(
+                snap, redis=self.latest.redis, me=self.latest.me, at=self.wall()
+            )
         except asyncio.CancelledError:
             raise
         except TimeoutError:
             self.latest = replace(self.latest, error=f"no answer within {self.timeout:g} s")
-        except Exception as e:  # a monitor must outlive Redis: shown, never raised
+        except Exception as e:  # a monitor must outlive Redis (and odd data): shown, not raised
             why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             self.latest = replace(self.latest, error=why)
-        else:
-            self.latest = fleet_state(
-                snap, redis=self.latest.redis, me=self.latest.me, at=self.wall()
-            )
         return self.latest
 
     def start(self) -> None:
