@@ -151,8 +151,13 @@ def test_caller_comes_from_a_proxied_job_id_and_filters_the_jobs():
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             pane = app.main.query_one(JobsPane)
-            pane.filter = "caller:etl"
+            await pilot.press("slash", *"caller:etl", "enter")
+            await pilot.pause()
+            assert pane.filter == "caller:etl"
             assert [j.id for j in jobs if pane.matches(j)] == ["a1b2c3-1-etl", "a1b2c3-3-etl"]
+            table = app.main.query_one("#jobs-table")
+            shown = {str(k.value) for k in table.rows}
+            assert shown == {"a1b2c3-1-etl", "a1b2c3-3-etl"}
             from mavera_tui.ui.screens import JobDetail
 
             assert "caller billing" in JobDetail(jobs[1])._summary().plain

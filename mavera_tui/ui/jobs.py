@@ -158,11 +158,15 @@ class JobsPane(Pane):
     def matches(self, job: JobView) -> bool:
         """Whether ``job``'s row holds the filter text (always, with no filter).
         ``caller:NAME`` keeps the jobs the proxy took from caller NAME (issue 11)."""
+        return self._match(job, None)
+
+    def _match(self, job: JobView, cells: tuple[Text | Content, ...] | None) -> bool:
         if not self.filter:
             return True
         if self.filter.startswith("caller:"):
             return caller_of(job.id) == self.filter[7:].strip()
-        cells = job_row(job, self._now)
+        if cells is None:
+            cells = job_row(job, self._now)
         return self.filter in " ".join(c.plain for c in cells).lower()
 
     @property
@@ -228,7 +232,7 @@ class JobsPane(Pane):
                 continue  # a row key must be unique; the newest copy wins
             seen.add(job.id)
             cells = job_row(job, self._now)
-            if self.filter and self.filter not in " ".join(c.plain for c in cells).lower():
+            if not self._match(job, cells):
                 continue
             rows.append((job.id, cells))
         rows = self._fit_reasons(rows)
