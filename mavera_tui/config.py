@@ -58,6 +58,7 @@ KEY_BINDINGS: dict[str, str] = {
     "retry_matching": "R",
     "job_history": "H",
     "set_priority": "P",
+    "fleet_view": "F",
 }
 HTTP_BACKENDS = ("aiohttp", "httpx")
 

@@ -51,6 +51,7 @@ class LiveEngine:
         self.last: Snapshot = Snapshot(mode="starting")
         self._answers: _AnswerWatch | None = None
         self._retries = 0
+        self._fleet: Any = None  # with --shared: a FleetWatch (the key's fleet, read ~1/s)
 
     @property
     def durable(self) -> bool:
@@ -73,6 +74,8 @@ class LiveEngine:
                 snap = dataclasses.replace(
                     snap, last_answer_t=self._answers.at, last_latency=self._answers.latency
                 )
+            if self._fleet is not None:
+                snap = dataclasses.replace(snap, fleet=self._fleet.latest)
             self.last = snap
             return self.last
         alerts: tuple[AlertView, ...] = ()
@@ -176,6 +179,12 @@ class LiveEngine:
                 sched = await self.engine.start()
             self._answers = _AnswerWatch(sched.transport, sched.clock.wall)
             sched.transport = self._answers
+            fleet = getattr(self.engine, "fleet", None)  # the proxy's engine has one too
+            if fleet is not None:
+                from .shared.watch import FleetWatch
+
+                self._fleet = FleetWatch(fleet)
+                self._fleet.start()
         except Exception as e:  # shown in the alerts pane; the app stays up to say so
             log.exception("engine failed to start")
             self.error = f"could not start: {e}"
@@ -222,6 +231,8 @@ class LiveEngine:
             self._demo.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._demo
+        if self._fleet is not None:
+            await self._fleet.close()
         if self.engine is None:
             return
         if self.sched is not None:

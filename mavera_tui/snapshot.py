@@ -86,6 +86,71 @@ class AlertView:
 
 
 @dataclass(frozen=True)
+class FleetProcess:
+    """One process on a shared key (``--shared``), as its last heartbeat said. ``host`` is
+    another process's word: render literally."""
+
+    proc: str  # "host:pid"
+    host: str
+    pid: int
+    role: str  # run, record, monitor, proxy
+    in_flight: int = 0
+    queued: int = 0
+    last_seen: float = 0.0  # seconds since its last heartbeat (Redis time)
+    alive: bool = True  # seen within a lease time
+    window_share: int = 0  # its admissions in the shared window now
+
+
+@dataclass(frozen=True)
+class FleetAlert:
+    """An alert any process on the key raised; ``proc`` says which ("host:pid")."""
+
+    t: float
+    proc: str
+    level: str
+    kind: str
+    message: str  # may hold server text: render literally
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """The key's fleet as last read from Redis (``--shared``): every process, the shared
+    window with each one's share, the key's hold, credits and capped slots, and the fleet's
+    recent alerts. When a read fails, ``error`` says why and the rest is the last good read
+    (``at`` 0: none yet)."""
+
+    redis: str = ""  # the Redis URL without its password
+    me: str = ""  # this process's "host:pid"
+    at: float = 0.0  # wall-clock time of the last good read
+    error: str = ""  # why the last read failed ("": it answered)
+    processes: tuple[FleetProcess, ...] = ()
+    window_used: int = 0  # the fleet's admissions in the shared window
+    limit: int | None = None  # the key's limit, once an answer said it
+    foreign: int = 0  # what the server counted beyond the fleet
+    hold_s: float = 0.0  # seconds the key is still held after a 429
+    parked: bool = False  # a 402 parks paid work fleet-wide
+    balance: int | None = None
+    reserved: int = 0  # credits reserved by live leases
+    slots: tuple[tuple[str, int], ...] = ()  # capped endpoint key -> leases held
+    alerts: tuple[FleetAlert, ...] = ()  # newest first
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FleetState:
+        """Inverse of to_dict; unknown keys are ignored."""
+        kw = _known(cls, d)
+        kw["processes"] = tuple(
+            FleetProcess(**_known(FleetProcess, p)) for p in d.get("processes", ())
+        )
+        kw["alerts"] = tuple(FleetAlert(**_known(FleetAlert, a)) for a in d.get("alerts", ()))
+        kw["slots"] = tuple((str(k), int(n)) for k, n in d.get("slots", ()))
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the panes show, at one instant. Build with ``Snapshot(...)``; never mutate."""
 
@@ -133,6 +198,8 @@ class Snapshot:
     last_latency: float | None = None  # seconds that answer took
     jobs: tuple[JobView, ...] = ()  # recent jobs, newest first
     alerts: tuple[AlertView, ...] = ()  # recent alerts, newest first
+    # The key's fleet (--shared); None when the key is not shared (or in older recordings).
+    fleet: FleetState | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -148,6 +215,8 @@ class Snapshot:
         )
         kw["jobs"] = tuple(JobView(**_known(JobView, j)) for j in d.get("jobs", ()))
         kw["alerts"] = tuple(AlertView(**_known(AlertView, a)) for a in d.get("alerts", ()))
+        fleet = d.get("fleet")
+        kw["fleet"] = FleetState.from_dict(fleet) if isinstance(fleet, dict) else None
         return cls(**kw)
 
     @property

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from ..snapshot import AlertView, EndpointState, JobView, Snapshot
+from ..snapshot import AlertView, EndpointState, FleetState, JobView, Snapshot
 
 __all__ = [
     "ENCODING",
@@ -57,11 +57,23 @@ def snapshot_state(snap: Snapshot) -> dict[str, Any]:
         if name in _ROWS:
             names = _ROW_FIELDS[name]
             state[name] = [[_r(getattr(row, n)) for n in names] for row in v]
+        elif name == "fleet":
+            state[name] = None if v is None else _fleet_state(v)
         elif isinstance(v, dict):
             state[name] = dict(v)
         else:
             state[name] = _r(v)
     return state
+
+
+def _fleet_state(fleet: FleetState) -> dict[str, Any]:
+    """The fleet as plain JSON (a top-level field: a delta carries it whole when it changed,
+    which at one read a second is what the chain's zlib dictionary makes cheap)."""
+    d = fleet.to_dict()
+    d["processes"] = [{k: _r(v) for k, v in p.items()} for p in d["processes"]]
+    d["alerts"] = [{k: _r(v) for k, v in a.items()} for a in d["alerts"]]
+    d["slots"] = [list(kv) for kv in d["slots"]]
+    return {k: _r(v) for k, v in d.items()}
 
 
 def state_to_snapshot(

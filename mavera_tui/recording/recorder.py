@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..clock import Clock
@@ -85,6 +86,7 @@ class Recorder:
         # and record its engine.
         self.proxy_listen = proxy_listen
         self.proxy: Any = None
+        self.fleet_watch: Any = None  # with --shared: the key's fleet, recorded with each snapshot
 
     def log(self, msg: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -98,6 +100,8 @@ class Recorder:
             self._hurry.set()  # a second signal: do not wait for in-flight requests
 
     def _write(self, snap: Snapshot) -> None:
+        if self.fleet_watch is not None:
+            snap = replace(snap, fleet=self.fleet_watch.latest)
         # The row's key is the snapshot's own (rounded) time, kept strictly increasing.
         t = round(snap.t, 3)
         t = t if t > self._last_t else round(self._last_t + 0.001, 3)
@@ -166,6 +170,12 @@ class Recorder:
             self.log(f"error: {type(e).__name__}: {e}")
             return 2
         self.sim = self.engine.sim
+        if self.engine.fleet is not None:
+            from ..shared.watch import FleetWatch
+
+            self.fleet_watch = FleetWatch(self.engine.fleet, wall=self.clock.wall)
+            await self.fleet_watch.refresh()  # the first snapshot has the fleet already
+            self.fleet_watch.start()
         store = self.engine.store
         store.set_meta("snapshot_encoding", ENCODING)
         store.set_meta("snapshot_interval", f"{self.interval:g}")
@@ -343,6 +353,8 @@ class Recorder:
             self._write(final)
         self._log_alerts(final)
         self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
+        if self.fleet_watch is not None:
+            await self.fleet_watch.close()
         await self.engine.stop()
         if self.proxy is not None:
             await self.proxy.stop()  # its server, and the store it opened

@@ -30,6 +30,7 @@ from ..history import History
 from ..snapshot import Snapshot
 from .alerts import AlertsPane
 from .burn import BurnPane
+from .fleet import FleetPane
 from .form import JobForm
 from .headroom import HeadroomPane
 from .job_commands import JobCommands
@@ -48,7 +49,7 @@ MIN_SIZE = (60, 20)
 WIDE_SIZE = (120, 40)
 #: In the compact layout, charts are shown only from this height on.
 CHARTS_MIN_HEIGHT = 30
-VIEWS = ("overview", "jobs", "alerts")
+VIEWS = ("overview", "jobs", "alerts", "fleet")
 #: How often (in ticks) to check that the terminal is still there.
 TERMINAL_CHECK_TICKS = 4
 
@@ -69,6 +70,7 @@ class MaveraApp(JobCommands):
         Binding("slash", "filter_jobs", "Filter", key_display="/", id="filter_jobs"),
         Binding("k", "ack_alerts", "Ack", id="ack_alerts"),
         Binding("f", "freeze", "Freeze", id="freeze"),
+        Binding("F", "view('fleet')", "Fleet view", id="fleet_view", show=False),
         Binding("C", "cancel_matching", "Cancel all matching", id="cancel_matching", show=False),
         Binding("R", "retry_matching", "Retry failed matching", id="retry_matching", show=False),
         Binding("H", "job_history", "Job history (store)", id="job_history", show=False),
@@ -98,6 +100,7 @@ class MaveraApp(JobCommands):
         ("view('overview')", "View: overview", "Headroom, slots, burn and queue"),
         ("view('jobs')", "View: jobs", "The jobs table"),
         ("view('alerts')", "View: alerts", "Alerts and events"),
+        ("view('fleet')", "View: fleet", "Every process on a shared key, the shared window"),
         ("ack_alerts", "Acknowledge alerts", "Clear the unread-alert count in the header"),
         ("freeze", "Freeze / unfreeze the display", "Stop redrawing; the engine runs on"),
         ("refresh_rate", "Refresh rate", "Cycle the redraw interval: 0.25, 0.5, 1, 2 s"),
@@ -160,6 +163,7 @@ class MaveraApp(JobCommands):
                 Tab("Overview", id="overview"),
                 Tab("Jobs", id="jobs"),
                 Tab("Alerts", id="alerts"),
+                Tab("Fleet", id="fleet"),
                 id="views",
             )
             with Container(id="panes"):
@@ -169,6 +173,7 @@ class MaveraApp(JobCommands):
                 yield SlotsPane(id="slots")
                 yield AlertsPane(id="alerts-pane")
                 yield JobsPane(id="jobs-pane")
+            yield FleetPane(id="fleet-pane")
         yield Static("", id="too-small", markup=False)
         yield Footer(compact=True)
 
@@ -326,6 +331,12 @@ class MaveraApp(JobCommands):
                 parts.append((Content.styled(label, "$error reverse bold"), 0))
             if self.frozen:
                 parts.append((Content.styled(" FROZEN (f) ", "$accent reverse bold"), 0))
+            fleet = snap.fleet
+            if fleet is not None and fleet.error and fleet.error != "not read yet":
+                parts.append((Content.styled(" FLEET: REDIS AWAY (F) ", "$error reverse bold"), 0))
+            elif fleet is not None:
+                alive = sum(1 for p in fleet.processes if p.alive)
+                parts.append((Content(f"fleet {alive}"), 2))
             if connecting(snap):
                 parts.append((Content.styled("connecting…", "italic"), 0))
             else:
@@ -434,6 +445,10 @@ class MaveraApp(JobCommands):
         self.push_screen(HelpScreen(help_rows(self)))
 
     def action_view(self, view: str) -> None:
+        if view == "fleet" or (self.layout_name == "wide" and self.view == "fleet"):
+            # The fleet is a view of its own in every layout: F goes there, again back.
+            self._set_view("overview" if self.view == "fleet" and view == "fleet" else view)
+            return
         if self.layout_name == "wide":
             if view == "jobs":
                 self.main.query_one(DataTable).focus()
@@ -564,7 +579,8 @@ def _rss_mb() -> float | None:
 LONG_HELP = {
     "quit_app": "Quit (asks first while jobs are in flight or queued)",
     "quit": "Quit (asks the same as q)",
-    "next_view": "View: the next of overview, jobs, alerts (below 120x40)",
+    "next_view": "View: the next of overview, jobs, alerts (below 120x40), fleet",
+    "view('fleet')": "Fleet view: every process on a shared key (F again: back)",
     "new_job": "New job: the form with its live estimate",
     "toggle_pause": "Pause / resume dispatch",
     "cancel_job": "Cancel the selected job (asks first)",

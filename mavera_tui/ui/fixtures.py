@@ -30,6 +30,9 @@ from ..snapshot import (
     WAITING_WINDOW,
     AlertView,
     EndpointState,
+    FleetAlert,
+    FleetProcess,
+    FleetState,
     JobView,
     Snapshot,
 )
@@ -335,3 +338,49 @@ def demo_history(t: float = DEMO_T) -> History:
     for step in range(0, 91):
         h.add(demo_snapshot(t - 900 + step * 10, step=step))
     return h
+
+
+def demo_fleet(t: float = DEMO_T, *, error: str = "", hostile: bool = True) -> FleetState:
+    """A deterministic fleet of four processes on one key: this monitor, a cron run on
+    another host, a proxy, and a run that died (its heartbeat 40 s old); with ``hostile``
+    its host name and an alert message hold markup and an escape sequence (shown
+    literally)."""
+    bad = "[b]evil\x1b[31m" if hostile else "old-cron"
+    procs = (
+        FleetProcess("ops-1:4242", "ops-1", 4242, "monitor", 2, 3, 0.4, True, 14),
+        FleetProcess("batch-7:991", "batch-7", 991, "run", 6, 212, 0.8, True, 61),
+        FleetProcess("gw-2:77", "gw-2", 77, "proxy", 3, 9, 1.2, True, 18),
+        FleetProcess(f"{bad}:13", bad, 13, "run", 0, 40, 40.3, False, 2),
+    )
+    alerts = (
+        FleetAlert(t - 12, "batch-7:991", "warning", "429_storm", "3 429s in 10 s on mave"),
+        FleetAlert(t - 95, "ops-1:4242", "info", "shared_back", "shared state is back"),
+        FleetAlert(
+            t - 140,
+            f"{bad}:13",
+            "error",
+            "x[/b]" if hostile else "402",
+            "[red]not markup[/red]" if hostile else "credits exhausted: paid work parked",
+        ),
+    )
+    return FleetState(
+        redis="redis://10.0.0.5:6379/0",
+        me="ops-1:4242",
+        at=t - (30 if error else 0.5),
+        error=error,
+        processes=procs,
+        window_used=95,
+        limit=120,
+        foreign=4,
+        hold_s=0.0,
+        parked=False,
+        balance=48_210,
+        reserved=1_340,
+        slots=(("focus_groups", 4), ("mave", 9), ("video_analyses", 1)),
+        alerts=alerts,
+    )
+
+
+def demo_fleet_snapshot(t: float = DEMO_T, *, error: str = "") -> Snapshot:
+    """The demo moment with a shared key (``demo_fleet``)."""
+    return dataclasses.replace(demo_snapshot(t), fleet=demo_fleet(t, error=error))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from rich.text import Text
@@ -16,6 +17,19 @@ from ..snapshot import ACTIVE_STATES, FINAL_STATES, JobView, Snapshot
 from ..states import JobState
 from .pane import Pane
 from .text import clean, duration
+
+#: A proxied request's job id: ``<run>-<seq>-<caller>`` (mavera_tui.proxy / governor; the
+#: caller from X-Mavera-Caller, "-" when none was sent, cut to [A-Za-z0-9._-]).
+_PROXY_ID = re.compile(r"^[0-9a-f]{6}-[0-9]+-([A-Za-z0-9._-]{1,40})(?:~r[0-9]+)?$")
+
+
+def caller_of(job_id: str) -> str | None:
+    """The proxy caller a job came from (None: not a proxied job, or no caller named)."""
+    m = _PROXY_ID.match(job_id)
+    if m is None or m.group(1) == "-":
+        return None
+    return m.group(1).lower()
+
 
 COLUMNS = ("id", "state", "endpoint", "est", "actual", "att", "age", "reason")
 ALL_STATES = ACTIVE_STATES + FINAL_STATES
@@ -142,10 +156,17 @@ class JobsPane(Pane):
         return self._jobs
 
     def matches(self, job: JobView) -> bool:
-        """Whether ``job``'s row holds the filter text (always, with no filter)."""
+        """Whether ``job``'s row holds the filter text (always, with no filter).
+        ``caller:NAME`` keeps the jobs the proxy took from caller NAME (issue 11)."""
+        return self._match(job, None)
+
+    def _match(self, job: JobView, cells: tuple[Text | Content, ...] | None) -> bool:
         if not self.filter:
             return True
-        cells = job_row(job, self._now)
+        if self.filter.startswith("caller:"):
+            return caller_of(job.id) == self.filter[7:].strip()
+        if cells is None:
+            cells = job_row(job, self._now)
         return self.filter in " ".join(c.plain for c in cells).lower()
 
     @property
@@ -211,7 +232,7 @@ class JobsPane(Pane):
                 continue  # a row key must be unique; the newest copy wins
             seen.add(job.id)
             cells = job_row(job, self._now)
-            if self.filter and self.filter not in " ".join(c.plain for c in cells).lower():
+            if not self._match(job, cells):
                 continue
             rows.append((job.id, cells))
         rows = self._fit_reasons(rows)

@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from ..snapshot import JobView
+from .jobs import caller_of
 from .text import clean, clock, num
 
 
@@ -196,6 +197,17 @@ class JobDetail(ModalScreen[None]):
                 clock(j.updated) if j.updated else "—",
             ),
         ]
+        who = caller_of(j.id)
+        if who is not None:
+            lines.append(
+                Content.assemble(
+                    ("caller ", "$foreground-muted"),
+                    (who, "bold"),
+                    ("  (the proxy's X-Mavera-Caller; filter: caller:", "$foreground-muted"),
+                    (who, "$foreground-muted"),
+                    (")", "$foreground-muted"),
+                )
+            )
         if j.reason:
             lines.append(
                 Content.assemble(

@@ -3,12 +3,14 @@
 ``main(out_dir)`` first runs twelve minutes of the demo workload on the embedded simulator
 (real engine, fast-forwarded time, seeded: the same pictures every time), then builds each
 app through ``create_app`` exactly as the monitor does, on that state, and saves: the main
-screen at 200x60, the new-job form with an estimate, the 80x24 layout and an alert state.
+screen at 200x60, the new-job form with an estimate, the 80x24 layout, an alert state and the
+Fleet view of a shared key at 80x24.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,7 +23,7 @@ from ..demo import simulate_demo
 from ..history import History
 from ..snapshot import Snapshot
 from .app import MaveraApp, create_app
-from .fixtures import FrozenEngine
+from .fixtures import FrozenEngine, demo_fleet
 
 Setup = Callable[[Pilot], Awaitable[None]]
 
@@ -38,6 +40,11 @@ async def _open_form(pilot: Pilot) -> None:
     form = pilot.app.screen
     form.query_one("#sample_size", Input).value = "50"
     form.query_one("#questions", Input).value = "5"
+    await pilot.pause()
+
+
+async def _fleet(pilot: Pilot) -> None:
+    await pilot.press("F")
     await pilot.pause()
 
 
@@ -65,6 +72,7 @@ SHOTS: dict[str, tuple[tuple[int, int], Callable[[Snapshot], FrozenEngine], Setu
     "form-100x30": ((100, 30), FrozenEngine, _open_form),
     "compact-80x24": ((80, 24), FrozenEngine, _nothing),
     "alerts-200x60": ((200, 60), FrozenEngine, _nothing),
+    "fleet-80x24": ((80, 24), FrozenEngine, _fleet),
 }
 
 
@@ -116,6 +124,9 @@ def main(out_dir: str = "screenshots") -> int:
     alerts = _alert_state()
     for name in SHOTS:
         snap, history = alerts if name.startswith("alerts") else demo
+        if name.startswith("fleet"):  # the demo moment on a key shared by four processes
+            fleet = dataclasses.replace(demo_fleet(snap.t, hostile=False), limit=snap.limit)
+            snap = dataclasses.replace(snap, fleet=fleet)
         svg = asyncio.run(_shoot(name, out, snap, history))
         png = _to_png(svg)
         print(f"wrote {svg}" + (f" and {png.name}" if png else " (no cairosvg: SVG only)"))
