@@ -158,7 +158,7 @@ def fleet_lines(fleet: FleetState | None, width: int, now: float) -> Content:
     out.append(
         Content.assemble(("Slots ", "bold"), " · ".join(slots) if slots else "no capped endpoint")
     )
-    host_w = max(8, min(24, width - 54))
+    host_w = max(8, min(24, width - 60))  # room left for " DEAD" after a row
     out.append(
         Content.styled(
             f"   {'host':<{host_w}} {'pid':>7} {'role':<7} {'fly':>5} {'queued':>6} "
