@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -408,10 +409,9 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    try:
-        sched = await engine.start()
-    except (ConfigError, StoreError) as e:
-        return _fail(str(e), EXIT_CANNOT_START)
+    sched, code = await _start_unless_stopped(engine, stop)
+    if sched is None:
+        return code
     if not args.quiet:
         print(engine.notice, file=sys.stderr, flush=True)
     ids: list[str] = []
@@ -463,6 +463,28 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
     # A skipped line is a job of the file that did not run: not a success.
     ok = summary["succeeded"] == summary["jobs"] and summary["jobs"] > 0 and not bad_lines
     return EXIT_OK if ok else EXIT_JOBS_FAILED
+
+
+async def _start_unless_stopped(engine: Any, stop: asyncio.Event) -> tuple[Any, int]:
+    """(the started scheduler, 0), or (None, the exit status) when it could not start or
+    ``stop`` was set first. Starting can wait a long time (an API that does not answer the
+    balance read; a shared key's Redis away, which fails closed): a signal must still end
+    the process."""
+    starting = asyncio.ensure_future(engine.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if starting.done():
+        try:
+            return starting.result(), EXIT_OK
+        except (ConfigError, StoreError) as e:
+            return None, _fail(str(e), EXIT_CANNOT_START)
+    starting.cancel()  # Engine.start stops what it had started
+    with contextlib.suppress(BaseException):
+        await starting
+    await engine.stop(abort=True)
+    print("mavera-tui: interrupted while starting; no job was sent", file=sys.stderr)
+    return None, EXIT_INTERRUPTED
 
 
 async def _stop_interrupted(engine: Any, stop: asyncio.Event, quiet: bool) -> None:

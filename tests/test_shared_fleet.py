@@ -295,3 +295,35 @@ def test_a_proxy_and_a_run_share_one_key(tmp_path: Path, sim: Any, redis_server:
     assert statuses == [200] * 60
     assert {"proxy", "run"} <= roles
     check_server(sim.sim, 60)
+
+
+def test_sigterm_ends_a_run_waiting_for_an_unreachable_redis(tmp_path: Path) -> None:
+    """Fail closed is not deaf: a run whose Redis is away at start sends nothing, says so,
+    and a SIGTERM still ends it at once (it used to wait in the start-up for ever)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps(jobs_for("a", 1)[0]) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA")}
+    env["MAVERA_TUI_CONFIG"] = os.devnull
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mavera_tui", "run", str(jobs), "--quiet"]
+        + ["--shared", f"redis://127.0.0.1:{port}/0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # the alert, at once
+    assert "unreachable" in line and "sending nothing" in line, line
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == 130, err
+    assert "interrupted while starting" in err and "Traceback" not in out + err
