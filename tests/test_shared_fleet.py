@@ -327,3 +327,32 @@ def test_sigterm_ends_a_run_waiting_for_an_unreachable_redis(tmp_path: Path) -> 
     assert time.monotonic() - t0 < 2.0
     assert proc.returncode == 130, err
     assert "interrupted while starting" in err and "Traceback" not in out + err
+
+
+def test_sigterm_ends_a_recording_waiting_for_an_unreachable_redis(tmp_path: Path) -> None:
+    """The same for ``record``: headless under systemd, a stop must stop it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAVERA")}
+    env["MAVERA_TUI_CONFIG"] = os.devnull
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mavera_tui", "record", "--db", str(tmp_path / "rec.db")]
+        + ["--shared", f"redis://127.0.0.1:{port}/0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "unreachable" in line, line
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == 130, out + err
+    assert "interrupted while starting" in out + err and "Traceback" not in out + err
