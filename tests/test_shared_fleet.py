@@ -295,3 +295,77 @@ def test_a_proxy_and_a_run_share_one_key(tmp_path: Path, sim: Any, redis_server:
     assert statuses == [200] * 60
     assert {"proxy", "run"} <= roles
     check_server(sim.sim, 60)
+
+
+def responses_for(tag: str, n: int, *, priority: int = 0) -> list[dict[str, Any]]:
+    """Only paid, uncapped jobs (``/responses``), each carrying its id as its body's ref."""
+    out = []
+    for i in range(n):
+        j: dict[str, Any] = {
+            "id": f"{tag}-{i}",
+            "method": "POST",
+            "path": "/responses",
+            "body": {"input": "x", "ref": f"{tag}-{i}"},
+        }
+        if priority:
+            j["priority"] = priority
+        out.append(j)
+    return out
+
+
+def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_server: Any) -> None:
+    """The balance runs out mid-run (someone else on the account spent it): after the first
+    402 the fleet parks, so the other process does not keep sending paid work into 402s
+    (the server counts a couple fleet-wide, not one per job), and both processes end with
+    their unaffordable jobs waiting for credits, none lost."""
+    srv = loopback_sim(
+        tier="starter",
+        plan="enterprise",
+        allocation=10_000_000,
+        window_seconds=WINDOW,
+        time_scale=0.01,
+        seed=7,
+        tap=True,
+    )
+    sim = srv.sim
+    n = 90  # each: 180 jobs take three windows of 60, so neither is done when it runs out
+    extra = ("--credit-poll", "0.5", "--credit-wait", "3")
+    procs = [
+        start_run(tmp_path, t, responses_for(t, n), srv.url, redis_server.url, *extra)
+        for t in ("a", "b")
+    ]
+    # Run out once both processes have had work done (both started: slow on a loaded box).
+    deadline = time.monotonic() + 30
+    refs = srv.tap.refs
+
+    def done_by(tag: str) -> int:
+        ok = [r for r in list(sim.records) if r.status == 200]
+        return sum(1 for r in ok if refs.get(r.index, "").startswith(tag + "-"))
+
+    while done_by("a") < 1 or done_by("b") < 1:  # both started (slow on a loaded box)
+        assert time.monotonic() < deadline, "no work done"
+        time.sleep(0.005)
+    sim.config.faults.balance_runs_out_after = sim.state.net_charged + 12
+    outs = [finish(p) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], outs  # jobs left waiting for credits
+    recs = list(sim.records)
+    paid = [r for r in recs if r.endpoint == "responses"]
+    n402 = [r for r in paid if r.status == 402]
+    assert n402, "the balance never ran out: no 402"
+    # The 402s are the burst already on the wire when the first one was answered (the
+    # server settles at completion); after that answer no process sent paid work again,
+    # although the window reopened (60 more) while both still had jobs and were alive.
+    first_answer = min(r.done for r in n402 if r.done is not None)
+    late = [(srv.tap.refs.get(r.index), r.status) for r in paid if r.t > first_answer + 0.3]
+    assert not late, late
+    for tag in ("a", "b"):
+        s = json.loads((tmp_path / f"{tag}.json").read_text())
+        ok = {srv.tap.refs.get(r.index) for r in paid if r.status == 200}
+        mine_ok = {x for x in ok if x and x.startswith(tag + "-")}
+        # Nothing lost: every job either succeeded (as the server saw it) or waits.
+        assert s["succeeded"] == len(mine_ok)
+        assert s["waiting_for_credits"] > 0, s
+        assert s["succeeded"] + s["waiting_for_credits"] == n, s
+    assert sum(
+        json.loads((tmp_path / f"{t}.json").read_text())["credits_used"] for t in ("a", "b")
+    ) == sim.records.total_charged()
