@@ -366,6 +366,54 @@ def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_se
         assert s["succeeded"] == len(mine_ok)
         assert s["waiting_for_credits"] > 0, s
         assert s["succeeded"] + s["waiting_for_credits"] == n, s
-    assert sum(
-        json.loads((tmp_path / f"{t}.json").read_text())["credits_used"] for t in ("a", "b")
-    ) == sim.records.total_charged()
+    assert (
+        sum(json.loads((tmp_path / f"{t}.json").read_text())["credits_used"] for t in ("a", "b"))
+        == sim.records.total_charged()
+    )
+
+
+@pytest.mark.xfail(
+    strict=False,  # passes when the high-priority process happens to start first
+    reason="product gap: ADMIT yields only the window's last room (room <= higher) to a "
+    "process with higher-priority work waiting, so when the window reopens the "
+    "low-priority process, asking first, takes most of it (seen: 11 of 36 low jobs sent "
+    "between the first and the last of 12 high ones; 12-13 of 60 with 24 high)",
+)
+def test_the_fleet_sends_the_highest_priority_first(
+    tmp_path: Path, loopback_sim: Any, redis_server: Any
+) -> None:
+    """One process with low-priority jobs, one with high-priority jobs, on one key at a small
+    limit (12 per window): once both are waiting, the high-priority jobs
+    go out before most of the low ones, whichever process holds them (the server's arrival
+    times by job ref)."""
+    srv = loopback_sim(
+        tier="starter",
+        plan="enterprise",
+        allocation=10_000_000,
+        limit=12,
+        window_seconds=WINDOW,
+        time_scale=0.01,
+        seed=9,
+        tap=True,
+    )
+    sim, refs = srv.sim, srv.tap.refs
+    # Both start together (the first window goes to whichever asks first).
+    low = start_run(tmp_path, "low", responses_for("low", 36), srv.url, redis_server.url)
+    high = start_run(
+        tmp_path, "high", responses_for("high", 12, priority=5), srv.url, redis_server.url
+    )
+    for p in (low, high):
+        finish(p, timeout=90)
+        assert p.returncode == 0
+    arrivals = {refs.get(r.index): r.t for r in sim.records if r.endpoint == "responses"}
+    highs = sorted(t for ref, t in arrivals.items() if ref and ref.startswith("high-"))
+    lows = sorted(t for ref, t in arrivals.items() if ref and ref.startswith("low-"))
+    assert len(highs) == 12 and len(lows) == 36
+    # Low jobs sent after the high process's first send, while high work was still waiting:
+    # at most a little slack (the first window's admissions already in flight).
+    first_high, last_high = highs[0], highs[-1]
+    interleaved = [t for t in lows if first_high < t < last_high]
+    assert len(interleaved) <= 2, (len(interleaved), len([t for t in lows if t > last_high]))
+    # And most low jobs were still waiting when the high ones went: they came after.
+    assert len([t for t in lows if t > last_high]) >= 12
+    check_server(sim, 12)
