@@ -372,20 +372,14 @@ def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_se
     )
 
 
-@pytest.mark.xfail(
-    strict=False,  # passes when the high-priority process happens to start first
-    reason="product gap: ADMIT yields only the window's last room (room <= higher) to a "
-    "process with higher-priority work waiting, so when the window reopens the "
-    "low-priority process, asking first, takes most of it (seen: 11 of 36 low jobs sent "
-    "between the first and the last of 12 high ones; 12-13 of 60 with 24 high)",
-)
 def test_the_fleet_sends_the_highest_priority_first(
     tmp_path: Path, loopback_sim: Any, redis_server: Any
 ) -> None:
     """One process with low-priority jobs, one with high-priority jobs, on one key at a small
     limit (12 per window): once both are waiting, the high-priority jobs
     go out before most of the low ones, whichever process holds them (the server's arrival
-    times by job ref)."""
+    times by job ref). Before the ``wwait`` claim in ADMIT, only a window's last room was
+    left to them: 9-13 of 36 low jobs went out between the first and the last high one."""
     srv = loopback_sim(
         tier="starter",
         plan="enterprise",
