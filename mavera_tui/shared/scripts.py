@@ -17,6 +17,7 @@ The keys under the prefix:
                ``park``: the 402 park (PX)
 ``prio``       hash: process -> "best waiting priority|Redis time"
 ``need``       hash: process -> "admissions kept for its capped jobs|Redis time"
+``wwait``      hash: process -> "best priority refused for the window|until (Redis time)"
 ``procs``      sorted set of processes by last heartbeat; ``proc:<id>``: a process's fields
 ``epoch``      when this state began (a Redis that lost it is noticed by the processes)
 ``ledger``     stream of every attempt (MAXLEN ~); ``alerts``: list of recent alerts
@@ -123,6 +124,22 @@ for i = 1, #entries, 2 do
     others_need = others_need + k
   end
 end
+-- Who is waiting for window room with higher-priority work (refused for the window at its
+-- last call, until a little after the room it was told to come back for): the room goes
+-- to them first, all of it, not just the last (a process that stopped asking expires).
+local grace = math.max(250, win / 20)
+local waiting = {}
+entries = redis.call('HGETALL', p .. 'wwait')
+for i = 1, #entries, 2 do
+  local who, v = entries[i], entries[i + 1]
+  local sep = string.find(v, '|', 1, true)
+  local pr, untl = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+  if untl < now then
+    redis.call('HDEL', p .. 'wwait', who)
+  elseif who ~= proc then
+    table.insert(waiting, pr)
+  end
+end
 local parked = redis.call('EXISTS', p .. 'park') == 1
 local balance = redis.call('GET', p .. 'balance')
 if balance then balance = tonumber(balance) end
@@ -134,15 +151,16 @@ for i = 1, n do
   local lease, ep, cap = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local prio, needed, reserve = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
   local code = 1
-  local higher = 0
+  local higher, pressing = 0, false
   for _, pr in ipairs(others) do if pr > prio then higher = higher + 1 end end
+  for _, pr in ipairs(waiting) do if pr > prio then pressing = true end end
   if hold > 0 then
     code = 4
   elseif room <= 0 then
     code = 0
     window_full = true
-  elseif higher > 0 and room <= higher then
-    code = 6  -- the last room is left to a process with higher-priority work waiting
+  elseif pressing or (higher > 0 and room <= higher) then
+    code = 6  -- the room is left to a process with higher-priority work waiting
   elseif cap == 0 and room <= others_need and prio < 1073741824 then
     code = 6  -- kept for others' capped jobs (the engine's own reads do not wait)
   elseif cap > 0 and redis.call('ZCARD', p .. 'slots:' .. ep) >= cap then
@@ -182,6 +200,27 @@ elseif window_full then
   end
 elseif slot_retry then
   retry = fmt(slot_retry)
+end
+-- This process's best job refused for the window (or yielded), for the others' order
+-- (the engine's own reads are not: they are never yielded).
+local wbest = nil
+for i = 1, n do
+  local pr = tonumber(ARGV[9 + (i - 1) * 6 + 4])
+  if (codes[i] == 0 or codes[i] == 6) and pr < 1073741824 and (not wbest or pr > wbest) then
+    wbest = pr
+  end
+end
+if wbest then
+  local untl = now
+  if retry ~= '' then untl = math.max(now, tonumber(retry)) end
+  redis.call('HSET', p .. 'wwait', proc, wbest .. '|' .. fmt(untl + grace))
+elseif best ~= '' and tonumber(best) < 1073741824
+    and redis.call('HEXISTS', p .. 'wwait', proc) == 1 then
+  -- Admitted, with more queued: it drains the room it waited for (a gate probes with one
+  -- job first), so the claim holds a little longer, renewed by each of its calls.
+  redis.call('HSET', p .. 'wwait', proc, best .. '|' .. fmt(now + grace))
+else
+  redis.call('HDEL', p .. 'wwait', proc)
 end
 local out = {fmt(now), epoch, retry, tostring(room), tostring(foreign), tostring(limit)}
 for i = 1, n do out[6 + i] = codes[i] end
@@ -313,6 +352,7 @@ redis.call('ZREM', p .. 'procs', ARGV[1])
 redis.call('DEL', p .. 'proc:' .. ARGV[1])
 redis.call('HDEL', p .. 'prio', ARGV[1])
 redis.call('HDEL', p .. 'need', ARGV[1])
+redis.call('HDEL', p .. 'wwait', ARGV[1])
 return 1
 """
 )
