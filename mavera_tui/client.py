@@ -15,6 +15,7 @@ import json
 import math
 import re
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -229,11 +230,30 @@ def _is_event_stream(status: int, headers: Any) -> bool:
     return 200 <= status < 300 and "text/event-stream" in ct.lower()
 
 
-async def _feed(sink: StreamSink, status: int, pairs: tuple[tuple[str, str], ...]) -> None:
+async def _pump(
+    sink: StreamSink,
+    status: int,
+    pairs: tuple[tuple[str, str], ...],
+    chunks: AsyncIterator[bytes],
+) -> bytes:
+    """Pass an event stream to ``sink`` as it arrives; returns it whole (small: kept for
+    the usage at its end). A sink that raises is the caller gone: ``SinkGone``."""
     try:
         await sink.start(status, pairs)
     except Exception as e:
         raise SinkGone(str(e)) from e
+    kept: list[bytes] = []
+    async for chunk in chunks:
+        kept.append(chunk)
+        try:
+            await sink.write(chunk)
+        except Exception as e:
+            raise SinkGone(str(e)) from e
+    try:
+        await sink.end()
+    except Exception as e:
+        raise SinkGone(str(e)) from e
+    return b"".join(kept)
 
 
 def sse_final_response(content: bytes) -> Any:
@@ -364,24 +384,13 @@ class ApiClient:
         ) as resp:
             if sink is None or not _is_event_stream(resp.status, resp.headers):
                 return resp.status, resp.headers, await resp.read(), False
-            # Passed through as it arrives; kept too (small), for the usage at its end.
             try:
-                await _feed(sink, resp.status, tuple(resp.headers.items()))
-                chunks: list[bytes] = []
-                async for chunk in resp.content.iter_any():
-                    chunks.append(chunk)
-                    try:
-                        await sink.write(chunk)
-                    except Exception as e:
-                        raise SinkGone(str(e)) from e
-                try:
-                    await sink.end()
-                except Exception as e:
-                    raise SinkGone(str(e)) from e
+                pairs = tuple(resp.headers.items())
+                body = await _pump(sink, resp.status, pairs, resp.content.iter_any())
             except BaseException:
                 resp.close()  # the caller went away (or we were cancelled): close upstream
                 raise
-            return resp.status, resp.headers, b"".join(chunks), True
+            return resp.status, resp.headers, body, True
 
     async def _send_httpx(
         self, method: str, path: str, kw: dict[str, Any], on_written: Any, sink: Any
@@ -400,19 +409,9 @@ class ApiClient:
         async with self._httpx.stream(method, path, **kw) as resp:
             if not _is_event_stream(resp.status_code, resp.headers):
                 return resp.status_code, resp.headers, await resp.aread(), False
-            await _feed(sink, resp.status_code, tuple(resp.headers.multi_items()))
-            chunks: list[bytes] = []
-            async for chunk in resp.aiter_raw():
-                chunks.append(chunk)
-                try:
-                    await sink.write(chunk)
-                except Exception as e:
-                    raise SinkGone(str(e)) from e
-            try:
-                await sink.end()
-            except Exception as e:
-                raise SinkGone(str(e)) from e
-            return resp.status_code, resp.headers, b"".join(chunks), True
+            pairs = tuple(resp.headers.multi_items())
+            body = await _pump(sink, resp.status_code, pairs, resp.aiter_raw())
+            return resp.status_code, resp.headers, body, True
 
     async def request(
         self,
