@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import json
 import logging
@@ -467,24 +466,15 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
 
 async def _start_unless_stopped(engine: Any, stop: asyncio.Event) -> tuple[Any, int]:
     """(the started scheduler, 0), or (None, the exit status) when it could not start or
-    ``stop`` was set first. Starting can wait a long time (an API that does not answer the
-    balance read; a shared key's Redis away, which fails closed): a signal must still end
-    the process."""
-    starting = asyncio.ensure_future(engine.start())
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if starting.done():
-        try:
-            return starting.result(), EXIT_OK
-        except (ConfigError, StoreError) as e:
-            return None, _fail(str(e), EXIT_CANNOT_START)
-    starting.cancel()  # Engine.start stops what it had started
-    with contextlib.suppress(BaseException):
-        await starting
-    await engine.stop(abort=True)
-    print("mavera-tui: interrupted while starting; no job was sent", file=sys.stderr)
-    return None, EXIT_INTERRUPTED
+    ``stop`` was set first (see ``Engine.start_unless``)."""
+    try:
+        sched = await engine.start_unless(stop)
+    except (ConfigError, StoreError) as e:
+        return None, _fail(str(e), EXIT_CANNOT_START)
+    if sched is None:
+        print("mavera-tui: interrupted while starting; no job was sent", file=sys.stderr)
+        return None, EXIT_INTERRUPTED
+    return sched, EXIT_OK
 
 
 async def _stop_interrupted(engine: Any, stop: asyncio.Event, quiet: bool) -> None:

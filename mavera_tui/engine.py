@@ -8,6 +8,7 @@ how the key is handled (read from the environment, kept only in the HTTP client)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
@@ -237,6 +238,22 @@ class Engine:
             await self.stop()
             raise
         return self.scheduler
+
+    async def start_unless(self, stop: asyncio.Event) -> Scheduler | None:
+        """``start()``, or None (stopped again) if ``stop`` is set first. Starting can wait
+        a long time (an API that does not answer the balance read; a shared key's Redis
+        away, which fails closed): a signal must still end the process."""
+        starting = asyncio.ensure_future(self.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if starting.done():
+            return starting.result()
+        starting.cancel()  # start() stops what it had started
+        with contextlib.suppress(BaseException):
+            await starting
+        await self.stop(abort=True)
+        return None
 
     async def stop(self, *, abort: bool = False) -> None:
         """Stop the scheduler (waiting for in-flight requests unless ``abort``), close all."""

@@ -92,22 +92,6 @@ class Recorder:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         print(f"{stamp} record: {msg}", file=self.out, flush=True)
 
-    async def _start_unless_stopped(self, engine: Any) -> Any:
-        """``engine.start()``, or None if a stop is requested first: starting can wait a
-        long time (a shared key's Redis away fails closed; an API that does not answer)."""
-        assert self._stop is not None
-        starting = asyncio.ensure_future(engine.start())
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if starting.done():
-            return starting.result()
-        starting.cancel()  # Engine.start stops what it had started
-        with contextlib.suppress(BaseException):
-            await starting
-        await engine.stop(abort=True)
-        return None
-
     def request_stop(self, why: str = "stop requested") -> None:
         if self._stop is not None and not self._stop.is_set():
             self.stop_reason = why
@@ -178,7 +162,8 @@ class Recorder:
                 sched = await self._start_proxy()
             else:
                 self.engine = Engine(self.settings, clock=self.clock, sim=self.sim)
-                sched = await self._start_unless_stopped(self.engine)
+                assert self._stop is not None
+                sched = await self.engine.start_unless(self._stop)
                 if sched is None:
                     self.log("interrupted while starting; nothing recorded")
                     return 130
