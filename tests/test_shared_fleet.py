@@ -389,7 +389,10 @@ def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_se
         tap=True,
     )
     sim = srv.sim
-    n = 90  # each: 180 jobs take three windows of 60, so neither is done when it runs out
+    # Each 150: one alone needs two and a half windows of 60, so neither is done by the time
+    # the other has started (with 90, a fast first process finished before the second's
+    # first answer once, in CI, and never met the 402).
+    n = 150
     extra = ("--credit-poll", "0.5", "--credit-wait", "3")
     procs = [
         start_run(tmp_path, t, responses_for(t, n), srv.url, redis_server.url, *extra)
