@@ -30,6 +30,7 @@ import math
 from collections import deque
 
 from .api_types import RateHeaders
+from .fixed_window import CalendarSense
 
 
 class SlidingWindow:
@@ -63,6 +64,8 @@ class SlidingWindow:
         # Sends chosen but not yet on the wire: counted as in the window until stamped.
         self.pending = 0
         self.last_remaining: int | None = None
+        # A server counting calendar windows, found out by one request (fixed_window.py).
+        self.calendar = CalendarSense(self)
 
     # --- bookkeeping -------------------------------------------------------------------
 
@@ -102,6 +105,8 @@ class SlidingWindow:
         test_window.py), against under 1% held. What made the estimate wrong
         before was our own sends read as foreign; ``observe`` no longer does that.
         """
+        if self.calendar.active:
+            return self.calendar.foreign(now)
         self._prune(now)
         return max((f for _, f in self._foreign_obs), default=0)
 
@@ -110,12 +115,19 @@ class SlidingWindow:
 
     def used(self, now: float) -> int:
         """Requests we believe the server counts right now (ours + foreign)."""
+        if self.calendar.active:
+            return self.limit - self.calendar.available(now)
         return self._own_in_window(now) + self.pending + self.foreign(now)
 
     def available(self, now: float) -> int:
         """How many requests may be sent now without a 429."""
         if now < self._hold_until:
             return 0
+        if self.calendar.active:
+            return self.calendar.available(now)
+        return self.calendar.probe_room(now, self._sliding_available(now))
+
+    def _sliding_available(self, now: float) -> int:
         f = self.foreign(now)
         return max(0, self.limit - self._own_in_window(now) - self.pending - f - self._slack(f))
 
@@ -124,7 +136,15 @@ class SlidingWindow:
         if self.available(now) > 0:
             return now
         t = max(now, self._hold_until)
-        if self.available(t) > 0:
+        if self.calendar.active:
+            return self.calendar.next_free(t)
+        probe = self.calendar.probe_at(t)
+        free = self.sliding_next_free(t)
+        return free if probe is None else min(free, probe)
+
+    def sliding_next_free(self, t: float) -> float:
+        """When the sliding mirror gives room back (the hold and the probe aside)."""
+        if self._sliding_available(t) > 0:
             return t
         f = self.foreign(t)
         allowed_own = self.limit - f - self._slack(f) - self.pending
@@ -141,6 +161,8 @@ class SlidingWindow:
 
     def oldest_expiry(self, now: float) -> float | None:
         """When our oldest send in the window leaves it (None if we have none in it)."""
+        if self.calendar.active:
+            return self.calendar.next_boundary(now)
         self._prune(now)
         i = bisect.bisect_right(self._own, now - self._expiry())
         return self._own[i] + self._expiry() if i < len(self._own) else None
@@ -150,6 +172,8 @@ class SlidingWindow:
         now: the expiry of the first of our sends in the window that follows a pause of
         more than ``gap`` (a burst leaves the window in a few milliseconds; planning to
         its end would see no room at all). None if we have no send in the window."""
+        if self.calendar.active:
+            return self.calendar.next_boundary(now)
         self._prune(now)
         own = self._own
         i = bisect.bisect_right(own, now - self._expiry())
@@ -170,15 +194,18 @@ class SlidingWindow:
     def reserve(self) -> None:
         """Count a send that has been chosen but not yet written (see ``pending``)."""
         self.pending += 1
+        self.calendar.reserved()
 
     def release(self) -> None:
         """A reserved send will not happen after all."""
         self.pending = max(0, self.pending - 1)
+        self.calendar.released()
 
     def record_send(self, now: float, *, reserved: bool = False) -> None:
         """Count one of our requests, written at ``now`` (``reserved``: it was reserved)."""
         if reserved:
-            self.release()
+            self.pending = max(0, self.pending - 1)
+            self.calendar.written(now)
         own = self._own
         if own and now < own[-1]:  # a stamp from a clock read a hair earlier: keep order
             bisect.insort(own, now)
@@ -217,6 +244,8 @@ class SlidingWindow:
         if headers.remaining is None:
             return
         self.last_remaining = headers.remaining
+        if wall_now is not None and self.calendar.observe(sent_at, now, headers, wall_now):
+            return
         self._prune(now)
         if now - sent_at > self.window / 10:
             return  # only a fresh answer says something about the window as it is

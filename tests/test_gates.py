@@ -414,6 +414,7 @@ SUMMARY_KEYS = [
     "server_count_delay_s",
     "foreign_max_seen",
     "server_counts_at_answer",
+    "window_kind",
 ]
 
 

@@ -103,6 +103,8 @@ class RunSummary:
     server_count_delay_s: float
     foreign_max_seen: int
     server_counts_at_answer: Any
+    # "sliding", or "calendar" once one probe showed the server counts fixed windows.
+    window_kind: str
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as the JSON object ``--summary`` prints (same keys, same order)."""
@@ -158,4 +160,5 @@ class RunSummary:
             server_count_delay_s=round(window.delay_seen, 4),
             foreign_max_seen=window.foreign_max_seen,
             server_counts_at_answer=window.reads_at_answer,
+            window_kind="calendar" if window.calendar.active else "sliding",
         )

@@ -28,6 +28,7 @@ class WindowGate:
         self.probe_at = 0.0
         self.probe_grace = min(2.0, window.window / 30)
         self.recent_429: deque[float] = deque()  # times of 429s in the last minute
+        self._probe_refused = False  # the 429 being handled refused an early-Reset probe
 
     def room(self, now: float) -> int:
         """How many jobs may be admitted now (0 while a probe is out, or the key is held
@@ -81,6 +82,11 @@ class WindowGate:
         while r and r[0] < now - 60:
             r.popleft()
         already_held = self.window.hold_remaining(now) > 0
+        if self.window.calendar.refused(sent_at):
+            # The probe of an early X-RateLimit-Reset (fixed_window.py): the server slides
+            # after all. Not a sign that it counts our sends late.
+            self._probe_refused = True
+            return already_held
         if not already_held and (
             retry_after is None or retry_after <= max(1.0, self.window.window / 10)
         ):
@@ -101,6 +107,13 @@ class WindowGate:
     ) -> float:
         """Hold the whole key after a 429; returns for how long."""
         ra = headers.retry_after
+        if self._probe_refused and ra is not None and 0 < ra <= max_retry_after:
+            # Refused the one probe of an early Reset: the window is as our mirror has it
+            # (exact until then) and Retry-After is whole seconds, so the wait is in
+            # (ra - 1, ra]: wait for the mirror's room, no earlier than ra - 1.
+            self._probe_refused = False
+            free = self.window.sliding_next_free(now) - now
+            ra = min(ra, max(ra - 1.0, free))
         if ra is None or ra <= 0 or ra > max_retry_after:
             # No usable Retry-After (absent, garbage, zero/negative, or over the maximum,
             # which the caller reports): wait until our mirror and the 429's own Reset say
