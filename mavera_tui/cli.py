@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 import time
+from asyncio import FIRST_COMPLETED
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -333,6 +334,10 @@ class _Progress:
         self.last_line = 0.0
         self.last_done = -1
 
+    def due(self) -> bool:
+        """Whether a line would be shown now (a bar: always; plain lines: every 5 s)."""
+        return not self.quiet and (self.tty or time.monotonic() - self.last_line >= 5.0)
+
     def update(self, s: dict[str, Any], snap: Any, final: bool = False) -> None:
         if self.quiet:
             return
@@ -428,15 +433,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
         progress = _Progress(len(ids) + len(known), args.quiet)
         credit_wait = loaded_config(args).config.run.credit_wait
         waiter = asyncio.create_task(sched.wait_idle(credit_wait=credit_wait))
-        while not waiter.done():
-            done, _ = await asyncio.wait(
-                {waiter, asyncio.create_task(stop.wait())},
-                timeout=0.5,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            progress.update(sched.summary(ids), sched.snapshot())
-            if stop.is_set():
-                break
+        await _show_progress(sched, ids, waiter, stop, progress)
         if stop.is_set():
             waiter.cancel()
             sched.pause()
@@ -462,6 +459,22 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
     # A skipped line is a job of the file that did not run: not a success.
     ok = summary["succeeded"] == summary["jobs"] and summary["jobs"] > 0 and not bad_lines
     return EXIT_OK if ok else EXIT_JOBS_FAILED
+
+
+async def _show_progress(
+    sched: Any, ids: list[str], waiter: asyncio.Task[Any], stop: asyncio.Event, progress: _Progress
+) -> None:
+    """Until the batch is done or a signal came: the progress line, when it is shown."""
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        while not waiter.done():
+            await asyncio.wait({waiter, stopping}, timeout=0.5, return_when=FIRST_COMPLETED)
+            if stop.is_set():
+                return
+            if progress.due():  # a summary walks every job: only when it is shown
+                progress.update(sched.summary(ids), sched.snapshot())
+    finally:
+        stopping.cancel()
 
 
 async def _start_unless_stopped(engine: Any, stop: asyncio.Event) -> tuple[Any, int]:

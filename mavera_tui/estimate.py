@@ -179,7 +179,11 @@ def with_buffer(high: int) -> int:
     """What pre-flight requires to be available for an estimate of ``high``: the estimate
     plus the 20% buffer, rounded up. The buffer is a floor, so 131 needs 158 (157.2 up), and
     exact fractions keep 100 at 120 (float 100 * 1.2 is 120.00000000000001)."""
-    return math.ceil(high * (1 + Fraction(str(catalog.PREFLIGHT_BUFFER))))
+    return -(-high * _BUFFER.numerator // _BUFFER.denominator)  # integer ceil: no Fraction
+
+
+#: 1 + the buffer, exactly (6/5): with_buffer is asked for every job of a batch.
+_BUFFER = 1 + Fraction(str(catalog.PREFLIGHT_BUFFER))
 
 
 def preflight(est: Estimate | int, remaining: int, reserved: int = 0) -> Verdict:

@@ -50,7 +50,9 @@ class SlidingWindow:
         self.delay_seen = 0.0  # largest write-to-count delay measured
         self.limit_learned = False
         self._own: deque[float] = deque()  # our send times, kept 2 windows for reconciling
-        # (time observed, foreign requests the server counted then), for the fading estimate.
+        # (time observed, foreign requests the server counted then) over the last window,
+        # kept as a monotonic queue (each entry larger than every later one), so the most
+        # seen is the first: with every answer observed, a scan was O(window) per question.
         self._foreign_obs: deque[tuple[float, int]] = deque()
         self.foreign_max_seen = 0  # for the run summary
         # Runs of sends written back to back (see observe): their starts and last writes.
@@ -108,7 +110,7 @@ class SlidingWindow:
         if self.calendar.active:
             return self.calendar.foreign(now)
         self._prune(now)
-        return max((f for _, f in self._foreign_obs), default=0)
+        return self._foreign_obs[0][1] if self._foreign_obs else 0
 
     def _slack(self, foreign: int) -> int:
         return max(3, math.ceil(0.05 * foreign)) if foreign > 0 else 0
@@ -277,8 +279,11 @@ class SlidingWindow:
         foreign_now = max(0, server_count - own)
         if foreign_now > self.foreign_max_seen:
             self.foreign_max_seen = foreign_now
-        if foreign_now or self._foreign_obs:
-            self._foreign_obs.append((now, foreign_now))
+        if foreign_now:
+            obs = self._foreign_obs
+            while obs and obs[-1][1] <= foreign_now:
+                obs.pop()  # outlived by a larger reading: never the most seen again
+            obs.append((now, foreign_now))
         if foreign_now == 0 and self.foreign(now) == 0:
             self._measure_delay(sent_at, server_count)
         if not at_answer:
