@@ -402,7 +402,9 @@ def _print_summary(s: dict[str, Any]) -> None:
 async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: int = 0) -> int:
     from .engine import Engine
 
-    engine = Engine(settings_from_args(args, mode="run"))
+    settings = settings_from_args(args, mode="run")
+    settings.batch = len(specs)
+    engine = Engine(settings)
     stop = asyncio.Event()
     aborted = {"n": 0}
     loop = asyncio.get_running_loop()

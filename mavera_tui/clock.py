@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import selectors
 import time
 from collections.abc import Coroutine, Iterator, Mapping
@@ -104,12 +105,30 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self._virtual_now = start
         self.external_pending = 0
         super().__init__(_FastForwardSelector(selector, self))
+        # asyncio runs a timer due within the clock's resolution (1e-9 s, a real clock's)
+        # without waiting for it, so time never moves for a timer 2e-12 s ahead and a loop
+        # that waits for that instant (a window's room, computed in floats) spins forever.
+        # Timers are kept at least two resolutions ahead: the loop then advances to them.
+        self._clock_resolution = 1e-12
 
     def time(self) -> float:
         return self._virtual_now
 
+    def call_at(  # type: ignore[override]  # same call, typed loosely
+        self, when: float, callback: Any, *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        now = self._virtual_now
+        if now < when < now + 2 * self._clock_resolution:
+            when = now + 2 * self._clock_resolution
+        return super().call_at(when, callback, *args, context=context)
+
     def advance(self, seconds: float) -> None:
-        self._virtual_now += max(0.0, seconds)
+        if seconds <= 0:
+            return
+        t = self._virtual_now + seconds
+        # A wait shorter than the clock's resolution at this time (1e-13 s near 1,000 s)
+        # would leave it unchanged, and a timer due just ahead would be waited for forever.
+        self._virtual_now = t if t > self._virtual_now else math.nextafter(t, math.inf)
 
 
 @contextlib.contextmanager

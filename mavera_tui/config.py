@@ -159,6 +159,15 @@ class EngineSettings:
         flag="--credit-poll",
         metavar="S",
     )
+    balance_read: str = setting(
+        "auto",
+        "when run reads the balance for pre-flight: before the first job (start), once every "
+        "job is sent (end: blind until then; the API's 402 stops an overdraft), or auto: "
+        "start, unless the batch fills its windows exactly and the read would cost it a "
+        "whole window more",
+        choices=("auto", "start", "end"),
+        flag="--balance-read",
+    )
     resend_unknown_up_to: int = setting(
         0,
         "after a crash, re-send jobs that were in flight if they cost at most this many "

@@ -41,6 +41,7 @@ class Settings:
     force_embedded: bool = False  # use the embedded simulator whatever the env says
     mode: str = "live"
     role: str | None = None  # in a shared key's fleet view (default: from the mode)
+    batch: int | None = None  # jobs this command submits as it starts (run: its job file)
 
 
 def scheduler_config(config: Config, *, keep_finished: bool = True) -> SchedulerConfig:
@@ -55,6 +56,7 @@ def scheduler_config(config: Config, *, keep_finished: bool = True) -> Scheduler
         request_timeout=eng.request_timeout,
         max_in_flight=eng.max_in_flight,
         credit_poll=eng.credit_poll,
+        balance_read=eng.balance_read,
         resend_unknown_up_to=eng.resend_unknown_up_to,
         keep_finished=keep_finished,
         budget=BudgetConfig(
@@ -233,7 +235,7 @@ class Engine:
                 simulated=self.simulated,
             )
             await self._join_fleet(self.scheduler)
-            await self.scheduler.start(resume=self._resume)
+            await self.scheduler.start(resume=self._resume, batch=self.settings.batch)
         except BaseException:
             await self.stop()
             raise

@@ -415,6 +415,7 @@ SUMMARY_KEYS = [
     "foreign_max_seen",
     "server_counts_at_answer",
     "window_kind",
+    "balance_read",
 ]
 
 

@@ -49,10 +49,50 @@ class BalanceKeeper:
         self.body: Any = None  # the last billing answer
         self.poller: asyncio.Task[None] | None = None
         self.verifier: asyncio.Task[None] | None = None
+        self.deferred: asyncio.Task[None] | None = None
+        self.when = "start"  # when the first balance read was made: start, during, end
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The balance tasks running (to cancel on close or abort)."""
-        return [t for t in (self.poller, self.verifier) if t is not None]
+        return [t for t in (self.poller, self.verifier, self.deferred) if t is not None]
+
+    # --- when to read it first ---------------------------------------------------------
+
+    def would_spill(self, batch: int | None) -> bool:
+        """Whether a read before a batch of ``batch`` jobs would cost it a whole window: the
+        batch fills its windows exactly (the limit as configured, or the lowest tier's,
+        which divides every tier's), so one more request is the first of another window."""
+        lim = self.s.window.limit
+        return batch is not None and batch >= lim and batch % lim == 0
+
+    def read_later(self, batch: int) -> None:
+        """Read the balance when it costs the batch nothing: as soon as the key's limit, once
+        learned, leaves room for it (the batch is not a multiple of it), or else once every
+        job of the batch has been sent and the window has room before the batch ends (a
+        batch that ends first is not kept waiting for it: its summary has no balance)."""
+        s = self.s
+        s._alert(
+            "info",
+            "balance_later",
+            f"balance read after the batch: {batch} jobs fill their windows of "
+            f"{s.window.limit} exactly, and a read first would cost a whole window more; "
+            "pre-flight checks start with the read, and the API's 402 stops an overdraft",
+        )
+        self.when = "none"  # until it is read (a batch that ends first is never read)
+        self.deferred = asyncio.create_task(self._read_later(batch), name="balance-later")
+
+    async def _read_later(self, batch: int) -> None:
+        s = self.s
+        tick = min(0.25, s.window.window / 40)
+        while not s._closing:
+            await s.clock.sleep(tick)
+            learned = s.window.limit_learned and not self.would_spill(batch)
+            sent_all = s.stats.first_send is not None and not s.queue.any_ready()
+            if learned or (sent_all and s.queue.next_due() is None):
+                if await self.refresh():
+                    self.when = "during" if learned else "end"
+                    return
+                await s.clock.sleep(1.0)  # a lost answer: try again shortly
 
     async def refresh(self) -> bool:
         """GET /billing/credits through the window; adopt the balance. False on failure."""

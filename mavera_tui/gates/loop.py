@@ -103,10 +103,13 @@ class Scheduler(Observing):
 
     # ====================================================================== lifecycle ====
 
-    async def start(self, *, fetch_balance: bool = True, resume: bool = True) -> None:
+    async def start(
+        self, *, fetch_balance: bool = True, resume: bool = True, batch: int | None = None
+    ) -> None:
         """Resume persisted jobs (unless ``resume`` is False: a store shared by several
         engines, whose unfinished jobs no caller waits for any more), learn the limit and
-        balance, start dispatching."""
+        balance, start dispatching. ``batch``: how many jobs the caller is about to submit
+        (``run``), for when to read the balance (``balance_read``)."""
         now = self.clock.now()
         self.stats.started_at = now
         self.budget.note_started(now)
@@ -114,6 +117,11 @@ class Scheduler(Observing):
             await self._resume_from_store()
         elif self.store is not None:
             self._seq = await self.store.seq_counter()
+        when = self.config.balance_read
+        if fetch_balance and batch is not None and when != "start":
+            if when == "end" or self.balance.would_spill(batch):
+                self.balance.read_later(batch)
+                fetch_balance = False
         if fetch_balance:
             # Pre-flight is blind without a balance: a lost answer (5xx, drop, timeout) at
             # start is worth a couple of retries before the first job goes out.

@@ -51,6 +51,10 @@ class SchedulerConfig:
     max_in_flight: int = _ENGINE.max_in_flight
     credit_poll: float = _ENGINE.credit_poll  # balance poll while jobs wait for credits
     balance_refresh: float = 0.0  # periodic balance re-sync (0: off)
+    # When a batch's first balance read goes: "start" (before the first job), "end" (once
+    # all are sent: pre-flight blind until then), "auto" (start, unless the batch fills
+    # its windows exactly and the read would cost it a whole window more).
+    balance_read: str = "auto"
     cache_ttl: float = 30.0  # identical GETs inside this are served from cache
     # Re-read the balance before refusing on an older one: a purchase (the dashboard,
     # auto-recharge) shows only there, and a server that charges at arrival makes our

@@ -105,6 +105,9 @@ class RunSummary:
     server_counts_at_answer: Any
     # "sliding", or "calendar" once one probe showed the server counts fixed windows.
     window_kind: str
+    # When the balance was first read: "start" (before the first job), "during" or "end"
+    # (balance_read: auto put it where it cost the batch no window).
+    balance_read: str
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as the JSON object ``--summary`` prints (same keys, same order)."""
@@ -121,6 +124,7 @@ class RunSummary:
         budget: Budget,
         window: SlidingWindow,
         max_seen: dict[str, int],
+        balance_read: str = "start",
     ) -> RunSummary:
         """The summary of the jobs ``sel``, with the run's counters."""
         by_state: dict[str, int] = {}
@@ -161,4 +165,5 @@ class RunSummary:
             foreign_max_seen=window.foreign_max_seen,
             server_counts_at_answer=window.reads_at_answer,
             window_kind="calendar" if window.calendar.active else "sliding",
+            balance_read=balance_read,
         )

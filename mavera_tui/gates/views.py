@@ -203,6 +203,7 @@ class Observing(Answers):
             budget=self.budget,
             window=self.window,
             max_seen=self.slots.max_seen,
+            balance_read=self.balance.when,
         )
 
     def summary(self, ids: list[str] | None = None) -> dict[str, Any]:
