@@ -12,7 +12,8 @@ a timeout or a dropped connection of a POST is the caller's answer. ``g.submit(s
 engine's own retries.
 
 The proxy (:mod:`mavera_tui.proxy`) is this class behind an HTTP server: one Governor per
-API key.
+API key. This module queues and waits; what each answer says (the API's, or the governor's
+own refusals) is :mod:`mavera_tui.governed`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import json as _json
 import math
 import re
 import secrets
@@ -28,15 +28,21 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
 from . import catalog
-from .api_types import ErrorKind, StreamSink
+from . import governed as A
+from .api_types import StreamSink
 from .clock import Clock
 from .config import Config, load_config
 from .engine import Engine, Settings
 from .estimate import Estimate, EstimateError, preflight
 from .gates.model import Job
+
+# The answers live in mavera_tui.governed; these names stay importable from here.
+from .governed import GOVERNOR as GOVERNOR
+from .governed import ORIGIN_HEADER as ORIGIN_HEADER
+from .governed import UPSTREAM as UPSTREAM
+from .governed import GovernedResponse, JobResult, error_body
+from .governed import own_answer as own_answer
 from .jobs import PRIORITY_RANGE, JobSpec
 from .scheduler import Scheduler
 from .states import JobState
@@ -52,11 +58,7 @@ __all__ = [
     "key_id",
 ]
 
-#: Which part answered: the API itself, or the governor on its own (never sent).
-UPSTREAM = "upstream"
-GOVERNOR = "governor"
-#: The header a governor-made answer carries (so an app can tell it from the API's).
-ORIGIN_HEADER = "X-Mavera-Governor"
+
 _CALLER_RE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Callers counted by name; the rest are counted together as "(other)".
 MAX_CALLERS = 500
@@ -65,152 +67,6 @@ MAX_CALLERS = 500
 def key_id(key: str) -> str:
     """How a key is named in logs, job ids and metrics: a short hash, never the key."""
     return hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
-def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:
-    """The vendor's documented error envelope: ``{"error": {message, type, code, param}}``."""
-    return _json.dumps(
-        {"error": {"message": message, "type": type_, "code": code, "param": param}}
-    ).encode()
-
-
-@dataclass(frozen=True)
-class GovernedResponse:
-    """An answer: the API's as it came (``origin`` "upstream"), or the governor's own
-    (``origin`` "governor": a pre-flight 402, an overflow 429, a request it cannot price).
-    ``streamed``: the body went to the stream sink as it arrived (``content`` is empty)."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    content: bytes
-    origin: str = UPSTREAM
-    job_id: str | None = None
-    state: str = ""
-    reason: str = ""
-    streamed: bool = False
-
-    def json(self) -> Any:
-        """The body parsed as JSON (ValueError if it is not)."""
-        return _json.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        """The body as text (UTF-8, undecodable bytes replaced)."""
-        return self.content.decode("utf-8", "replace")
-
-    @property
-    def ok(self) -> bool:
-        """A 2xx answer."""
-        return 200 <= self.status < 300
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """A submitted job once final: its state, why, what it cost, and its last answer."""
-
-    job_id: str
-    state: str
-    reason: str
-    credits_used: int | None
-    attempts: int
-    response: GovernedResponse | None
-
-    @property
-    def ok(self) -> bool:
-        """The job succeeded."""
-        return self.state == JobState.SUCCEEDED
-
-
-def _headers(pairs: Iterable[tuple[str, str]] = ()) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(CIMultiDict(pairs))
-
-
-def own_answer(
-    status: int,
-    message: str,
-    type_: str,
-    code: str,
-    *,
-    param: str | None = None,
-    retry_after: int | None = None,
-    job_id: str | None = None,
-    state: str = "",
-) -> GovernedResponse:
-    """An answer the governor makes itself, in the vendor's error envelope."""
-    pairs = [("Content-Type", "application/json"), (ORIGIN_HEADER, code)]
-    if retry_after is not None:
-        pairs.append(("Retry-After", str(retry_after)))
-    return GovernedResponse(
-        status,
-        _headers(pairs),
-        error_body(message, type_, code, param),
-        GOVERNOR,
-        job_id,
-        state,
-        message,
-    )
-
-
-def _answer_of(job: Job) -> GovernedResponse | None:
-    """The job's last answer from the API, as it came (None if it has none kept)."""
-    out = job.last
-    if out is None or out.raw is None:
-        return None
-    raw = out.raw
-    return GovernedResponse(
-        raw.status,
-        _headers(raw.headers),
-        raw.body,
-        UPSTREAM,
-        job.id,
-        str(job.state),
-        job.reason,
-        raw.streamed,
-    )
-
-
-def _final_answer(job: Job) -> GovernedResponse:
-    """What the caller of a finished job gets: the API's last answer, or one that says
-    truthfully why there is none."""
-    got = _answer_of(job)
-    if got is not None:
-        return got
-    state, jid = job.state, job.id
-    if state == JobState.BLOCKED:
-        code = (
-            catalog.CODE_BUDGET_EXCEEDED if "cap" in job.reason else catalog.CODE_CREDITS_EXHAUSTED
-        )
-        return own_answer(
-            402, "mavera-tui " + job.reason, "insufficient_credits", code, job_id=jid, state=state
-        )
-    err = job.last.error if job.last is not None else None
-    if err is not None and err.kind == ErrorKind.TIMEOUT:
-        return own_answer(
-            504,
-            "mavera-tui: the API did not answer in time; the request was not repeated "
-            "(it may have been processed and charged)",
-            "api_error",
-            "upstream_timeout",
-            job_id=jid,
-            state=state,
-        )
-    if err is not None:
-        return own_answer(
-            502,
-            f"mavera-tui: no answer from the API ({err.describe()}); {job.reason}",
-            "api_error",
-            "upstream_unreachable",
-            job_id=jid,
-            state=state,
-        )
-    return own_answer(
-        503,
-        f"mavera-tui: the request was not sent ({state}: {job.reason})",
-        "api_error",
-        "not_sent",
-        job_id=jid,
-        state=state,
-    )
 
 
 @dataclass
@@ -383,22 +239,11 @@ class Governor:
         ep = catalog.find_endpoint(method, rel)
         if ep is None:
             self.stats.refuse("unknown_endpoint", who)
-            return own_answer(
-                404,
-                f"mavera-tui: unknown endpoint {method} {rel}; it governs: "
-                + ", ".join(catalog.known_routes()),
-                "invalid_request_error",
-                "not_found",
-            )
+            return A.unknown_endpoint(method, rel)
         body = {} if json is None else json
         if not isinstance(body, dict):
             self.stats.refuse("bad_request", who)
-            return own_answer(
-                400,
-                "mavera-tui: the request body must be a JSON object",
-                "invalid_request_error",
-                "invalid_json",
-            )
+            return A.bad_body()
         if not isinstance(priority, int) or not (
             PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]
         ):
@@ -408,9 +253,7 @@ class Governor:
             est = spec.estimate()
         except EstimateError as e:
             self.stats.refuse("bad_request", who)
-            return own_answer(
-                400, f"mavera-tui: {e}", "invalid_request_error", "invalid_parameter", param=e.field
-            )
+            return A.unpriceable(e)
         refusal = await self._preflight(est)
         if refusal is not None:
             self.stats.refuse("preflight", who)
@@ -419,15 +262,7 @@ class Governor:
         depth = self.queue_depth()
         if depth >= limit_q:
             self.stats.refuse("queue_full", who)
-            wait = self.send_eta(depth - limit_q + 1)
-            return own_answer(
-                429,
-                f"mavera-tui: {depth} requests already wait for this key (at most {limit_q}); "
-                f"retry after {math.ceil(wait)} s",
-                "rate_limit_error",
-                "queue_full",
-                retry_after=max(1, math.ceil(wait)),
-            )
+            return A.queue_full(depth, limit_q, self.send_eta(depth - limit_q + 1))
         holder: list[Job] = []
 
         def prepare(job: Job) -> None:
@@ -466,34 +301,17 @@ class Governor:
             if not fut.cancelled() or (task is not None and task.cancelling()):
                 raise  # our caller is cancelled (its app went away)
         if fut.cancelled():  # the engine is stopping: nobody will send it
-            return own_answer(
-                503,
-                "mavera-tui: stopping; the request was not sent",
-                "api_error",
-                "stopping",
-                job_id=job.id,
-                state=str(job.state),
-            )
+            return A.stopping(job, sent=False)
         if not fut.done() and job.state != JobState.IN_FLIGHT:
             # Waited too long and still not sent: give it up, and say when to come back.
             ahead = self.queue_depth()
-            parked_402 = _answer_of(job)
+            parked_402 = A.answer_of(job)
             sched.abandon(job.id)
             self.stats.refuse("max_wait", who)
             self.stats.waited(job.spec.priority, sched.clock.now() - t0)
             if parked_402 is not None and parked_402.status == 402:
                 return parked_402  # parked on the API's 402: its answer is the truth
-            wait = max(1, math.ceil(self.send_eta(ahead)))
-            return own_answer(
-                429,
-                f"mavera-tui: not sent within {max_wait:g} s ({job.reason or job.state}); "
-                f"retry after {wait} s",
-                "rate_limit_error",
-                "max_wait_exceeded",
-                retry_after=wait,
-                job_id=job.id,
-                state=str(job.state),
-            )
+            return A.not_sent_in_time(job, max_wait, max(1, math.ceil(self.send_eta(ahead))))
         if job.sent_at:
             self.stats.waited(job.spec.priority, max(0.0, job.sent_at - t0))
         try:
@@ -502,15 +320,8 @@ class Governor:
             task = asyncio.current_task()
             if not fut.cancelled() or (task is not None and task.cancelling()):
                 raise
-            return own_answer(
-                503,
-                "mavera-tui: stopped before the answer came (it may have been processed)",
-                "api_error",
-                "stopping",
-                job_id=job.id,
-                state=str(job.state),
-            )
-        return _final_answer(done)
+            return A.stopping(job, sent=True)
+        return A.final_answer(done)
 
     async def _preflight(self, est: Estimate) -> GovernedResponse | None:
         """The 402 at once for a request the balance (or a budget cap) can never cover,
@@ -522,12 +333,7 @@ class Governor:
         budget = sched.budget
         cap = budget.cap_refusal(0, est.high)
         if cap is not None:
-            return own_answer(
-                402,
-                f"mavera-tui pre-flight: {cap}; not sent",
-                "insufficient_credits",
-                catalog.CODE_BUDGET_EXCEEDED,
-            )
+            return A.over_cap(cap)
         if budget.total is None:
             return None
         verdict = preflight(est, budget.total, 0)
@@ -540,12 +346,7 @@ class Governor:
             verdict = preflight(est, budget.total, 0)
             if verdict.ok:
                 return None
-        return own_answer(
-            402,
-            f"mavera-tui pre-flight: {est.endpoint.label} {est.basis}: {verdict.message}; not sent",
-            "insufficient_credits",
-            catalog.CODE_CREDITS_EXHAUSTED,
-        )
+        return A.over_balance(est, verdict)
 
     # ------------------------------------------------------------ fire and collect ----
 
@@ -570,7 +371,7 @@ class Governor:
         fut = self._submitted[job_id]
         job = await asyncio.shield(fut)
         self._submitted.pop(job_id, None)
-        return _result(job)
+        return A.result_of(job)
 
     async def collect(self, ids: Iterable[str] | None = None) -> list[JobResult]:
         """Wait for the given submitted jobs (default: every one not yet collected);
@@ -586,11 +387,7 @@ class Governor:
             for fut in done:
                 jid = pending.pop(fut)
                 self._submitted.pop(jid, None)
-                yield _result(fut.result())
-
-
-def _result(job: Job) -> JobResult:
-    return JobResult(job.id, str(job.state), job.reason, job.actual, job.attempts, _answer_of(job))
+                yield A.result_of(fut.result())
 
 
 def _caller_name(caller: str | None) -> str:

@@ -1,6 +1,8 @@
 """The scheduler, split along its data flow: a ready queue, three gates (window, slots,
 credits) that each say whether a job may go now and when they might open, a retry
-policy, run statistics, and the dispatch loop around them (:class:`Scheduler`)."""
+policy, run statistics, and the dispatch loop around them (:class:`Scheduler`, in
+:mod:`.loop`; its commands are in :mod:`.commands`, what it records in :mod:`.journal`,
+how it applies an answer in :mod:`.answers`, what it reports in :mod:`.views`)."""
 
 from .credits import CreditGate
 from .loop import Scheduler

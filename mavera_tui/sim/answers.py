@@ -1,5 +1,6 @@
 """How the simulator answers: completing the work (slot, charge, record), success bodies,
-error envelopes, rate-limit headers, and a dropped connection.
+error envelopes, rate-limit headers, a dropped connection, and an event stream (whose
+events and their sending are :mod:`.stream`'s).
 
 A mixin of :class:`~mavera_tui.sim.app.Simulator`, whose request pipeline (the stages in
 :mod:`mavera_tui.sim.app`) decides *what* to answer; this says *how*.
@@ -8,9 +9,7 @@ A mixin of :class:`~mavera_tui.sim.app.Simulator`, whose request pipeline (the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import itertools
 import json
 import math
 from email.utils import formatdate
@@ -24,6 +23,7 @@ from ..clock import Clock
 from .config import SimConfig
 from .records import RequestRecord
 from .state import Account
+from .stream import response_events, send_events
 
 if TYPE_CHECKING:
     from .window import _KeyState, _Window
@@ -318,8 +318,9 @@ class Answering:
         headers: list[tuple[bytes, bytes]],
     ) -> None:
         """``POST /responses`` with ``"stream": true``: the Responses API's event stream
-        (``response.created`` ... ``response.output_text.delta`` ... ``response.completed``,
-        whose response carries the ``usage``), its deltas spread over the latency.
+        (:mod:`.stream`: ``response.created`` ... ``response.output_text.delta`` ...
+        ``response.completed``, whose response carries the ``usage``), its deltas spread
+        over the latency.
 
         Choices: the charge is taken when the stream starts (the work has begun; the usage
         in the final event says it), so a stream the client closes early is charged in
@@ -335,111 +336,11 @@ class Answering:
         final["object"] = "response"
         final["created_at"] = final.get("created", int(wall))
         final["model"] = body.get("model", "mavera-1")
-        text = final["output"][0]["content"][0]["text"]
-        words = [w + " " for w in text.split(" ")]
-        words[-1] = words[-1].rstrip()
-        msg_id = f"msg_{rec.index}"
-        pending = {**final, "status": "in_progress", "output": [], "usage": None}
-        events: list[dict[str, Any]] = [
-            {"type": "response.created", "response": pending},
-            {"type": "response.in_progress", "response": pending},
-            {
-                "type": "response.output_item.added",
-                "output_index": 0,
-                "item": {
-                    "id": msg_id,
-                    "type": "message",
-                    "status": "in_progress",
-                    "role": "assistant",
-                    "content": [],
-                },
-            },
-            {
-                "type": "response.content_part.added",
-                "item_id": msg_id,
-                "output_index": 0,
-                "content_index": 0,
-                "part": {"type": "output_text", "text": "", "annotations": []},
-            },
-        ]
-        deltas = [
-            {
-                "type": "response.output_text.delta",
-                "item_id": msg_id,
-                "output_index": 0,
-                "content_index": 0,
-                "delta": w,
-            }
-            for w in words
-        ]
-        item = {**final["output"][0], "id": msg_id, "status": "completed"}
-        item["content"] = [{"type": "output_text", "text": text, "annotations": []}]
-        final["output"] = [item]
-        tail: list[dict[str, Any]] = [
-            {
-                "type": "response.output_text.done",
-                "item_id": msg_id,
-                "output_index": 0,
-                "content_index": 0,
-                "text": text,
-            },
-            {
-                "type": "response.content_part.done",
-                "item_id": msg_id,
-                "output_index": 0,
-                "content_index": 0,
-                "part": item["content"][0],
-            },
-            {"type": "response.output_item.done", "output_index": 0, "item": item},
-            {"type": "response.completed", "response": final},
-        ]
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while True:
-                msg = await receive()
-                if msg.get("type") == "http.disconnect":
-                    gone.set()
-                    return
-
-        watcher = asyncio.get_running_loop().create_task(watch())
-        seq = itertools.count()
-
-        def frame(ev: dict[str, Any]) -> bytes:
-            ev["sequence_number"] = next(seq)
-            return f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n".encode()
-
+        events = response_events(final, rec.index)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache"),
-                        *headers,
-                    ],
-                }
-            )
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"".join(map(frame, events)),
-                    "more_body": True,
-                }
-            )
-            step = latency / max(1, len(deltas))
-            for ev in deltas:
-                if step > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(gone.wait(), step)
-                if gone.is_set():
-                    rec.client_gone = True
-                    return
-                await send({"type": "http.response.body", "body": frame(ev), "more_body": True})
-            await send({"type": "http.response.body", "body": b"".join(map(frame, tail))})
+            if not await send_events(send, receive, headers, events, latency):
+                rec.client_gone = True
         finally:
-            watcher.cancel()
             ks.inflight[slot] -= 1
             rec.done = self.clock.now()
 

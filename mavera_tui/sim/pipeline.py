@@ -108,6 +108,16 @@ class _Request:
         assert self.ep is not None, "the route stage finds the endpoint"
         return self.ep
 
+    @property
+    def streams(self) -> bool:
+        """Answered as an event stream: ``POST /responses`` asking ``"stream": true``,
+        with no fault that would answer otherwise (a slow one only delays it)."""
+        return (
+            self.endpoint.key == "responses"
+            and self.body.get("stream") is True
+            and self.fault in (None, "slow")
+        )
+
 
 class RequestPipeline(Answering):
     """The stages (a base of the Simulator, which holds the state named here)."""
@@ -136,11 +146,7 @@ class RequestPipeline(Answering):
         ):
             if await stage(req):
                 return
-        if (
-            req.endpoint.key == "responses"
-            and req.body.get("stream") is True
-            and (req.fault in (None, "slow"))
-        ):
+        if req.streams:
             ep, ks = req.endpoint, req.key_state
             await self._stream(
                 req.send,
@@ -269,15 +275,7 @@ class RequestPipeline(Answering):
         req.record.endpoint = ep.key
         body: Any = {}
         if req.method == "POST":
-            raw = await _read_body(req.receive)
-            problem = ""
-            if raw.strip():
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    problem = "The request body is not valid JSON."
-            if not problem and not isinstance(body, dict):
-                problem = "The request body must be a JSON object."
+            body, problem = _json_object(await _read_body(req.receive))
             if problem:
                 await self._refuse(req, 400, problem, "invalid_request_error", "invalid_json")
                 return True
@@ -426,6 +424,19 @@ async def _read_body(receive: Any) -> bytes:
         if not msg.get("more_body"):
             break
     return b"".join(chunks)
+
+
+def _json_object(raw: bytes) -> tuple[Any, str]:
+    """A POST body parsed (empty: ``{}``), and what is wrong with it ("" if nothing)."""
+    body: Any = {}
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return body, "The request body is not valid JSON."
+    if not isinstance(body, dict):
+        return body, "The request body must be a JSON object."
+    return body, ""
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:

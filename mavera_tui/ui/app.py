@@ -1,5 +1,10 @@
 """The monitor app: one timer pulls engine snapshots, feeds History and updates the panes.
 
+This module is the app's frame: its panes and their layout for the terminal's size, the
+views, the keys and the command palette, and the operator's app-wide actions (quit, help,
+pause). The refresh (the poll, freeze, refresh rate, acknowledging alerts) is
+:mod:`.refresh`, the header line :mod:`.header`, the commands on jobs :mod:`.job_commands`.
+
 ``create_app`` is the one factory the CLI, the tests and the screenshot command share; the
 engine is injected, so a test can hand in a frozen state and a replay can hand in a reader.
 """
@@ -8,23 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import sys
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container
-from textual.content import Content
-from textual.css.query import NoMatches
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, Tab, Tabs
 
-from .. import catalog
 from ..control import EngineControl, OperatorControl
 from ..history import History
 from ..snapshot import Snapshot
@@ -32,14 +31,19 @@ from .alerts import AlertsPane
 from .burn import BurnPane
 from .fleet import FleetPane
 from .form import JobForm
+
+# fit_line and connecting are the header's (ui/header.py); kept importable from here.
+from .header import Health
+from .header import connecting as connecting
+from .header import fit_line as fit_line
 from .headroom import HeadroomPane
 from .job_commands import JobCommands
 from .jobs import JobsPane
-from .pane import Pane
 from .queue import QueuePane
+from .refresh import Refresh
+from .refresh import _terminal_alive as _terminal_alive
 from .screens import ConfirmQuit, HelpScreen
 from .slots import SlotsPane
-from .text import clean, clock, duration
 
 log = logging.getLogger("mavera_tui.ui")
 
@@ -50,11 +54,9 @@ WIDE_SIZE = (120, 40)
 #: In the compact layout, charts are shown only from this height on.
 CHARTS_MIN_HEIGHT = 30
 VIEWS = ("overview", "jobs", "alerts", "fleet")
-#: How often (in ticks) to check that the terminal is still there.
-TERMINAL_CHECK_TICKS = 4
 
 
-class MaveraApp(JobCommands):
+class MaveraApp(Refresh, JobCommands):
     """Live monitor of the engine's snapshots; sends commands through EngineControl."""
 
     CSS_PATH = "app.tcss"
@@ -107,7 +109,6 @@ class MaveraApp(JobCommands):
         ("help", "Help: keys", "Every key of the monitor and the form"),
         ("quit_app", "Quit", "Asks first while jobs are in flight or queued"),
     )
-    REFRESH_RATES = (0.25, 0.5, 1.0, 2.0)
 
     def __init__(
         self,
@@ -242,137 +243,6 @@ class MaveraApp(JobCommands):
                 tabs.active = view
         self._apply_layout(self.size.width, self.size.height)
 
-    # --- the poll ----------------------------------------------------------------------------
-
-    def poll(self) -> None:
-        """One tick: read a snapshot, feed the history, update the visible panes."""
-        self.ticks += 1
-        if self.watch_terminal and not self.is_headless and self.ticks % TERMINAL_CHECK_TICKS == 0:
-            if not _terminal_alive():
-                self._terminal_lost("terminal gone")
-                return
-        self._health.sample()
-        try:
-            snap = self.engine.snapshot()
-        except Exception as e:  # the monitor must survive a failing engine read
-            log.exception("snapshot failed")
-            self._poll_error = clean(f"{type(e).__name__}: {e}", limit=120)
-            self._update_header()
-            return
-        self._poll_error = None
-        if snap is None:  # an engine still booting may have nothing to show yet
-            return
-        if snap is not self.snap:
-            self.snap = snap
-            if snap.mode != "starting" and snap.t > 0:
-                # The placeholder shown while the engine boots has no time: fed to the
-                # history it made the charts span 15 minutes they never saw.
-                self.history.add(snap)
-            self._note_answers(snap)
-        try:
-            if self.frozen:
-                self._update_header()  # says FROZEN and keeps the clock honest
-            else:
-                self._update_panes()
-        except NoMatches:  # a tick racing the app's shutdown: the panes are gone
-            log.debug("poll after the panes were removed")
-
-    def _note_answers(self, snap: Snapshot) -> None:
-        answers = sum(snap.status_counts.values())
-        if answers != self._answers_seen:
-            if self._answers_seen >= 0 or answers:
-                self._answer_t = snap.t
-            self._answers_seen = answers
-
-    def last_answer_t(self, snap: Snapshot) -> float | None:
-        """Wall time of the server's last answer: the engine's word, else inferred."""
-        return (
-            snap.last_answer_t
-            if snap.last_answer_t is not None
-            else (self._answer_t if snap.requests_total else None)
-        )
-
-    def _update_panes(self) -> None:
-        snap = self.snap
-        if snap is None or self.layout_name == "too_small" or not self.screen_stack:
-            return
-        self._update_header()
-        for pane in self.main.query(Pane):
-            if pane.display:
-                pane.update_snapshot(snap, self.history)
-
-    def unread_alerts(self) -> list:
-        """Warnings and errors newer than the last acknowledgement."""
-        if self.snap is None:
-            return []
-        return [a for a in self.snap.alerts if a.t > self.ack_t and a.level in ("warning", "error")]
-
-    def _update_header(self) -> None:
-        if not self.screen_stack:
-            return
-        snap = self.snap
-        width = max(20, self.size.width - 2)
-        # (content, drop rank): when the line is too wide, the highest rank goes first;
-        # rank 0 always stays (the clock and uptime, the state badges, unread alerts).
-        parts: list[tuple[Content, int]] = [(Content.styled("mavera-tui", "bold"), 3)]
-        if snap is not None:
-            parts.append((Content(clean(snap.target or "unknown target", limit=60)), 4))
-            marker = self.mode_label or {
-                "demo": "SIMULATOR",  # no key: say so even where the target drops
-                "replay": "REPLAY",
-                "record": "RECORD",
-            }.get(snap.mode)
-            if marker:
-                parts.append(
-                    (Content.styled(f" {clean(marker, limit=30)} ", "$warning reverse bold"), 0)
-                )
-            if snap.paused:
-                label = " PLAYBACK PAUSED " if snap.mode == "replay" else " PAUSED "
-                parts.append((Content.styled(label, "$error reverse bold"), 0))
-            if self.frozen:
-                parts.append((Content.styled(" FROZEN (f) ", "$accent reverse bold"), 0))
-            fleet = snap.fleet
-            if fleet is not None and fleet.error and fleet.error != "not read yet":
-                parts.append((Content.styled(" FLEET: REDIS AWAY (F) ", "$error reverse bold"), 0))
-            elif fleet is not None:
-                alive = sum(1 for p in fleet.processes if p.alive)
-                parts.append((Content(f"fleet {alive}"), 2))
-            if connecting(snap):
-                parts.append((Content.styled("connecting…", "italic"), 0))
-            else:
-                tier = catalog.tier_for_limit(snap.limit)
-                parts.append((Content(f"{tier or 'limit'} {snap.limit}/min"), 2))
-            # The boot placeholder has no time of its own: show the wall clock, not 1970.
-            parts.append(
-                (Content(f"{clock(snap.t or time.time())} · up {duration(snap.elapsed)}"), 0)
-            )
-            unread = self.unread_alerts()
-            if unread:
-                worst = "$error" if any(a.level == "error" for a in unread) else "$warning"
-                parts.append(
-                    (
-                        Content.styled(
-                            f" ⚑ {len(unread)} new alert{'s' if len(unread) != 1 else ''} (k) ",
-                            f"{worst} reverse bold",
-                        ),
-                        0,
-                    )
-                )
-        health = self._health.label() if self.show_health else ""
-        if health:
-            parts.append((Content.styled(health, "$foreground-muted"), 1))
-        if self._poll_error:
-            parts.append(
-                (Content.styled(f"engine read failed: {self._poll_error}", "$error bold"), 0)
-            )
-        self.main.query_one("#header", Static).update(fit_line(parts, width))
-
-    # --- terminal loss -----------------------------------------------------------------------
-
-    def _terminal_lost(self, why: str) -> None:
-        log.warning("exiting: %s", why)
-        self.exit(return_code=1)
-
     # --- the command palette -------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -478,102 +348,6 @@ class MaveraApp(JobCommands):
         if self.view == "jobs":
             self.main.query_one(DataTable).focus()
 
-    def action_ack_alerts(self) -> None:
-        unread = self.unread_alerts()
-        if self.snap is not None and self.snap.alerts:
-            self.ack_t = max(self.ack_t, max(a.t for a in self.snap.alerts))
-        self.notify(f"{len(unread)} alert(s) acknowledged" if unread else "no new alerts")
-        self.main.query_one(AlertsPane).ack_t = self.ack_t
-        self._update_panes()
-
-    def action_freeze(self) -> None:
-        self.frozen = not self.frozen
-        self.notify(
-            "display frozen: the engine keeps running; f to resume"
-            if self.frozen
-            else "display live again"
-        )
-        if not self.frozen:
-            self._update_panes()
-        else:
-            self._update_header()
-
-    def action_refresh_rate(self) -> None:
-        rates = self.REFRESH_RATES
-        nxt = next((r for r in rates if r > self.refresh_s + 1e-9), rates[0])
-        self.refresh_s = nxt
-        if self._poll_timer is not None:
-            self._poll_timer.stop()
-        self._poll_timer = self.set_interval(self.refresh_s, self.poll, name="poll")
-        self.notify(f"refreshing every {nxt:g} s")
-
-
-def connecting(snap: Snapshot) -> bool:
-    """True until the engine has an answer: the limit shown before that is a default."""
-    return snap.mode == "starting" or (
-        snap.requests_total == 0 and snap.remaining is None and not snap.status_counts
-    )
-
-
-def fit_line(parts: list[tuple[Content, int]], width: int, sep: str = " │ ") -> Content:
-    """Join parts with ``sep``, dropping the highest-ranked droppable parts (rank > 0) until
-    the line fits ``width``; a part of rank 4 (the target) is shortened before it goes."""
-    keep = list(parts)
-
-    def length(ps: list[tuple[Content, int]]) -> int:
-        return sum(c.cell_length for c, _ in ps) + len(sep) * max(0, len(ps) - 1)
-
-    while length(keep) > width:
-        ranked = [p for p in keep if p[1] > 0]
-        if not ranked:
-            break
-        worst = max(ranked, key=lambda p: p[1])
-        if worst[1] == 4:
-            over = length(keep) - width
-            c = worst[0]
-            if c.cell_length - over >= 12:
-                i = keep.index(worst)
-                keep[i] = (Content(c.plain[: c.cell_length - over - 1] + "…"), 4)
-                continue
-        keep.remove(worst)
-    return Content(sep).join(c for c, _ in keep)
-
-
-class Health:
-    """The monitor's own cost: CPU (% of one core, over the last few seconds) and RSS."""
-
-    EVERY = 2.0
-
-    def __init__(self) -> None:
-        self._t = time.monotonic()
-        self._cpu_t = time.process_time()
-        self.cpu: float | None = None
-        self.rss_mb: float | None = None
-
-    def sample(self) -> None:
-        now = time.monotonic()
-        if now - self._t < self.EVERY:
-            return
-        cpu_now = time.process_time()
-        self.cpu = 100.0 * (cpu_now - self._cpu_t) / (now - self._t)
-        self._t, self._cpu_t = now, cpu_now
-        self.rss_mb = _rss_mb()
-
-    def label(self) -> str:
-        if self.cpu is None:  # the first CPU figure needs a couple of seconds of run
-            self.rss_mb = self.rss_mb if self.rss_mb is not None else _rss_mb()
-            return f"mem {self.rss_mb:.0f}M" if self.rss_mb else ""
-        mem = f" mem {self.rss_mb:.0f}M" if self.rss_mb else ""
-        return f"cpu {self.cpu:.0f}%{mem}"
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
-
 
 #: Help wording for actions whose footer label is short (the footer must fit 80 columns).
 LONG_HELP = {
@@ -660,25 +434,6 @@ def create_app(
         show_health=show_health,
         keys=keys,
     )
-
-
-def _terminal_alive() -> bool:
-    """False once stdin/stdout are closed or no longer a terminal (SSH dropped)."""
-    try:
-        stdin, stdout = sys.__stdin__, sys.__stdout__
-        if stdin is None or stdout is None:
-            return False
-        for stream in (stdin, stdout):
-            if stream.closed or not os.isatty(stream.fileno()):
-                return False
-        import termios
-
-        termios.tcgetattr(stdout.fileno())  # EIO after a hangup
-    except (OSError, ValueError):
-        return False
-    except ImportError:  # pragma: no cover - not POSIX
-        return True
-    return True
 
 
 def _log_to(path: str) -> None:

@@ -9,6 +9,7 @@ from .. import catalog
 from ..history import History
 from ..snapshot import Snapshot
 from .chart import ChartView, render
+from .header import connecting
 from .pane import Line, Pane, pack
 from .text import duration
 
@@ -30,8 +31,6 @@ class HeadroomPane(Pane):
     SILENT_S = 30.0
 
     def update_snapshot(self, snap: Snapshot, history: History) -> None:
-        from .app import connecting
-
         gauge_line = self.query_one("#headroom-gauge", Line)
         detail_line = self.query_one("#headroom-detail", Line)
         errors_line = self.query_one("#headroom-errors", Line)
