@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import re
+import secrets
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -158,6 +159,11 @@ class Fleet(Admission, Upkeep):
         self.pid = os.getpid()
         self.proc = f"{self.host}:{self.pid}"
         self._seq = itertools.count(1)
+        # The ledger entries this process puts in the stream are numbered per run (a run:
+        # this process's life, ``run`` telling apart two with the same host and pid): an
+        # archive sees a missing or repeated entry of any process by its number.
+        self.run = secrets.token_hex(4)
+        self._ledger_n = itertools.count(1)
         self.leases: dict[str, tuple[str, float]] = {}  # live lease -> (endpoint, admitted)
         self.job_lease: dict[str, str] = {}
         self.pending: list[Release] = []
