@@ -330,3 +330,59 @@ async def read_stream(url: str) -> list[tuple[str, dict[str, str]]]:
         return [(sid, dict(f)) for sid, f in await r.xrange(PREFIX_FLEET + "ledger")]
     finally:
         await r.aclose()
+
+
+def test_a_process_archives_the_fleet_into_its_own_store_when_asked(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """``[shared] archive = true``: a run's store holds the whole fleet's ledger (its own
+    attempts and another process's), through Redis going away and coming back; a process
+    not asked keeps only its own ledger."""
+    from mavera_tui.config import Config, EngineSettings, SharedSettings
+    from mavera_tui.engine import Engine, Settings
+    from mavera_tui.jobs import JobSpec
+
+    def settings(host: str, archive: bool) -> Settings:
+        return Settings(
+            Config(
+                engine=EngineSettings(window_seconds=2.0),
+                shared=SharedSettings(redis_url=redis_server.url, host_id=host, archive=archive),
+            ),
+            db=str(tmp_path / f"{host}.db"),
+            force_embedded=True,  # both on the simulator's one key: one fleet
+            keep_finished=False,
+            mode="run",
+        )
+
+    async def go() -> tuple[LedgerArchive, Any]:
+        a, b = Engine(settings("a", True)), Engine(settings("b", False))
+        sa, sb = await a.start(), await b.start()
+        try:
+            for s, tag in ((sa, "a"), (sb, "b")):
+                await s.submit_many(
+                    [JobSpec(f"{tag}{i}", "POST", "/responses", {"input": "x"}) for i in range(15)]
+                )
+            await asyncio.sleep(0.3)
+            redis_server.restart(down_for=0.3)  # the archive waits, then goes on
+            for s in (sa, sb):
+                await asyncio.wait_for(s.wait_idle(), 30)
+            assert b.archive is None
+            return a.archive, (sa.summary(), sb.summary())
+        finally:
+            await b.stop()
+            await a.stop()
+
+    arch, (sum_a, sum_b) = asyncio.run(go())
+    with sqlite3.connect(tmp_path / "a.db") as c:
+        got = dict(c.execute("SELECT host, COUNT(*) FROM fleet_ledger GROUP BY host").fetchall())
+        gap_rows = c.execute("SELECT kind, proc, missing FROM fleet_gaps").fetchall()
+    with sqlite3.connect(tmp_path / "b.db") as c:
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+    assert "fleet_ledger" not in tables
+    for host, summary in (("a", sum_a), ("b", sum_b)):
+        missing = sum(g[2] for g in gap_rows if g[0] == "sequence" and g[1].startswith(host))
+        own = own_ledger(tmp_path / f"{host}.db")[0]
+        assert own == summary["requests"]
+        assert got.get(host, 0) + missing == own
+        assert got.get(host, 0) > 0
+    assert arch.archived == sum(got.values())

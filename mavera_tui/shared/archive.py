@@ -40,6 +40,7 @@ log = logging.getLogger("mavera_tui.shared")
 #: The archive's tables (``CREATE ... IF NOT EXISTS``: created when an archive starts).
 TABLES = (
     """CREATE TABLE IF NOT EXISTS fleet_ledger (
+    stream TEXT NOT NULL,        -- the key's Redis prefix (a proxy's store may hold several)
     ms INTEGER NOT NULL,         -- the stream id (Redis time ms, sequence): an entry
     seq INTEGER NOT NULL,        -- archived twice is kept once
     rt REAL,                     -- Redis time (ms) of the release that appended it
@@ -56,7 +57,7 @@ TABLES = (
     kind TEXT NOT NULL,          -- ok, rate_limited, credits_exhausted, timeout, ...
     credits INTEGER,             -- charged (usage.credits_used; NULL unknown)
     latency REAL,
-    PRIMARY KEY (ms, seq)
+    PRIMARY KEY (stream, ms, seq)
 ) WITHOUT ROWID""",
     "CREATE UNIQUE INDEX IF NOT EXISTS fleet_ledger_run ON fleet_ledger(run, n)",
     """CREATE TABLE IF NOT EXISTS fleet_archive (
@@ -80,9 +81,9 @@ TABLES = (
 )
 
 _INSERT = (
-    "INSERT OR IGNORE INTO fleet_ledger (ms, seq, rt, proc, host, pid, role, run, n, job, "
-    "endpoint, attempt, status, kind, credits, latency) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO fleet_ledger (stream, ms, seq, rt, proc, host, pid, role, run, n, "
+    "job, endpoint, attempt, status, kind, credits, latency) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _GAP = (
     "INSERT INTO fleet_gaps (t, kind, proc, after_id, before_id, missing, message) "
@@ -169,7 +170,7 @@ class LedgerArchive:
         store: Any,
         *,
         alert: Callable[[str, str, str], None] | None = None,
-        batch: int = 500,
+        batch: int = 200,
         every: float = 0.5,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -324,7 +325,8 @@ class LedgerArchive:
         if read.entries:
             self.last_id = read.entries[-1][0]
         if rows:
-            self.store.write(_INSERT, rows, many=True)
+            key = self.state.prefix
+            self.store.write(_INSERT, [(key, *r) for r in rows], many=True)
             self.archived += len(rows)
         if read.entries or self.pos != pos:
             self._save()
