@@ -276,12 +276,15 @@ def test_the_recording_archives_the_fleets_ledger_through_restarts(
         if persist:
             assert numbers == list(range(1, own_n + 1))
             assert sum(r[3] or 0 for r in mine) == own_credits == summaries[n]["credits_used"]
-    # Each recorder run's own attempts (balance reads) are in the archive too, once.
+    # Each recorder run's own attempts (balance reads) are in the archive too, once. (A
+    # process's last entries lost with Redis, with none after them, cannot be counted: the
+    # first recorder may have ended so; the runs went on after the restart.)
     recorded = [r for r in archived if r[1] == "record"]
-    assert (
-        len(recorded) + sum(g[2] for g in gap_rows if g[1] and g[1].startswith("host-rec"))
-        == (own_ledger(db)[0])
-    )
+    rec_missing = sum(g[2] for g in gap_rows if g[1] and g[1].startswith("host-rec"))
+    if persist:
+        assert len(recorded) == own_ledger(db)[0]
+    else:
+        assert 0 < len(recorded) + rec_missing <= own_ledger(db)[0]
     # What the stream still has is all in the archive.
     keys = {(ms, seq) for *_, ms, seq in archived}
     by_number = {(r[0], r[2]) for r in archived}

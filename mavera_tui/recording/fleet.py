@@ -23,7 +23,10 @@ async def fleet_totals(
 ) -> dict[str, Any] | None:
     """The fleet's totals over [since, until] (Redis time of each entry), or None when the
     recording has no archived fleet ledger (not recorded with ``--shared``)."""
-    if not await rec._has("fleet_ledger"):
+    tables = await rec.store.query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'fleet_ledger'"
+    )
+    if not tables:
         return None
     where, params = "WHERE 1=1", []
     if since is not None:
