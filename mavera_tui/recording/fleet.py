@@ -89,7 +89,7 @@ def render_fleet(fleet: dict[str, Any]) -> list[str]:
         f"  {len(fleet['processes'])} processes on {fleet['hosts']} host(s){lower}",
         f"  credits_used_total   {fleet['credits_used_total']:,}"
         + (
-            f" ({fleet['credits_unknown']} attempts with the charge unknown)"
+            f" ({fleet['credits_unknown']} attempt(s) with the charge unknown)"
             if fleet["credits_unknown"]
             else ""
         ),
