@@ -374,6 +374,11 @@ class SharedSettings:
     socket_timeout: float = setting(
         0.5, "seconds to wait for Redis before calling it unreachable", check="positive"
     )
+    archive: bool = setting(
+        False,
+        "copy the whole fleet's ledger (the key's Redis stream) into this process's --db "
+        "too, not only its own attempts (record --shared always does)",
+    )
 
 
 @dataclass

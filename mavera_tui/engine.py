@@ -107,6 +107,7 @@ class Engine:
         self.target = ""
         self.notice = ""  # a line to show the user about where requests go
         self.fleet: Any = None  # with --shared: this process in the key's fleet
+        self.archive: Any = None  # and, when archiving, the fleet's ledger copied into the store
         self._key_prefix = ""  # the key's Redis prefix (a hash of it, never the key)
 
     def _make_client(self) -> ApiClient:
@@ -214,6 +215,27 @@ class Engine:
         if self.fleet.down is None:
             self.notice += f"; sharing the key's limits through {url.split('@')[-1]}"
 
+    async def start_archive(self) -> None:
+        """With ``--shared`` and a store: copy the fleet's ledger stream into the store in
+        the background (``shared.archive``; a recording always does). Idempotent."""
+        if self.fleet is None or self.store is None or self.archive is not None:
+            return
+        from .shared.archive import LedgerArchive
+        from .shared.state import SharedState
+
+        state = self.fleet.state
+        own = SharedState(
+            state.url, state.prefix, socket_timeout=self.settings.config.shared.socket_timeout
+        )
+        sched = self.scheduler
+        self.archive = LedgerArchive(
+            own,
+            self.store,
+            alert=sched.alert if sched is not None else None,
+            wall=self.clock.wall,
+        )
+        await self.archive.start()
+
     def _scheduler_config(self) -> SchedulerConfig:
         return scheduler_config(self.settings.config, keep_finished=self.settings.keep_finished)
 
@@ -236,6 +258,8 @@ class Engine:
             )
             await self._join_fleet(self.scheduler)
             await self.scheduler.start(resume=self._resume, batch=self.settings.batch)
+            if self.settings.config.shared.archive or self.settings.mode == "record":
+                await self.start_archive()
         except BaseException:
             await self.stop()
             raise
@@ -265,7 +289,9 @@ class Engine:
             else:
                 await self.scheduler.close()
         if self.fleet is not None:
-            await self.fleet.close()
+            await self.fleet.close()  # its last releases go into the stream first ...
+        if self.archive is not None:
+            await self.archive.close()  # ... and from there into the archive
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.aclose()

@@ -582,6 +582,12 @@ class _Connection:
     async def meta(self) -> dict[str, str]:
         return {k: v for k, v in await self._q("SELECT key, value FROM meta")}
 
+    def write(self, sql: str, params: Any, *, many: bool = False) -> None:
+        """Enqueue one statement for the single writer (for tables another module keeps,
+        such as the fleet's ledger archive). Statements enqueued with no await between
+        them are committed in one transaction."""
+        self._enqueue(sql, params, many)
+
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only query for reports and replay."""
         return [tuple(r) for r in await self._q(sql, params)]

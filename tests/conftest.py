@@ -307,12 +307,15 @@ def job_states() -> Callable[[Path | str], dict[str, str]]:
 class RedisServer:
     """``redis-server`` on 127.0.0.1:<free port>, no persistence, its files in a temporary
     folder; ``stop`` and ``start`` again on the same port stand in for a Redis restart
-    (which loses every key: nothing is saved)."""
+    (which loses every key: nothing is saved, unless ``persist``)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *, persist: bool = False):
         import shutil
         import socket
 
+        # ``persist``: an append-only file synced before each answer, so a restart (even
+        # after SIGKILL) keeps every write Redis acknowledged.
+        self.persist = persist
         exe = shutil.which("redis-server")
         if exe is None:
             if os.environ.get("CI"):
@@ -341,7 +344,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persist else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.dir),
             ],
@@ -369,7 +374,8 @@ class RedisServer:
         self.proc = None
 
     def restart(self, down_for: float = 0.0) -> None:
-        """Stop, stay down ``down_for`` seconds, start again on the same port (empty)."""
+        """Stop, stay down ``down_for`` seconds, start again on the same port (empty,
+        unless ``persist``)."""
         self.stop()
         time.sleep(down_for)
         self.start()

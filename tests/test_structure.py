@@ -21,8 +21,6 @@ MAX_CLASS_LINES = 300
 EXCEPTIONS = {
     # The recorder: split with the recording package's rework (issue 9, item 5).
     ("recording/recorder.py", "Recorder"),
-    # The fleet of a shared key: split with the shared-state work in mavera_tui/shared/.
-    ("shared/fleet.py", "Fleet"),
 }
 
 

@@ -180,6 +180,7 @@ class Recorder:
             self.fleet_watch = FleetWatch(self.engine.fleet, wall=self.clock.wall)
             await self.fleet_watch.refresh()  # the first snapshot has the fleet already
             self.fleet_watch.start()
+            await self._start_archive()
         store = self.engine.store
         store.set_meta("snapshot_encoding", ENCODING)
         store.set_meta("snapshot_interval", f"{self.interval:g}")
@@ -218,6 +219,24 @@ class Recorder:
             if metrics is not None:
                 metrics.close()
         return 0
+
+    async def _start_archive(self) -> None:
+        """With ``--shared``: the fleet's ledger (the key's Redis stream) is archived into
+        the recording (``fleet_ledger``), from where the last recording of this file
+        stopped; ``report`` gives the fleet's totals from it."""
+        await self.engine.start_archive()  # a no-op when the engine started it already
+        arch = self.engine.archive
+        if arch is not None:
+            where = "its start" if arch.last_id == "0-0" else f"after entry {arch.last_id}"
+            self.log(f"archiving the fleet's ledger stream from {where}")
+
+    def _archive_line(self) -> str:
+        arch = self.engine.archive if self.engine is not None else None
+        if arch is None:
+            return ""
+        s = arch.stats()
+        gaps = f", {s['gaps']} gap(s), {s['missing']} entries known missing" if s["gaps"] else ""
+        return f"; fleet ledger: {s['archived']} entries archived{gaps}"
 
     async def _start_proxy(self) -> Any:
         """The proxy in --key-from-env mode (one key: one engine to record) on the
@@ -367,6 +386,7 @@ class Recorder:
             f"({self.bytes_written / 1024:.0f} KiB)"
             + (f" after waiting {waited:.0f} s for requests in flight" if waiting else "")
             + f"; {_progress(final)}"
+            + self._archive_line()
         )
 
 

@@ -6,7 +6,9 @@ credits (total, per endpoint, estimated vs actual), 402s, 429s, retries, the
 X-RateLimit-Remaining distribution, requests per minute (mean, peak; per endpoint), queue
 depth and the makespan of each batch, with plotext charts. Where retention (``record
 --keep``) dropped old ledger rows, their daily totals (requests, 429s, 402s, credits,
-retries per endpoint) are added in, and the report names those days. Reads through
+retries per endpoint) are added in, and the report names those days. A recording made
+with ``--shared`` also gives the fleet's totals (every process on the key, from the ledger
+stream it archived: ``recording/fleet.py``), labelled apart from its own. Reads through
 ``recording.reader``; ``--since``/``--until`` are in the one time grammar (timespec.py).
 Never imports textual.
 """
@@ -22,6 +24,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from .fleet import OWN_LABEL, fleet_totals, render_fleet
 from .reader import Recording
 
 #: Two requests further apart than this (seconds, idle in between) are in different batches.
@@ -173,6 +176,7 @@ async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> di
         c402 += d["r402"]
         retries += d["retries"]
     days = sorted({d["day"] for d in daily})
+    fleet = await fleet_totals(rec, lo, hi)
     return {
         "file": str(rec.path),
         "schema_version": rec.schema_version,
@@ -213,6 +217,8 @@ async def _build(rec: Recording, since: Any, until: Any, batch_gap: float) -> di
         },
         "batches": _batches(batch_rows, batch_gap),
         "jobs_by_state": jobs_by_state,
+        # With --shared: every process on the key (the totals above are this process's).
+        "fleet": fleet,
         "_series": _series(rows, snaps, start_t),
     }
 
@@ -256,6 +262,7 @@ def render_text(rep: dict[str, Any], *, charts: bool = True, width: int = 100) -
         f"{_when(rep['end'])} ({rep['duration_s']:.0f} s); "
         f"{rep['requests_total']} requests, {rep['recording']['snapshots']} snapshots",
         "",
+        *([f"{OWN_LABEL}:"] if rep.get("fleet") else []),
         f"credits_used_total   {rep['credits_used_total']:,}",
         f"402_count            {rep['402_count']}",
         f"429_count            {rep['429_count']}",
@@ -306,6 +313,8 @@ def render_text(rep: dict[str, Any], *, charts: bool = True, width: int = 100) -
         lines.append("  (no job requests)")
     if rep["jobs_by_state"]:
         lines += ["", "jobs: " + ", ".join(f"{k} {v}" for k, v in rep["jobs_by_state"].items())]
+    if rep.get("fleet"):
+        lines += ["", *render_fleet(rep["fleet"])]
     if charts and rep.get("_series", {}).get("minutes"):
         lines += ["", *_charts(rep, width)]
     return "\n".join(lines)

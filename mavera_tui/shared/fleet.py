@@ -12,6 +12,7 @@ With ``--shared`` the scheduler keeps its gates and its loop; three of them chan
   also from a ``finally``), renews the leases by heartbeat, registers the process, and
   says at once when Redis cannot be reached: then nothing is admitted (``wait``, the
   default) or the local gates run with this process's share of the limit (``local``).
+  Its admission is in :mod:`.admission`, its release and heartbeat in :mod:`.upkeep`.
 """
 
 from __future__ import annotations
@@ -22,32 +23,27 @@ import itertools
 import logging
 import os
 import re
+import secrets
 import socket
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from .. import catalog
-from .. import snapshot as S
 from ..api_types import RateHeaders
 from ..catalog import Endpoint
 from ..config import SharedSettings
-from ..estimate import with_buffer
-from ..gates.model import Job
 from ..gates.slots import SlotGate
 from ..gates.window import WindowGate
 from ..limiter import SlidingWindow
 from . import state as st
-from .state import AdmitRequest, Release, SharedState, SharedUnavailable
+from .admission import Admission
+from .state import Release, SharedState, SharedUnavailable
 from .upkeep import Upkeep
 
 if TYPE_CHECKING:
     from ..gates.loop import Scheduler
 
 log = logging.getLogger("mavera_tui.shared")
-
-#: The engine's own requests (balance reads) go before any job in the fleet's order.
-OWN_PRIORITY = 1 << 30
 
 
 class FleetWindow(SlidingWindow):
@@ -149,7 +145,7 @@ def _clean_host(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "host"
 
 
-class Fleet(Upkeep):
+class Fleet(Admission, Upkeep):
     """This process in the fleet of one key: admission, release, heartbeat, registry."""
 
     def __init__(
@@ -163,6 +159,11 @@ class Fleet(Upkeep):
         self.pid = os.getpid()
         self.proc = f"{self.host}:{self.pid}"
         self._seq = itertools.count(1)
+        # The ledger entries this process puts in the stream are numbered per run (a run:
+        # this process's life, ``run`` telling apart two with the same host and pid): an
+        # archive sees a missing or repeated entry of any process by its number.
+        self.run = secrets.token_hex(4)
+        self._ledger_n = itertools.count(1)
         self.leases: dict[str, tuple[str, float]] = {}  # live lease -> (endpoint, admitted)
         self.job_lease: dict[str, str] = {}
         self.pending: list[Release] = []
@@ -308,165 +309,5 @@ class Fleet(Upkeep):
             w.set_share(share)
         self.slot_gate.share = share
 
-    # ============================================================== admission ====
-
     def _window(self) -> float:
         return self.sched.window.window if self.sched is not None else catalog.WINDOW_SECONDS
-
-    def _lease(self) -> str:
-        return f"{self.proc}#{next(self._seq)}"
-
-    def _best_waiting(self) -> int | None:
-        s = self.sched
-        if s is None:
-            return None
-        best: int | None = None
-        for key, n in s.queue.count.items():
-            if n > 0:
-                head = s.queue.head(key)
-                if head is not None and (best is None or head.spec.priority > best):
-                    best = head.spec.priority
-        return best
-
-    def _limit(self) -> int:
-        w = self.sched.window if self.sched is not None else None
-        return getattr(w, "full_limit", w.limit if w is not None else 60)
-
-    def _capped_need(self) -> int:
-        """Window admissions this process wants kept for its capped jobs (the loop's own
-        reckoning, over every priority)."""
-        s = self.sched
-        if s is None:
-            return 0
-        try:
-            return s.slots.reserve_for_capped(s.clock.now(), -(1 << 62), s.window, s.queue)
-        except (ValueError, ZeroDivisionError):
-            return 0
-
-    async def _admit(self, reqs: list[AdmitRequest], best: int | None) -> st.AdmitResult:
-        t0 = time.perf_counter()
-        res = await self.state.admit(
-            self.proc,
-            reqs,
-            limit=self._limit(),
-            window=self._window(),
-            margin=self.settings.margin,
-            ttl=self.settings.lease_ttl,
-            best=best,
-            known_epoch=self.epoch,
-            need=self._capped_need(),
-        )
-        self.admit_seconds += time.perf_counter() - t0
-        self.admit_calls += 1
-        if self.epoch is not None and res.epoch != self.epoch:
-            self._say(
-                "warning",
-                "shared_restarted",
-                "the shared state was lost (Redis restarted empty): every process waits "
-                "one window, which the server still counts",
-            )
-        self.epoch = res.epoch
-        return res
-
-    async def admit(self, batch: list[Job]) -> list[Job]:
-        """Ask the fleet for ``batch`` (already through the local gates): returns what was
-        admitted; the rest goes back to the queue, its gates closed until Redis's time."""
-        s = self.sched
-        assert s is not None
-        if self.down is not None:
-            if self.settings.fallback == "local":
-                return batch  # the local gates, on this process's share, admitted them
-            self._refuse(batch, [st.REFUSED_HOLD] * len(batch), 0.5)
-            return []
-        reqs = []
-        for job in batch:
-            lease = self._lease()
-            self.job_lease[job.id] = lease
-            high = max(0, job.est.high)
-            reqs.append(
-                AdmitRequest(
-                    lease,
-                    job.ep.key,
-                    job.ep.cap or 0,
-                    job.spec.priority,
-                    with_buffer(high) if high > 0 else 0,
-                    high,
-                )
-            )
-        try:
-            res = await self._admit(reqs, self._best_waiting())
-        except SharedUnavailable as e:
-            for job in batch:
-                self.job_lease.pop(job.id, None)
-            self._went_down(str(e))
-            if self.settings.fallback == "local":
-                return batch
-            self._refuse(batch, [st.REFUSED_HOLD] * len(batch), 0.5)
-            return []
-        self.admit_jobs += res.codes.count(st.ADMITTED)
-        self.window_gate.heard(res.room, s.clock.now())
-        admitted, refused, codes = [], [], []
-        t = time.monotonic()
-        for job, req, code in zip(batch, reqs, res.codes, strict=True):
-            if code == st.ADMITTED:
-                self.leases[req.lease] = (job.ep.key, t)
-                admitted.append(job)
-            else:
-                self.job_lease.pop(job.id, None)
-                refused.append(job)
-                codes.append(code)
-        if refused:
-            self._refuse(refused, codes, res.retry_in())
-        return admitted
-
-    def _refuse(self, jobs: list[Job], codes: list[int], retry_in: float | None) -> None:
-        """Undo the local admissions of refused jobs and put them back; close the gate
-        that refused until Redis's time (or a release's wake-up)."""
-        s = self.sched
-        assert s is not None
-        now = s.clock.now()
-        w = self._window()
-        soon = now + min(1.0, w / 10)
-        until = now + (retry_in if retry_in is not None else min(1.0, w / 20))
-        gate = self.window_gate
-        for job, code in zip(jobs, codes, strict=True):
-            s.window.release()
-            s.slots.release(job)
-            s.credits.settle(job)
-            if gate.probe_job is job:
-                gate.probe_job = None
-            if code in (st.REFUSED_WINDOW, st.REFUSED_HOLD):
-                gate.blocked_until = max(gate.blocked_until, until)
-                s._enqueue(job)
-            elif code == st.REFUSED_SLOT:
-                # Until a release on the endpoint is published (or, should that message be
-                # lost, a look again within two seconds; a killed holder's lease runs out).
-                self.slot_gate.blocked[job.ep.key] = min(until, now + 2.0)
-                s._enqueue(job)
-            else:  # credits, park, or yielding to higher priority: look again soon
-                s._enqueue(job, soon, S.WAITING_CREDITS if code != st.YIELDED else S.QUEUED)
-            job.reason = "fleet: " + st.CODES.get(code, "refused")
-
-    async def admit_own(self, ep: Endpoint) -> str | None:
-        """Admission for one of the engine's own requests (a balance read): waits until
-        the fleet has room. None when it goes without a lease (Redis away, local
-        fallback) or the scheduler is closing."""
-        s = self.sched
-        assert s is not None
-        while not s._closing:
-            if self.down is not None:
-                if self.settings.fallback == "local":
-                    return None
-                await s.clock.sleep(0.5)
-                continue
-            lease = self._lease()
-            try:
-                res = await self._admit([AdmitRequest(lease, ep.key, 0, OWN_PRIORITY, 0, 0)], None)
-            except SharedUnavailable as e:
-                self._went_down(str(e))
-                continue
-            if res.codes[0] == st.ADMITTED:
-                self.leases[lease] = (ep.key, time.monotonic())
-                return lease
-            await s.clock.sleep(max(0.01, min(res.retry_in() or 0.2, self._window())))
-        return None

@@ -112,6 +112,19 @@ class Release:
     delay: float = 0.0  # seconds from admission to the write (a duration, not a time)
 
 
+@dataclass
+class LedgerRead:
+    """One read of the ledger stream: the state's epoch (None: no state yet), the entries
+    ever appended to the stream (``entries-added``; None before Redis 7), its length now,
+    its first entry's id, and the entries read, as (stream id, fields)."""
+
+    epoch: str | None
+    added: int | None
+    length: int
+    first: str
+    entries: list[tuple[str, dict[str, str]]]
+
+
 class SharedState:
     """The scripts on one Redis for one key (``prefix`` from :func:`key_prefix`)."""
 
@@ -269,6 +282,35 @@ class SharedState:
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as e:
             raise SharedUnavailable(f"{type(e).__name__}: {e}") from e
+
+    async def read_ledger(self, after: str, count: int) -> LedgerRead:
+        """The ledger stream's entries after id ``after`` (at most ``count``), read in
+        one transaction with the state's epoch and the stream's counts, so that what was
+        trimmed (or lost with the state) before this read is known exactly."""
+        key = self.prefix + "ledger"
+        try:
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.get(self.prefix + "epoch")
+                pipe.exists(key)
+                pipe.xinfo_stream(key)
+                pipe.xrange(key, min="(" + after, max="+", count=count)
+                epoch, exists, info, entries = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError) as e:
+            await self._drop_connections()
+            raise SharedUnavailable(f"{type(e).__name__}: {e}") from e
+        if not exists:  # no stream yet (or lost with the state): XINFO said so
+            return LedgerRead(epoch, 0, 0, "0-0", [])
+        for part in (info, entries):
+            if isinstance(part, Exception):
+                raise SharedUnavailable(f"Redis refused a ledger read: {part}")
+        added = info.get("entries-added")  # Redis 7: every entry ever appended
+        return LedgerRead(
+            epoch,
+            int(added) if added is not None else None,
+            int(info.get("length") or 0),
+            str(info.get("recorded-first-entry-id") or "0-0"),
+            [(str(i), dict(f)) for i, f in entries],
+        )
 
     async def close(self) -> None:
         """Close the connections."""

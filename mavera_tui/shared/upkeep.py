@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ class Upkeep:
     _alerts: list[dict[str, Any]]
     _flush: asyncio.Event
     _tasks: list[asyncio.Task[None]]
+    run: str
+    _ledger_n: itertools.count[int]
 
     if TYPE_CHECKING:  # the Fleet's, used here
 
@@ -92,8 +95,15 @@ class Upkeep:
                 rel.hold_ms = s.window.hold_remaining(s.clock.now()) * 1000
             if err is not None and err.kind in (api.CREDITS, api.BUDGET):
                 rel.park_ms = max(1.0, 3 * s.config.credit_poll) * 1000
+            # Who wrote it (host, pid, role) and its number in this run: entries from
+            # every process share one stream, and an archive keeps each once.
             rel.entry = {
                 "proc": self.proc,
+                "host": self.host,
+                "pid": self.pid,
+                "role": self.role,
+                "run": self.run,
+                "n": next(self._ledger_n),
                 "job": job.id if job is not None else None,
                 "endpoint": job.ep.key if job is not None else "billing_credits",
                 "attempt": job.attempts if job is not None else 1,
