@@ -73,7 +73,8 @@ _INT_RE = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
 MAX_SANE_SECONDS = 10 * 365 * 86400.0
 
 
-def _parse_int(value: str | None) -> int | None:
+def _parse_num(value: str | None) -> float | None:
+    """A non-negative decimal number, or None."""
     if value is None or not _INT_RE.match(value):
         return None
     try:
@@ -83,7 +84,12 @@ def _parse_int(value: str | None) -> int | None:
     # Up to 1e14: a Reset in Unix milliseconds (1.7e12 today) must get through to the caller.
     if not math.isfinite(n) or n < 0 or n > 1e14:
         return None
-    return int(n)
+    return n
+
+
+def _parse_int(value: str | None) -> int | None:
+    n = _parse_num(value)
+    return None if n is None else int(n)
 
 
 def parse_retry_after(value: str | None, now_wall: float) -> float | None:
@@ -138,7 +144,10 @@ def parse_rate_headers(headers: Any, now_wall: float) -> RateHeaders:
     remaining = _parse_int(h.get(catalog.HEADER_REMAINING))
     if limit is not None and remaining is not None and remaining > limit:
         remaining = None
-    reset_raw = _parse_int(h.get(catalog.HEADER_RESET))
+    # Kept with its fraction: a Reset of 1764000005.9 read as ...005 says the window
+    # resets 0.9 s early, which at short windows looks like a calendar boundary
+    # (fixed_window.py) and costs a probe's 429 on a sliding server.
+    reset_raw = _parse_num(h.get(catalog.HEADER_RESET))
     reset_at: float | None = None
     if reset_raw is not None:
         # Unix seconds per the docs; tolerate milliseconds and small "seconds from now" values.

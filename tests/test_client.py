@@ -88,6 +88,16 @@ def test_reset_in_milliseconds_or_as_seconds_from_now_is_understood() -> None:
     assert parse(reset=str(int(NOW) + 5)).reset_at == NOW + 5
 
 
+def test_a_reset_with_a_fraction_keeps_it() -> None:
+    # Truncated, a Reset of now + 5.9 read as now + 5 said the window resets 0.9 s early:
+    # at a 6 s window that looked like a calendar boundary and cost a probe's 429.
+    assert parse(reset=f"{NOW + 5.9:.3f}").reset_at == pytest.approx(NOW + 5.9, abs=1e-3)
+    assert parse(reset=f"{(NOW + 30.25) * 1000:.1f}").reset_at == pytest.approx(
+        NOW + 30.25, abs=1e-3
+    )
+    assert parse(reset="2.5").reset_at == pytest.approx(NOW + 2.5, abs=1e-3)
+
+
 def test_a_reset_days_away_is_distrusted() -> None:
     assert parse(reset=str(int(NOW) + 3 * 86400)).reset_at is None
     assert parse(reset=str(int(NOW) - 3 * 86400)).reset_at is None
