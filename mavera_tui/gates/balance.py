@@ -51,6 +51,13 @@ class BalanceKeeper:
         self.verifier: asyncio.Task[None] | None = None
         self.deferred: asyncio.Task[None] | None = None
         self.when = "start"  # when the first balance read was made: start, during, end
+        # The last balance adopted was read with jobs of ours in flight. The docs do not say
+        # when a request is charged: a server that charges at arrival had already taken
+        # theirs, and we take each again when its answer comes (the batch's end balance
+        # too low by what was running). Re-read at the end (reconcile) when the window
+        # has room, with nothing in flight.
+        self.overlapped = False
+        self._busy_at_write = 0
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The balance tasks running (to cancel on close or abort)."""
@@ -118,6 +125,7 @@ class BalanceKeeper:
                 )
             return False
         s.credits.read_balance(s.clock.now())
+        self.overlapped = self._busy_at_write > 0 or s.slots.in_flight_total() > 0
         s.slots.note_latency("billing_credits", out.latency)
         self.body = out.body
         st = s.stats
@@ -148,6 +156,7 @@ class BalanceKeeper:
             return None
         window.reserve()
         s.stats.sent(ep.key)
+        self._busy_at_write = s.slots.in_flight_total()
         stamp, kw = s._stamper(None)
         out: Outcome | None = None
         try:
@@ -236,6 +245,16 @@ class BalanceKeeper:
                 # Jobs were refused for credits: end on the API's balance, not on ours (a
                 # server that charges at arrival had already taken what was running when
                 # we last read it, and we took it again as the answers came).
+                await self.refresh()
+            elif (
+                self.overlapped
+                and s.slots.in_flight_total() == 0
+                and s.window.available(s.clock.now()) > 0
+            ):
+                # The same for a balance read while jobs ran (balance_read auto reads a
+                # batch that fills its windows exactly after its last send): one more read
+                # now that nothing runs, only if the window has room (the batch is not
+                # kept waiting for it; else its end balance is ours, maybe too low).
                 await self.refresh()
             return
         if st.balance_start is None:
