@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..states import ErrorKind
 from .reader import Recording
 
 #: How the report names the two scopes.
@@ -35,9 +36,14 @@ async def fleet_totals(
     if until is not None:
         where += " AND ms <= ?"
         params.append(until * 1000)
+    # A charge is unknown only where the work may have run unread (a timeout, a dropped
+    # connection, an unreadable 2xx: ErrorKind.charge_unknown, as the run summary counts
+    # them); a 429, a 404 or a 402 has no usage and charged nothing.
+    unknown_kinds = ", ".join(f"'{k.value}'" for k in ErrorKind if k.charge_unknown)
     rows = await rec.store.query(
         "SELECT proc, host, pid, role, COUNT(*), COALESCE(SUM(credits), 0), "
-        "SUM(status = 429), SUM(status = 402), SUM(credits IS NULL), MIN(ms), MAX(ms) "
+        "SUM(status = 429), SUM(status = 402), "
+        f"SUM(credits IS NULL AND kind IN ({unknown_kinds})), MIN(ms), MAX(ms) "
         f"FROM fleet_ledger {where} GROUP BY proc, host, pid, role ORDER BY MIN(ms)",
         params,
     )
