@@ -782,6 +782,18 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/indie-*)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="override each case's number of jobs (e.g. 240: an exact multiple of the limit)",
+    )
+    ap.add_argument(
+        "--tool",
+        nargs="*",
+        default=[],
+        help="extra `run` flags for every case, e.g. --tool=--balance-read=start",
+    )
+    ap.add_argument(
         "--phase",
         type=float,
         default=None,
@@ -817,7 +829,9 @@ def main() -> int:
     for n in names:
         for hog in hogs:
             for rep in range(a.repeat):
-                r = one_run(n, CASES[n], rep, a.window_seconds, a.time_scale, hog, tmp, a.phase)
+                case = dict(CASES[n], jobs=a.jobs) if a.jobs else dict(CASES[n])
+                case["tool"] = [*case.get("tool", []), *a.tool]
+                r = one_run(n, case, rep, a.window_seconds, a.time_scale, hog, tmp, a.phase)
                 results.append(r)
                 s, t = r["server"], r["tool"]
                 mi = s["max_inflight"]

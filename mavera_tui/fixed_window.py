@@ -158,9 +158,13 @@ class CalendarSense:
         # mirror has room: sends spread over the window free room one by one, later.
         # Both as the server saw them when it counted this request (its arrival): a slow
         # answer's Reset may have passed by now.
+        # A Reset already past when the answer came still counts: a burst sent just before
+        # a boundary is answered after it (indie v-fixed-burst at phase 5.91 of 6 s: never
+        # probed, a window lost); the probe then goes at once. One before our send is
+        # nonsense (or another clock): ignored.
         reset = headers.reset_at - wall_now + now
         oldest = m.oldest_expiry(sent_at)
-        if now - sent_at > m.window / 10 or reset <= now:
+        if now - sent_at > m.window / 10 or reset <= sent_at:
             return False
         if oldest is not None and reset + m.margin < oldest - 0.02 * m.window:
             self.candidate = reset

@@ -48,6 +48,26 @@ def test_an_early_reset_is_tried_with_one_request_then_counted_as_calendar_windo
     assert w.oldest_expiry(30.0) == 80.0
 
 
+def test_a_burst_answered_after_the_boundary_it_was_sent_before_is_probed_at_once() -> None:
+    # Sent at 19.7, the boundary at 20.0, answered at 20.2: the Reset has passed when it
+    # is read, and the next window is open already (a whole window earlier than sliding).
+    w = SlidingWindow(L, W)
+    fill(w, 19.7, reset_loop=20.0, answer_at=0.5)
+    now = 20.2
+    assert w.next_free(now) == now
+    sent = probe(w, now)
+    w.observe(sent, sent + 0.05, RateHeaders(L, L - 1, WALL + 80.0), WALL + sent + 0.05)
+    assert w.calendar.active
+    assert w.available(sent + 0.1) == L - 1
+
+
+def test_a_reset_before_the_send_is_not_a_boundary() -> None:
+    w = SlidingWindow(L, W)
+    fill(w, 19.9, reset_loop=19.0, answer_at=0.3)
+    assert w.calendar.candidate is None
+    assert w.available(20.3) == 0
+
+
 def test_a_sliding_server_reporting_the_next_boundary_costs_one_429_then_never_again() -> None:
     w = SlidingWindow(L, W)
     gate = WindowGate(w)
