@@ -268,3 +268,26 @@ def test_unreachable_redis_is_one_clear_error() -> None:
         await s.close()
 
     run(main)
+
+
+def test_a_write_moves_its_admission_before_the_answer_comes(
+    redis_server: Any, prefix: str
+) -> None:
+    """Admitted, written 0.4 s later, still running: the fleet's window keeps it from its
+    write, as the server counts it (indie fleet: a long job admitted 0.3 s before its write
+    left the window by its admission, and another process's send got a 429)."""
+
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        r = await admit(s, "a", [req("a#1"), req("a#2")], limit=2, window=1.0)
+        assert r.codes == [1, 1]
+        admitted = await s.r.zscore(prefix + "win", "a#1")
+        await s.written([("a#1", 0.4), ("a#gone", 0.4)])  # an unknown lease: nothing
+        assert await s.r.zscore(prefix + "win", "a#1") == pytest.approx(admitted + 400, abs=1)
+        assert await s.r.zscore(prefix + "win", "a#gone") is None
+        await asyncio.sleep(1.0 + 0.1 + 0.15)  # a#2 has left the window; a#1 has not
+        r = await admit(s, "b", [req("b#1"), req("b#2")], limit=2, window=1.0)
+        assert r.codes == [st.ADMITTED, st.REFUSED_WINDOW]
+        await s.close()
+
+    run(main)

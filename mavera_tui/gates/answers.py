@@ -103,6 +103,8 @@ class Answers(Journal):
                 stamp.at = t = self.clock.now()
                 if job is not None:
                     job.sent_at = t
+                    if self.fleet is not None:
+                        self.fleet.written(job)
                 self.window.record_send(t, reserved=True)
 
         if getattr(self.transport, "reports_writes", False):

@@ -167,6 +167,10 @@ class Fleet(Admission, Upkeep):
         self.leases: dict[str, tuple[str, float]] = {}  # live lease -> (endpoint, admitted)
         self.job_lease: dict[str, str] = {}
         self.pending: list[Release] = []
+        # Admissions to move to their writes (lease -> seconds after admission), not yet
+        # sent; and every lease moved or to move (its release then moves it no more).
+        self.moves: dict[str, float] = {}
+        self.moved: set[str] = set()
         self._alerts: list[dict[str, Any]] = []
         self._flush = asyncio.Event()
         self.down: str | None = None  # why Redis is unreachable (None: it answers)

@@ -228,6 +228,23 @@ return out
 """
 )
 
+#: Move admissions to when they were written: ARGV = n, then per lease: lease, delay ms
+#: (from its admission to its write, measured by the process). Sent as the writes happen,
+#: not with the answer: a job running longer than the window would otherwise leave the
+#: window by its admission time while the server still counts it from its write.
+WRITTEN = (
+    _PRELUDE
+    + r"""
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local lease, delay = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+  local sent = redis.call('ZSCORE', p .. 'win', lease)
+  if sent and delay > 0 then redis.call('ZADD', p .. 'win', 'XX', tonumber(sent) + delay, lease) end
+end
+return n
+"""
+)
+
 #: Release leases after their answers: ARGV = window_ms, n, then per lease: lease, credits
 #: charged (-1 unknown), Remaining (-1 none), Limit (-1 none), fresh (1: the answer came
 #: within a tenth of the window, so Remaining says what the server counted at the send),

@@ -141,6 +141,7 @@ class SharedState:
         )
         self._admit = self.r.register_script(scripts.ADMIT)
         self._release = self.r.register_script(scripts.RELEASE)
+        self._written = self.r.register_script(scripts.WRITTEN)
         self._heartbeat = self.r.register_script(scripts.HEARTBEAT)
         self._leave = self.r.register_script(scripts.LEAVE)
         self._balance = self.r.register_script(scripts.BALANCE)
@@ -233,6 +234,13 @@ class SharedState:
                 round(max(0.0, it.delay) * 1000, 3),
             ]
         return int(await self._call(self._release, args))
+
+    async def written(self, items: Sequence[tuple[str, float]]) -> None:
+        """Move admissions (lease, seconds from admission to write) to their writes."""
+        args: list[Any] = [len(items)]
+        for lease, delay in items:
+            args += [lease, round(max(0.0, delay) * 1000, 3)]
+        await self._call(self._written, args)
 
     async def heartbeat(
         self,

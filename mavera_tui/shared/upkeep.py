@@ -42,6 +42,8 @@ class Upkeep:
     leases: dict[str, tuple[str, float]]
     job_lease: dict[str, str]
     pending: list[Release]
+    moves: dict[str, float]
+    moved: set[str]
     _alerts: list[dict[str, Any]]
     _flush: asyncio.Event
     _tasks: list[asyncio.Task[None]]
@@ -63,6 +65,19 @@ class Upkeep:
 
         def _capped_need(self) -> int: ...
 
+    def written(self, job: Job) -> None:
+        """A job's request was just written: its admission in the fleet's window moves to
+        now (sent with the next flush, before its answer: see ``scripts.WRITTEN``)."""
+        lease = self.job_lease.get(job.id)
+        held = self.leases.get(lease) if lease is not None else None
+        if lease is None or held is None:
+            return
+        delay = time.monotonic() - held[1]
+        if delay > 0.001:
+            self.moves[lease] = delay
+            self.moved.add(lease)
+            self._flush.set()
+
     def done(self, job: Job, out: Outcome | None, *, unsent: bool = False) -> None:
         """A job's attempt is over (answered, cancelled or never sent): release its lease
         (idempotent: a second call finds none)."""
@@ -80,6 +95,9 @@ class Upkeep:
     ) -> None:
         held = self.leases.pop(lease, None)
         rel = Release(lease, unsent=unsent)
+        if out is None:
+            self.moves.pop(lease, None)
+            self.moved.discard(lease)
         s = self.sched
         if out is not None and s is not None:
             h = out.headers
@@ -87,7 +105,11 @@ class Upkeep:
             rel.limit = h.limit if h.limit is not None else -1
             rel.fresh = out.latency <= self._window() / 10
             rel.credits = out.credits_used if out.credits_used is not None else -1
-            if held is not None:
+            if lease in self.moved:
+                # Moved at its write already, or the move is still to send: it goes here.
+                self.moved.discard(lease)
+                rel.delay = self.moves.pop(lease, 0.0)
+            elif held is not None:
                 # From the admission to the write (the answer's latency is the rest).
                 rel.delay = max(0.0, time.monotonic() - held[1] - out.latency)
             err = out.error
@@ -143,6 +165,12 @@ class Upkeep:
             self._tasks.remove(task)
 
     async def _send_pending(self) -> None:
+        while self.moves:
+            # Taken out before the call: a release meanwhile must not move them again.
+            moves = list(itertools.islice(self.moves.items(), 500))
+            for lease, _ in moves:
+                del self.moves[lease]
+            await self.state.written(moves)
         while self.pending:
             items = self.pending[:500]
             await self.state.release(items, window=self._window())
