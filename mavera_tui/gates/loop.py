@@ -119,6 +119,9 @@ class Scheduler(Commands):
             if when == "end" or self.balance.would_spill(batch):
                 self.balance.read_later(batch)
                 fetch_balance = False
+                # Nor is the limit read before the first job: it teaches it (one job,
+                # the quickest, goes alone first).
+                self.window_gate.learning = self.config.limit is None
         if fetch_balance:
             # Pre-flight is blind without a balance: a lost answer (5xx, drop, timeout) at
             # start is worth a couple of retries before the first job goes out.
@@ -230,6 +233,18 @@ class Scheduler(Commands):
                 best, best_key = head, k
         return best
 
+    def _pick_quickest(self) -> Job | None:
+        """The ready job expected to be answered soonest (of the highest priority), to
+        learn the key's limit from its answer before the first burst."""
+        heads = [j for k, n in self.queue.count.items() if n > 0 if (j := self.queue.head(k))]
+        if not heads:
+            return None
+        top = max(j.spec.priority for j in heads)
+        return min(
+            (j for j in heads if j.spec.priority == top),
+            key=lambda j: self.slots.expected_latency(j.ep.key),
+        )
+
     def _select(self, now: float) -> list[Job]:
         """Choose the jobs to send now, and take their window admissions and slots."""
         avail = self.window_gate.room(now)
@@ -237,7 +252,8 @@ class Scheduler(Commands):
         reserve: int | None = None
         blocked: set[str] = set()
         while avail > 0:
-            job = self._pick(now, blocked)
+            job = self._pick_quickest() if self.window_gate.learning else None
+            job = job or self._pick(now, blocked)
             if job is None:
                 break
             if job.ep.cap is None and job.est.high >= 0:
