@@ -2,9 +2,9 @@
 
 The end of ``duration`` and SIGTERM/SIGINT stop it the same clean way: nothing new is
 sent, requests in flight (already paid for) get up to ``grace`` seconds while snapshots
-go on, then a final snapshot is written and flushed. With ``keep`` it prunes what is older
-than that many seconds (``Store.prune``) at the start and every ``prune_every`` seconds.
-Never imports textual (tests/test_import_hygiene).
+go on, then a final snapshot is written and flushed. What it writes (snapshot blocks, the
+packing of the ledger and jobs, retention with ``keep``) is ``RecordingWriter``'s
+(writer.py). Never imports textual (tests/test_import_hygiene).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..clock import Clock
 from ..snapshot import Snapshot
-from .codec import ENCODING, KEYFRAME_EVERY, SnapshotEncoder
+from .codec import BLOCK_ENCODING, BLOCK_KEYFRAME_EVERY, BLOCK_SNAPSHOTS
+from .writer import PACK_EVERY, PRUNE_EVERY, RecordingWriter
 
 if TYPE_CHECKING:
     from ..control import RunControl
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_GRACE", "PRUNE_EVERY", "Recorder"]
 
 DEFAULT_GRACE = 120.0
-#: Seconds between retention passes: a pass folds and deletes at most about this much.
-PRUNE_EVERY = 3600.0
 
 
 class Recorder:
@@ -50,11 +49,13 @@ class Recorder:
         sim: Any = None,
         out: TextIO | None = None,
         demo_kw: dict[str, Any] | None = None,
-        keyframe_every: int = KEYFRAME_EVERY,
+        keyframe_every: int = BLOCK_KEYFRAME_EVERY,
         job_file: Any = None,
         keep: float | None = None,
         prune_every: float = PRUNE_EVERY,
         proxy_listen: str | None = None,
+        block_snapshots: int = BLOCK_SNAPSHOTS,
+        pack_every: float | None = PACK_EVERY,
     ):
         self.settings = settings
         self.jobs_path = jobs
@@ -67,21 +68,22 @@ class Recorder:
         self.sim = sim
         self.out = out or sys.stderr
         self.demo_kw = demo_kw or {}
-        self.encoder = SnapshotEncoder(keyframe_every)
         self.engine: Any = None
         self.latest: Snapshot | None = None
-        self.snapshots_written = 0
-        self.bytes_written = 0
-        self.encode_seconds = 0.0
         self._stop: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
         self._seen_alerts: set[tuple[float, str, str]] = set()
-        self._last_t = 0.0
         self.stop_reason = ""
         self.keep = keep  # retention in seconds; None keeps everything
-        self.prune_every = max(1.0, float(prune_every))
-        self._next_prune: float | None = None
-        self.pruned: dict[str, int] = {"ledger": 0, "snapshots": 0, "jobs": 0}
+        # What the writer is built with once the store is open (see ``run``).
+        self._writer_kw: dict[str, Any] = {
+            "keyframe_every": keyframe_every,
+            "block_snapshots": block_snapshots,
+            "keep": keep,
+            "prune_every": prune_every,
+            "pack_every": pack_every,
+        }
+        self.writer: RecordingWriter | None = None
         # ``record --proxy ADDR``: serve the governing proxy (MAVERA_API_KEY for every app)
         # and record its engine.
         self.proxy_listen = proxy_listen
@@ -99,48 +101,33 @@ class Recorder:
         elif self._hurry is not None:
             self._hurry.set()  # a second signal: do not wait for in-flight requests
 
+    # What the writer counted (zero before the store is open), for the log and the bench.
+    @property
+    def snapshots_written(self) -> int:
+        return self.writer.snapshots_written if self.writer else 0
+
+    @property
+    def bytes_written(self) -> int:
+        return self.writer.bytes_written if self.writer else 0
+
+    @property
+    def encode_seconds(self) -> float:
+        return self.writer.encode_seconds if self.writer else 0.0
+
+    @property
+    def pruned(self) -> dict[str, int]:
+        return self.writer.pruned if self.writer else {"ledger": 0, "snapshots": 0, "jobs": 0}
+
+    async def prune(self) -> dict[str, int]:
+        """One retention pass now (``RecordingWriter.prune``); {} before the store is open."""
+        return await self.writer.prune() if self.writer else {}
+
     def _write(self, snap: Snapshot) -> None:
         if self.fleet_watch is not None:
             snap = replace(snap, fleet=self.fleet_watch.latest)
-        # The row's key is the snapshot's own (rounded) time, kept strictly increasing.
-        t = round(snap.t, 3)
-        t = t if t > self._last_t else round(self._last_t + 0.001, 3)
-        self._last_t = t
-        t0 = time.perf_counter()
-        blob = self.encoder.encode(snap)
-        self.encode_seconds += time.perf_counter() - t0
-        self.engine.store.add_snapshot(t, blob)
-        self.snapshots_written += 1
-        self.bytes_written += len(blob)
+        assert self.writer is not None
+        self.writer.write(snap)
         self.latest = snap
-
-    async def prune(self) -> dict[str, int]:
-        """One retention pass: drop what is older than ``keep`` seconds (ledger rows,
-        folded into the daily totals first; snapshots up to a keyframe; final jobs). Runs
-        through the store's single writer: one more transaction in the group-commit queue.
-        Returns the rows dropped per table."""
-        if self.keep is None or self.engine is None:
-            return {}
-        dropped = await self.engine.store.prune(self.clock.wall() - self.keep)
-        for k, v in dropped.items():
-            self.pruned[k] = self.pruned.get(k, 0) + v
-        if any(dropped.values()):
-            self.log(
-                "retention: dropped "
-                + ", ".join(f"{v} {k} rows" for k, v in dropped.items() if v)
-                + f" older than {self.keep / 86400:g} d (daily totals kept)"
-            )
-        return dropped
-
-    async def _maybe_prune(self) -> None:
-        now = self.clock.now()
-        if self.keep is None or (self._next_prune is not None and now < self._next_prune):
-            return
-        self._next_prune = now + self.prune_every
-        try:
-            await self.prune()
-        except Exception as e:  # a failed pass is retried at the next one; recording goes on
-            self.log(f"retention failed: {type(e).__name__}: {e}")
 
     def _log_alerts(self, snap: Snapshot) -> None:
         for a in reversed(snap.alerts):
@@ -181,7 +168,8 @@ class Recorder:
             await self.fleet_watch.refresh()  # the first snapshot has the fleet already
             self.fleet_watch.start()
         store = self.engine.store
-        store.set_meta("snapshot_encoding", ENCODING)
+        self.writer = RecordingWriter(store, self.clock, self.log, **self._writer_kw)
+        store.set_meta("snapshot_encoding", BLOCK_ENCODING)
         store.set_meta("snapshot_interval", f"{self.interval:g}")
         store.set_meta("recorded_target", self.engine.target)
         metrics = None
@@ -268,7 +256,8 @@ class Recorder:
         tick = 0
         next_at = start
         while True:
-            await self._maybe_prune()
+            assert self.writer is not None
+            await self.writer.maintain()
             snap = sched.snapshot()
             self._write(snap)
             self._log_alerts(snap)
@@ -356,6 +345,8 @@ class Recorder:
         with contextlib.suppress(Exception):
             self._write(final)
         self._log_alerts(final)
+        assert self.writer is not None
+        await self.writer.finish()
         self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
         if self.fleet_watch is not None:
             await self.fleet_watch.close()
