@@ -1123,9 +1123,9 @@ class _Retention(_Packed):
             out["jobs"] += len(rows) - len(keep)
             self._replace_block("job_blocks", block, keep, _job_block)
         if key_t is not None:
-            rows = await self._q("SELECT times FROM snapshot_blocks WHERE t0 < ?", (key_t,))
-            out["snapshots"] = sum(len(json.loads(r[0])) for r in rows)
-            if rows:
+            snaps = await self._q("SELECT times FROM snapshot_blocks WHERE t0 < ?", (key_t,))
+            out["snapshots"] = sum(len(json.loads(r[0])) for r in snaps)
+            if snaps:
                 self._enqueue("DELETE FROM snapshot_blocks WHERE t0 < ?", (key_t,))
         return out
 
@@ -1491,9 +1491,13 @@ class Store(_Retention):
         """``jobs_page`` over the rows and the packed jobs: filtered and sorted here as the
         SQL would (LIKE: ASCII case-insensitive; NULL before any value). Decodes every
         job block: slower than SQL over rows alone, seconds for a day at 600 a minute."""
-        cols = ("id", "method", "path", "endpoint", "state", "priority", "estimate", "actual")
-        cols += ("attempts", "reason", "created", "updated", "seq")
-        rows = [tuple(r) for r in await self._q(f"SELECT {', '.join(cols)} FROM jobs")]
+        cols = (
+            "id", "method", "path", "endpoint", "state", "priority", "estimate", "actual",
+            "attempts", "reason", "created", "updated", "seq",
+        )  # fmt: skip
+        rows: list[tuple[Any, ...]] = [
+            tuple(r) for r in await self._q(f"SELECT {', '.join(cols)} FROM jobs")
+        ]
         names = await self.names_by_code()
         for r in await self.archived_job_rows():
             seq, jid, m, p, ep, _b, prio, st, est, act, att, reason, created, upd = r

@@ -275,6 +275,8 @@ def is_keyframe(blob: bytes) -> bool:
 BLOCK_ENCODING = "zblock1"
 #: Snapshots per block at most: at 1 s, what a SIGKILL of the recorder may lose.
 BLOCK_SNAPSHOTS = 10
+#: Seconds a block spans at most (at a longer interval, fewer snapshots make a block).
+BLOCK_SECONDS = 10.0
 #: Snapshots between keyframes in zblock1 (a seek decodes at most this many documents).
 BLOCK_KEYFRAME_EVERY = 300
 #: Blocks merged into one once written (``BlockEncoder``): a minute at 1 s.
@@ -345,7 +347,8 @@ class _RowCoder:
             out[self.created] = self.untime(r[self.created])
         if self.updated is not None:
             v = r[self.updated]
-            out[self.updated] = out[self.created] if v == "=" else self.untime(v)
+            same = v == "=" and self.created is not None
+            out[self.updated] = out[self.created] if same else self.untime(v)  # type: ignore[index]
         if _is_int(out[0]):
             b = split_number(self.ref) if isinstance(self.ref, str) else None
             if b is None:
@@ -369,7 +372,7 @@ def _jobs_delta(prev: list[list[Any]], new: list[list[Any]], coder: _RowCoder) -
     and rows are written by ``coder``."""
     base = _list_delta(prev, new, _job_key)
     pos = {_job_key(r): i for i, r in enumerate(prev)}
-    front = []
+    front: list[Any] = []
     for r in base.get("f", []):
         i = pos.get(_job_key(r))
         if i is None or len(prev[i]) != len(r):
@@ -549,7 +552,10 @@ class BlockEncoder:
         state = snapshot_state(snap)
         done: list[tuple[SnapshotBlock, bool]] = []
         keyframe = self._prev is None or self._since_key >= self.keyframe_every
-        if keyframe or len(self._docs) >= self.block_snapshots:
+        full = len(self._docs) >= self.block_snapshots or (
+            bool(self._times) and t - self._times[0] >= BLOCK_SECONDS - 1e-6
+        )
+        if keyframe or full:
             done += self.flush(final=keyframe)
         if keyframe:
             doc: dict[str, Any] = {"fields": _ROW_FIELDS, "d": state}
@@ -559,10 +565,13 @@ class BlockEncoder:
         else:
             assert self._prev is not None
             doc = delta_doc(self._prev, state)
+        first = self._prev is None
         self._docs.append(_dumps(doc))
         self._times.append(t)
         self._since_key += 1
         self._prev = state
+        if first:  # the first snapshot is written at once: a recording shows from its start
+            done += self.flush()
         return done
 
     def flush(self, *, final: bool = False) -> list[tuple[SnapshotBlock, bool]]:
