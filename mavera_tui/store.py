@@ -630,8 +630,9 @@ class _Connection:
 
 #: The columns of a ledger block: ``ledger_rows`` as stored (codes, milliseconds), except
 #: ``job``, which is the job's id (text) there: the job's own row may be packed by then;
-#: and ``latency``, kept as its difference from ``done`` (the two differ by a millisecond
-#: or so: the difference costs nothing, the latency itself two bytes a row).
+#: ``latency``, kept as its difference from ``done`` (the two differ by a millisecond or
+#: so: the difference costs nothing, the latency itself two bytes a row); and ``rl_reset``
+#: as the time it names (unix ms), which rows in a row share.
 LEDGER_BLOCK_COLUMNS = (
     "id",
     "t",
@@ -650,7 +651,7 @@ LEDGER_BLOCK_COLUMNS = (
     "latency_less_done",
     "rl_limit",
     "rl_remaining",
-    "rl_reset",
+    "rl_reset_at",
     "retry_after",
     "message",
 )
@@ -723,7 +724,7 @@ def ledger_view_row(raw: Sequence[Any], names: dict[int, str]) -> tuple[Any, ...
         None if latency is None else (latency + done) / 1000.0,
         rl_limit,
         rl_rem,
-        None if rl_reset is None else (t + rl_reset) / 1000.0,
+        None if rl_reset is None else rl_reset / 1000.0,
         None if retry_after is None else retry_after / 1000.0,
         message,
         t,
@@ -735,7 +736,12 @@ def _ledger_block(chunk: list[tuple[Any, ...]]) -> tuple[str, tuple[Any, ...]]:
     ts = [r[1] for r in chunk]
     return (
         "INSERT INTO ledger_blocks (t0, t1, n, data) VALUES (?, ?, ?, ?)",
-        (min(ts), max(ts), len(chunk), pack(LEDGER_BLOCK_COLUMNS, chunk, ("id", "t"), ("job",))),
+        (
+            min(ts),
+            max(ts),
+            len(chunk),
+            pack(LEDGER_BLOCK_COLUMNS, chunk, ("id", "t", "rl_reset_at"), ("job",)),
+        ),
     )
 
 
@@ -782,12 +788,13 @@ class _Packed(_Connection):
         return self._has_blocks
 
     async def names_by_code(self) -> dict[int, str]:
-        """code -> string of ``names`` (read once; a writer adds what it writes)."""
-        if self.readonly or self._names_by_code is None:
-            self._names_by_code = {
-                int(i): str(n) for i, n in await self._q("SELECT id, name FROM names")
-            }
-        return self._names_by_code
+        """code -> string of ``names`` (a writer's from its own cache, which has every
+        code it gave out; a reader's read anew)."""
+        if not self.readonly and self._codes:
+            if self._names_by_code is None or len(self._names_by_code) != len(self._codes):
+                self._names_by_code = {c: n for n, c in self._codes.items()}
+            return self._names_by_code
+        return {int(i): str(n) for i, n in await self._q("SELECT id, name FROM names")}
 
     # --- packing -----------------------------------------------------------------------
 
@@ -801,6 +808,7 @@ class _Packed(_Connection):
         out = {"ledger": 0, "jobs": 0}
         cols = [f"l.{c}" for c in LEDGER_BLOCK_COLUMNS[4:]]
         cols[cols.index("l.latency_less_done")] = "l.latency - l.done"
+        cols[cols.index("l.rl_reset_at")] = "l.t + l.rl_reset"
         rows = await self._q(
             "SELECT l.id, l.t, l.done, CASE typeof(l.job) WHEN 'integer' THEN "
             "(SELECT id FROM job_rows WHERE seq = l.job) ELSE l.job END, "
@@ -842,21 +850,24 @@ class _Packed(_Connection):
             return out
         await self.flush()
         for (blob,) in await self._q("SELECT data FROM job_blocks ORDER BY seq0"):
-            rows = unpack(bytes(blob))[1]
+            jobs = unpack(bytes(blob))[1]
             self._enqueue(
                 f"INSERT INTO job_rows ({', '.join(JOB_BLOCK_COLUMNS)}) VALUES "
                 f"({','.join('?' * len(JOB_BLOCK_COLUMNS))})",
-                rows,
+                jobs,
                 many=True,
             )
-            out["jobs"] += len(rows)
+            out["jobs"] += len(jobs)
         cols = [c for c in LEDGER_BLOCK_COLUMNS if c != "latency_less_done"] + ["latency"]
+        cols[cols.index("rl_reset_at")] = "rl_reset"
         k = LEDGER_BLOCK_COLUMNS.index("latency_less_done")
+        z = LEDGER_BLOCK_COLUMNS.index("rl_reset_at")
         for (blob,) in await self._q("SELECT data FROM ledger_blocks ORDER BY id"):
-            rows = [
-                (*r[:k], *r[k + 1 :], None if r[k] is None else r[k] + r[2])
-                for r in unpack(bytes(blob))[1]
-            ]
+            rows: list[tuple[Any, ...]] = []
+            for r in unpack(bytes(blob))[1]:
+                x = list(r)
+                x[z] = None if r[z] is None else r[z] - r[1]
+                rows.append((*x[:k], *x[k + 1 :], None if r[k] is None else r[k] + r[2]))
             # A job's id back to its seq where the job has a row (as record_attempt does).
             self._enqueue(
                 f"INSERT INTO ledger_rows ({', '.join(cols)}) VALUES (?, ?, ?, "
@@ -1175,7 +1186,155 @@ class _Retention(_Packed):
         return lo
 
 
-class Store(_Retention):
+class _JobReads(_Retention):
+    """What the monitor reads of stored jobs: a page of the list, one job's request and
+    its attempts (rows and packed blocks alike)."""
+
+    #: Ledger columns ``job_attempts`` returns, by name.
+    ATTEMPT_FIELDS = (
+        "t",
+        "t_done",
+        "attempt",
+        "status",
+        "kind",
+        "code",
+        "credits_used",
+        "estimate",
+        "latency",
+        "rl_limit",
+        "rl_remaining",
+        "rl_reset",
+        "retry_after",
+        "message",
+    )
+    #: Columns ``jobs_page`` may sort by (anything else falls back to creation order).
+    JOB_ORDERS = {
+        "created": "created",
+        "id": "id",
+        "state": "state",
+        "endpoint": "endpoint",
+        "estimate": "estimate",
+        "actual": "actual",
+        "attempts": "attempts",
+        "priority": "priority",
+        "updated": "updated",
+        "reason": "reason",
+    }
+
+    async def job_attempts(self, job_id: str) -> list[dict[str, Any]]:
+        """Every ledger row of one job, oldest first (read-only; writes still pending are
+        not seen until the writer commits them, a few milliseconds later)."""
+        # On the rows: the job's seq (or its id, for a job without a row), no decoding
+        # of the whole ledger to find them.
+        rows = await self._q(
+            f"SELECT {', '.join(self.ATTEMPT_FIELDS)}, id FROM ledger WHERE id IN (SELECT id "
+            "FROM ledger_rows WHERE job = (SELECT seq FROM job_rows WHERE id = ?1) "
+            "OR job = ?1) ORDER BY t, id",
+            (job_id,),
+        )
+        out = [tuple(r) for r in rows]
+        if await self.has_blocks():
+            # Packed attempts: in the blocks sent since the job was created.
+            created = await self._q("SELECT created FROM job_rows WHERE id = ?", (job_id,))
+            if created:
+                since: int | None = int(created[0][0])
+            else:
+                packed = (await self.archived_jobs([job_id])).get(job_id)
+                since = None if packed is None else int(packed[12])
+            if since is not None:
+                cols = [LEDGER_VIEW_COLUMNS.index(c) for c in (*self.ATTEMPT_FIELDS, "id")]
+                out += [
+                    tuple(r[i] for i in cols)
+                    for r in await self.ledger_block_rows(since)
+                    if r[3] == job_id
+                ]
+                out.sort(key=lambda r: (r[0], r[-1]))
+        return [dict(zip(self.ATTEMPT_FIELDS, r[:-1], strict=True)) for r in out]
+
+    async def job_request(self, job_id: str) -> tuple[str, str, dict[str, Any], int, str] | None:
+        """``(method, path, body, priority, state)`` of a stored job, or None (read-only)."""
+        rows = await self._q(
+            "SELECT method, path, body, priority, state FROM jobs WHERE id = ?", (job_id,)
+        )  # the view's id is the rows' (indexed) id: one lookup
+        if rows:
+            method, path, body, priority, state = tuple(rows[0])
+        else:
+            packed = (await self.archived_jobs([job_id])).get(job_id)
+            if packed is None:
+                return None
+            names = await self.names_by_code()
+            method, path, state = (names.get(packed[i], "") for i in (2, 3, 7))
+            body, priority = packed[5], packed[6]
+        try:
+            parsed = json.loads(body)
+        except (TypeError, ValueError):
+            parsed = {}
+        return method, path, parsed if isinstance(parsed, dict) else {}, priority, state
+
+    async def jobs_page(
+        self,
+        offset: int,
+        limit: int,
+        text: str = "",
+        order: str = "created",
+        descending: bool = True,
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """A page of job rows ``(id, method, path, endpoint, state, priority, estimate,
+        actual, attempts, reason, created, updated)`` matching ``text`` anywhere in id,
+        state, endpoint or reason; and the number matching in all."""
+        where, params = "", []
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where = (
+                " WHERE id LIKE ? ESCAPE '\\' OR state LIKE ? ESCAPE '\\'"
+                " OR endpoint LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\'"
+            )
+            params = [like] * 4
+        col = self.JOB_ORDERS.get(order, "created")
+        direction = "DESC" if descending else "ASC"
+        if await self.has_blocks() and (await self._q("SELECT 1 FROM job_blocks LIMIT 1")):
+            return await self._jobs_page_packed(offset, limit, text, col, descending)
+        [(total,)] = await self._q(f"SELECT COUNT(*) FROM jobs{where}", params)
+        rows = await self._q(
+            "SELECT id, method, path, endpoint, state, priority, estimate, actual, attempts, "
+            f"reason, created, updated FROM jobs{where} ORDER BY {col} {direction}, seq "
+            f"{direction} LIMIT ? OFFSET ?",
+            [*params, max(0, int(limit)), max(0, int(offset))],
+        )
+        return [tuple(r) for r in rows], int(total)
+
+    async def _jobs_page_packed(
+        self, offset: int, limit: int, text: str, col: str, descending: bool
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """``jobs_page`` over the rows and the packed jobs: filtered and sorted here as the
+        SQL would (LIKE: ASCII case-insensitive; NULL before any value). Decodes every
+        job block: slower than SQL over rows alone, seconds for a day at 600 a minute."""
+        cols = (
+            "id", "method", "path", "endpoint", "state", "priority", "estimate", "actual",
+            "attempts", "reason", "created", "updated", "seq",
+        )  # fmt: skip
+        rows: list[tuple[Any, ...]] = [
+            tuple(r) for r in await self._q(f"SELECT {', '.join(cols)} FROM jobs")
+        ]
+        names = await self.names_by_code()
+        for r in await self.archived_job_rows():
+            seq, jid, m, p, ep, _b, prio, st, est, act, att, reason, created, upd = r
+            rows.append(
+                (jid, names.get(m), names.get(p), names.get(ep), names.get(st), prio, est, act)
+                + (att, reason, created / 1000.0, (created + upd) / 1000.0, seq)
+            )
+        if text:
+            needle = text.lower()
+            rows = [r for r in rows if any(needle in str(r[i] or "").lower() for i in (0, 4, 3, 9))]
+        k = cols.index(col)
+        rows.sort(key=lambda r: (r[k] is not None, r[k] if r[k] is not None else 0, r[-1]))
+        if descending:
+            rows.reverse()
+        start = max(0, int(offset))
+        return [r[:-1] for r in rows[start : start + max(0, int(limit))]], len(rows)
+
+
+class Store(_JobReads):
     """The SQLite store. Open with ``await Store.open(path)``; close with ``await close()``."""
 
     # --- jobs ------------------------------------------------------------------------------
@@ -1371,149 +1530,6 @@ class Store(_Retention):
                 )
             )
         return out
-
-    #: Ledger columns ``job_attempts`` returns, by name.
-    ATTEMPT_FIELDS = (
-        "t",
-        "t_done",
-        "attempt",
-        "status",
-        "kind",
-        "code",
-        "credits_used",
-        "estimate",
-        "latency",
-        "rl_limit",
-        "rl_remaining",
-        "rl_reset",
-        "retry_after",
-        "message",
-    )
-    #: Columns ``jobs_page`` may sort by (anything else falls back to creation order).
-    JOB_ORDERS = {
-        "created": "created",
-        "id": "id",
-        "state": "state",
-        "endpoint": "endpoint",
-        "estimate": "estimate",
-        "actual": "actual",
-        "attempts": "attempts",
-        "priority": "priority",
-        "updated": "updated",
-        "reason": "reason",
-    }
-
-    async def job_attempts(self, job_id: str) -> list[dict[str, Any]]:
-        """Every ledger row of one job, oldest first (read-only; writes still pending are
-        not seen until the writer commits them, a few milliseconds later)."""
-        # On the rows: the job's seq (or its id, for a job without a row), no decoding
-        # of the whole ledger to find them.
-        rows = await self._q(
-            f"SELECT {', '.join(self.ATTEMPT_FIELDS)}, id FROM ledger WHERE id IN (SELECT id "
-            "FROM ledger_rows WHERE job = (SELECT seq FROM job_rows WHERE id = ?1) "
-            "OR job = ?1) ORDER BY t, id",
-            (job_id,),
-        )
-        out = [tuple(r) for r in rows]
-        if await self.has_blocks():
-            # Packed attempts: in the blocks sent since the job was created.
-            created = await self._q("SELECT created FROM job_rows WHERE id = ?", (job_id,))
-            if created:
-                since: int | None = int(created[0][0])
-            else:
-                packed = (await self.archived_jobs([job_id])).get(job_id)
-                since = None if packed is None else int(packed[12])
-            if since is not None:
-                cols = [LEDGER_VIEW_COLUMNS.index(c) for c in (*self.ATTEMPT_FIELDS, "id")]
-                out += [
-                    tuple(r[i] for i in cols)
-                    for r in await self.ledger_block_rows(since)
-                    if r[3] == job_id
-                ]
-                out.sort(key=lambda r: (r[0], r[-1]))
-        return [dict(zip(self.ATTEMPT_FIELDS, r[:-1], strict=True)) for r in out]
-
-    async def job_request(self, job_id: str) -> tuple[str, str, dict[str, Any], int, str] | None:
-        """``(method, path, body, priority, state)`` of a stored job, or None (read-only)."""
-        rows = await self._q(
-            "SELECT method, path, body, priority, state FROM jobs WHERE id = ?", (job_id,)
-        )  # the view's id is the rows' (indexed) id: one lookup
-        if rows:
-            method, path, body, priority, state = tuple(rows[0])
-        else:
-            packed = (await self.archived_jobs([job_id])).get(job_id)
-            if packed is None:
-                return None
-            names = await self.names_by_code()
-            method, path, state = (names.get(packed[i], "") for i in (2, 3, 7))
-            body, priority = packed[5], packed[6]
-        try:
-            parsed = json.loads(body)
-        except (TypeError, ValueError):
-            parsed = {}
-        return method, path, parsed if isinstance(parsed, dict) else {}, priority, state
-
-    async def jobs_page(
-        self,
-        offset: int,
-        limit: int,
-        text: str = "",
-        order: str = "created",
-        descending: bool = True,
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """A page of job rows ``(id, method, path, endpoint, state, priority, estimate,
-        actual, attempts, reason, created, updated)`` matching ``text`` anywhere in id,
-        state, endpoint or reason; and the number matching in all."""
-        where, params = "", []
-        if text:
-            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where = (
-                " WHERE id LIKE ? ESCAPE '\\' OR state LIKE ? ESCAPE '\\'"
-                " OR endpoint LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\'"
-            )
-            params = [like] * 4
-        col = self.JOB_ORDERS.get(order, "created")
-        direction = "DESC" if descending else "ASC"
-        if await self.has_blocks() and (await self._q("SELECT 1 FROM job_blocks LIMIT 1")):
-            return await self._jobs_page_packed(offset, limit, text, col, descending)
-        [(total,)] = await self._q(f"SELECT COUNT(*) FROM jobs{where}", params)
-        rows = await self._q(
-            "SELECT id, method, path, endpoint, state, priority, estimate, actual, attempts, "
-            f"reason, created, updated FROM jobs{where} ORDER BY {col} {direction}, seq "
-            f"{direction} LIMIT ? OFFSET ?",
-            [*params, max(0, int(limit)), max(0, int(offset))],
-        )
-        return [tuple(r) for r in rows], int(total)
-
-    async def _jobs_page_packed(
-        self, offset: int, limit: int, text: str, col: str, descending: bool
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """``jobs_page`` over the rows and the packed jobs: filtered and sorted here as the
-        SQL would (LIKE: ASCII case-insensitive; NULL before any value). Decodes every
-        job block: slower than SQL over rows alone, seconds for a day at 600 a minute."""
-        cols = (
-            "id", "method", "path", "endpoint", "state", "priority", "estimate", "actual",
-            "attempts", "reason", "created", "updated", "seq",
-        )  # fmt: skip
-        rows: list[tuple[Any, ...]] = [
-            tuple(r) for r in await self._q(f"SELECT {', '.join(cols)} FROM jobs")
-        ]
-        names = await self.names_by_code()
-        for r in await self.archived_job_rows():
-            seq, jid, m, p, ep, _b, prio, st, est, act, att, reason, created, upd = r
-            rows.append(
-                (jid, names.get(m), names.get(p), names.get(ep), names.get(st), prio, est, act)
-                + (att, reason, created / 1000.0, (created + upd) / 1000.0, seq)
-            )
-        if text:
-            needle = text.lower()
-            rows = [r for r in rows if any(needle in str(r[i] or "").lower() for i in (0, 4, 3, 9))]
-        k = cols.index(col)
-        rows.sort(key=lambda r: (r[k] is not None, r[k] if r[k] is not None else 0, r[-1]))
-        if descending:
-            rows.reverse()
-        start = max(0, int(offset))
-        return [r[:-1] for r in rows[start : start + max(0, int(limit))]], len(rows)
 
 
 def check_file(path: Path | str) -> dict[str, str]:

@@ -278,9 +278,9 @@ BLOCK_SNAPSHOTS = 10
 #: Seconds a block spans at most (at a longer interval, fewer snapshots make a block).
 BLOCK_SECONDS = 10.0
 #: Snapshots between keyframes in zblock1 (a seek decodes at most this many documents).
-BLOCK_KEYFRAME_EVERY = 300
-#: Blocks merged into one once written (``BlockEncoder``): a minute at 1 s.
-MERGE_BLOCKS = 6
+BLOCK_KEYFRAME_EVERY = 600
+#: Blocks merged into one once written (``BlockEncoder``): two minutes at 1 s.
+MERGE_BLOCKS = 12
 _TIME_FIELDS = ("created", "updated")
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -146,7 +147,10 @@ class Recorder:
         self._hurry = asyncio.Event()
         try:
             if self.proxy_listen is not None:
-                sched = await self._start_proxy()
+                assert self.proxy_listen is not None
+                self.proxy, self.engine, sched = await start_proxy(
+                    self.settings, self.sim, self.proxy_listen
+                )
             else:
                 self.engine = Engine(self.settings, clock=self.clock, sim=self.sim)
                 assert self._stop is not None
@@ -180,7 +184,9 @@ class Recorder:
             if self.proxy is not None:
                 self.log(f"serving the proxy on {self.proxy.url} (MAVERA_API_KEY for every app)")
             elif self.jobs_path:
-                submitted = await self._submit_jobs(sched)
+                submitted = await submit_job_file(
+                    sched, self.jobs_path, self.job_file, self.out, self.log
+                )
                 if submitted is None:
                     return 2
                 jobs_mode = True
@@ -206,47 +212,6 @@ class Recorder:
             if metrics is not None:
                 metrics.close()
         return 0
-
-    async def _start_proxy(self) -> Any:
-        """The proxy in --key-from-env mode (one key: one engine to record) on the
-        recording's store; returns its scheduler."""
-        from ..proxy import Proxy, ProxyOptions, parse_listen
-
-        assert self.proxy_listen is not None
-        host, port = parse_listen(self.proxy_listen)
-        self.proxy = Proxy(
-            self.settings.config,
-            ProxyOptions(key_from_env=True, db=self.settings.db, sim=self.sim),
-        )
-        try:
-            await self.proxy.start(host, port)
-        except BaseException:
-            await self.proxy.stop()
-            raise
-        gov = next(iter(self.proxy.governors.values()))
-        self.engine = gov.engine
-        return gov.scheduler
-
-    async def _submit_jobs(self, sched: RunControl) -> int | None:
-        from ..jobs import JobFileError, read_job_file
-
-        path = self.jobs_path or ""  # only called with a job file
-        try:
-            specs, errors = self.job_file or read_job_file(path)
-        except (JobFileError, OSError) as e:
-            self.log(f"error: {e}")
-            return None
-        for err in errors:
-            print(f"{self.jobs_path}: {err}", file=self.out, flush=True)
-        submitted = await sched.submit_many(specs)
-        refused = submitted.messages()
-        for msg in refused:
-            print(f"{self.jobs_path}: {msg}", file=self.out, flush=True)
-        self.log(
-            f"submitted {len(submitted.accepted)} jobs from {self.jobs_path}"
-            + (f" ({len(errors) + len(refused)} refused)" if errors or refused else "")
-        )
-        return len(submitted.accepted)
 
     async def _loop(self, sched: RunControl, jobs_mode: bool) -> None:
         assert self._stop is not None
@@ -368,3 +333,44 @@ def _progress(s: Snapshot) -> str:
         f"queue {s.queue_depth}, in flight {s.in_flight}, "
         f"done {sum(s.finished.values())}/{s.jobs_total}"
     )
+
+
+async def start_proxy(settings: Any, sim: Any, listen: str) -> tuple[Any, Any, Any]:
+    """``record --proxy``: the proxy in --key-from-env mode (one key: one engine to record)
+    on the recording's store; returns (proxy, its engine, its scheduler)."""
+    from ..proxy import Proxy, ProxyOptions, parse_listen
+
+    host, port = parse_listen(listen)
+    proxy = Proxy(settings.config, ProxyOptions(key_from_env=True, db=settings.db, sim=sim))
+    try:
+        await proxy.start(host, port)
+    except BaseException:
+        await proxy.stop()
+        raise
+    gov = next(iter(proxy.governors.values()))
+    return proxy, gov.engine, gov.scheduler
+
+
+async def submit_job_file(
+    sched: RunControl, path: str, job_file: Any, out: TextIO, log: Callable[[str], None]
+) -> int | None:
+    """Submit the jobs of ``path`` (already read into ``job_file`` if not None), each bad
+    line and refused job one line on ``out``; the number accepted, None if unreadable."""
+    from ..jobs import JobFileError, read_job_file
+
+    try:
+        specs, errors = job_file or read_job_file(path)
+    except (JobFileError, OSError) as e:
+        log(f"error: {e}")
+        return None
+    for err in errors:
+        print(f"{path}: {err}", file=out, flush=True)
+    submitted = await sched.submit_many(specs)
+    refused = submitted.messages()
+    for msg in refused:
+        print(f"{path}: {msg}", file=out, flush=True)
+    log(
+        f"submitted {len(submitted.accepted)} jobs from {path}"
+        + (f" ({len(errors) + len(refused)} refused)" if errors or refused else "")
+    )
+    return len(submitted.accepted)

@@ -112,14 +112,16 @@ class ReplayEngine:
         if start is None or start > i or start < kf:
             self._dec.reset()
             start = kf - 1
+        st = None
         for j in range(start + 1, i + 1):
             try:
                 st = self._dec.decode(self.frames[j])
-            except DecodeError:
+            except DecodeError:  # st stays the last good frame's (index too)
                 self._dec_index = None
                 continue
             self._dec_index = j
             self.index = j
+        if st is not None:  # only the frame shown becomes a Snapshot: seeking stays cheap
             self._snap = replace(state_to_snapshot(st, self._dec.names), mode="replay")
 
     def _goto(self, i: int, *, rebuild: bool = True) -> None:
