@@ -2,7 +2,11 @@
 
 Jobs and the ledger are kept compact (``job_rows``, ``ledger_rows``: strings as codes in
 ``names``, times as integer milliseconds) and read through the views ``jobs`` and ``ledger``,
-which have the columns the text tables of schema 2 had.
+which have the columns the text tables of schema 2 had. Since schema 4 ``pack`` (the
+recorder's, every minute) moves the ledger's rows and finished jobs into compressed column
+blocks (colblock.py), and the recorder writes snapshots in blocks: the views then show only
+what is not packed yet; the methods here (and recording/reader.py) read rows and blocks as
+one, and ``unpack`` turns the blocks back into rows.
 
 One aiosqlite connection in WAL mode. Writes go through a single writer task that commits
 whatever is pending in one transaction (group commit), so persisting "in flight" before

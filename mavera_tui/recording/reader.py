@@ -238,21 +238,30 @@ class Recording:
         else:
             where, params = _range(since, until)
             order = "t, id"
-        rows = await self.store.query(
-            f"SELECT {', '.join(columns)}, t_ms, id FROM ledger {where} ORDER BY {order}"
-            if self.compact
-            else f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY {order}",
-            params,
-        )
         if not self.compact:
-            return rows
+            return await self.store.query(
+                f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY {order}", params
+            )
         if not await self.store.has_blocks():
-            return [r[:-2] for r in rows]
-        # Packed rows (blocks) come before the rows still unpacked, mostly; sort as one.
+            rows = await self.store.query(
+                f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY {order}", params
+            )
+            return rows
+        # The rows and the blocks in one read transaction: a recorder packing meanwhile
+        # moves rows into a block in one transaction of its own, so each row is read once.
         ms = (None if since is None else round(since * 1000), None if until is None else
               round(until * 1000))  # fmt: skip
+        await self.store.query("BEGIN")
+        try:
+            rows = await self.store.query(
+                f"SELECT {', '.join(columns)}, t_ms, id FROM ledger {where} ORDER BY {order}",
+                params,
+            )
+            blocks = await self.store.ledger_block_rows(*ms)
+        finally:
+            await self.store.query("COMMIT")
         cols = [LEDGER_VIEW_COLUMNS.index(c) for c in (*columns, "t_ms", "id")]
-        packed = [tuple(r[i] for i in cols) for r in await self.store.ledger_block_rows(*ms)]
+        packed = [tuple(r[i] for i in cols) for r in blocks]
         if since is not None:
             packed = [r for r in packed if r[-2] >= since * 1000.0]
         if until is not None:
