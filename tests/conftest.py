@@ -8,7 +8,9 @@
   request carried, its body and its Retry-After, so the API side's records can be matched
   to the client's jobs;
 * ``job_file``: writes a JSONL job file; ``query_db`` and ``job_states``: read a database
-  with plain sqlite3, the way an operator would;
+  with plain sqlite3, the way an operator would; ``unpacked(db)``: a copy of a recording
+  with its packed ledger and jobs back in rows (what plain SQL over the views needs);
+  ``snapshot_times(db)`` / ``snapshot_frames(db)``: its snapshots, rows or blocks;
 * ``redis_server``: a real ``redis-server`` on a free loopback port, no persistence, that a
   test can restart on the same port (the shared-key tests).
 """
