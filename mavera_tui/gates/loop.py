@@ -233,26 +233,15 @@ class Scheduler(Commands):
                 best, best_key = head, k
         return best
 
-    def _pick_quickest(self) -> Job | None:
-        """The ready job expected to be answered soonest (of the highest priority), to
-        learn the key's limit from its answer before the first burst."""
-        heads = [j for k, n in self.queue.count.items() if n > 0 if (j := self.queue.head(k))]
-        if not heads:
-            return None
-        top = max(j.spec.priority for j in heads)
-        return min(
-            (j for j in heads if j.spec.priority == top),
-            key=lambda j: self.slots.expected_latency(j.ep.key),
-        )
-
     def _select(self, now: float) -> list[Job]:
         """Choose the jobs to send now, and take their window admissions and slots."""
         avail = self.window_gate.room(now)
         batch: list[Job] = []
         reserve: int | None = None
         blocked: set[str] = set()
+        learning = self.window_gate.learning
         while avail > 0:
-            job = self._pick_quickest() if self.window_gate.learning else None
+            job = self.queue.quickest(self.slots.expected_latency) if learning else None
             job = job or self._pick(now, blocked)
             if job is None:
                 break
