@@ -538,14 +538,7 @@ async def _finished_in_db(engine: Any, specs: list[JobSpec], ids: list[str]) -> 
     if engine.store is None:
         return {}
     want = sorted({s.id for s in specs} - set(ids))
-    out: dict[str, str] = {}
-    for i in range(0, len(want), 500):
-        chunk = want[i : i + 500]
-        rows = await engine.store.query(
-            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk
-        )
-        out.update((r[0], r[1]) for r in rows)
-    return out
+    return dict(await engine.store.job_states(want))  # packed jobs (record) included
 
 
 def _add_finished(summary: dict[str, Any], finished: dict[str, str]) -> None:

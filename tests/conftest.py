@@ -8,7 +8,9 @@
   request carried, its body and its Retry-After, so the API side's records can be matched
   to the client's jobs;
 * ``job_file``: writes a JSONL job file; ``query_db`` and ``job_states``: read a database
-  with plain sqlite3, the way an operator would;
+  with plain sqlite3, the way an operator would; ``unpacked(db)``: a copy of a recording
+  with its packed ledger and jobs back in rows (what plain SQL over the views needs);
+  ``snapshot_times(db)`` / ``snapshot_frames(db)``: its snapshots, rows or blocks;
 * ``redis_server``: a real ``redis-server`` on a free loopback port, no persistence, that a
   test can restart on the same port (the shared-key tests).
 """
@@ -387,3 +389,52 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     srv = RedisServer(tmp_path_factory.mktemp("redis"))
     yield srv
     srv.stop()
+
+
+def unpacked(db: Path | str) -> Path:
+    """A copy of the recording ``db`` beside it with its ledger and job blocks unpacked
+    into rows (``Store.unpack``), so plain SQL over the ``ledger`` and ``jobs`` views sees
+    the whole history: an independent reading of what ``report`` reads packed."""
+    from mavera_tui.clock import run_virtual
+    from mavera_tui.store import Store
+
+    src = Path(db)
+    dest = src.with_name(src.stem + ".plain" + src.suffix)
+    for p in (dest, Path(f"{dest}-wal"), Path(f"{dest}-shm")):
+        p.unlink(missing_ok=True)
+    with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as a, sqlite3.connect(dest) as b:
+        a.backup(b)
+
+    async def go() -> None:
+        store = await Store.open(dest)
+        try:
+            await store.unpack()
+        finally:
+            await store.close()
+
+    run_virtual(go())
+    return dest
+
+
+def snapshot_times(db: Path | str) -> list[float]:
+    """The time of every recorded snapshot (rows of schema 3, blocks of schema 4)."""
+    from mavera_tui.clock import run_virtual
+    from mavera_tui.recording.reader import Recording
+
+    async def go() -> list[float]:
+        async with await Recording.open(str(db)) as rec:
+            return [t for t, _ in await rec.snapshot_rows()]
+
+    return run_virtual(go())
+
+
+def snapshot_frames(db: Path | str) -> list[tuple[float, Any]]:
+    """Every recorded snapshot as ``(t, frame)`` (``Recording.snapshot_rows``)."""
+    from mavera_tui.clock import run_virtual
+    from mavera_tui.recording.reader import Recording
+
+    async def go() -> list[tuple[float, Any]]:
+        async with await Recording.open(str(db)) as rec:
+            return await rec.snapshot_rows()
+
+    return run_virtual(go())

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, LoopbackSim
+from conftest import ROOT, LoopbackSim, snapshot_times, unpacked
 
 from mavera_tui.sim import SimConfig, fingerprint
 
@@ -441,9 +441,9 @@ def test_record_proxy_records_the_proxied_requests(
     assert [r.status_code for r in got] == [200] * 5
     rest = p.stderr.read()
     assert p.wait(timeout=30) == 0, rest
-    rows = query_db(db, "SELECT id, state FROM jobs")
+    rows = query_db(unpacked(db), "SELECT id, state FROM jobs")  # the finished are packed
     assert len(rows) == 5 and all(s == "succeeded" and i.endswith("-app1") for i, s in rows)
-    assert query_db(db, "SELECT count(*) FROM snapshots")[0][0] >= 4
+    assert len(snapshot_times(db)) >= 4
     assert {r.key for r in srv.sim.records} == {fingerprint("mvra-recorded")}
 
 

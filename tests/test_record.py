@@ -14,12 +14,21 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import snapshot_frames, snapshot_times, unpacked
 
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.config import Config, SimSettings
 from mavera_tui.engine import Settings
 from mavera_tui.metrics import render
-from mavera_tui.recording.codec import SnapshotDecoder, SnapshotEncoder, snapshot_state
+from mavera_tui.recording.codec import (
+    BlockEncoder,
+    FrameDecoder,
+    SnapshotDecoder,
+    SnapshotEncoder,
+    block_frames,
+    is_key_frame,
+    snapshot_state,
+)
 from mavera_tui.recording.recorder import Recorder
 from mavera_tui.recording.timespec import parse_duration
 from mavera_tui.states import JobState
@@ -61,30 +70,40 @@ def test_a_snapshot_is_written_every_interval_into_an_owner_only_file(query_db, 
     rc, rec, log = record(db, duration=60, interval=2.0)
     assert rc == 0
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
-    ts = [r[0] for r in query_db(db, "SELECT t FROM snapshots ORDER BY t")]
+    ts = snapshot_times(db)
     # one at start and one every 2 s for the duration; then, while the requests in flight
     # land, one every 2 s more, and the final one after the stop
     assert len([t for t in ts if t <= ts[0] + 60.01]) == 31
     gaps = [b - a for a, b in zip(ts, ts[1:-1], strict=False)]
     assert all(abs(g - 2.0) < 0.01 for g in gaps)
     meta = dict(query_db(db, "SELECT key, value FROM meta"))
-    assert meta["snapshot_encoding"] == "zdelta1" and meta["recorded_target"]
+    assert meta["snapshot_encoding"] == "zblock1" and meta["recorded_target"]
     assert "embedded simulator" in log and "demo workload" in log and "stopped:" in log
 
 
 def test_every_recorded_snapshot_decodes_to_what_the_engine_showed(query_db, tmp_path):
     db = tmp_path / "rec.db"
     rc, rec, _ = record(db, duration=90, keyframe_every=25)
-    blobs = [bytes(r[0]) for r in query_db(db, "SELECT data FROM snapshots ORDER BY t")]
-    assert sum(b[:1] == b"K" for b in blobs) >= 3
-    dec = SnapshotDecoder()
-    states = [json.loads(json.dumps(dec.decode(b))) for b in blobs]
+    frames = [f for _, f in snapshot_frames(db)]
+    assert sum(is_key_frame(f) for f in frames) >= 3
+    dec = FrameDecoder()
+    states = [json.loads(json.dumps(dec.decode(f))) for f in frames]
     assert states[-1] == json.loads(json.dumps(snapshot_state(rec.latest)))
-    # Re-encoding the decoded snapshots with other keyframe spacing gives them back exactly.
-    enc2, dec2, dec3 = SnapshotEncoder(keyframe_every=7), SnapshotDecoder(), SnapshotDecoder()
-    for b in blobs:
-        snap = dec3.snapshot(b)
-        assert json.loads(json.dumps(dec2.decode(enc2.encode(snap)))) == json.loads(
+    # Re-encoding the decoded snapshots with other keyframe and block spacing gives them
+    # back exactly; so does the old per-row encoding (zdelta1), which old files hold.
+    enc2 = BlockEncoder(keyframe_every=7, block_snapshots=3, merge_blocks=2)
+    dec3 = FrameDecoder()
+    snaps = [dec3.snapshot(f) for f in frames]
+    blocks = []
+    for i, snap in enumerate(snaps):
+        blocks += [b for b, merges in enc2.add(float(i), snap) if not merges]
+    blocks += [b for b, merges in enc2.flush(final=True) if not merges]
+    dec2 = FrameDecoder()
+    for (_, f), snap in zip(block_frames(blocks), snaps, strict=True):
+        assert dec2.decode(f) == json.loads(json.dumps(snapshot_state(snap)))
+    enc1, dec1 = SnapshotEncoder(keyframe_every=7), SnapshotDecoder()
+    for snap in snaps:
+        assert json.loads(json.dumps(dec1.decode(enc1.encode(snap)))) == json.loads(
             json.dumps(snapshot_state(snap))
         )
 
@@ -102,11 +121,12 @@ def test_a_job_file_runs_to_the_end_and_bad_lines_are_reported(query_db, tmp_pat
     rc, rec, log = record(db, duration=None, jobs=str(jobs))
     assert rc == 0
     assert "line 4" in log and "all jobs done" in log
-    states = dict(query_db(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+    plain = unpacked(db)
+    states = dict(query_db(plain, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
     assert states == {JobState.SUCCEEDED: 20}
-    assert query_db(db, "SELECT COUNT(DISTINCT job_id) FROM ledger WHERE job_id IS NOT NULL") == [
-        (20,)
-    ]
+    assert query_db(
+        plain, "SELECT COUNT(DISTINCT job_id) FROM ledger WHERE job_id IS NOT NULL"
+    ) == [(20,)]
 
 
 def test_metrics_expose_the_latest_snapshot_in_prometheus_format(tmp_path):
@@ -159,7 +179,8 @@ def test_sigterm_during_a_record_loses_nothing(query_db, tmp_path):
         while time.monotonic() < deadline:
             if db.exists() and os.path.getsize(db) > 0:
                 try:
-                    if query_db(db, "SELECT COUNT(*) FROM snapshots")[0][0] >= 5:
+                    n = "SELECT COALESCE(SUM(json_array_length(times)), 0) FROM snapshot_blocks"
+                    if query_db(db, n)[0][0] >= 5:
                         break
                 except sqlite3.Error:
                     pass
@@ -174,9 +195,10 @@ def test_sigterm_during_a_record_loses_nothing(query_db, tmp_path):
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
     assert query_db(db, "PRAGMA integrity_check") == [("ok",)]
     stopped = dict(query_db(db, "SELECT key, value FROM meta"))["recording_stopped"]
-    last_t = query_db(db, "SELECT MAX(t) FROM snapshots")[0][0]
+    last_t = snapshot_times(db)[-1]
     assert abs(last_t - float(stopped)) < 0.01  # the final snapshot is there
     # Every job the ledger mentions is in the jobs table, in a state that says what happened.
+    db = unpacked(db)
     orphans = query_db(
         db,
         "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND job_id "
@@ -233,6 +255,8 @@ def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(
     assert log.count("waiting up to 200 s") == 1
     assert "duration 10 s reached: no new requests" in log and "they are paid for" in log
     assert "signal again" not in log and "abandoning" not in log
+    ts = snapshot_times(db)
+    db = unpacked(db)
     states = dict(query_db(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state"))
     assert states.get(JobState.IN_FLIGHT, 0) == 0  # every paid-for request's outcome is known
     assert query_db(db, "SELECT state FROM jobs WHERE id LIKE 'v%'") == [(JobState.SUCCEEDED,)] * 2
@@ -241,8 +265,7 @@ def test_the_end_of_a_duration_stops_admitting_and_waits_for_what_is_in_flight(
     assert max(sent) <= 10.5  # nothing sent after the duration
     done = [r[0] - WALL0 for r in query_db(db, "SELECT t_done FROM ledger")]
     assert 40 <= max(done) <= 10 + 200  # waited for the videos, within the documented bound
-    ts = [r[0] for r in query_db(db, "SELECT t FROM snapshots ORDER BY t")]
-    assert len([t for t in ts if t > 11]) >= 25  # the recording went on while they landed
+    assert len([t for t in ts if t - WALL0 > 11]) >= 25  # the recording went on while they landed
     assert "after waiting" in log and "stopped:" in log
 
 
@@ -291,5 +314,5 @@ def test_a_signal_during_the_end_of_duration_wait_stops_at_once(job_file, query_
     assert run_virtual(go()) == 0
     log = out.getvalue()
     assert "still in flight on a signal to stop at once: abandoning" in log
-    last = query_db(db, "SELECT MAX(t) FROM snapshots")[0][0] - WALL0
+    last = snapshot_times(db)[-1] - WALL0
     assert 14 < last < 17

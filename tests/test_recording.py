@@ -9,9 +9,11 @@ import sqlite3
 from datetime import datetime
 
 import pytest
+from conftest import snapshot_frames, snapshot_times, unpacked
 
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.engine import Settings
+from mavera_tui.recording.codec import FrameDecoder, SnapshotEncoder, is_key_frame
 from mavera_tui.recording.reader import Recording
 from mavera_tui.recording.recorder import Recorder
 from mavera_tui.recording.replay import ReplayEngine
@@ -56,6 +58,38 @@ def recorded(tmp_path_factory):
     """Five minutes across a UTC midnight, with 429s and 5xx before it; never pruned."""
     db = tmp_path_factory.mktemp("recording") / "rec.db"
     _record(db)
+    return db
+
+
+@pytest.fixture(scope="module")
+def plain(recorded):
+    """``recorded`` with its ledger and jobs unpacked: what plain SQL reads of it."""
+    return unpacked(recorded)
+
+
+def _as_schema_3(src, dst):
+    """The recording ``src`` as schema 3 stored it: ledger and jobs in rows, a zdelta1 blob
+    per snapshot in ``snapshots``, no block tables."""
+    shutil.copy(unpacked(src), dst)
+    enc = SnapshotEncoder(keyframe_every=30)
+    dec = FrameDecoder()
+    rows = [(t, enc.encode(dec.snapshot(f))) for t, f in snapshot_frames(src)]
+    con = sqlite3.connect(dst)
+    con.executemany("INSERT INTO snapshots (t, data) VALUES (?, ?)", rows)
+    con.executescript(
+        "DROP TABLE ledger_blocks; DROP TABLE job_blocks; DROP TABLE snapshot_blocks;"
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
+        "UPDATE meta SET value = 'zdelta1' WHERE key = 'snapshot_encoding';"
+    )
+    con.commit()
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def v3(recorded, tmp_path_factory):
+    """``recorded`` as a schema 3 file (what mavera-tui wrote before the blocks)."""
+    db = tmp_path_factory.mktemp("v3") / "v3.db"
+    _as_schema_3(recorded, db)
     return db
 
 
@@ -127,25 +161,27 @@ def test_relative_times_count_from_the_commands_anchor():
     assert parse_time("end", ctx) == 2000.0 and parse_time(" 1234.5 ", ctx) == 1234.5
 
 
-def test_report_since_takes_the_clock_and_anchor_forms(recorded):
+def test_report_since_takes_the_clock_and_anchor_forms(recorded, plain):
     full = report(recorded)
     start = full["recording"]["first"]
     lo = start + 60
-    n = q(recorded, "SELECT COUNT(*) FROM ledger WHERE t >= ?", (lo,))[0][0]
+    n = q(plain, "SELECT COUNT(*) FROM ledger WHERE t >= ?", (lo,))[0][0]
     assert report(recorded, since="start+60s")["requests_total"] == n
     assert report(recorded, since=str(lo))["requests_total"] == n
     r = report(recorded, since="end-1m", until="end")
     last = full["recording"]["last"]
     assert (
         r["requests_total"]
-        == q(recorded, "SELECT COUNT(*) FROM ledger WHERE t >= ?", (last - 60,))[0][0]
+        == q(plain, "SELECT COUNT(*) FROM ledger WHERE t >= ?", (last - 60,))[0][0]
     )
 
 
 # --- retention -----------------------------------------------------------------------------
 
 
-def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(recorded, tmp_path):
+def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(
+    recorded, plain, tmp_path
+):
     db = tmp_path / "pruned.db"
     shutil.copy(recorded, db)
     before_full = report(recorded)
@@ -154,14 +190,14 @@ def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(rec
     cut = MIDNIGHT + 100
     before_tail = report(recorded, since=str(cut))
     old_final = q(
-        db,
+        plain,
         "SELECT COUNT(*) FROM jobs WHERE updated < ? AND state IN "
         "('succeeded', 'failed', 'cancelled', 'blocked_preflight')",
         (cut,),
     )[0][0]
-    old_rows = q(db, "SELECT COUNT(*) FROM ledger WHERE t < ?", (cut,))[0][0]
+    old_rows = q(plain, "SELECT COUNT(*) FROM ledger WHERE t < ?", (cut,))[0][0]
     open_jobs = q(
-        db,
+        plain,
         "SELECT COUNT(*) FROM jobs WHERE state NOT IN "
         "('succeeded', 'failed', 'cancelled', 'blocked_preflight')",
     )[0][0]
@@ -178,13 +214,13 @@ def test_retention_drops_old_rows_and_report_still_answers_from_daily_totals(rec
     assert dropped["jobs"] == old_final > 0 and dropped["snapshots"] > 0
     # Rows older than the cut are gone; snapshots up to the last keyframe before the cut
     # (what stays decodes from its first row).
-    assert q(db, "SELECT COUNT(*) FROM ledger WHERE t < ?", (cut,)) == [(0,)]
-    (first_snap,) = q(db, "SELECT data FROM snapshots ORDER BY t LIMIT 1")[0]
-    assert bytes(first_snap)[:1] == b"K"
-    assert cut - 31 <= q(db, "SELECT MIN(t) FROM snapshots")[0][0] <= cut
+    pruned_plain = unpacked(db)
+    assert q(pruned_plain, "SELECT COUNT(*) FROM ledger WHERE t < ?", (cut,)) == [(0,)]
+    assert is_key_frame(snapshot_frames(db)[0][1])
+    assert cut - 31 <= snapshot_times(db)[0] <= cut
     assert (
         q(
-            db,
+            pruned_plain,
             "SELECT COUNT(*) FROM jobs WHERE state NOT IN "
             "('succeeded', 'failed', 'cancelled', 'blocked_preflight')",
         )[0][0]
@@ -258,7 +294,7 @@ def test_the_recorder_prunes_periodically_with_keep(tmp_path):
     rec, log = _record(db, duration=300.0, keep=120.0, prune_every=30.0)
     assert rec.pruned["ledger"] > 0 and "retention: dropped" in log
     last_pass = START + 300 - 120 - 30  # passes every 30 s; the last one keeps 120 s
-    assert q(db, "SELECT COUNT(*) FROM ledger WHERE t < ?", (last_pass,)) == [(0,)]
+    assert q(unpacked(db), "SELECT COUNT(*) FROM ledger WHERE t < ?", (last_pass,)) == [(0,)]
     assert q(db, "SELECT SUM(requests) FROM daily_totals")[0][0] == rec.pruned["ledger"]
     rep = report(db)
     assert rep["requests_total"] == rec.latest.requests_total
@@ -375,9 +411,50 @@ def _as_schema_1(src, dst):
     con.close()
 
 
-def test_a_schema_2_recording_still_opens_for_report_and_replay(recorded, tmp_path):
+def test_a_schema_3_recording_still_opens_for_report_and_replay(recorded, v3):
+    rep = report(v3)
+    assert rep["schema_version"] == 3 and rep["snapshot_encoding"] == "zdelta1"
+    assert {k: rep[k] for k in COUNTS} == {k: report(recorded)[k] for k in COUNTS}
+    for since in ("end-60s", "start+100s"):
+        assert (
+            report(v3, since=since)["requests_total"]
+            == report(recorded, since=since)["requests_total"]
+        )
+    old = run_virtual(ReplayEngine.load(str(v3), now=lambda: 0.0))
+    new = run_virtual(ReplayEngine.load(str(recorded), now=lambda: 0.0))
+    assert old.times == new.times
+    for t in (old.times[0], old.times[len(old.times) // 2] + 0.5, old.times[-1]):
+        old.seek(t)
+        new.seek(t)
+        assert old.snapshot() == new.snapshot()
+
+
+def test_a_writer_migrates_a_schema_3_file_and_keeps_reading_it(recorded, v3, tmp_path):
+    db = tmp_path / "v3.db"
+    shutil.copy(v3, db)
+
+    async def go():
+        store = await Store.open(db)
+        try:
+            assert store.schema_version == SCHEMA_VERSION
+            return await store.pack()
+        finally:
+            await store.close()
+
+    packed = run_virtual(go())
+    assert packed["ledger"] > 0 and packed["jobs"] > 0
+    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    rep = report(db)
+    assert {k: rep[k] for k in COUNTS} == {k: report(recorded)[k] for k in COUNTS}
+    # its snapshots stay zdelta1 rows, which replay still reads
+    assert len(run_virtual(ReplayEngine.load(str(db), now=lambda: 0.0)).times) == len(
+        snapshot_times(recorded)
+    )
+
+
+def test_a_schema_2_recording_still_opens_for_report_and_replay(recorded, v3, tmp_path):
     db = tmp_path / "v2.db"
-    _as_schema_2(recorded, db)
+    _as_schema_2(v3, db)
     rep = report(db)
     assert rep["schema_version"] == 2
     assert {k: rep[k] for k in COUNTS} == {k: report(recorded)[k] for k in COUNTS}
@@ -386,13 +463,13 @@ def test_a_schema_2_recording_still_opens_for_report_and_replay(recorded, tmp_pa
         == report(recorded, since="end-60s")["requests_total"]
     )
     eng = run_virtual(ReplayEngine.load(str(db), now=lambda: 0.0))
-    assert len(eng.times) == q(recorded, "SELECT COUNT(*) FROM snapshots")[0][0]
+    assert len(eng.times) == len(snapshot_times(recorded))
     assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
 
 
-def test_a_writer_migrates_a_schema_2_file_to_the_compact_rows_losing_nothing(recorded, tmp_path):
+def test_a_writer_migrates_a_schema_2_file_to_the_compact_rows_losing_nothing(v3, tmp_path):
     db = tmp_path / "v2.db"
-    _as_schema_2(recorded, db)
+    _as_schema_2(v3, db)
     before = {t: q(db, f"SELECT * FROM {t} ORDER BY id") for t in ("jobs", "ledger")}
 
     async def go():
@@ -419,20 +496,20 @@ def test_a_writer_migrates_a_schema_2_file_to_the_compact_rows_losing_nothing(re
     ]
 
 
-def test_a_schema_1_recording_still_opens_for_report_and_replay(recorded, tmp_path):
+def test_a_schema_1_recording_still_opens_for_report_and_replay(recorded, v3, tmp_path):
     db = tmp_path / "v1.db"
-    _as_schema_1(recorded, db)
+    _as_schema_1(v3, db)
     rep = report(db)
     assert rep["schema_version"] == 1 and rep["from_daily_totals"]["days"] == []
     assert {k: rep[k] for k in COUNTS} == {k: report(recorded)[k] for k in COUNTS}
     eng = run_virtual(ReplayEngine.load(str(db), now=lambda: 0.0))
-    assert len(eng.times) == q(recorded, "SELECT COUNT(*) FROM snapshots")[0][0]
+    assert len(eng.times) == len(snapshot_times(recorded))
     assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
 
 
-def test_a_writer_migrates_a_schema_1_file_and_can_prune_it(recorded, tmp_path):
+def test_a_writer_migrates_a_schema_1_file_and_can_prune_it(v3, tmp_path):
     db = tmp_path / "v1.db"
-    _as_schema_1(recorded, db)
+    _as_schema_1(v3, db)
 
     async def go():
         store = await Store.open(db)

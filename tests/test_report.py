@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import unpacked
 
 from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.engine import Settings
@@ -43,6 +44,12 @@ def recorded(tmp_path_factory):
     return db, rec.sim
 
 
+@pytest.fixture(scope="module")
+def plain(recorded):
+    """The recording with its ledger unpacked into rows: plain SQL's view of it."""
+    return unpacked(recorded[0])
+
+
 def _faulty_sim(clock):
     cfg = SimConfig(
         tier="professional", plan="professional", purchased=10_000_000, seed=3, faults=_faults()
@@ -68,26 +75,26 @@ def test_credits_equal_the_simulators_own_records(recorded):
     assert rep["requests_total"] == len(sim.records)
 
 
-def test_error_counts_equal_the_simulators(query_db, recorded):
+def test_error_counts_equal_the_simulators(query_db, recorded, plain):
     db, sim = recorded
     rep = report(db)
     assert rep["429_count"] == sim.records.count(status=429) > 0
     assert rep["402_count"] == sim.records.count(status=402)
     assert (
         rep["retry_count"]
-        == query_db(db, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND attempt > 1")[0][
+        == query_db(plain, "SELECT COUNT(*) FROM ledger WHERE job_id IS NOT NULL AND attempt > 1")[
             0
-        ]
+        ][0]
     )
 
 
-def test_report_numbers_equal_the_ledgers(query_db, recorded):
+def test_report_numbers_equal_the_ledgers(query_db, recorded, plain):
     db, _ = recorded
     rep = report(db)
-    (total,) = query_db(db, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger")[0]
+    (total,) = query_db(plain, "SELECT COALESCE(SUM(credits_used), 0) FROM ledger")[0]
     assert rep["credits_used_total"] == total
     rows = query_db(
-        db,
+        plain,
         "SELECT endpoint, COUNT(*), SUM(estimate), SUM(credits_used) "
         "FROM ledger WHERE kind = 'ok' AND job_id IS NOT NULL GROUP BY endpoint",
     )
@@ -95,7 +102,8 @@ def test_report_numbers_equal_the_ledgers(query_db, recorded):
         x = rep["estimated_vs_actual"][ep]
         assert (x["jobs"], x["estimated"], x["actual"]) == (n, est, act)
     rem = sorted(
-        r[0] for r in query_db(db, "SELECT rl_remaining FROM ledger WHERE rl_remaining IS NOT NULL")
+        r[0]
+        for r in query_db(plain, "SELECT rl_remaining FROM ledger WHERE rl_remaining IS NOT NULL")
     )
     assert rep["rate_limit_remaining"]["min"] == rem[0]
     assert rep["rate_limit_remaining"]["median"] == rem[(len(rem) + 1) // 2 - 1]
@@ -104,16 +112,16 @@ def test_report_numbers_equal_the_ledgers(query_db, recorded):
     assert rep["batches"] and rep["batches"][0]["makespan_s"] > 0
 
 
-def test_since_and_until_select_a_time_range(query_db, recorded):
+def test_since_and_until_select_a_time_range(query_db, recorded, plain):
     db, _ = recorded
     full = report(db)
     tail = report(db, since="-120s")  # back from the end of the recording
     last = full["recording"]["last"]
-    (n,) = query_db(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {last - 120}")[0]
+    (n,) = query_db(plain, f"SELECT COUNT(*) FROM ledger WHERE t >= {last - 120}")[0]
     assert tail["requests_total"] == n < full["requests_total"]
     lo = WALL0 + 30
     part = report(db, since=str(lo), until=str(lo + 60))
-    (n,) = query_db(db, f"SELECT COUNT(*) FROM ledger WHERE t >= {lo} AND t <= {lo + 60}")[0]
+    (n,) = query_db(plain, f"SELECT COUNT(*) FROM ledger WHERE t >= {lo} AND t <= {lo + 60}")[0]
     assert part["requests_total"] == n
 
 

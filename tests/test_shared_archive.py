@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from conftest import unpacked
 from test_shared_fleet import KEY, ROOT, WINDOW, finish, jobs_for, start_run
 
 from mavera_tui.shared import key_prefix
@@ -200,8 +201,9 @@ def stop_record(proc: subprocess.Popen[str]) -> str:
 
 
 def own_ledger(db: Path) -> tuple[int, int]:
-    """(attempts, credits) of a process's own ledger, read as an operator would."""
-    with sqlite3.connect(db) as c:
+    """(attempts, credits) of a process's own ledger, read as an operator would (a
+    recording's packed rows unpacked first, on a copy)."""
+    with sqlite3.connect(unpacked(db)) as c:
         n, credits = c.execute(
             "SELECT COUNT(*), COALESCE(SUM(credits_used), 0) FROM ledger"
         ).fetchone()

@@ -119,6 +119,9 @@ class Scheduler(Commands):
             if when == "end" or self.balance.would_spill(batch):
                 self.balance.read_later(batch)
                 fetch_balance = False
+                # Nor is the limit read before the first job: it teaches it (one job,
+                # the quickest, goes alone first).
+                self.window_gate.learning = self.config.limit is None
         if fetch_balance:
             # Pre-flight is blind without a balance: a lost answer (5xx, drop, timeout) at
             # start is worth a couple of retries before the first job goes out.
@@ -236,8 +239,10 @@ class Scheduler(Commands):
         batch: list[Job] = []
         reserve: int | None = None
         blocked: set[str] = set()
+        learning = self.window_gate.learning
         while avail > 0:
-            job = self._pick(now, blocked)
+            job = self.queue.quickest(self.slots.expected_latency) if learning else None
+            job = job or self._pick(now, blocked)
             if job is None:
                 break
             if job.ep.cap is None and job.est.high >= 0:

@@ -11,6 +11,7 @@ reaches the top.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 from .. import snapshot as S
 from .model import Job
@@ -96,6 +97,17 @@ class ReadyQueue:
             ((-job.spec.priority, lpt, job.seq), j) if j is job else (k, j) for k, j in heap
         ]
         heapq.heapify(self.heaps[key])
+
+    def quickest(self, expected_latency: Callable[[str], float]) -> Job | None:
+        """The ready job expected to be answered soonest, of the highest priority ready
+        (to learn the key's limit from its answer before the first burst)."""
+        heads = [j for k, n in self.count.items() if n > 0 if (j := self.head(k)) is not None]
+        if not heads:
+            return None
+        top = max(j.spec.priority for j in heads)
+        return min(
+            (j for j in heads if j.spec.priority == top), key=lambda j: expected_latency(j.ep.key)
+        )
 
     def any_ready(self) -> bool:
         """Whether some endpoint has ready jobs."""

@@ -29,6 +29,12 @@ class WindowGate:
         self.probe_grace = min(2.0, window.window / 30)
         self.recent_429: deque[float] = deque()  # times of 429s in the last minute
         self._probe_refused = False  # the 429 being handled refused an early-Reset probe
+        # The key's limit unknown and no balance read before the first job to learn it
+        # from: one job goes first, alone, and its answer's X-RateLimit-Limit sizes the
+        # first burst (a burst at a guessed limit can 429 on a smaller or busier key).
+        self.learning = False
+        self.learner: Job | None = None
+        self.learner_at = 0.0
 
     def room(self, now: float) -> int:
         """How many jobs may be admitted now (0 while a probe is out, or the key is held
@@ -36,6 +42,13 @@ class WindowGate:
         avail = self.window.available(now)
         if avail <= 0:
             return 0
+        if self.learning:
+            if self.window.limit_learned or (
+                self.learner is not None and now > self.learner_at + self.window.window / 10
+            ):
+                self.learning, self.learner = False, None  # learned (or no answer soon)
+            else:
+                return 0 if self.learner is not None else 1
         if self.probe_job is not None:
             if now < self.probe_at + self.probe_grace:
                 return 0
@@ -46,13 +59,19 @@ class WindowGate:
         """Take an admission for ``job``; True if it goes alone as the probe (admit no
         more now)."""
         self.window.reserve()  # stamped by the job's own task as it is written
+        if self.learning and self.learner is None:
+            self.learner, self.learner_at = job, now
+            return True
         if self.probe_needed:
             self.probe_job, self.probe_at = job, now
             return True
         return False
 
     def answered(self, job: Job, rate_limited: bool) -> None:
-        """A job's answer came: a probe not refused opens the key."""
+        """A job's answer came: a probe not refused opens the key; the first job's (see
+        ``learning``) ends the learning, whatever it said."""
+        if job is self.learner:
+            self.learning, self.learner = False, None
         if job is self.probe_job:
             self.probe_job = None
             if not rate_limited:
@@ -63,6 +82,8 @@ class WindowGate:
         and not paused). Room that is held back for capped jobs is looked at again when
         the window slides."""
         times: list[float] = []
+        if self.learner is not None:
+            times.append(self.learner_at + self.window.window / 10)
         if self.probe_job is not None:
             times.append(self.probe_at + self.probe_grace)
         if waiting:

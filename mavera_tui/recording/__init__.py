@@ -1,8 +1,11 @@
 """Recordings: one SQLite file (the store) holding the ledger, the jobs and a snapshot per
 interval, written headless and read back by replay and report.
 
-- ``codec``: the snapshot encoding (``zdelta1``: keyframes and zlib deltas);
-- ``recorder``: the headless recorder (engine + snapshot loop + clean stop + retention);
+- ``codec``: the snapshot encodings (``zblock1``: blocks of keyframes and deltas under
+  zlib, since schema 4; ``zdelta1``: one zlib'd keyframe or delta per row, still read);
+- ``recorder``: the headless recorder (engine + snapshot loop + clean stop);
+- ``writer``: what it writes (snapshot blocks; packing the ledger and finished jobs into
+  blocks, ``Store.pack``; retention);
 - ``reader``: ``Recording``, what replay and report read through (the store's schema
   check, snapshots and ledger by time range, the daily totals retention keeps);
 - ``timespec``: the one time grammar of ``report --since/--until`` and replay's go-to;

@@ -3,7 +3,10 @@
 ``Recording.open(path)`` checks the file with the store's one check (``store.check_file``:
 an SQLite file of ours, a schema this version reads) and the snapshot encoding, then opens
 the store read-only. It hands out the recorded snapshots (raw or decoded), the ledger and
-the daily totals that retention left for older days, by time range. Never imports textual.
+the daily totals that retention left for older days, by time range. Since schema 4 most of
+a recording is packed (snapshots, the ledger and finished jobs in compressed blocks): the
+reader gives rows and blocks back as one, in the form schema 3's rows and views had.
+Never imports textual.
 """
 
 from __future__ import annotations
@@ -13,8 +16,17 @@ from types import TracebackType
 from typing import Any
 
 from ..snapshot import Snapshot
-from ..store import Store, StoreError, check_file
-from .codec import ENCODING, DecodeError, SnapshotDecoder, state_to_snapshot
+from ..store import LEDGER_VIEW_COLUMNS, Store, StoreError, check_file
+from .codec import (
+    BLOCK_ENCODING,
+    ENCODING,
+    BlockFrame,
+    DecodeError,
+    FrameDecoder,
+    SnapshotBlock,
+    block_frames,
+    state_to_snapshot,
+)
 from .timespec import TimeContext, parse_time
 
 __all__ = ["LEDGER_COLUMNS", "Recording", "check_recording"]
@@ -58,9 +70,10 @@ def check_recording(path: str) -> dict[str, str]:
     """The meta table of a recording this version can read; StoreError (one line) if not."""
     meta = check_file(path)
     enc = meta.get("snapshot_encoding")
-    if enc is not None and enc != ENCODING:
+    if enc is not None and enc not in (ENCODING, BLOCK_ENCODING):
         raise StoreError(
-            f"{path} holds snapshots encoded as {enc!r}; this mavera-tui reads {ENCODING!r}"
+            f"{path} holds snapshots encoded as {enc!r}; this mavera-tui reads "
+            f"{ENCODING!r} and {BLOCK_ENCODING!r}: upgrade mavera-tui to read it"
         )
     return meta
 
@@ -131,10 +144,17 @@ class Recording:
         # On the ledger's rows where they are compact: the view's t is computed, so only
         # the rows' own column lets SQLite read the ends of the time index.
         table, scale = ("ledger_rows", " / 1000.0") if self.compact else ("ledger", "")
+        packed = ""
+        if await self.store.has_blocks():
+            packed = (
+                " UNION ALL SELECT MIN(t0) / 1000.0 FROM ledger_blocks UNION ALL SELECT "
+                "MAX(t1) / 1000.0 FROM ledger_blocks UNION ALL SELECT MIN(t0) FROM "
+                "snapshot_blocks UNION ALL SELECT MAX(t1) FROM snapshot_blocks"
+            )
         [(first, last)] = await self.store.query(
             f"SELECT MIN(t), MAX(t) FROM (SELECT MIN(t){scale} AS t FROM {table} UNION ALL "
             f"SELECT MAX(t){scale} FROM {table} UNION ALL SELECT MIN(t) FROM snapshots "
-            "UNION ALL SELECT MAX(t) FROM snapshots)"
+            f"UNION ALL SELECT MAX(t) FROM snapshots{packed})"
         )
         return first, last
 
@@ -163,23 +183,32 @@ class Recording:
         self,
         since: float | None = None,
         until: float | None = None,
-    ) -> list[tuple[float, bytes]]:
-        """Encoded snapshots ``(t, blob)`` in time order from the last keyframe at or before
-        ``since`` (so the first rows decode) up to ``until``."""
+    ) -> list[tuple[float, bytes | BlockFrame]]:
+        """Encoded snapshots ``(t, frame)`` in time order from the last keyframe at or
+        before ``since`` (so the first frames decode) up to ``until``: a zdelta1 blob per
+        row of ``snapshots`` (schema 3), a ``BlockFrame`` per snapshot of a block
+        (schema 4). ``FrameDecoder`` decodes both."""
         lo = since
         if since is not None:
             k = await self.store.keyframe_at_or_before(since)
             lo = k if k is not None else since
         where, params = _range(lo, until)
         rows = await self.store.query(f"SELECT t, data FROM snapshots {where} ORDER BY t", params)
-        return [(float(t), bytes(b)) for t, b in rows if b]
+        out: list[tuple[float, bytes | BlockFrame]] = [(float(t), bytes(b)) for t, b in rows if b]
+        blocks = [
+            SnapshotBlock(t0, tuple(ts), key, data)
+            for t0, key, ts, data in await self.store.snapshot_block_rows(since, until)
+        ]
+        out += [(t, f) for t, f in block_frames(blocks) if until is None or t <= until]
+        out.sort(key=lambda r: r[0])
+        return out
 
     async def snapshots(
         self, since: float | None = None, until: float | None = None, *, rows: bool = False
     ) -> list[Snapshot]:
         """Decoded snapshots in [since, until] (``rows=False`` skips jobs/alerts: cheaper).
         Undecodable rows are skipped up to the next keyframe."""
-        dec = SnapshotDecoder()
+        dec = FrameDecoder()
         out = []
         for t, blob in await self.snapshot_rows(since, until):
             try:
@@ -209,9 +238,37 @@ class Recording:
         else:
             where, params = _range(since, until)
             order = "t, id"
-        return await self.store.query(
-            f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY {order}", params
-        )
+        if not self.compact:
+            return await self.store.query(
+                f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY {order}", params
+            )
+        if not await self.store.has_blocks():
+            rows = await self.store.query(
+                f"SELECT {', '.join(columns)} FROM ledger {where} ORDER BY {order}", params
+            )
+            return rows
+        # The rows and the blocks in one read transaction: a recorder packing meanwhile
+        # moves rows into a block in one transaction of its own, so each row is read once.
+        ms = (None if since is None else round(since * 1000), None if until is None else
+              round(until * 1000))  # fmt: skip
+        await self.store.query("BEGIN")
+        try:
+            rows = await self.store.query(
+                f"SELECT {', '.join(columns)}, t_ms, id FROM ledger {where} ORDER BY {order}",
+                params,
+            )
+            blocks = await self.store.ledger_block_rows(*ms)
+        finally:
+            await self.store.query("COMMIT")
+        cols = [LEDGER_VIEW_COLUMNS.index(c) for c in (*columns, "t_ms", "id")]
+        packed = [tuple(r[i] for i in cols) for r in blocks]
+        if since is not None:
+            packed = [r for r in packed if r[-2] >= since * 1000.0]
+        if until is not None:
+            packed = [r for r in packed if r[-2] <= until * 1000.0]
+        both = packed + rows
+        both.sort(key=lambda r: (r[-2], r[-1]))
+        return [r[:-2] for r in both]
 
     async def daily_totals(
         self,
@@ -240,6 +297,10 @@ class Recording:
         return [r[0] for r in await self.store.query("SELECT t FROM alerts ORDER BY t")]
 
     async def jobs_by_state(self) -> dict[str, int]:
-        return dict(
+        """Jobs per state, the packed ones included."""
+        out = dict(
             await self.store.query("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
         )
+        for state, n in (await self.store.archived_states()).items():
+            out[state] = out.get(state, 0) + n
+        return dict(sorted(out.items()))

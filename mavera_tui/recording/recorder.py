@@ -2,9 +2,9 @@
 
 The end of ``duration`` and SIGTERM/SIGINT stop it the same clean way: nothing new is
 sent, requests in flight (already paid for) get up to ``grace`` seconds while snapshots
-go on, then a final snapshot is written and flushed. With ``keep`` it prunes what is older
-than that many seconds (``Store.prune``) at the start and every ``prune_every`` seconds.
-Never imports textual (tests/test_import_hygiene).
+go on, then a final snapshot is written and flushed. What it writes (snapshot blocks, the
+packing of the ledger and jobs, retention with ``keep``) is ``RecordingWriter``'s
+(writer.py). Never imports textual (tests/test_import_hygiene).
 """
 
 from __future__ import annotations
@@ -13,21 +13,22 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..clock import Clock
 from ..snapshot import Snapshot
-from .codec import ENCODING, KEYFRAME_EVERY, SnapshotEncoder
+from .codec import BLOCK_ENCODING, BLOCK_KEYFRAME_EVERY, BLOCK_SNAPSHOTS
+from .writer import PACK_EVERY, PRUNE_EVERY, RecordingWriter
 
 if TYPE_CHECKING:
     from ..control import RunControl
+    from ..engine import Engine
 
 __all__ = ["DEFAULT_GRACE", "PRUNE_EVERY", "Recorder"]
 
 DEFAULT_GRACE = 120.0
-#: Seconds between retention passes: a pass folds and deletes at most about this much.
-PRUNE_EVERY = 3600.0
 
 
 class Recorder:
@@ -50,11 +51,13 @@ class Recorder:
         sim: Any = None,
         out: TextIO | None = None,
         demo_kw: dict[str, Any] | None = None,
-        keyframe_every: int = KEYFRAME_EVERY,
+        keyframe_every: int = BLOCK_KEYFRAME_EVERY,
         job_file: Any = None,
         keep: float | None = None,
         prune_every: float = PRUNE_EVERY,
         proxy_listen: str | None = None,
+        block_snapshots: int = BLOCK_SNAPSHOTS,
+        pack_every: float | None = PACK_EVERY,
     ):
         self.settings = settings
         self.jobs_path = jobs
@@ -67,21 +70,22 @@ class Recorder:
         self.sim = sim
         self.out = out or sys.stderr
         self.demo_kw = demo_kw or {}
-        self.encoder = SnapshotEncoder(keyframe_every)
         self.engine: Any = None
         self.latest: Snapshot | None = None
-        self.snapshots_written = 0
-        self.bytes_written = 0
-        self.encode_seconds = 0.0
         self._stop: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
         self._seen_alerts: set[tuple[float, str, str]] = set()
-        self._last_t = 0.0
         self.stop_reason = ""
         self.keep = keep  # retention in seconds; None keeps everything
-        self.prune_every = max(1.0, float(prune_every))
-        self._next_prune: float | None = None
-        self.pruned: dict[str, int] = {"ledger": 0, "snapshots": 0, "jobs": 0}
+        # What the writer is built with once the store is open (see ``run``).
+        self._writer_kw: dict[str, Any] = {
+            "keyframe_every": keyframe_every,
+            "block_snapshots": block_snapshots,
+            "keep": keep,
+            "prune_every": prune_every,
+            "pack_every": pack_every,
+        }
+        self.writer: RecordingWriter | None = None
         # ``record --proxy ADDR``: serve the governing proxy (MAVERA_API_KEY for every app)
         # and record its engine.
         self.proxy_listen = proxy_listen
@@ -99,48 +103,33 @@ class Recorder:
         elif self._hurry is not None:
             self._hurry.set()  # a second signal: do not wait for in-flight requests
 
+    # What the writer counted (zero before the store is open), for the log and the bench.
+    @property
+    def snapshots_written(self) -> int:
+        return self.writer.snapshots_written if self.writer else 0
+
+    @property
+    def bytes_written(self) -> int:
+        return self.writer.bytes_written if self.writer else 0
+
+    @property
+    def encode_seconds(self) -> float:
+        return self.writer.encode_seconds if self.writer else 0.0
+
+    @property
+    def pruned(self) -> dict[str, int]:
+        return self.writer.pruned if self.writer else {"ledger": 0, "snapshots": 0, "jobs": 0}
+
+    async def prune(self) -> dict[str, int]:
+        """One retention pass now (``RecordingWriter.prune``); {} before the store is open."""
+        return await self.writer.prune() if self.writer else {}
+
     def _write(self, snap: Snapshot) -> None:
         if self.fleet_watch is not None:
             snap = replace(snap, fleet=self.fleet_watch.latest)
-        # The row's key is the snapshot's own (rounded) time, kept strictly increasing.
-        t = round(snap.t, 3)
-        t = t if t > self._last_t else round(self._last_t + 0.001, 3)
-        self._last_t = t
-        t0 = time.perf_counter()
-        blob = self.encoder.encode(snap)
-        self.encode_seconds += time.perf_counter() - t0
-        self.engine.store.add_snapshot(t, blob)
-        self.snapshots_written += 1
-        self.bytes_written += len(blob)
+        assert self.writer is not None
+        self.writer.write(snap)
         self.latest = snap
-
-    async def prune(self) -> dict[str, int]:
-        """One retention pass: drop what is older than ``keep`` seconds (ledger rows,
-        folded into the daily totals first; snapshots up to a keyframe; final jobs). Runs
-        through the store's single writer: one more transaction in the group-commit queue.
-        Returns the rows dropped per table."""
-        if self.keep is None or self.engine is None:
-            return {}
-        dropped = await self.engine.store.prune(self.clock.wall() - self.keep)
-        for k, v in dropped.items():
-            self.pruned[k] = self.pruned.get(k, 0) + v
-        if any(dropped.values()):
-            self.log(
-                "retention: dropped "
-                + ", ".join(f"{v} {k} rows" for k, v in dropped.items() if v)
-                + f" older than {self.keep / 86400:g} d (daily totals kept)"
-            )
-        return dropped
-
-    async def _maybe_prune(self) -> None:
-        now = self.clock.now()
-        if self.keep is None or (self._next_prune is not None and now < self._next_prune):
-            return
-        self._next_prune = now + self.prune_every
-        try:
-            await self.prune()
-        except Exception as e:  # a failed pass is retried at the next one; recording goes on
-            self.log(f"retention failed: {type(e).__name__}: {e}")
 
     def _log_alerts(self, snap: Snapshot) -> None:
         for a in reversed(snap.alerts):
@@ -159,7 +148,10 @@ class Recorder:
         self._hurry = asyncio.Event()
         try:
             if self.proxy_listen is not None:
-                sched = await self._start_proxy()
+                assert self.proxy_listen is not None
+                self.proxy, self.engine, sched = await start_proxy(
+                    self.settings, self.sim, self.proxy_listen
+                )
             else:
                 self.engine = Engine(self.settings, clock=self.clock, sim=self.sim)
                 assert self._stop is not None
@@ -180,9 +172,10 @@ class Recorder:
             self.fleet_watch = FleetWatch(self.engine.fleet, wall=self.clock.wall)
             await self.fleet_watch.refresh()  # the first snapshot has the fleet already
             self.fleet_watch.start()
-            await self._start_archive()
+            await start_archive(self.engine, self.log)
         store = self.engine.store
-        store.set_meta("snapshot_encoding", ENCODING)
+        self.writer = RecordingWriter(store, self.clock, self.log, **self._writer_kw)
+        store.set_meta("snapshot_encoding", BLOCK_ENCODING)
         store.set_meta("snapshot_interval", f"{self.interval:g}")
         store.set_meta("recorded_target", self.engine.target)
         metrics = None
@@ -193,7 +186,9 @@ class Recorder:
             if self.proxy is not None:
                 self.log(f"serving the proxy on {self.proxy.url} (MAVERA_API_KEY for every app)")
             elif self.jobs_path:
-                submitted = await self._submit_jobs(sched)
+                submitted = await submit_job_file(
+                    sched, self.jobs_path, self.job_file, self.out, self.log
+                )
                 if submitted is None:
                     return 2
                 jobs_mode = True
@@ -220,65 +215,6 @@ class Recorder:
                 metrics.close()
         return 0
 
-    async def _start_archive(self) -> None:
-        """With ``--shared``: the fleet's ledger (the key's Redis stream) is archived into
-        the recording (``fleet_ledger``), from where the last recording of this file
-        stopped; ``report`` gives the fleet's totals from it."""
-        await self.engine.start_archive()  # a no-op when the engine started it already
-        arch = self.engine.archive
-        if arch is not None:
-            where = "its start" if arch.last_id == "0-0" else f"after entry {arch.last_id}"
-            self.log(f"archiving the fleet's ledger stream from {where}")
-
-    def _archive_line(self) -> str:
-        arch = self.engine.archive if self.engine is not None else None
-        if arch is None:
-            return ""
-        s = arch.stats()
-        gaps = f", {s['gaps']} gap(s), {s['missing']} entries known missing" if s["gaps"] else ""
-        return f"; fleet ledger: {s['archived']} entries archived{gaps}"
-
-    async def _start_proxy(self) -> Any:
-        """The proxy in --key-from-env mode (one key: one engine to record) on the
-        recording's store; returns its scheduler."""
-        from ..proxy import Proxy, ProxyOptions, parse_listen
-
-        assert self.proxy_listen is not None
-        host, port = parse_listen(self.proxy_listen)
-        self.proxy = Proxy(
-            self.settings.config,
-            ProxyOptions(key_from_env=True, db=self.settings.db, sim=self.sim),
-        )
-        try:
-            await self.proxy.start(host, port)
-        except BaseException:
-            await self.proxy.stop()
-            raise
-        gov = next(iter(self.proxy.governors.values()))
-        self.engine = gov.engine
-        return gov.scheduler
-
-    async def _submit_jobs(self, sched: RunControl) -> int | None:
-        from ..jobs import JobFileError, read_job_file
-
-        path = self.jobs_path or ""  # only called with a job file
-        try:
-            specs, errors = self.job_file or read_job_file(path)
-        except (JobFileError, OSError) as e:
-            self.log(f"error: {e}")
-            return None
-        for err in errors:
-            print(f"{self.jobs_path}: {err}", file=self.out, flush=True)
-        submitted = await sched.submit_many(specs)
-        refused = submitted.messages()
-        for msg in refused:
-            print(f"{self.jobs_path}: {msg}", file=self.out, flush=True)
-        self.log(
-            f"submitted {len(submitted.accepted)} jobs from {self.jobs_path}"
-            + (f" ({len(errors) + len(refused)} refused)" if errors or refused else "")
-        )
-        return len(submitted.accepted)
-
     async def _loop(self, sched: RunControl, jobs_mode: bool) -> None:
         assert self._stop is not None
         clock = self.clock
@@ -287,7 +223,8 @@ class Recorder:
         tick = 0
         next_at = start
         while True:
-            await self._maybe_prune()
+            assert self.writer is not None
+            await self.writer.maintain()
             snap = sched.snapshot()
             self._write(snap)
             self._log_alerts(snap)
@@ -375,6 +312,8 @@ class Recorder:
         with contextlib.suppress(Exception):
             self._write(final)
         self._log_alerts(final)
+        assert self.writer is not None
+        await self.writer.finish()
         self.engine.store.set_meta("recording_stopped", f"{final.t:.3f}")
         if self.fleet_watch is not None:
             await self.fleet_watch.close()
@@ -386,7 +325,7 @@ class Recorder:
             f"({self.bytes_written / 1024:.0f} KiB)"
             + (f" after waiting {waited:.0f} s for requests in flight" if waiting else "")
             + f"; {_progress(final)}"
-            + self._archive_line()
+            + archive_line(self.engine)
         )
 
 
@@ -397,3 +336,65 @@ def _progress(s: Snapshot) -> str:
         f"queue {s.queue_depth}, in flight {s.in_flight}, "
         f"done {sum(s.finished.values())}/{s.jobs_total}"
     )
+
+
+async def start_proxy(settings: Any, sim: Any, listen: str) -> tuple[Any, Any, Any]:
+    """``record --proxy``: the proxy in --key-from-env mode (one key: one engine to record)
+    on the recording's store; returns (proxy, its engine, its scheduler)."""
+    from ..proxy import Proxy, ProxyOptions, parse_listen
+
+    host, port = parse_listen(listen)
+    proxy = Proxy(settings.config, ProxyOptions(key_from_env=True, db=settings.db, sim=sim))
+    try:
+        await proxy.start(host, port)
+    except BaseException:
+        await proxy.stop()
+        raise
+    gov = next(iter(proxy.governors.values()))
+    return proxy, gov.engine, gov.scheduler
+
+
+async def submit_job_file(
+    sched: RunControl, path: str, job_file: Any, out: TextIO, log: Callable[[str], None]
+) -> int | None:
+    """Submit the jobs of ``path`` (already read into ``job_file`` if not None), each bad
+    line and refused job one line on ``out``; the number accepted, None if unreadable."""
+    from ..jobs import JobFileError, read_job_file
+
+    try:
+        specs, errors = job_file or read_job_file(path)
+    except (JobFileError, OSError) as e:
+        log(f"error: {e}")
+        return None
+    for err in errors:
+        print(f"{path}: {err}", file=out, flush=True)
+    submitted = await sched.submit_many(specs)
+    refused = submitted.messages()
+    for msg in refused:
+        print(f"{path}: {msg}", file=out, flush=True)
+    log(
+        f"submitted {len(submitted.accepted)} jobs from {path}"
+        + (f" ({len(errors) + len(refused)} refused)" if errors or refused else "")
+    )
+    return len(submitted.accepted)
+
+
+async def start_archive(engine: Engine, log: Callable[[str], None]) -> None:
+    """With ``--shared``: the fleet's ledger (the key's Redis stream) is archived into the
+    recording (``fleet_ledger``), from where the last recording of this file stopped;
+    ``report`` gives the fleet's totals from it."""
+    await engine.start_archive()  # a no-op when the engine started it already
+    arch = engine.archive
+    if arch is not None:
+        where = "its start" if arch.last_id == "0-0" else f"after entry {arch.last_id}"
+        log(f"archiving the fleet's ledger stream from {where}")
+
+
+def archive_line(engine: Engine | None) -> str:
+    """The fleet ledger's part of the recorder's closing line ("" without an archive)."""
+    arch = engine.archive if engine is not None else None
+    if arch is None:
+        return ""
+    s = arch.stats()
+    gaps = f", {s['gaps']} gap(s), {s['missing']} entries known missing" if s["gaps"] else ""
+    return f"; fleet ledger: {s['archived']} entries archived{gaps}"

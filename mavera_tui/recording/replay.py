@@ -24,7 +24,7 @@ from ..estimate import Estimate, Verdict
 from ..history import History
 from ..jobs import JobSpec
 from ..snapshot import Snapshot
-from .codec import DecodeError, SnapshotDecoder, is_keyframe, state_to_snapshot
+from .codec import BlockFrame, DecodeError, FrameDecoder, is_key_frame, state_to_snapshot
 from .timespec import TimeContext, parse_time
 
 SPEEDS = (1.0, 10.0, 60.0)
@@ -45,7 +45,8 @@ class ReplayPosition:
 
 
 class ReplayEngine:
-    """EngineControl over recorded snapshots ``(t, blob)`` in time order.
+    """EngineControl over recorded snapshots ``(t, frame)`` in time order (a frame: a
+    zdelta1 blob, or a snapshot of a zblock1 block; ``Recording.snapshot_rows``).
 
     ``now`` is the real clock playback runs on (injectable so tests need no sleeps).
     ``generation`` changes whenever the cursor moves other than forward in sequence: the
@@ -54,25 +55,25 @@ class ReplayEngine:
 
     def __init__(
         self,
-        rows: list[tuple[float, bytes]],
+        rows: list[tuple[float, bytes | BlockFrame]],
         alerts: list[float] | None = None,
         *,
         now: Callable[[], float] = time.monotonic,
         target: str = "",
     ):
-        rows = [(float(t), bytes(b)) for t, b in rows if b]
+        rows = [(float(t), b if isinstance(b, BlockFrame) else bytes(b)) for t, b in rows if b]
         if not rows:
             raise ValueError("the recording holds no snapshots")
         self.times = [t for t, _ in rows]
-        self.blobs = [b for _, b in rows]
-        self.keyframes = [i for i, b in enumerate(self.blobs) if is_keyframe(b)] or [0]
+        self.frames = [b for _, b in rows]
+        self.keyframes = [i for i, b in enumerate(self.frames) if is_key_frame(b)] or [0]
         self.alert_times = sorted(alerts or [])
         self.now = now
         self.target = target
         self.playing = False
         self.speed = SPEEDS[0]
         self.generation = 0
-        self._dec = SnapshotDecoder()
+        self._dec = FrameDecoder()
         self._dec_index: int | None = None  # index the decoder's state is at
         self.index = 0
         self._snap: Snapshot | None = None
@@ -111,14 +112,16 @@ class ReplayEngine:
         if start is None or start > i or start < kf:
             self._dec.reset()
             start = kf - 1
+        st = None
         for j in range(start + 1, i + 1):
             try:
-                st = self._dec.decode(self.blobs[j])
-            except DecodeError:
+                st = self._dec.decode(self.frames[j])
+            except DecodeError:  # st stays the last good frame's (index too)
                 self._dec_index = None
                 continue
             self._dec_index = j
             self.index = j
+        if st is not None:  # only the frame shown becomes a Snapshot: seeking stays cheap
             self._snap = replace(state_to_snapshot(st, self._dec.names), mode="replay")
 
     def _goto(self, i: int, *, rebuild: bool = True) -> None:
@@ -213,10 +216,10 @@ class ReplayEngine:
         h = History(bucket_s, span_s)
         end = self.index
         first = bisect.bisect_left(self.times, self.times[end] - span_s)
-        dec = SnapshotDecoder()
+        dec = FrameDecoder()
         for j in range(self._keyframe_before(first), end + 1):
             try:
-                st = dec.decode(self.blobs[j])
+                st = dec.decode(self.frames[j])
             except DecodeError:
                 continue
             if j >= first:

@@ -236,7 +236,17 @@ class Fleet(Admission, Upkeep):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 1.0)
         try:
-            await self._send_pending()
+            # The last releases carry the last ledger entries: a loaded Redis that misses
+            # one short timeout would lose them from the fleet's stream (nothing after them
+            # would show the gap). Releases are idempotent and entries numbered: retry.
+            for delay in (0.2, 0.5, 0.0):
+                try:
+                    await self._send_pending()
+                    break
+                except SharedUnavailable:
+                    if not delay:
+                        raise
+                    await asyncio.sleep(delay)
             if self.leases:
                 await self.state.release(
                     [Release(lease) for lease in list(self.leases)], window=self._window()
