@@ -160,12 +160,13 @@ class EngineSettings:
         metavar="S",
     )
     balance_read: str = setting(
-        "auto",
-        "when run reads the balance for pre-flight: before the first job (start), once every "
-        "job is sent (end: blind until then; the API's 402 stops an overdraft), or auto: "
-        "start, unless the batch fills its windows exactly and the read would cost it a "
-        "whole window more",
-        choices=("auto", "start", "end"),
+        "start",
+        "when run reads the balance for pre-flight: before the first job (start); once every "
+        "job is sent (end: blind until then); or auto: start, unless the batch fills its "
+        "windows exactly and the read would cost it a whole window more. Blind, the API's "
+        "402 stops an overdraft, but a batch short of credits meets 402s instead of "
+        "pre-flight refusals",
+        choices=("start", "auto", "end"),
         flag="--balance-read",
     )
     resend_unknown_up_to: int = setting(

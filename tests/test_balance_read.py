@@ -1,5 +1,6 @@
-"""When a batch's first balance read goes (balance_read): before the first job, unless the
-batch fills its windows exactly, where one more request would cost it a whole window."""
+"""When a batch's first balance read goes (balance_read): before the first job (the
+default, "start"), or with "auto" before it unless the batch fills its windows exactly,
+where one more request would cost it a whole window."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def cheap(n: int) -> list[JobSpec]:
 
 
 def run(make_rig: Any, n: int, sim_limit: int, **config: Any) -> tuple[Any, dict[str, Any]]:
+    config.setdefault("balance_read", "auto")
+
     async def main() -> tuple[Any, dict[str, Any]]:
         rig = await make_rig(
             {"limit": sim_limit, "window_seconds": W}, window_seconds=W, start=False, **config
@@ -73,7 +76,11 @@ def test_a_batch_read_after_its_last_send_when_the_window_has_room(make_rig: Any
     # the last job (sent at 2 s) ends.
     async def main() -> tuple[Any, dict[str, Any]]:
         rig = await make_rig(
-            {"limit": 60, "window_seconds": 2.0}, window_seconds=2.0, start=False, limit=60
+            {"limit": 60, "window_seconds": 2.0},
+            window_seconds=2.0,
+            start=False,
+            limit=60,
+            balance_read="auto",
         )
         await rig.sched.start(batch=120)
         await rig.sched.submit_many(cheap(120))
@@ -140,3 +147,15 @@ def test_with_no_read_first_the_first_burst_waits_for_the_limit_a_first_answer_g
     assert summary["succeeded"] == 120 and summary["limit"] == 50
     assert sim.records.count(status=429) == 0
     assert sim.records.max_window_count() <= 50
+
+
+def test_the_default_reads_first_even_before_a_batch_filling_its_windows(make_rig: Any) -> None:
+    async def main() -> dict[str, Any]:
+        rig = await make_rig({"limit": 60, "window_seconds": W}, window_seconds=W, start=False)
+        await rig.sched.start(batch=120)
+        await rig.sched.submit_many(cheap(120))
+        await rig.sched.wait_idle()
+        await rig.close()
+        return rig.sched.summary()
+
+    assert run_virtual(main())["balance_read"] == "start"
