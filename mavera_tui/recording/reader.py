@@ -31,28 +31,9 @@ from .timespec import TimeContext, parse_time
 
 __all__ = ["LEDGER_COLUMNS", "Recording", "check_recording"]
 
-#: Ledger columns a reader may ask for (the store's ledger table).
-LEDGER_COLUMNS = (
-    "t",
-    "t_done",
-    "job_id",
-    "endpoint",
-    "method",
-    "path",
-    "attempt",
-    "status",
-    "kind",
-    "code",
-    "credits_used",
-    "tokens",
-    "estimate",
-    "latency",
-    "rl_limit",
-    "rl_remaining",
-    "rl_reset",
-    "retry_after",
-    "message",
-)
+#: Ledger columns a reader may ask for: the store's ledger view, less its bookkeeping
+#: (the row id and the send time in milliseconds).
+LEDGER_COLUMNS = tuple(c for c in LEDGER_VIEW_COLUMNS if c not in ("id", "t_ms"))
 DAILY_COLUMNS = (
     "day",
     "endpoint",
