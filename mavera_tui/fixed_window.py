@@ -98,21 +98,17 @@ class CalendarSense:
         return 1
 
     def _probe_due(self, now: float) -> bool:
-        return (
-            not self.refuted
-            and self.candidate is not None
-            and self.probe_sent is None
-            and not self.probe_reserved
-            and self.m.pending == 0  # the next write is then the probe's
-            and now >= self.candidate + self.m.margin
-        )
+        at = self.probe_at(now)
+        return at is not None and at <= now
 
     def probe_at(self, now: float) -> float | None:
         """When the probe may go (None: no probe pending)."""
         if self.refuted or self.candidate is None or self.probe_sent is not None:
             return None
         if self.probe_reserved or self.m.pending:
-            return None  # the write on its way (then its answer) wakes the dispatcher
+            # A write on its way (then its answer) wakes the dispatcher; with none pending
+            # the next write is the probe's.
+            return None
         return max(now, self.candidate + self.m.margin)
 
     def reserved(self) -> None:
@@ -163,9 +159,9 @@ class CalendarSense:
         # probed, a window lost); the probe then goes at once. One before our send is
         # nonsense (or another clock): ignored.
         reset = headers.reset_at - wall_now + now
-        oldest = m.oldest_expiry(sent_at)
         if now - sent_at > m.window / 10 or reset <= sent_at:
             return False
+        oldest = m.oldest_expiry(sent_at)
         if oldest is not None and reset + m.margin < oldest - 0.02 * m.window:
             self.candidate = reset
         return False
