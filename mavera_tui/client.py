@@ -15,13 +15,11 @@ import json
 import math
 import re
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import sys
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import httpx
@@ -351,6 +349,10 @@ class ApiClient:
         self._urls: dict[str, Any] = {}  # path -> parsed URL (see _url)
         self.backend = "httpx" if transport is not None else backend
         self.reports_writes = transport is None
+        if self.backend == "aiohttp":
+            import aiohttp
+
+            self._transport_errors = (aiohttp.ClientError, OSError)
         if self.backend == "httpx":
             import httpx
 
@@ -484,8 +486,6 @@ class ApiClient:
         is passed to it as it arrives (and kept for its usage); a sink that raises makes a
         CONNECTION error whose ``written`` is True and whose message says the caller went.
         ``Outcome.written`` says whether the request went on the wire (None: unknown)."""
-        import aiohttp
-
         t0 = self.clock.now()
         wrote: list[bool] = []
         if self._httpx is None or on_written is not None:
@@ -530,7 +530,7 @@ class ApiClient:
                 error=ApiError(TIMEOUT, None, None, "request timed out"),
                 written=self._wrote(wrote),
             )
-        except (aiohttp.ClientError, *self._transport_errors) as e:
+        except self._transport_errors as e:
             return Outcome(
                 None,
                 self.clock.now() - t0,

@@ -72,6 +72,15 @@ class BalanceKeeper:
         lim = self.s.window.limit
         return batch is not None and batch >= lim and batch % lim == 0
 
+    async def first(self) -> None:
+        """The read before the first job. Pre-flight is blind without a balance: a lost
+        answer (5xx, drop, timeout) is worth a couple of retries before any job goes out."""
+        s = self.s
+        for delay in (1.0, 2.0, 0.0):
+            if await self.refresh() or s._closing or not delay:
+                break
+            await s.clock.sleep(delay)
+
     def read_later(self, batch: int) -> None:
         """Read the balance when it costs the batch nothing: as soon as the key's limit, once
         learned, leaves room for it (the batch is not a multiple of it), or else once every

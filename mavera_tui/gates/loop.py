@@ -122,27 +122,21 @@ class Scheduler(Commands):
                 # Nor is the limit read before the first job: it teaches it (one job,
                 # the quickest, goes alone first).
                 self.window_gate.learning = self.config.limit is None
-        if fetch_balance and batch is not None:
+        if fetch_balance and batch is not None and self.fleet is None:
             # A batch (``run``): its jobs are journaled while the read is on the wire (at
             # W = 6 s, the 30-50 ms of a 500-job journal write is 0.5% of a batch); the
-            # dispatcher sends none of them before the read is answered.
+            # dispatcher sends none of them before the read is answered. Not in a fleet:
+            # there, queued jobs take part in the key's order (the heartbeat advertises the
+            # best waiting) and the others would make way for jobs not yet sendable.
             self._dispatcher = asyncio.create_task(self._read_then_dispatch(), name="dispatcher")
             return
         if fetch_balance:
-            await self._first_balance()
+            await self.balance.first()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
         self.balance.start_refresh()
 
-    async def _first_balance(self) -> None:
-        # Pre-flight is blind without a balance: a lost answer (5xx, drop, timeout) at
-        # start is worth a couple of retries before the first job goes out.
-        for delay in (1.0, 2.0, 0.0):
-            if await self.refresh_balance() or self._closing or not delay:
-                break
-            await self.clock.sleep(delay)
-
     async def _read_then_dispatch(self) -> None:
-        await self._first_balance()
+        await self.balance.first()
         self.balance.start_refresh()
         await self._dispatch_loop()
 
