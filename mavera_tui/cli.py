@@ -439,7 +439,7 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
         if stop.is_set():
             waiter.cancel()
             sched.pause()
-            if sched.stats.first_send is None:  # still reading the balance (or Redis away)
+            if not sched.sent_any():  # still reading the balance (or Redis away)
                 print("mavera-tui: interrupted while starting; no job was sent", file=sys.stderr)
             await _stop_interrupted(engine, stop, args.quiet)
         else:
