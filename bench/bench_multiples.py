@@ -11,6 +11,16 @@ a window later, ...) carries k requests, so one more request, or a chain started
 the first window, ends the batch a window later. This prints how far each size is from
 the bound, so that a change to the planning can be judged on those sizes and on the
 others side by side. Not a test: it prints numbers.
+
+What the planning would need (not done): with R requests left and this window's sends,
+G = ceil(total / L) generations remain and L - (total - (G - 1) * L) chains of the last
+one are spare; capped jobs started late in a window (``SlotGate.reserve_for_capped``)
+cost nothing only on spare chains, or where one start per slot and generation would not
+get the capped work through in G generations. Capping the reservation that way alone was
+tried and did not help (1.18-1.46 with ``auto``): the first window is also delayed by the
+job sent alone to learn the limit, and later windows start chains late as capped slots
+free up. And with the balance read first (the default), N + 1 requests need G + 1
+generations whatever the planning.
 """
 
 from __future__ import annotations
