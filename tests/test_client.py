@@ -392,3 +392,54 @@ def test_requests_carry_the_bearer_key_and_json_and_read_usage() -> None:
     assert seen[0].headers["Authorization"] == "Bearer k1"
     assert seen[0].url.path == "/api/v1/responses"
     assert seen[0].content == b'{"input":"hi"}'
+
+
+def test_over_a_socket_each_request_reports_its_own_write_once_before_the_server_counts_it(
+    loopback_sim: Any,
+) -> None:
+    """``on_written`` (the window mirror's stamp) over aiohttp: called once per request,
+    for that request only (concurrent sends in their own tasks), before the server has it;
+    a request that never reached a server reports no write."""
+    srv = loopback_sim(limit=100, window_seconds=2.0, time_scale=0.01, seed=1)
+
+    async def main() -> tuple[list[api.Outcome], list[list[int]], api.Outcome, list[int]]:
+        c = ApiClient(srv.url, "mvra_test_written")
+        assert c.reports_writes
+        calls: list[list[int]] = [[] for _ in range(5)]
+
+        def stamp(i: int) -> Any:
+            return lambda: calls[i].append(len(srv.sim.records))
+
+        try:
+            outs = await asyncio.gather(
+                *(
+                    c.request("POST", "/responses", {"input": f"q{i}"}, on_written=stamp(i))
+                    for i in range(5)
+                )
+            )
+        finally:
+            await c.aclose()
+        # A port nobody listens on (the server's, once it is stopped, is not ours to stop).
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dead = ApiClient(f"http://127.0.0.1:{port}/api/v1", "mvra_test_written")
+        refused: list[int] = []
+        try:
+            gone = await dead.request(
+                "POST", "/responses", {"input": "x"}, on_written=lambda: refused.append(1)
+            )
+        finally:
+            await dead.aclose()
+        return outs, calls, gone, refused
+
+    outs, calls, gone, refused = asyncio.run(main())
+    assert [o.status for o in outs] == [200] * 5
+    assert all(o.written is True for o in outs)
+    assert all(len(c) == 1 for c in calls), calls  # once each, none for another's send
+    assert all(c[0] < 5 for c in calls)  # before the server had recorded all five
+    assert len(srv.sim.records) == 5
+    assert gone.error is not None and gone.error.kind == api.CONNECTION
+    assert gone.written is False and refused == []
