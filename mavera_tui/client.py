@@ -91,14 +91,17 @@ def _json_bytes(body: Any) -> bytes:
 
 
 #: 19 digits in a row: an integer orjson may read as a float (past 64 bits), json exactly.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: Found by mapping every digit to "0" and everything else to " " (a regex took as long as
+#: orjson's whole parse).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 def _json_loads(content: bytes) -> Any:
     """An answer's JSON: orjson where it reads it as json would, else ``json.loads`` (which
     also takes NaN, a BOM and integers past 64 bits, as the client always has), so a body
     reads exactly as before, in a fifth of the time."""
-    if orjson is not None and not _LONG_DIGITS.search(content):
+    if orjson is not None and _LONG_DIGITS not in content.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError:
