@@ -477,3 +477,46 @@ def test_the_fast_json_falls_back_where_orjson_would_differ() -> None:
     assert api._json_bytes({"x": float("nan")}) == b'{"x": NaN}'
     assert api._json_bytes({1: 2}) == b'{"1": 2}'
     assert api._json_bytes({"input": "hi"}) == b'{"input":"hi"}'  # the fast path itself
+
+
+def test_a_request_that_never_answers_times_out_at_its_deadline_short_or_long() -> None:
+    """Short time-outs have their own timer; from COARSE_TIMEOUT on they share one a second
+    (client._Deadlines) and end within a second after the deadline, never before it. A
+    request answered in time is not cut off by its group's timer firing later."""
+
+    class Hang(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/quick"):
+                return httpx.Response(200, json={"ok": True})
+            await asyncio.sleep(10_000)
+            raise AssertionError("unreachable")
+
+    async def main() -> list[tuple[float, api.Outcome]]:
+        c = ApiClient("https://x/api/v1", "k", transport=Hang())
+        loop = asyncio.get_running_loop()
+
+        async def timed(path: str, t: float) -> tuple[float, api.Outcome]:
+            t0 = loop.time()
+            out = await c.request("POST", path, {}, timeout=t)
+            return loop.time() - t0, out
+
+        try:
+            await asyncio.sleep(0.3)  # deadlines off the whole second
+            return list(
+                await asyncio.gather(
+                    timed("/hang", 1.5),
+                    timed("/hang", api.COARSE_TIMEOUT),
+                    timed("/hang", 7.25),
+                    timed("/quick", 7.25),
+                )
+            )
+        finally:
+            await c.aclose()
+
+    (t1, o1), (t2, o2), (t3, o3), (t4, o4) = run_virtual(main())
+    for o in (o1, o2, o3):
+        assert o.error is not None and o.error.kind == api.TIMEOUT
+    assert 1.5 <= t1 < 1.51
+    assert api.COARSE_TIMEOUT <= t2 < api.COARSE_TIMEOUT + 1.0
+    assert 7.25 <= t3 < 8.25
+    assert o4.ok and t4 < 0.01
