@@ -24,12 +24,7 @@ from urllib.parse import urlsplit
 import certifi
 import httpx
 
-try:  # JSON on the hot path (see _json_bytes, _json_loads); the standard library otherwise
-    import orjson
-except ImportError:  # pragma: no cover - orjson is a dependency; a platform without a wheel
-    orjson = None  # type: ignore[assignment]
-
-from . import catalog
+from . import catalog, fastjson
 from .api_types import (
     AUTH,
     BAD_RESPONSE,
@@ -75,47 +70,16 @@ __all__ = [
 ]
 
 
-def _json_bytes(body: Any) -> bytes:
-    """A request body as JSON: orjson's bytes, or ``json.dumps`` where orjson would write
-    something else (a NaN or an infinity, which it turns into null; a key that is not a
-    string; an integer past 64 bits), so that every body means what it did."""
-    if orjson is not None:
-        try:
-            out = orjson.dumps(body)
-        except TypeError:
-            pass
-        else:
-            if b"null" not in out:  # a null may have been a NaN: let json.dumps say
-                return out
-    return json.dumps(body).encode()
-
-
-#: 19 digits in a row: an integer orjson may read as a float (past 64 bits), json exactly.
-#: Found by mapping every digit to "0" and everything else to " " (a regex took as long as
-#: orjson's whole parse).
-_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
-_LONG_DIGITS = b"0" * 19
-
-
-def _json_loads(content: bytes) -> Any:
-    """An answer's JSON: orjson where it reads it as json would, else ``json.loads`` (which
-    also takes NaN, a BOM and integers past 64 bits, as the client always has), so a body
-    reads exactly as before, in a fifth of the time."""
-    if orjson is not None and _LONG_DIGITS not in content.translate(_DIGITS_AS_ZERO):
-        try:
-            return orjson.loads(content)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(content)
-
-
 _INT_RE = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
 MAX_SANE_SECONDS = 10 * 365 * 86400.0
 
 
 def _parse_num(value: str | None) -> float | None:
     """A non-negative decimal number, or None."""
-    if value is None or not _INT_RE.match(value):
+    if value is None:
+        return None
+    # Plain ASCII digits (what a header almost always is) match the pattern: skip the regex.
+    if not (value.isascii() and value.isdigit()) and not _INT_RE.match(value):
         return None
     try:
         n = float(value)
@@ -569,7 +533,7 @@ class ApiClient:
                 body_json: Any = sse_final_response(content)
                 readable = body_json is not None
             else:
-                body_json = _json_loads(content) if content else None
+                body_json = fastjson.loads(content) if content else None
                 readable = True
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             body_json, readable = None, False
@@ -594,8 +558,10 @@ class ApiClient:
     def _body_kw(self, method: str, body: dict[str, Any] | None) -> dict[str, Any]:
         """The request's body (JSON) or, for a GET, its query parameters, as keywords."""
         if method != "GET":
-            if self._httpx is None:  # our own encoding (see _json_bytes), as aiohttp's json=
-                return {"data": _bytes_payload()(_json_bytes(body or {}), content_type=_JSON)}
+            if self._httpx is None:  # our own encoding (fastjson), as aiohttp's json=
+                return {
+                    "data": _bytes_payload()(fastjson.dumps_bytes(body or {}), content_type=_JSON)
+                }
             return {"json": body or {}}
         if body:
             return {
