@@ -16,16 +16,13 @@ import json
 import math
 import re
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import certifi
-
-if TYPE_CHECKING:
-    import httpx
+import httpx
 
 from . import catalog, fastjson
 from .api_types import (
@@ -79,10 +76,7 @@ MAX_SANE_SECONDS = 10 * 365 * 86400.0
 
 def _parse_num(value: str | None) -> float | None:
     """A non-negative decimal number, or None."""
-    if value is None:
-        return None
-    # Plain ASCII digits (what a header almost always is) match the pattern: skip the regex.
-    if not (value.isascii() and value.isdigit()) and not _INT_RE.match(value):
+    if value is None or not _INT_RE.match(value):
         return None
     try:
         n = float(value)
@@ -132,7 +126,7 @@ def parse_rate_headers(headers: Any, now_wall: float) -> RateHeaders:
 
     ``headers``: httpx.Headers or aiohttp's multidict (both case-insensitive), or a plain
     mapping of text."""
-    if _is_httpx_headers(headers) or hasattr(headers, "getall"):
+    if isinstance(headers, httpx.Headers) or hasattr(headers, "getall"):
         h: Any = headers
     else:  # plain text: httpx.Headers() would raise on non-ASCII values
         h = {str(k).lower(): v for k, v in headers.items()}
@@ -347,8 +341,6 @@ class ApiClient:
         self.backend = "httpx" if transport is not None else backend
         self.reports_writes = transport is None
         if self.backend == "httpx":
-            import httpx  # only here: its import is a tenth of a second of every run's CPU
-
             limits = httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             )
@@ -468,6 +460,8 @@ class ApiClient:
         is passed to it as it arrives (and kept for its usage); a sink that raises makes a
         CONNECTION error whose ``written`` is True and whose message says the caller went.
         ``Outcome.written`` says whether the request went on the wire (None: unknown)."""
+        import aiohttp
+
         t0 = self.clock.now()
         wrote: list[bool] = []
         if self._httpx is None or on_written is not None:
@@ -486,22 +480,10 @@ class ApiClient:
         try:
             # The timeout is for the whole request: per-operation timeouts never cut off a
             # server that trickles bytes, or an in-process app.
-            limit = timeout if timeout is not None else self.timeout
-            if limit < COARSE_TIMEOUT:
-                async with asyncio.timeout(limit):
-                    status, raw_headers, content, streamed = await send(
-                        method, path, kw, on_written, sink
-                    )
-            else:
-                async with asyncio.timeout(None) as tm:
-                    deadlines = _deadlines()
-                    key = deadlines.add(t0 + limit, tm)
-                    try:
-                        status, raw_headers, content, streamed = await send(
-                            method, path, kw, on_written, sink
-                        )
-                    finally:
-                        deadlines.discard(key, tm)
+            async with asyncio.timeout(timeout if timeout is not None else self.timeout):
+                status, raw_headers, content, streamed = await send(
+                    method, path, kw, on_written, sink
+                )
         except SinkGone:
             return Outcome(
                 None,
@@ -509,14 +491,14 @@ class ApiClient:
                 error=ApiError(CONNECTION, None, None, "the caller went away mid-stream"),
                 written=True,
             )
-        except _timeout_errors():
+        except (httpx.TimeoutException, TimeoutError):
             return Outcome(
                 None,
                 self.clock.now() - t0,
                 error=ApiError(TIMEOUT, None, None, "request timed out"),
                 written=self._wrote(wrote),
             )
-        except _transport_errors() as e:
+        except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             return Outcome(
                 None,
                 self.clock.now() - t0,
@@ -530,9 +512,8 @@ class ApiClient:
                 error=ApiError(CONNECTION, None, None, f"connection failed: {type(e).__name__}"),
                 written=self._wrote(wrote),
             )
-        t1 = self.clock.now()
-        latency = t1 - t0
-        headers = parse_rate_headers(raw_headers, self.clock.wall_at(t1))
+        latency = self.clock.now() - t0
+        headers = parse_rate_headers(raw_headers, self.clock.wall())
         try:
             if streamed:  # the event stream's final response object carries the usage
                 body_json: Any = sse_final_response(content)
@@ -552,7 +533,7 @@ class ApiClient:
         if raw:
             pairs = (
                 tuple(raw_headers.multi_items())
-                if _is_httpx_headers(raw_headers)
+                if isinstance(raw_headers, httpx.Headers)
                 else tuple(raw_headers.items())
             )
             answer = RawAnswer(status, pairs, b"" if streamed else content, streamed)
@@ -564,9 +545,9 @@ class ApiClient:
         """The request's body (JSON) or, for a GET, its query parameters, as keywords."""
         if method != "GET":
             if self._httpx is None:  # our own encoding (fastjson), as aiohttp's json=
-                return {
-                    "data": _bytes_payload()(fastjson.dumps_bytes(body or {}), content_type=_JSON)
-                }
+                from aiohttp import BytesPayload
+
+                return {"data": BytesPayload(fastjson.dumps_bytes(body or {}), content_type=_JSON)}
             return {"json": body or {}}
         if body:
             return {
@@ -587,108 +568,11 @@ class ApiClient:
 
 
 BACKENDS = ("aiohttp", "httpx")
-#: Request time-outs from this many seconds on end at the next whole second (_Deadlines).
-COARSE_TIMEOUT = 5.0
-
-
-class _Deadlines:
-    """Long request time-outs, grouped by the whole second (of loop time) they end in.
-
-    One timer a second for every request whose time-out ends in it, not one timer per
-    request: ``asyncio.timeout``'s ``call_at`` and its cancel were 3-4% of a flood's client
-    CPU on uvloop. A time-out ends late by under a second, as aiohttp's own do past 5 s
-    (it rounds them up to the second); shorter ones keep their own exact timer.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self._due: dict[int, set[asyncio.Timeout]] = {}
-
-    def add(self, when: float, tm: asyncio.Timeout) -> int:
-        """Time out ``tm`` (entered, with no deadline of its own) at ``when``, or just after."""
-        key = math.ceil(when)
-        group = self._due.get(key)
-        if group is None:
-            group = self._due[key] = set()
-            self.loop.call_at(key, self._expire, key)
-        group.add(tm)
-        return key
-
-    def discard(self, key: int, tm: asyncio.Timeout) -> None:
-        """``tm``'s request is over: no time-out for it."""
-        group = self._due.get(key)
-        if group is not None:
-            group.discard(tm)
-
-    def _expire(self, key: int) -> None:
-        now = self.loop.time()
-        for tm in self._due.pop(key, ()):
-            if not tm.expired():
-                tm.reschedule(now)  # expires at once: cancels its task, which sees TimeoutError
-
-
-_DEADLINES: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
-
-
-def _deadlines() -> _Deadlines:
-    """The running loop's ``_Deadlines`` (one per loop; a closed loop's is dropped)."""
-    loop = asyncio.get_running_loop()
-    d = _DEADLINES.get(loop)
-    if d is None:
-        for old in [lp for lp in _DEADLINES if lp.is_closed()]:
-            del _DEADLINES[old]
-        d = _DEADLINES[loop] = _Deadlines(loop)
-    return d
-
-
 _JSON = "application/json"
 #: The ``on_written`` of the request this task is sending over aiohttp (see
 #: ``_stamped_request_class``): each request runs in its own task, or one after another in it.
 _ON_WRITTEN: contextvars.ContextVar[Any] = contextvars.ContextVar("mavera_on_written", default=None)
 _REQUEST_CLASS: Any = None
-
-
-# httpx is imported only by a client that uses it (an in-process transport, the httpx
-# backend): none of its errors or headers can turn up before then, so where none is loaded
-# these ask nothing of it. Its import (with the CLI it brings) was 0.09 s of every run.
-
-
-def _is_httpx_headers(h: Any) -> bool:
-    hx = sys.modules.get("httpx")
-    return hx is not None and isinstance(h, hx.Headers)
-
-
-def _timeout_errors() -> tuple[type[BaseException], ...]:
-    hx = sys.modules.get("httpx")
-    return (TimeoutError,) if hx is None else (hx.TimeoutException, TimeoutError)
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """A connection's failures: aiohttp's, the OS's and (where loaded) httpx's."""
-    hx = sys.modules.get("httpx")
-    base = (_aiohttp_client_error(), OSError)
-    return base if hx is None else (hx.TransportError, *base)
-
-
-def _aiohttp_client_error() -> type[Exception]:
-    """aiohttp's ClientError (imported once the aiohttp edge is in use; an except clause
-    asks only when something was raised)."""
-    import aiohttp
-
-    return aiohttp.ClientError
-
-
-_BYTES_PAYLOAD: Any = None
-
-
-def _bytes_payload() -> Any:
-    """aiohttp's BytesPayload, looked up once (an import statement per request showed)."""
-    global _BYTES_PAYLOAD
-    if _BYTES_PAYLOAD is None:
-        from aiohttp import BytesPayload
-
-        _BYTES_PAYLOAD = BytesPayload
-    return _BYTES_PAYLOAD
 
 
 def _stamped_request_class() -> Any:
