@@ -24,7 +24,7 @@ from asyncio import FIRST_COMPLETED
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, catalog, config
+from . import __version__, catalog, config, runloop
 from .config import LoadedConfig, load_config
 from .errors import (
     EXIT_CANNOT_START,
@@ -580,7 +580,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        return asyncio.run(_run_async(args, specs, len(errors)))
+        return runloop.run(_run_async(args, specs, len(errors)))
     except (ConfigError, StoreError) as e:
         return _fail(str(e), EXIT_CANNOT_START)
 

@@ -32,7 +32,10 @@ class Clock:
         return asyncio.get_running_loop().time()
 
     def wall(self) -> float:
-        loop_now = self.now()
+        return self.wall_at(self.now())
+
+    def wall_at(self, loop_now: float) -> float:
+        """Unix time at ``loop_now`` (a ``now()`` just read: one clock read, not two)."""
         if self._mono0 is None:
             self._mono0 = loop_now
             if self._wall0 is None:

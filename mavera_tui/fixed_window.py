@@ -23,7 +23,6 @@ good: a wrong belief costs one refusal, not one per window.
 
 from __future__ import annotations
 
-import bisect
 import math
 from typing import TYPE_CHECKING
 
@@ -70,7 +69,7 @@ class CalendarSense:
         written in it, and those written within the margin before it (a send written just
         before a boundary may be counted just after it)."""
         own = self.m._own
-        return len(own) - bisect.bisect_right(own, self.start(now) - self.m.margin)
+        return len(own) - own.bisect_right(self.start(now) - self.m.margin)
 
     def foreign(self, now: float) -> int:
         """Other clients' requests in the current calendar window (the most seen)."""

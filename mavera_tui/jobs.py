@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, fastjson
 from .estimate import Estimate, EstimateError, estimate
 
 MAX_LINE_BYTES = 1_000_000
@@ -127,7 +127,7 @@ def parse_lines(lines: list[str] | Any) -> tuple[list[JobSpec], list[LineError]]
             errors.append(LineError(n, None, f"line longer than {MAX_LINE_BYTES} bytes"))
             continue
         try:
-            obj = json.loads(text)
+            obj = fastjson.loads(text)
         except json.JSONDecodeError as e:
             errors.append(LineError(n, None, f"invalid JSON: {e.msg} at column {e.colno}"))
             continue

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import runloop
 from .client import is_loopback_host
 from .config import Config
 from .errors import ConfigError
@@ -552,4 +553,4 @@ def main(args: argparse.Namespace) -> int:
                 metrics.close()
         return EXIT_OK
 
-    return asyncio.run(serve())
+    return runloop.run(serve())

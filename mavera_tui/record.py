@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import runloop
 from .recording.recorder import Recorder
 from .recording.timespec import parse_duration
 
@@ -139,7 +140,7 @@ def main(args: argparse.Namespace) -> int:
         return await rec.run()
 
     try:
-        code = asyncio.run(go())
+        code = runloop.run(go())
     except KeyboardInterrupt:  # a SIGINT before the handler was installed
         return EXIT_INTERRUPTED
     # Recorder.run answers 2 when the engine could not start (a bad URL, a database in

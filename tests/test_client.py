@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mavera_tui import catalog
+from mavera_tui import catalog, fastjson
 from mavera_tui import client as api
 from mavera_tui.client import (
     ApiClient,
@@ -392,3 +392,88 @@ def test_requests_carry_the_bearer_key_and_json_and_read_usage() -> None:
     assert seen[0].headers["Authorization"] == "Bearer k1"
     assert seen[0].url.path == "/api/v1/responses"
     assert seen[0].content == b'{"input":"hi"}'
+
+
+def test_over_a_socket_each_request_reports_its_own_write_once_before_the_server_counts_it(
+    loopback_sim: Any,
+) -> None:
+    """``on_written`` (the window mirror's stamp) over aiohttp: called once per request,
+    for that request only (concurrent sends in their own tasks), before the server has it;
+    a request that never reached a server reports no write."""
+    srv = loopback_sim(limit=100, window_seconds=2.0, time_scale=0.01, seed=1)
+
+    async def main() -> tuple[list[api.Outcome], list[list[int]], api.Outcome, list[int]]:
+        c = ApiClient(srv.url, "mvra_test_written")
+        assert c.reports_writes
+        calls: list[list[int]] = [[] for _ in range(5)]
+
+        def stamp(i: int) -> Any:
+            return lambda: calls[i].append(len(srv.sim.records))
+
+        try:
+            outs = await asyncio.gather(
+                *(
+                    c.request("POST", "/responses", {"input": f"q{i}"}, on_written=stamp(i))
+                    for i in range(5)
+                )
+            )
+        finally:
+            await c.aclose()
+        # A port nobody listens on (the server's, once it is stopped, is not ours to stop).
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dead = ApiClient(f"http://127.0.0.1:{port}/api/v1", "mvra_test_written")
+        refused: list[int] = []
+        try:
+            gone = await dead.request(
+                "POST", "/responses", {"input": "x"}, on_written=lambda: refused.append(1)
+            )
+        finally:
+            await dead.aclose()
+        return outs, calls, gone, refused
+
+    outs, calls, gone, refused = asyncio.run(main())
+    assert [o.status for o in outs] == [200] * 5
+    assert all(o.written is True for o in outs)
+    assert all(len(c) == 1 for c in calls), calls  # once each, none for another's send
+    assert all(c[0] < 5 for c in calls)  # before the server had recorded all five
+    assert len(srv.sim.records) == 5
+    assert gone.error is not None and gone.error.kind == api.CONNECTION
+    assert gone.written is False and refused == []
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_JSON_VALUES)
+def test_the_fast_json_reads_and_writes_every_value_as_the_json_module_does(value: Any) -> None:
+    import json
+
+    text = json.dumps(value).encode()
+    # Read: the same value (NaN, infinities, integers past 64 bits included); compared by
+    # repr, as NaN != NaN.
+    assert repr(fastjson.loads(text)) == repr(json.loads(text))
+    # Written: a body that reads back as json.dumps's own does.
+    assert repr(json.loads(fastjson.dumps_bytes(value))) == repr(json.loads(text))
+
+
+def test_the_fast_json_falls_back_where_orjson_would_differ() -> None:
+    import json
+
+    for raw in (b"\xef\xbb\xbf{}", b"1e400", b"[18446744073709551616]", b'{"a": NaN}'):
+        assert repr(fastjson.loads(raw)) == repr(json.loads(raw))
+    assert fastjson.dumps_bytes({"x": float("nan")}) == b'{"x": NaN}'
+    assert fastjson.dumps_bytes({1: 2}) == b'{"1": 2}'
+    assert fastjson.dumps_bytes({"input": "hi"}) == b'{"input":"hi"}'  # the fast path itself

@@ -488,3 +488,31 @@ def test_random_jitter_stays_within_the_bounds():
         d = backoff(n, 1.0, 60.0, jitter=rng.random())
         full = min(60.0, 2.0 ** (n - 1))
         assert full / 2 <= d <= full
+
+
+def test_burn_rates_and_the_spike_check_sum_the_same_charges_as_a_plain_list() -> None:
+    """budget._Usage (running totals, a moving head) against a list of every charge of the
+    last 24 h, summed the slow way, over 3 days of charges at random gaps."""
+    from mavera_tui.budget import _Usage
+
+    rng = random.Random(7)
+    u = _Usage()
+    plain: list[tuple[float, int]] = []
+    now = 0.0
+    for _ in range(6000):
+        now += rng.choice((0.0, 0.5, 3.0, 40.0, 200.0))
+        c = rng.randint(1, 9)
+        u.add(now, c)
+        plain.append((now, c))
+        u.drop_before(now - 86400)
+        plain = [(t, x) for t, x in plain if t >= now - 86400]
+        if rng.random() < 0.05:
+            for span in (60.0, 300.0, 900.0, 5000.0):
+                assert u.since(now - span) == sum(x for t, x in plain if t >= now - span)
+                assert u.before(now - span) == sum(x for t, x in plain if t < now - span)
+    assert now > 3 * 86400  # old charges were dropped (and the lists cut) along the way
+    b = Budget(BudgetConfig())
+    for t in (0.0, 10.0, 70.0, 400.0):
+        b.charge(10, t)
+    assert b.burn(400.0, 1) == 10 * 60.0 / 60.0  # only the charge at 400 is in the minute
+    assert b.burn(400.0, 15) == 40 * 60.0 / 400.0  # all four, over the 400 s elapsed

@@ -174,7 +174,7 @@ class Answers(Journal):
             sent_at = stamp.at
         else:  # never written (refused, timed out waiting for a connection): not counted
             self.window.release()
-        self.window.observe(sent_at, now, out.headers, self.clock.wall())
+        self.window.observe(sent_at, now, out.headers, self.clock.wall_at(now))
         self.stats.answered(out)
         self.stats.last_done = now
         self._ledger(job.id, job.ep, job.spec.path, job.attempts, sent_at, out, job.est.high)

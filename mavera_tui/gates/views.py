@@ -251,6 +251,20 @@ class Observing(Answers):
         else:
             self._done.clear()
 
+    def _all_live_wait_for_credits(self) -> bool:
+        """Some job is not final, and every one that is not waits for credits. Stops at the
+        first job that does not wait (a list of every live job four times a second was 1% of
+        a 20,000-job batch's CPU)."""
+        final, waiting = S.FINAL_STATES, S.WAITING_CREDITS
+        any_live = False
+        for j in self.jobs.values():
+            if j.state in final:
+                continue
+            if j.state != waiting:
+                return False
+            any_live = True
+        return any_live
+
     async def wait_idle(self, credit_wait: float | None = None) -> None:
         """Until every job is final, or all that remain wait for credits that do not come
         within ``credit_wait`` seconds, or a fatal error (401) stops the run."""
@@ -259,9 +273,8 @@ class Observing(Answers):
             self._check_done()
             if self._done.is_set() or self._fatal:
                 return
-            live = [j for j in self.jobs.values() if j.state not in S.FINAL_STATES]
             now = self.clock.now()
-            if live and all(j.state == S.WAITING_CREDITS for j in live):
+            if self._all_live_wait_for_credits():
                 parked_since = parked_since if parked_since is not None else now
                 if credit_wait is not None and now - parked_since >= credit_wait:
                     return
