@@ -5,6 +5,9 @@ module fetches them, through the window like any request of ours."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -17,7 +20,10 @@ from ..client import Outcome, parse_balance
 from . import credits as C
 
 if TYPE_CHECKING:
+    from ..shared.state import SharedBalance
     from .loop import Scheduler
+
+log = logging.getLogger("mavera_tui.balance")
 
 
 def purchases_since(body: Any, since_wall: float) -> int:
@@ -41,7 +47,9 @@ def purchases_since(body: Any, since_wall: float) -> int:
 
 
 class BalanceKeeper:
-    """Reads GET /billing/credits for a scheduler and runs its balance tasks."""
+    """Reads GET /billing/credits for a scheduler and runs its balance tasks. With
+    ``--shared`` the first read is the fleet's: adopted when another process of the key
+    read it (:mod:`..shared.balance`), else read by one process for all of them."""
 
     def __init__(self, sched: Scheduler) -> None:
         self.s = sched
@@ -58,6 +66,7 @@ class BalanceKeeper:
         # has room, with nothing in flight.
         self.overlapped = False
         self._busy_at_write = 0
+        self._read_at_ms: float | None = None  # Redis time of the last read's admission
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The balance tasks running (to cancel on close or abort)."""
@@ -96,15 +105,146 @@ class BalanceKeeper:
             learned = s.window.limit_learned and not self.would_spill(batch)
             sent_all = s.stats.first_send is not None and not s.queue.any_ready()
             if learned or (sent_all and s.queue.next_due() is None):
+                if s.fleet is not None and s.fleet.shares_balance:
+                    got = await s.fleet.take_balance(claim=False)
+                    if not isinstance(got, str):
+                        self.adopt(got)  # another process of the fleet read it
+                        return
                 if await self.refresh():
                     self.when = "during" if learned else "end"
                     return
                 await s.clock.sleep(1.0)  # a lost answer: try again shortly
 
-    async def refresh(self) -> bool:
-        """GET /billing/credits through the window; adopt the balance. False on failure."""
+    async def first_read(self) -> bool:
+        """The balance before the first job. Pre-flight is blind without it: a lost answer
+        (5xx, drop, timeout) is worth a couple of retries. In a fleet, a fresh balance of
+        the fleet's is adopted instead, or one process reads it while the others wait."""
+        s = self.s
+        if s.fleet is not None and s.fleet.shares_balance:
+            got = await self._fleet_first_read()
+            if got is not None:
+                return got
+        return await self._read_with_retries()
+
+    async def _read_with_retries(self) -> bool:
+        s = self.s
+        for delay in (1.0, 2.0, 0.0):
+            if await self.refresh():
+                return True
+            if s._closing or not delay:
+                break
+            await s.clock.sleep(delay)
+        return False
+
+    async def _fleet_first_read(self) -> bool | None:
+        """Adopt, read for the fleet, or wait for the process reading it. None: read it
+        ourselves (Redis away, or the reader took longer than a window and a request
+        timeout: a read of ours would wait for the same window)."""
+        s, fleet = self.s, self.s.fleet
+        assert fleet is not None
+        give_up = time.monotonic() + s.window.window + min(30.0, s.config.request_timeout)
+        waited = False
+        while not s._closing:
+            got = await fleet.take_balance(claim=True)
+            if not isinstance(got, str):
+                self.adopt(got)
+                return True
+            if got == "claimed":
+                # Ours to read for the fleet: the claim is renewed while we read (with the
+                # retries), and published or dropped at the end.
+                keeper = asyncio.create_task(fleet.hold_claim(), name="balance-claim")
+                try:
+                    ok = await self._read_with_retries()
+                finally:
+                    keeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await keeper
+                if not ok:
+                    await fleet.drop_claim()
+                return ok
+            if got != "wait" or time.monotonic() > give_up:
+                return None
+            if not waited:
+                waited = True
+                log.debug("waiting for the balance another process of the fleet reads")
+            await asyncio.sleep(0.05)
+        return False
+
+    def adopt(self, sb: SharedBalance) -> None:
+        """Take the fleet's balance as ours, as if we had read it ``sb.age`` seconds ago
+        (the credit gate re-reads an old one before refusing on it)."""
+        from ..shared.balance import adopted  # only with --shared (Redis's client)
+
+        s = self.s
+        bal = adopted(sb)
+        s.credits.read_balance(s.clock.now() - sb.age)
+        self.overlapped = False
+        self.body = None
+        self.when = "shared"
+        st = s.stats
+        if st.balance_start is None and st.first_send is None:
+            st.balance_start, st.balance_start_wall = bal.total, s.clock.wall() - sb.age
+        for a in s.budget.set_balance(bal):
+            s._alert(a.level, a.kind, a.message)
+        s._alert(
+            "info",
+            "balance_shared",
+            f"balance {bal.total} adopted from the fleet (read by {sb.by} {sb.age:.1f} s "
+            "ago, less what the fleet was charged since): no read of our own",
+        )
+
+    # --- a fleet's deferred read (balance_read auto with --shared) ----------------------
+
+    def fleet_read_later(self) -> None:
+        """In a fleet, ``auto`` reads the balance when the read costs the fleet nothing:
+        into room of the shared window that no queued send of any process needs (the
+        fleet's batch may fill its windows exactly, which no process can tell from its
+        own part of it). One process reads it for the fleet; the others adopt it."""
+        s = self.s
+        s._alert(
+            "info",
+            "balance_later",
+            "balance read deferred: with --shared and balance_read auto it goes into room "
+            "of the key's window that no queued job of the fleet needs (or is adopted from "
+            "the process of the fleet that read it); the API's 402 stops an overdraft",
+        )
+        self.when = "none"
+        self.deferred = asyncio.create_task(self._fleet_read_later(), name="balance-later")
+
+    async def _fleet_read_later(self) -> None:
+        s, fleet = self.s, self.s.fleet
+        assert fleet is not None
+        ep = catalog.ENDPOINTS["billing_credits"]
+        tick = min(0.25, s.window.window / 40)
+        try:
+            while not s._closing:
+                await s.clock.sleep(tick)
+                if s.stats.first_send is None and s.queue.any_ready():
+                    continue  # our part of the batch has not started: it is not counted yet
+                got = await fleet.take_balance(claim=fleet.shares_balance)
+                if not isinstance(got, str) and fleet.shares_balance:
+                    self.adopt(got)
+                    return
+                if got != "claimed" and fleet.shares_balance:
+                    continue  # another process reads it for the fleet (or Redis is away)
+                lease = await fleet.admit_free(ep)
+                if lease is None:
+                    continue  # not free yet (the claim is renewed at the next tick)
+                sent_all = not s.queue.any_ready() and s.queue.next_due() is None
+                if await self.refresh(lease=lease):
+                    self.when = "end" if sent_all else "during"
+                    return
+                await fleet.drop_claim()
+                await s.clock.sleep(1.0)  # a lost answer: try again shortly
+        finally:
+            if fleet.shares_balance and not s._closing:
+                await fleet.drop_claim()
+
+    async def refresh(self, lease: str | None = None) -> bool:
+        """GET /billing/credits through the window; adopt the balance. False on failure.
+        ``lease``: the fleet already admitted it (a deferred read)."""
         s, ep = self.s, catalog.ENDPOINTS["billing_credits"]
-        out = await self.send(ep, self.path)
+        out = await self.send(ep, self.path, lease)
         if out is not None and out.status == 404 and self.path == ep.path:
             # The packs page documents GET /api/billing/credits, outside /api/v1: a server
             # that only serves that path is found here once and remembered.
@@ -135,21 +275,26 @@ class BalanceKeeper:
         for a in s.budget.set_balance(bal):
             s._alert(a.level, a.kind, a.message)
         if s.fleet is not None:
-            s.fleet.balance(bal.total)
+            s.fleet.balance(bal, self._read_at_ms)
         return True
 
-    async def send(self, ep: Endpoint, path: str) -> Outcome | None:
-        """One request of the engine's own (not a job): waits for the window like any other."""
+    async def send(self, ep: Endpoint, path: str, lease: str | None = None) -> Outcome | None:
+        """One request of the engine's own (not a job): waits for the window like any other.
+        ``lease``: already admitted by the fleet."""
         s = self.s
         window = s.window
         while True:
             now = s.clock.now()
             if s._closing:
+                if s.fleet is not None and lease is not None:
+                    s.fleet.done_own(lease, None)
                 return None
             if window.available(now) > 0:
                 break
             await s.clock.sleep(max(0.01, window.next_free(now) - now))
-        lease = await s.fleet.admit_own(ep) if s.fleet is not None else None
+        if s.fleet is not None and lease is None:
+            lease = await s.fleet.admit_own(ep)
+        self._read_at_ms = s.fleet.own_at.get(lease) if s.fleet and lease else None
         if s._closing:
             if s.fleet is not None:
                 s.fleet.done_own(lease, None)
@@ -254,8 +399,13 @@ class BalanceKeeper:
                 # The same for a balance read while jobs ran (balance_read auto reads a
                 # batch that fills its windows exactly after its last send): one more read
                 # now that nothing runs, only if the window has room (the batch is not
-                # kept waiting for it; else its end balance is ours, maybe too low).
-                await self.refresh()
+                # kept waiting for it; else its end balance is ours, maybe too low). In a
+                # fleet our own window says nothing of the others' work: only if the read
+                # takes room none of their queued jobs needs.
+                if s.fleet is None:
+                    await self.refresh()
+                elif lease := await s.fleet.admit_free(catalog.ENDPOINTS["billing_credits"]):
+                    await self.refresh(lease=lease)
             return
         if st.balance_start is None:
             st.reconcile_note = "no balance was read before the first job: cannot reconcile"
