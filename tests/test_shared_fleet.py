@@ -389,10 +389,12 @@ def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_se
         tap=True,
     )
     sim = srv.sim
-    # Each 150: one alone needs two and a half windows of 60, so neither is done by the time
-    # the other has started (with 90, a fast first process finished before the second's
-    # first answer once, in CI, and never met the 402).
-    n = 150
+    # Each 300: one alone needs five windows of 60, so neither is done by the time the other
+    # has started (with 90, a fast first process finished before the second's first answer
+    # once, in CI, and never met the 402; with 150, 3 times in 21 under a CPU burner: the
+    # process that starts second, waiting for the first one's balance read or slow to
+    # start on a loaded box, can find the window taken for two turns).
+    n = 300
     extra = ("--credit-poll", "0.5", "--credit-wait", "3")
     procs = [
         start_run(tmp_path, t, responses_for(t, n), srv.url, redis_server.url, *extra)

@@ -119,7 +119,9 @@ class FirstRead:
                     keeper.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await keeper
-                if not ok:
+                if ok:
+                    await fleet.published()
+                else:
                     await fleet.drop_claim()
                 return ok
             if got != "wait" or time.monotonic() > give_up:
@@ -127,7 +129,7 @@ class FirstRead:
             if not waited:
                 waited = True
                 log.debug("waiting for the balance another process of the fleet reads")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         return False
 
     def adopt(self, sb: SharedBalance) -> None:

@@ -81,6 +81,11 @@ class Scheduler(Commands):
         self.jobs: dict[str, Job] = {}
         self._seq = itertools.count(1)
         self._paused = False
+        # Dispatch held while a run that stops waiting makes sure of what is left (see
+        # wait_idle), and a batch being admitted by the fleet meanwhile (its jobs' states
+        # change when the fleet answers).
+        self._ending = False
+        self._launching = False
         self._fatal: str | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -201,7 +206,8 @@ class Scheduler(Commands):
                 now = self.clock.now()
                 for job in self.queue.promote(now):
                     self._touch(job)
-                batch = [] if (self._paused or self._fatal) else self._select(now)
+                held = self._paused or self._ending or self._fatal
+                batch = [] if held else self._select(now)
                 if batch:
                     await self._launch(batch)
                     continue
@@ -291,7 +297,11 @@ class Scheduler(Commands):
 
     async def _launch(self, batch: list[Job]) -> None:
         if self.fleet is not None:  # the key's other processes have their say
-            batch = await self.fleet.admit(batch)
+            self._launching = True
+            try:
+                batch = await self.fleet.admit(batch)
+            finally:
+                self._launching = False
             if not batch:
                 return
         for job in batch:
@@ -332,7 +342,7 @@ class Scheduler(Commands):
 
     def _next_wakeup(self, now: float) -> float | None:
         """The earliest time a gate may open without an event waking us."""
-        waiting = not self._paused and self.queue.any_ready()
+        waiting = not (self._paused or self._ending) and self.queue.any_ready()
         times = self.window_gate.next_open(now, waiting)
         due = self.queue.next_due()
         if due is not None:

@@ -20,6 +20,7 @@ that needs a balance first asks the fleet (``scripts.BALANCE_TAKE``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from ..client import Balance
@@ -43,12 +44,13 @@ class FleetBalance:
     proc: str
     down: str | None
     own_at: dict[str, float]
+    _publishing: asyncio.Task[None] | None = None
 
     if TYPE_CHECKING:  # the Fleet's, used here
 
         def _went_down(self, why: str) -> None: ...
 
-        def _spawn(self, coro: Any) -> None: ...
+        def _spawn(self, coro: Any) -> asyncio.Task[None]: ...
 
     @property
     def shares_balance(self) -> bool:
@@ -82,6 +84,14 @@ class FleetBalance:
             await asyncio.sleep(every)
             await self.take_balance(claim=False)
 
+    async def published(self, timeout: float = 1.0) -> None:
+        """Until the last balance read is in Redis (a reader for the fleet starts its jobs
+        only then: the processes waiting for its read start theirs at the same time)."""
+        task = self._publishing
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+
     def balance(self, bal: Balance, read_at_ms: float | None = None) -> None:
         """A balance read (admitted at Redis time ``read_at_ms``): the fleet's balance
         becomes it, for every process to adopt (sent in the background)."""
@@ -93,7 +103,7 @@ class FleetBalance:
             "allocation": bal.allocation,
             "period_used": bal.period_used,
         }
-        self._spawn(
+        self._publishing = self._spawn(
             self.state.set_balance(
                 bal.total,
                 proc=self.proc,

@@ -151,7 +151,7 @@ class Upkeep:
         )
         self._flush.set()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         async def run() -> None:
             try:
                 await coro
@@ -161,6 +161,7 @@ class Upkeep:
         task = asyncio.create_task(run())
         self._tasks.append(task)
         task.add_done_callback(self._forget)
+        return task
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         if task in self._tasks:
