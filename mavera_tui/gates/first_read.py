@@ -34,6 +34,30 @@ class FirstRead:
 
     # --- when to read it first ---------------------------------------------------------
 
+    async def plan(self, batch: int) -> bool:
+        """``balance_read`` auto or end before a batch of ``batch`` jobs: True to read the
+        balance first after all, else the read is deferred (or the fleet's adopted)."""
+        s = self.s
+        when = s.config.balance_read
+        later = when == "end" or self.would_spill(batch)
+        if when == "auto" and s.fleet is not None:
+            # A fleet's batch is the sum of its processes' parts, which none of them
+            # knows: the read goes where it costs the fleet's queued work nothing.
+            if s.fleet.shares_balance:
+                got = await s.fleet.take_balance(claim=False)
+                if not isinstance(got, str):
+                    self.adopt(got)  # one of the fleet read it: no read at all
+                    return False
+            later = True
+            self.fleet_read_later()
+        elif later:
+            self.read_later(batch)
+        if later:
+            # Nor is the limit read before the first job: it teaches it (one job, the
+            # quickest, goes alone first).
+            s.window_gate.learning = s.config.limit is None
+        return not later
+
     def would_spill(self, batch: int | None) -> bool:
         """Whether a read before a batch of ``batch`` jobs would cost it a whole window: the
         batch fills its windows exactly (the limit as configured, or the lowest tier's,

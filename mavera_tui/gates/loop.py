@@ -119,27 +119,8 @@ class Scheduler(Commands):
             await self._resume_from_store()
         elif self.store is not None:
             self._seq = await self.store.seq_counter()
-        when = self.config.balance_read
-        if fetch_balance and batch is not None and when != "start":
-            later = when == "end" or self.balance.would_spill(batch)
-            if when == "auto" and self.fleet is not None:
-                # A fleet's batch is the sum of its processes' parts, which none of them
-                # knows: the read goes where it costs the fleet's queued work nothing.
-                later = True
-                if self.fleet.shares_balance:
-                    got = await self.fleet.take_balance(claim=False)
-                    if not isinstance(got, str):
-                        self.balance.adopt(got)  # one of the fleet read it: no read at all
-                        later = fetch_balance = False
-                if later:
-                    self.balance.fleet_read_later()
-            elif later:
-                self.balance.read_later(batch)
-            if later:
-                fetch_balance = False
-                # Nor is the limit read before the first job: it teaches it (one job,
-                # the quickest, goes alone first).
-                self.window_gate.learning = self.config.limit is None
+        if fetch_balance and batch is not None and self.config.balance_read != "start":
+            fetch_balance = await self.balance.plan(batch)
         if fetch_balance:
             await self.balance.first_read()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="dispatcher")
