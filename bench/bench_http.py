@@ -567,6 +567,8 @@ def run_one(
         if out.exists() and not timed_out:
             result = json.loads(out.read_text())
         stats = fetch_stats(port)
+        # The server's own records, for a closer look with --keep.
+        (work / f"{tag}.records.json").write_text(json.dumps(stats))
         info.update(analyse(cell, n_jobs, stats, result))
         if "process_cpu_s" in info and info["requests"]:
             info["process_cpu_ms_per_req"] = 1000.0 * info["process_cpu_s"] / info["requests"]

@@ -305,8 +305,14 @@ async def _run_peer(args: argparse.Namespace, key: str) -> dict[str, Any]:
 
 
 def _run_ours(out: str, rest: list[str]) -> int:
-    """``mavera-tui`` in this process, stamped around ``cli.main`` (import time excluded)."""
-    from mavera_tui import cli
+    """``mavera-tui`` in this process, stamped around ``cli.main`` (import time excluded).
+
+    ``run`` imports its engine and HTTP client lazily (``--help`` should not wait for them):
+    they are imported here, before the stamp, as the other peers import httpx before theirs.
+    """
+    import aiohttp  # noqa: F401
+
+    from mavera_tui import cli, engine  # noqa: F401
 
     c0 = time.process_time()
     t0 = time.time()

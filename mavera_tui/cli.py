@@ -439,6 +439,8 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
         if stop.is_set():
             waiter.cancel()
             sched.pause()
+            if not sched.sent_any():  # still reading the balance (or Redis away)
+                print("mavera-tui: interrupted while starting; no job was sent", file=sys.stderr)
             await _stop_interrupted(engine, stop, args.quiet)
         else:
             # Done, or given up (credits that did not come, a fatal error): what is left

@@ -15,13 +15,14 @@ import json
 import math
 import re
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import certifi
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from . import catalog
 from .api_types import (
@@ -120,12 +121,19 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
     return min(max(0.0, dt.timestamp() - now_wall), MAX_SANE_SECONDS)
 
 
+def _is_httpx_headers(headers: Any) -> bool:
+    # httpx is imported only where it is used (a test's transport, ``backend="httpx"``):
+    # importing it costs a headless run 75 ms of start-up (it pulls in rich for its CLI).
+    mod = sys.modules.get("httpx")
+    return mod is not None and isinstance(headers, mod.Headers)
+
+
 def parse_rate_headers(headers: Any, now_wall: float) -> RateHeaders:
     """Parse the rate headers, tolerating absent, malformed, negative and absurd values.
 
     ``headers``: httpx.Headers or aiohttp's multidict (both case-insensitive), or a plain
     mapping of text."""
-    if isinstance(headers, httpx.Headers) or hasattr(headers, "getall"):
+    if hasattr(headers, "getall") or _is_httpx_headers(headers):
         h: Any = headers
     else:  # plain text: httpx.Headers() would raise on non-ASCII values
         h = {str(k).lower(): v for k, v in headers.items()}
@@ -331,15 +339,25 @@ class ApiClient:
             "Authorization": f"Bearer {api_key.strip()}",
             "User-Agent": "mavera-tui/0.1",
         }
-        # TLS: certificates verified against certifi's roots (what httpx uses), hostnames
-        # checked; never turned off.
-        self.ssl_context = ssl.create_default_context(cafile=certifi.where())
+        self._ssl_context: ssl.SSLContext | None = None
         self._httpx: httpx.AsyncClient | None = None
+        # What a send may raise for a timeout and for a failed connection (httpx's own
+        # exceptions only when httpx is in use: see _is_httpx_headers).
+        self._timeouts: tuple[type[BaseException], ...] = (TimeoutError,)
+        self._transport_errors: tuple[type[BaseException], ...] = (OSError,)
         self._session: Any = None
         self._urls: dict[str, Any] = {}  # path -> parsed URL (see _url)
         self.backend = "httpx" if transport is not None else backend
         self.reports_writes = transport is None
+        if self.backend == "aiohttp":
+            import aiohttp
+
+            self._transport_errors = (aiohttp.ClientError, OSError)
         if self.backend == "httpx":
+            import httpx
+
+            self._timeouts = (httpx.TimeoutException, TimeoutError)
+            self._transport_errors = (httpx.TransportError, OSError)
             limits = httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             )
@@ -352,6 +370,17 @@ class ApiClient:
                 or httpx.AsyncHTTPTransport(verify=self.ssl_context, limits=limits),
                 follow_redirects=False,
             )
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS: certificates verified against certifi's roots (what httpx uses), hostnames
+        checked; never turned off. Built on first use: loading the roots costs start-up
+        20 ms, for nothing on a plain-HTTP base URL (the simulator, a local proxy)."""
+        if self._ssl_context is None:
+            import certifi
+
+            self._ssl_context = ssl.create_default_context(cafile=certifi.where())
+        return self._ssl_context
 
     def __repr__(self) -> str:  # never show the key
         return f"ApiClient({self.base_url!r})"
@@ -374,7 +403,9 @@ class ApiClient:
         if self._session is None:
             # Built inside the running loop: aiohttp binds a session to its loop.
             connector = aiohttp.TCPConnector(
-                limit=self.max_connections, ssl=self.ssl_context, ttl_dns_cache=300
+                limit=self.max_connections,
+                ssl=self.ssl_context if self.base_url.startswith("https:") else True,
+                ttl_dns_cache=300,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -455,8 +486,6 @@ class ApiClient:
         is passed to it as it arrives (and kept for its usage); a sink that raises makes a
         CONNECTION error whose ``written`` is True and whose message says the caller went.
         ``Outcome.written`` says whether the request went on the wire (None: unknown)."""
-        import aiohttp
-
         t0 = self.clock.now()
         wrote: list[bool] = []
         if self._httpx is None or on_written is not None:
@@ -494,14 +523,14 @@ class ApiClient:
                 error=ApiError(CONNECTION, None, None, "the caller went away mid-stream"),
                 written=True,
             )
-        except (httpx.TimeoutException, TimeoutError):
+        except self._timeouts:
             return Outcome(
                 None,
                 self.clock.now() - t0,
                 error=ApiError(TIMEOUT, None, None, "request timed out"),
                 written=self._wrote(wrote),
             )
-        except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
+        except self._transport_errors as e:
             return Outcome(
                 None,
                 self.clock.now() - t0,
@@ -536,7 +565,7 @@ class ApiClient:
         if raw:
             pairs = (
                 tuple(raw_headers.multi_items())
-                if isinstance(raw_headers, httpx.Headers)
+                if _is_httpx_headers(raw_headers)
                 else tuple(raw_headers.items())
             )
             answer = RawAnswer(status, pairs, b"" if streamed else content, streamed)

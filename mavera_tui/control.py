@@ -113,6 +113,10 @@ class RunControl(EngineControl, Protocol):
         """Jobs not final yet."""
         ...
 
+    def sent_any(self) -> bool:
+        """Whether a job has been sent yet (not before the balance read is answered)."""
+        ...
+
     def run_summary(self, ids: list[str] | None = None) -> RunSummary:
         """The typed run summary of ``ids`` (None: every job held)."""
         ...

@@ -391,3 +391,70 @@ def test_a_process_archives_the_fleet_into_its_own_store_when_asked(
         assert got.get(host, 0) + missing == own
         assert got.get(host, 0) > 0
     assert arch.archived == sum(got.values())
+
+
+async def test_retention_folds_the_fleet_ledger_and_numbers_go_on(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """``record --keep``: archived entries older than the cut are folded per day and process
+    (the report's totals do not change) and dropped; a process's numbers are still checked
+    after its old entries are gone (no false gap, a real one still said)."""
+    from mavera_tui.recording.fleet import fleet_totals
+    from mavera_tui.recording.reader import Recording
+    from mavera_tui.recording.writer import RecordingWriter
+
+    url = redis_server.url
+    db = tmp_path / "fleet.db"
+    state = SharedState(url, PREFIX)
+    r = aioredis.Redis.from_url(url, decode_responses=True)
+
+    async def totals() -> dict[str, Any]:
+        rec = await Recording.open(str(db))
+        try:
+            out = await fleet_totals(rec)
+        finally:
+            await rec.close()
+        assert out is not None
+        return out
+
+    class Later:  # a clock a day and a minute on: everything archived is past a day's keep
+        def wall(self) -> float:
+            return time.time() + 86400 + 60
+
+        def now(self) -> float:
+            return time.monotonic()
+
+    try:
+        await r.set(PREFIX + "epoch", "1000.000")
+        await append(state, "a", range(1, 11))
+        await state.release([Release("b#1", entry=entry("b", 1, status=429))], window=2.0)
+        await archive_once(url, db)
+        before = await totals()
+        assert before["requests_total"] == 11 and before["429_count"] == 1
+
+        store = await Store.open(db)
+        logged: list[str] = []
+        writer = RecordingWriter(store, Later(), logged.append, keep=86400.0)  # type: ignore[arg-type]
+        dropped = await writer.prune()
+        await store.close()
+        assert dropped["fleet ledger"] == 11
+        assert rows(db) == []
+        assert any("11 fleet ledger rows" in line for line in logged), logged
+        after = await totals()
+        for k in ("requests_total", "credits_used_total", "429_count", "402_count"):
+            assert after[k] == before[k], k
+        assert [(p["process"], p["requests"]) for p in after["processes"]] == [
+            (p["process"], p["requests"]) for p in before["processes"]
+        ]
+        assert len(after["from_daily_totals"]) in (1, 2)  # the entries' UTC day(s)
+
+        # a goes on at 11 (its old entries are gone: no gap); b skips 2 (a real gap).
+        await append(state, "a", [11])
+        await append(state, "b", [3])
+        arch = await archive_once(url, db)
+        assert gaps(db) == [("sequence", "host-b:101", 1)]
+        assert arch.missing == 1
+        assert (await totals())["requests_total"] == 13
+    finally:
+        await r.aclose()
+        await state.close()

@@ -99,7 +99,7 @@ class FirstRead:
                     return
                 await s.clock.sleep(1.0)  # a lost answer: try again shortly
 
-    async def first_read(self) -> bool:
+    async def first(self) -> bool:
         """The balance before the first job. Pre-flight is blind without it: a lost answer
         (5xx, drop, timeout) is worth a couple of retries. In a fleet, a fresh balance of
         the fleet's is adopted instead, or one process reads it while the others wait."""

@@ -178,6 +178,10 @@ class Observing(Answers):
         """The pre-flight verdict for a new job now (the form asks this as the user types)."""
         return self.credits.verdict(est)
 
+    def sent_any(self) -> bool:
+        """Whether a job has been sent yet (not before the balance read is answered)."""
+        return self.stats.first_send is not None
+
     async def refresh_balance(self) -> bool:
         """GET /billing/credits through the window; adopt the balance. False on failure."""
         return await self.balance.refresh()

@@ -12,7 +12,85 @@ from __future__ import annotations
 from typing import Any
 
 from ..states import ErrorKind
+from ..store import Store
 from .reader import Recording
+
+#: What retention keeps of the archived fleet ledger (created with the archive's tables, and
+#: by a retention pass on a store archived before they existed).
+RETENTION_TABLES = (
+    """CREATE TABLE IF NOT EXISTS fleet_daily (
+    stream TEXT NOT NULL,        -- the key's Redis prefix
+    day TEXT NOT NULL,           -- UTC day (YYYY-MM-DD) of the entries' Redis time
+    proc TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER,
+    role TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    credits INTEGER NOT NULL,
+    r429 INTEGER NOT NULL,
+    r402 INTEGER NOT NULL,
+    unknown INTEGER NOT NULL,    -- attempts whose charge is unknown
+    first_ms INTEGER NOT NULL,   -- the folded entries' first and last Redis time (ms)
+    last_ms INTEGER NOT NULL,
+    PRIMARY KEY (stream, day, proc, role)
+)""",
+    # Each run's highest entry number among the rows retention dropped: the archive goes
+    # on checking a long-lived process's numbers after its old entries are gone.
+    """CREATE TABLE IF NOT EXISTS fleet_runs (
+    run TEXT PRIMARY KEY,
+    max_n INTEGER NOT NULL
+)""",
+)
+
+
+def _unknown_kinds() -> str:
+    # A charge is unknown only where the work may have run unread (a timeout, a dropped
+    # connection, an unreadable 2xx: ErrorKind.charge_unknown, as the run summary counts
+    # them); a 429, a 404 or a 402 has no usage and charged nothing.
+    return ", ".join(f"'{k.value}'" for k in ErrorKind if k.charge_unknown)
+
+
+async def prune_fleet(store: Store, before: float) -> int:
+    """Retention for the archived fleet ledger: entries older than ``before`` (unix
+    seconds, by their Redis time) are folded into ``fleet_daily`` (per UTC day, per
+    process) and dropped, in one transaction; each run's highest entry number is kept in
+    ``fleet_runs``. The gaps the archive found stay. Returns the entries dropped (0 for a
+    store with no fleet archive)."""
+    if not await store.query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'fleet_ledger'"
+    ):
+        return 0
+    cut = int(before * 1000)
+    [(n,)] = await store.query("SELECT COUNT(*) FROM fleet_ledger WHERE ms < ?", (cut,))
+    if not n:
+        return 0
+    # No await between these: the writer commits them in one transaction.
+    for sql in RETENTION_TABLES:
+        store.write(sql, ())
+    store.write(
+        "INSERT INTO fleet_runs (run, max_n) SELECT run, MAX(n) FROM fleet_ledger "
+        "WHERE ms < ? AND n IS NOT NULL GROUP BY run "
+        "ON CONFLICT (run) DO UPDATE SET max_n = MAX(max_n, excluded.max_n)",
+        (cut,),
+    )
+    store.write(
+        "INSERT INTO fleet_daily (stream, day, proc, host, pid, role, requests, credits, "
+        "r429, r402, unknown, first_ms, last_ms) "
+        "SELECT stream, date(ms / 1000, 'unixepoch'), proc, host, pid, role, COUNT(*), "
+        "COALESCE(SUM(credits), 0), SUM(status = 429), SUM(status = 402), "
+        f"SUM(credits IS NULL AND kind IN ({_unknown_kinds()})), MIN(ms), MAX(ms) "
+        "FROM fleet_ledger WHERE ms < ? GROUP BY 1, 2, 3, 6 "
+        "ON CONFLICT (stream, day, proc, role) DO UPDATE SET "
+        "requests = requests + excluded.requests, credits = credits + excluded.credits, "
+        "r429 = r429 + excluded.r429, r402 = r402 + excluded.r402, "
+        "unknown = unknown + excluded.unknown, first_ms = MIN(first_ms, excluded.first_ms), "
+        "last_ms = MAX(last_ms, excluded.last_ms)",
+        (cut,),
+    )
+    store.write("DELETE FROM fleet_ledger WHERE ms < ?", (cut,))
+    await store.flush()
+    return int(n)
+
 
 #: How the report names the two scopes.
 FLEET_LABEL = "fleet: every process on the key, from the archived ledger stream"
@@ -36,10 +114,7 @@ async def fleet_totals(
     if until is not None:
         where += " AND ms <= ?"
         params.append(until * 1000)
-    # A charge is unknown only where the work may have run unread (a timeout, a dropped
-    # connection, an unreadable 2xx: ErrorKind.charge_unknown, as the run summary counts
-    # them); a 429, a 404 or a 402 has no usage and charged nothing.
-    unknown_kinds = ", ".join(f"'{k.value}'" for k in ErrorKind if k.charge_unknown)
+    unknown_kinds = _unknown_kinds()
     rows = await rec.store.query(
         "SELECT proc, host, pid, role, COUNT(*), COALESCE(SUM(credits), 0), "
         "SUM(status = 429), SUM(status = 402), "
@@ -47,20 +122,39 @@ async def fleet_totals(
         f"FROM fleet_ledger {where} GROUP BY proc, host, pid, role ORDER BY MIN(ms)",
         params,
     )
-    procs = [
-        {
-            "process": proc,
-            "host": host,
-            "pid": pid,
-            "role": role,
-            "requests": n,
-            "credits_used": credits,
-            "429": r429 or 0,
-            "402": r402 or 0,
-            "credits_unknown": unknown or 0,
-        }
-        for proc, host, pid, role, n, credits, r429, r402, unknown, _, _ in rows
-    ]
+    by_proc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    folded = await _daily(rec, since, until)
+    days = {r[0] for r in folded}
+    spans: list[tuple[int, int]] = []
+    for proc, host, pid, role, n, credits, r429, r402, unknown, first, last in [
+        *rows,
+        *(r[1:] for r in folded),
+    ]:
+        p = by_proc.setdefault(
+            (proc, host, pid, role),
+            {
+                "process": proc,
+                "host": host,
+                "pid": pid,
+                "role": role,
+                "requests": 0,
+                "credits_used": 0,
+                "429": 0,
+                "402": 0,
+                "credits_unknown": 0,
+                "_first": first,
+            },
+        )
+        p["requests"] += n
+        p["credits_used"] += credits
+        p["429"] += r429 or 0
+        p["402"] += r402 or 0
+        p["credits_unknown"] += unknown or 0
+        p["_first"] = min(p["_first"], first)
+        spans.append((first, last))
+    procs = sorted(by_proc.values(), key=lambda p: p["_first"])
+    for p in procs:
+        del p["_first"]
     gap_rows = await rec.store.query(
         "SELECT t, kind, proc, missing, message FROM fleet_gaps ORDER BY id"
     )
@@ -78,13 +172,36 @@ async def fleet_totals(
         "429_count": sum(p["429"] for p in procs),
         "402_count": sum(p["402"] for p in procs),
         "credits_unknown": sum(p["credits_unknown"] for p in procs),
-        "first": min((r[9] for r in rows), default=None),
-        "last": max((r[10] for r in rows), default=None),
+        "first": min((a for a, _ in spans), default=None),
+        "last": max((b for _, b in spans), default=None),
+        # Days whose entries retention folded (record --keep): counted whole, per process.
+        "from_daily_totals": sorted(days),
         "archived_to": cursor[0][0] if cursor else None,
         "gaps": gaps,
         # Known exactly: each process's entries whose numbers never came.
         "missing_entries": sum(g["missing"] or 0 for g in gaps if g["kind"] == "sequence"),
     }
+
+
+async def _daily(rec: Recording, since: float | None, until: float | None) -> list[Any]:
+    """The folded days overlapping [since, until], as (day, proc, host, pid, role, requests,
+    credits, 429s, 402s, unknown, first ms, last ms)."""
+    if not await rec.store.query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'fleet_daily'"
+    ):
+        return []
+    where, params = "WHERE 1=1", []
+    if since is not None:
+        where += " AND last_ms >= ?"
+        params.append(since * 1000)
+    if until is not None:
+        where += " AND first_ms <= ?"
+        params.append(until * 1000)
+    return await rec.store.query(
+        "SELECT day, proc, host, pid, role, requests, credits, r429, r402, unknown, first_ms, "
+        f"last_ms FROM fleet_daily {where} ORDER BY day, proc",
+        params,
+    )
 
 
 def render_fleet(fleet: dict[str, Any]) -> list[str]:
@@ -108,6 +225,10 @@ def render_fleet(fleet: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {p['process'][:27]:<28}{p['role'][:8]:<9}{p['requests']:>9}"
             f"{p['credits_used']:>10,}{p['429']:>6}{p['402']:>6}"
+        )
+    if fleet.get("from_daily_totals"):
+        lines.append(
+            "  older days from daily totals (retention): " + ", ".join(fleet["from_daily_totals"])
         )
     for g in fleet["gaps"]:
         lines.append(f"  gap ({g['kind']}): {g['message']}")

@@ -18,6 +18,7 @@ from typing import Any
 from ..clock import Clock
 from ..snapshot import Snapshot
 from .codec import BLOCK_KEYFRAME_EVERY, BLOCK_SNAPSHOTS, BlockEncoder, SnapshotBlock
+from .fleet import prune_fleet
 
 __all__ = ["PACK_EVERY", "PRUNE_EVERY", "RecordingWriter"]
 
@@ -118,7 +119,10 @@ class RecordingWriter:
         jobs). Runs through the store's single writer. Returns the rows dropped per table."""
         if self.keep is None:
             return {}
-        dropped = await self.store.prune(self.clock.wall() - self.keep)
+        before = self.clock.wall() - self.keep
+        dropped = await self.store.prune(before)
+        # The fleet's archived ledger (record --shared) too, folded per day and process.
+        dropped["fleet ledger"] = await prune_fleet(self.store, before)
         for k, v in dropped.items():
             self.pruned[k] = self.pruned.get(k, 0) + v
         if any(dropped.values()):

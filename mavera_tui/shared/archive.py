@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import StoreError
+from ..recording.fleet import RETENTION_TABLES
 from .state import LedgerRead, SharedState, SharedUnavailable, safe_url
 
 log = logging.getLogger("mavera_tui.shared")
@@ -194,7 +195,7 @@ class LedgerArchive:
 
     async def start(self) -> None:
         """Create the tables, read the cursor, and archive in the background."""
-        for sql in TABLES:
+        for sql in (*TABLES, *RETENTION_TABLES):
             self.store.write(sql, ())
         await self.store.flush()
         rows = await self.store.query(
@@ -204,8 +205,10 @@ class LedgerArchive:
         if rows:
             last_id, self.epoch, pos, archived = rows[0]
             self.last_id, self.pos, self.archived = str(last_id), int(pos), int(archived)
+        # Each run's highest number, retention's dropped entries included (fleet_runs).
         for run, n in await self.store.query(
-            "SELECT run, MAX(n) FROM fleet_ledger WHERE n IS NOT NULL GROUP BY run"
+            "SELECT run, MAX(n) FROM (SELECT run, n FROM fleet_ledger WHERE n IS NOT NULL "
+            "UNION ALL SELECT run, max_n FROM fleet_runs) GROUP BY run"
         ):
             self._seen[str(run)] = int(n)
         self._task = asyncio.create_task(self._loop(), name="fleet-archive")
