@@ -1,7 +1,11 @@
 """Three processes on one key, sharing it through Redis, against the bound of one client.
 
 Run: ``python bench/bench_shared.py [--jobs 600] [--modes shared,unshared,alone]
-[--foreign 0.3] [--repeat 1]``
+[--foreign 0.3] [--repeat 1] [--extra=--balance-read=auto] [--python PY --root DIR]``
+
+``--extra`` adds arguments to every ``mavera-tui run`` (repeatable); ``--python`` and
+``--root`` run the processes with another interpreter from another checkout (a before and
+after with the same benchmark: ``--python /work/main/.venv/bin/python --root /work/main``).
 
 The simulator runs in its own process on a loopback port (``bench/http_sim.py``: basic
 tier, 120 per window, window 6 s, latencies x0.1, as ``bench_http.py``), a fresh one per
@@ -86,6 +90,8 @@ def run_mode(
     work: Path,
     rep: int,
     extra: tuple[str, ...] = (),
+    python: str = H.PY,
+    root: Path = H.ROOT,
 ) -> dict[str, Any]:
     """One mode against a fresh simulator (and a fresh Redis)."""
     log = work / f"{mode}-{rep}.log"
@@ -101,7 +107,7 @@ def run_mode(
             f = work / f"{mode}-{rep}-{i}.jsonl"
             f.write_text("".join(json.dumps(j) + "\n" for j in part))
             cmd = [
-                H.PY,
+                python,
                 "-m",
                 "mavera_tui",
                 "run",
@@ -118,7 +124,9 @@ def run_mode(
                 cmd += ["--shared", redis_url, "--host-id", f"bench-{i}"]
             cmd += [x.replace("{i}", str(i)) for x in extra]
             with open(log, "ab") as lf:
-                clients.append(H.spawn(cmd, stdout=lf, stderr=lf, env=H._child_env(), cwd=H.ROOT))
+                env = H._child_env()
+                env["PYTHONDONTWRITEBYTECODE"] = "1"  # another checkout stays untouched
+                clients.append(H.spawn(cmd, stdout=lf, stderr=lf, env=env, cwd=root))
         deadline = time.monotonic() + 10 * cell.expected_bound() + 60
         exits = [H.wait_rusage(c, deadline)[0] for c in clients]
         stats = H.fetch_stats(port)
@@ -138,6 +146,9 @@ def run_mode(
     sums = [json.loads(s.read_text()) for s in summaries if s.exists()]
     out["credits_summaries"] = sum(s["credits_used"] for s in sums)
     out["succeeded"] = sum(s["succeeded"] for s in sums)
+    out["balance_reads"] = sum(1 for r in recs if r["endpoint"] == "billing_credits")
+    out["balance_read"] = [s.get("balance_read") for s in sums]
+    out["extra"] = list(extra)
     shared = [s["shared"] for s in sums if "shared" in s]
     if shared:
         calls = sum(x["admission_calls"] for x in shared)
@@ -212,10 +223,19 @@ def main(argv: list[str] | None = None) -> int:
         help="share of the window taken by another client (0.3: 30%%)",
     )
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument(
+        "--kind",
+        default="mix",
+        choices=("mix", "burst"),
+        help="the realistic mix (capped endpoints too), or only responses (the window alone)",
+    )
+    ap.add_argument("--extra", action="append", default=[], help="an argument for every run")
+    ap.add_argument("--python", default=H.PY, help="the processes' interpreter")
+    ap.add_argument("--root", default=str(H.ROOT), help="the checkout they run from")
     ap.add_argument("--out", default=str(H.ROOT / "bench" / "results" / "shared.json"))
     args = ap.parse_args(argv)
     limit = catalog.TIERS["basic"]
-    cell = H.Cell("basic-shared", limit, "mix", args.jobs, foreign=args.foreign)
+    cell = H.Cell("basic-shared", limit, args.kind, args.jobs, foreign=args.foreign)
     jobs = cell.make_jobs(1)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-shared-") as tmp:
@@ -228,7 +248,18 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"mode": "admission_cost", **cost})
         for rep in range(args.repeat):
             for mode in [m for m in args.modes.split(",") if m]:
-                r = run_mode(mode, cell, jobs, Path(tmp), rep)
+                r = run_mode(
+                    mode,
+                    cell,
+                    jobs,
+                    Path(tmp),
+                    rep,
+                    tuple(x for e in args.extra for x in e.split("=", 1)),
+                    args.python,
+                    Path(args.root),
+                )
+                r["root"] = args.root
+                r["kind"] = args.kind
                 results.append(r)
                 print(
                     f"{mode:9s} rep {rep}: makespan/bound {r['ratio']:.3f} "
@@ -237,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['r429_concurrency']}) of {r['requests']} requests, "
                     f"most in a window {r['max_in_window']}/{limit}, "
                     f"credits charged {r['charged']} vs summaries {r['credits_summaries']}, "
-                    f"succeeded {r['succeeded']}/{len(jobs)}"
+                    f"succeeded {r['succeeded']}/{len(jobs)}, balance reads "
+                    f"{r['balance_reads']} ({', '.join(map(str, r['balance_read']))})"
                     + (
                         f", admission {r['admission_ms_per_job']:.3f} ms/job over "
                         f"{r['admission_calls']} calls"

@@ -443,6 +443,9 @@ async def _run_async(args: argparse.Namespace, specs: list[JobSpec], bad_lines: 
                 print("mavera-tui: interrupted while starting; no job was sent", file=sys.stderr)
             await _stop_interrupted(engine, stop, args.quiet)
         else:
+            # Done, or given up (credits that did not come, a fatal error): what is left
+            # stays unsent (and in --db), as the summary says.
+            sched.stop_admitting("the run is over; they stay in --db for a rerun")
             await sched.reconcile_credits()
         summary = sched.summary(ids)
         _add_finished(summary, known)

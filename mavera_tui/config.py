@@ -163,9 +163,11 @@ class EngineSettings:
         "start",
         "when run reads the balance for pre-flight: before the first job (start); once every "
         "job is sent (end: blind until then); or auto: start, unless the batch fills its "
-        "windows exactly and the read would cost it a whole window more. Blind, the API's "
-        "402 stops an overdraft, but a batch short of credits meets 402s instead of "
-        "pre-flight refusals",
+        "windows exactly and the read would cost it a whole window more (with --shared: "
+        "when it costs the fleet's queued work nothing). Blind, the API's 402 stops an "
+        "overdraft, but a batch short of credits meets 402s instead of pre-flight "
+        "refusals. With --shared, one process reads it for the fleet and the others adopt "
+        "it",
         choices=("start", "auto", "end"),
         flag="--balance-read",
     )
@@ -374,6 +376,13 @@ class SharedSettings:
     )
     socket_timeout: float = setting(
         0.5, "seconds to wait for Redis before calling it unreachable", check="positive"
+    )
+    balance_fresh: float = setting(
+        300.0,
+        "seconds a balance read by another process of the fleet is adopted instead of "
+        "reading it again (kept current by the fleet's settlements; never after a 402, nor "
+        "once the fleet was idle for a lease time); 0: every process reads its own",
+        check="nonneg",
     )
     archive: bool = setting(
         False,

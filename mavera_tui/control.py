@@ -129,6 +129,10 @@ class RunControl(EngineControl, Protocol):
         """Reconcile charges that could not be read with the balance."""
         ...
 
+    def stop_admitting(self, why: str) -> int:
+        """The caller stops waiting: nothing more is admitted; how many jobs are left."""
+        ...
+
     async def close(self) -> None:
         """Stop dispatching, wait for requests in flight, flush the store."""
         ...

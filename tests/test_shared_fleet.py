@@ -389,10 +389,12 @@ def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_se
         tap=True,
     )
     sim = srv.sim
-    # Each 150: one alone needs two and a half windows of 60, so neither is done by the time
-    # the other has started (with 90, a fast first process finished before the second's
-    # first answer once, in CI, and never met the 402).
-    n = 150
+    # Each 300: one alone needs five windows of 60, so neither is done by the time the other
+    # has started (with 90, a fast first process finished before the second's first answer
+    # once, in CI, and never met the 402; with 150, 3 times in 21 under a CPU burner: the
+    # process that starts second, waiting for the first one's balance read or slow to
+    # start on a loaded box, can find the window taken for two turns).
+    n = 300
     extra = ("--credit-poll", "0.5", "--credit-wait", "3")
     procs = [
         start_run(tmp_path, t, responses_for(t, n), srv.url, redis_server.url, *extra)
@@ -479,3 +481,108 @@ def test_the_fleet_sends_the_highest_priority_first(
     # And most low jobs were still waiting when the high ones went: they came after.
     assert len([t for t in lows if t > last_high]) >= 12, order
     check_server(sim, 12)
+
+
+def billing_reads(sim: Any) -> list[Any]:
+    return [r for r in sim.records if r.endpoint == "billing_credits"]
+
+
+def test_three_processes_starting_together_read_the_balance_once(
+    tmp_path: Path, sim: Any, redis_server: Any
+) -> None:
+    """One balance read per fleet: of three processes started together one claims the read
+    and the others adopt its result; a fourth starting after them adopts the fleet's
+    balance too (kept current by their settlements). The server saw one read, not four."""
+    procs = [
+        start_run(tmp_path, n, responses_for(n, 10), sim.url, redis_server.url)
+        for n in ("a", "b", "c")
+    ]
+    for p in procs:
+        finish(p)
+        assert p.returncode == 0
+    late = start_run(tmp_path, "d", responses_for("d", 10), sim.url, redis_server.url)
+    finish(late)
+    assert late.returncode == 0
+    assert len(billing_reads(sim.sim)) == 1
+    summaries = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in "abcd"}
+    assert sorted(s["balance_read"] for s in summaries.values()) == [
+        "shared",
+        "shared",
+        "shared",
+        "start",
+    ]
+    # The adopted balance is the read less what the fleet was charged before: d's end
+    # balance is the server's.
+    assert summaries["d"]["balance_end"] == sim.sim.state.balance
+    check_server(sim.sim, 60)
+
+
+def test_a_claimer_that_died_does_not_hold_the_fleet_up(
+    tmp_path: Path, sim: Any, redis_server: Any
+) -> None:
+    """A process claimed the read and died before publishing it (its claim is in Redis,
+    nobody renews it): the next process waits for the claim to run out, then reads
+    itself, once."""
+    import redis
+
+    from mavera_tui.shared.state import key_prefix
+
+    r = redis.Redis.from_url(redis_server.url)
+    r.set(key_prefix(KEY) + "balclaim", "ghost:1", px=2500)
+    claimed_at = time.monotonic()
+    p = start_run(tmp_path, "a", responses_for("a", 5), sim.url, redis_server.url)
+    finish(p)
+    assert p.returncode == 0
+    reads = billing_reads(sim.sim)
+    assert len(reads) == 1
+    first_job = min(x.t for x in sim.sim.records if x.endpoint == "responses")
+    # Sim time and monotonic time differ by an offset: compare durations from the read.
+    assert reads[0].t <= first_job
+    summary = json.loads((tmp_path / "a.json").read_text())
+    assert summary["balance_read"] == "start"
+    assert time.monotonic() - claimed_at >= 2.4  # it did not read while the claim held
+    assert r.get(key_prefix(KEY) + "balclaim") is None
+    r.close()
+
+
+def test_auto_in_a_fleet_never_pushes_an_exactly_full_last_window(
+    tmp_path: Path, sim: Any, redis_server: Any
+) -> None:
+    """balance_read auto in a fleet of three whose batch (3 x 40) fills two windows of 60
+    exactly: the read goes where no queued job of the fleet needs the room (here: after
+    the last job, or never), not before each process's part as each alone would think
+    (40 is no multiple of 60). The window starts full (earlier work of the fleet), so that
+    every process has joined before room comes."""
+    import redis
+
+    from mavera_tui.shared.state import key_prefix
+
+    r = redis.Redis.from_url(redis_server.url)
+    sec, usec = r.time()
+    now_ms = sec * 1000 + usec / 1000
+    r.zadd(key_prefix(KEY) + "win", {f"earlier:1#{i}": now_ms for i in range(60)})
+    r.close()
+    procs = [
+        start_run(
+            tmp_path,
+            n,
+            responses_for(n, 40),
+            sim.url,
+            redis_server.url,
+            "--balance-read",
+            "auto",
+        )
+        for n in ("a", "b", "c")
+    ]
+    for p in procs:
+        finish(p)
+        assert p.returncode == 0
+    jobs = [x for x in sim.sim.records if x.endpoint == "responses"]
+    assert len(jobs) == 120
+    last_job = max(x.t for x in jobs)
+    # No read took a place in the window that a job needed (before: each process read
+    # first, three reads, and three jobs went a whole window later).
+    assert all(x.t > last_job for x in billing_reads(sim.sim))
+    summaries = [json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc"]
+    assert {s["balance_read"] for s in summaries} <= {"none", "end", "shared"}
+    check_server(sim.sim, 60)

@@ -15,6 +15,7 @@ from .. import snapshot as S
 from ..catalog import Endpoint
 from ..client import Outcome, parse_balance
 from . import credits as C
+from .first_read import FirstRead
 
 if TYPE_CHECKING:
     from .loop import Scheduler
@@ -40,8 +41,10 @@ def purchases_since(body: Any, since_wall: float) -> int:
     return total
 
 
-class BalanceKeeper:
-    """Reads GET /billing/credits for a scheduler and runs its balance tasks."""
+class BalanceKeeper(FirstRead):
+    """Reads GET /billing/credits for a scheduler and runs its balance tasks. With
+    ``--shared`` the first read is the fleet's: adopted when another process of the key
+    read it (:mod:`..shared.balance`), else read by one process for all of them."""
 
     def __init__(self, sched: Scheduler) -> None:
         self.s = sched
@@ -58,62 +61,17 @@ class BalanceKeeper:
         # has room, with nothing in flight.
         self.overlapped = False
         self._busy_at_write = 0
+        self._read_at_ms: float | None = None  # Redis time of the last read's admission
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The balance tasks running (to cancel on close or abort)."""
         return [t for t in (self.poller, self.verifier, self.deferred) if t is not None]
 
-    # --- when to read it first ---------------------------------------------------------
-
-    def would_spill(self, batch: int | None) -> bool:
-        """Whether a read before a batch of ``batch`` jobs would cost it a whole window: the
-        batch fills its windows exactly (the limit as configured, or the lowest tier's,
-        which divides every tier's), so one more request is the first of another window."""
-        lim = self.s.window.limit
-        return batch is not None and batch >= lim and batch % lim == 0
-
-    async def first(self) -> None:
-        """The read before the first job. Pre-flight is blind without a balance: a lost
-        answer (5xx, drop, timeout) is worth a couple of retries before any job goes out."""
-        s = self.s
-        for delay in (1.0, 2.0, 0.0):
-            if await self.refresh() or s._closing or not delay:
-                break
-            await s.clock.sleep(delay)
-
-    def read_later(self, batch: int) -> None:
-        """Read the balance when it costs the batch nothing: as soon as the key's limit, once
-        learned, leaves room for it (the batch is not a multiple of it), or else once every
-        job of the batch has been sent and the window has room before the batch ends (a
-        batch that ends first is not kept waiting for it: its summary has no balance)."""
-        s = self.s
-        s._alert(
-            "info",
-            "balance_later",
-            f"balance read after the batch: {batch} jobs fill their windows of "
-            f"{s.window.limit} exactly, and a read first would cost a whole window more; "
-            "pre-flight checks start with the read, and the API's 402 stops an overdraft",
-        )
-        self.when = "none"  # until it is read (a batch that ends first is never read)
-        self.deferred = asyncio.create_task(self._read_later(batch), name="balance-later")
-
-    async def _read_later(self, batch: int) -> None:
-        s = self.s
-        tick = min(0.25, s.window.window / 40)
-        while not s._closing:
-            await s.clock.sleep(tick)
-            learned = s.window.limit_learned and not self.would_spill(batch)
-            sent_all = s.stats.first_send is not None and not s.queue.any_ready()
-            if learned or (sent_all and s.queue.next_due() is None):
-                if await self.refresh():
-                    self.when = "during" if learned else "end"
-                    return
-                await s.clock.sleep(1.0)  # a lost answer: try again shortly
-
-    async def refresh(self) -> bool:
-        """GET /billing/credits through the window; adopt the balance. False on failure."""
+    async def refresh(self, lease: str | None = None) -> bool:
+        """GET /billing/credits through the window; adopt the balance. False on failure.
+        ``lease``: the fleet already admitted it (a deferred read)."""
         s, ep = self.s, catalog.ENDPOINTS["billing_credits"]
-        out = await self.send(ep, self.path)
+        out = await self.send(ep, self.path, lease)
         if out is not None and out.status == 404 and self.path == ep.path:
             # The packs page documents GET /api/billing/credits, outside /api/v1: a server
             # that only serves that path is found here once and remembered.
@@ -144,21 +102,26 @@ class BalanceKeeper:
         for a in s.budget.set_balance(bal):
             s._alert(a.level, a.kind, a.message)
         if s.fleet is not None:
-            s.fleet.balance(bal.total)
+            s.fleet.balance(bal, self._read_at_ms)
         return True
 
-    async def send(self, ep: Endpoint, path: str) -> Outcome | None:
-        """One request of the engine's own (not a job): waits for the window like any other."""
+    async def send(self, ep: Endpoint, path: str, lease: str | None = None) -> Outcome | None:
+        """One request of the engine's own (not a job): waits for the window like any other.
+        ``lease``: already admitted by the fleet."""
         s = self.s
         window = s.window
         while True:
             now = s.clock.now()
             if s._closing:
+                if s.fleet is not None and lease is not None:
+                    s.fleet.done_own(lease, None)
                 return None
             if window.available(now) > 0:
                 break
             await s.clock.sleep(max(0.01, window.next_free(now) - now))
-        lease = await s.fleet.admit_own(ep) if s.fleet is not None else None
+        if s.fleet is not None and lease is None:
+            lease = await s.fleet.admit_own(ep)
+        self._read_at_ms = s.fleet.own_at.get(lease) if s.fleet and lease else None
         if s._closing:
             if s.fleet is not None:
                 s.fleet.done_own(lease, None)
@@ -263,8 +226,13 @@ class BalanceKeeper:
                 # The same for a balance read while jobs ran (balance_read auto reads a
                 # batch that fills its windows exactly after its last send): one more read
                 # now that nothing runs, only if the window has room (the batch is not
-                # kept waiting for it; else its end balance is ours, maybe too low).
-                await self.refresh()
+                # kept waiting for it; else its end balance is ours, maybe too low). In a
+                # fleet our own window says nothing of the others' work: only if the read
+                # takes room none of their queued jobs needs.
+                if s.fleet is None:
+                    await self.refresh()
+                elif lease := await s.fleet.admit_free(catalog.ENDPOINTS["billing_credits"]):
+                    await self.refresh(lease=lease)
             return
         if st.balance_start is None:
             st.reconcile_note = "no balance was read before the first job: cannot reconcile"

@@ -129,6 +129,17 @@ class Commands(Observing):
         """Whether the operator paused dispatch."""
         return self._paused
 
+    def stop_admitting(self, why: str) -> int:
+        """The caller stops waiting for the jobs left (``run`` gave up on credits that did
+        not come): nothing more is admitted, so that what its summary says stays true (a
+        job the fleet's park let go a moment later would be sent, charged, and missing
+        from it). Returns how many jobs are left unfinished."""
+        left = sum(1 for j in self.jobs.values() if j.state not in S.FINAL_STATES)
+        if left and not self._paused:
+            self._paused = True
+            self._alert("info", "stopped", f"{left} jobs left unsent: {why}")
+        return left
+
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not been sent; False if unknown, in flight or final."""
         job = self.jobs.get(job_id)

@@ -81,6 +81,10 @@ class Scheduler(Commands):
         self.jobs: dict[str, Job] = {}
         self._seq = itertools.count(1)
         self._paused = False
+        # Dispatch held while a run that stops waiting makes sure of what is left, and a
+        # batch the fleet is admitting meanwhile (see wait_idle).
+        self._ending = False
+        self._launching = False
         self._fatal: str | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -114,14 +118,8 @@ class Scheduler(Commands):
             await self._resume_from_store()
         elif self.store is not None:
             self._seq = await self.store.seq_counter()
-        when = self.config.balance_read
-        if fetch_balance and batch is not None and when != "start":
-            if when == "end" or self.balance.would_spill(batch):
-                self.balance.read_later(batch)
-                fetch_balance = False
-                # Nor is the limit read before the first job: it teaches it (one job,
-                # the quickest, goes alone first).
-                self.window_gate.learning = self.config.limit is None
+        if fetch_balance and batch is not None and self.config.balance_read != "start":
+            fetch_balance = await self.balance.plan(batch)
         if fetch_balance and batch is not None and self.fleet is None:
             # A batch (``run``): its jobs are journaled while the read is on the wire (at
             # W = 6 s, the 30-50 ms of a 500-job journal write is 0.5% of a batch); the
@@ -201,7 +199,8 @@ class Scheduler(Commands):
                 now = self.clock.now()
                 for job in self.queue.promote(now):
                     self._touch(job)
-                batch = [] if (self._paused or self._fatal) else self._select(now)
+                held = self._paused or self._ending or self._fatal
+                batch = [] if held else self._select(now)
                 if batch:
                     await self._launch(batch)
                     continue
@@ -291,7 +290,11 @@ class Scheduler(Commands):
 
     async def _launch(self, batch: list[Job]) -> None:
         if self.fleet is not None:  # the key's other processes have their say
-            batch = await self.fleet.admit(batch)
+            self._launching = True
+            try:
+                batch = await self.fleet.admit(batch)
+            finally:
+                self._launching = False
             if not batch:
                 return
         for job in batch:
@@ -332,7 +335,7 @@ class Scheduler(Commands):
 
     def _next_wakeup(self, now: float) -> float | None:
         """The earliest time a gate may open without an event waking us."""
-        waiting = not self._paused and self.queue.any_ready()
+        waiting = not (self._paused or self._ending) and self.queue.any_ready()
         times = self.window_gate.next_open(now, waiting)
         due = self.queue.next_due()
         if due is not None:

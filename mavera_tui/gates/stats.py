@@ -106,7 +106,8 @@ class RunSummary:
     # "sliding", or "calendar" once one probe showed the server counts fixed windows.
     window_kind: str
     # When the balance was first read: "start" (before the first job), "during" or "end"
-    # (balance_read: auto put it where it cost the batch no window).
+    # (balance_read: auto put it where it cost the batch no window), "none" (never), or
+    # "shared" (adopted: another process of the key's fleet had read it, --shared).
     balance_read: str
 
     def to_dict(self) -> dict[str, Any]:

@@ -131,6 +131,8 @@ class Observing(Answers):
     queue: ReadyQueue
     stats: RunStats
     _paused: bool
+    _ending: bool
+    _launching: bool
     _done: asyncio.Event
     _unfinished: int
 
@@ -277,7 +279,17 @@ class Observing(Answers):
             if self._all_live_wait_for_credits():
                 parked_since = parked_since if parked_since is not None else now
                 if credit_wait is not None and now - parked_since >= credit_wait:
-                    return
+                    # Give up, unless a batch the fleet is admitting right now changes
+                    # that (its jobs were popped as waiting; the fleet's answer decides):
+                    # dispatch stays held, so what the summary says stays true.
+                    self._ending = True
+                    while self._launching:
+                        await asyncio.sleep(0.01)
+                    live = [j for j in self.jobs.values() if j.state not in S.FINAL_STATES]
+                    if all(j.state == S.WAITING_CREDITS for j in live):
+                        return
+                    self._ending = False
+                    parked_since = None
             else:
                 parked_since = None
             with contextlib.suppress(TimeoutError):

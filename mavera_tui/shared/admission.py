@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from ..gates.loop import Scheduler
     from .fleet import SharedSlotGate, SharedWindowGate
 
-#: The engine's own requests (balance reads) go before any job in the fleet's order.
-OWN_PRIORITY = 1 << 30
-
 
 class Admission:
     """Asking the fleet to admit this process's batches, and undoing what it refused."""
@@ -40,6 +37,7 @@ class Admission:
     admit_calls: int
     admit_jobs: int
     admit_seconds: float
+    own_at: dict[str, float]
 
     if TYPE_CHECKING:  # the Fleet's, used here
 
@@ -70,6 +68,13 @@ class Admission:
                     best = head.spec.priority
         return best
 
+    def _queued(self) -> int:
+        """Jobs this process has waiting to be sent (ready or due later)."""
+        s = self.sched
+        if s is None:
+            return 0
+        return sum(s.queue.count.values()) + len(s.queue.delayed)
+
     def _limit(self) -> int:
         w = self.sched.window if self.sched is not None else None
         return getattr(w, "full_limit", w.limit if w is not None else 60)
@@ -97,6 +102,7 @@ class Admission:
             best=best,
             known_epoch=self.epoch,
             need=self._capped_need(),
+            queued=self._queued(),
         )
         self.admit_seconds += time.perf_counter() - t0
         self.admit_calls += 1
@@ -202,13 +208,38 @@ class Admission:
                 await s.clock.sleep(0.5)
                 continue
             lease = self._lease()
+            req = AdmitRequest(lease, ep.key, 0, st.OWN_PRIORITY, 0, 0)
             try:
-                res = await self._admit([AdmitRequest(lease, ep.key, 0, OWN_PRIORITY, 0, 0)], None)
+                res = await self._admit([req], None)
             except SharedUnavailable as e:
                 self._went_down(str(e))
                 continue
             if res.codes[0] == st.ADMITTED:
-                self.leases[lease] = (ep.key, time.monotonic())
+                self._own_admitted(lease, ep, res)
                 return lease
             await s.clock.sleep(max(0.01, min(res.retry_in() or 0.2, self._window())))
         return None
+
+    async def admit_free(self, ep: Endpoint) -> str | None:
+        """One try at admitting an engine request that must cost the fleet nothing (a
+        deferred balance read): admitted only into room no queued send of the fleet needs.
+        The lease, or None (not now, or Redis away)."""
+        if self.down is not None or self.sched is None:
+            return None
+        lease = self._lease()
+        req = AdmitRequest(lease, ep.key, 0, st.FREE_PRIORITY, 0, 0)
+        try:
+            res = await self._admit([req], self._best_waiting())
+        except SharedUnavailable as e:
+            self._went_down(str(e))
+            return None
+        if res.codes[0] != st.ADMITTED:
+            return None
+        self._own_admitted(lease, ep, res)
+        return lease
+
+    def _own_admitted(self, lease: str, ep: Endpoint, res: st.AdmitResult) -> None:
+        self.leases[lease] = (ep.key, time.monotonic())
+        # Redis's time of the admission: a balance read admitted before a 402 reached the
+        # fleet may predate it, and does not end the fleet's park.
+        self.own_at[lease] = res.now_ms

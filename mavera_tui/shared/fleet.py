@@ -37,6 +37,7 @@ from ..gates.window import WindowGate
 from ..limiter import SlidingWindow
 from . import state as st
 from .admission import Admission
+from .balance import FleetBalance
 from .state import Release, SharedState, SharedUnavailable
 from .upkeep import Upkeep
 
@@ -145,8 +146,9 @@ def _clean_host(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64] or "host"
 
 
-class Fleet(Admission, Upkeep):
-    """This process in the fleet of one key: admission, release, heartbeat, registry."""
+class Fleet(Admission, Upkeep, FleetBalance):
+    """This process in the fleet of one key: admission, release, heartbeat, registry, and
+    the balance it shares."""
 
     def __init__(
         self, state: SharedState, settings: SharedSettings, *, role: str, echo: bool = False
@@ -165,6 +167,7 @@ class Fleet(Admission, Upkeep):
         self.run = secrets.token_hex(4)
         self._ledger_n = itertools.count(1)
         self.leases: dict[str, tuple[str, float]] = {}  # live lease -> (endpoint, admitted)
+        self.own_at: dict[str, float] = {}  # the engine's own requests: lease -> Redis ms
         self.job_lease: dict[str, str] = {}
         self.pending: list[Release] = []
         # Admissions to move to their writes (lease -> seconds after admission), not yet
@@ -227,7 +230,8 @@ class Fleet(Admission, Upkeep):
         ]
 
     async def close(self) -> None:
-        """Release what is still held, leave the registry, close the connection."""
+        """Release what is still held, leave the registry (and a claim to read the
+        balance), close the connection."""
         self._closing = True
         tasks = list(self._tasks)  # done tasks remove themselves from the list
         for t in tasks:

@@ -11,7 +11,13 @@ The keys under the prefix:
 ``leases``     sorted set: live leases (score = expiry); ``linfo`` hash: lease -> "ep|reserved"
 ``slots:<ep>`` sorted set: leases holding a capped endpoint's slots (score = expiry)
 ``resv``       the credits reserved by live leases; ``balance``: the last balance read,
-               less what was charged since
+               less what was charged since; ``balread``: hash, that read (``at``: Redis
+               time of its admission, ``by``, ``credits``, ``fields``: the rest of the
+               answer, ``until``: when it is too old to adopt); both expire one lease time
+               after the fleet's last call, and ``balread`` is dropped by a 402
+``balclaim``   the process reading the balance for the fleet (PX: renewed while it reads)
+``park_at``    Redis time of the last 402 (a read admitted before it is contradicted)
+``queued``     hash: process -> "jobs waiting to be sent|Redis time" (for a free read)
 ``foreign``    what the server counted beyond the fleet's log (expires after a window)
 ``limit``      the limit the server's headers say; ``hold``: the key-wide 429 hold (PX);
                ``park``: the 402 park (PX)
@@ -52,12 +58,24 @@ local function expire_leases()
   redis.call('SET', p .. 'resv', resv)
   return #dead
 end
+-- The fleet is active: the balance it keeps current by its settlements stays (and stays
+-- adoptable until its age limit, checked by BALANCE_TAKE); a fleet idle for ``idle_ms``
+-- (no call at all) lets it expire: nobody kept it current meanwhile.
+local function touch_balance(idle_ms)
+  idle_ms = math.max(1, math.floor(idle_ms))
+  if redis.call('PEXPIRE', p .. 'balance', idle_ms) == 1 then
+    redis.call('PEXPIRE', p .. 'balread', idle_ms)
+  end
+end
 """
 
 #: Admit a batch: ARGV = proc, limit, window_ms, margin_ms, ttl_ms, best waiting priority
 #: ('' none), known epoch ('' none), capped need (window admissions this process wants
-#: kept for its capped jobs about to free a slot), n, then per job: lease, endpoint, cap
-#: (0 uncapped), priority, needed credits (estimate + buffer; 0 free), reserved credits.
+#: kept for its capped jobs about to free a slot), n, queued (jobs this process has waiting
+#: to be sent; '' unknown), then per job: lease, endpoint, cap (0 uncapped), priority,
+#: needed credits (estimate + buffer; 0 free), reserved credits. A job of priority
+#: ``FREE_PRIORITY`` (a balance read that must cost the fleet nothing) is admitted only into
+#: room that no queued send of the fleet needs (see ``read_is_free``).
 #: Returns: now, epoch, retry_at (when a refused job may try again; '' none), room left,
 #: foreign, limit, then one code per job (see ``state.CODES``).
 ADMIT = (
@@ -69,6 +87,7 @@ local win, margin, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local best, known = ARGV[6], ARGV[7]
 local need = tonumber(ARGV[8])
 local n = tonumber(ARGV[9])
+local J = 10  -- the jobs' arguments start after ARGV[J]
 local epoch = redis.call('GET', p .. 'epoch')
 if not epoch then
   epoch = fmt(now)
@@ -81,6 +100,22 @@ if not epoch then
 end
 redis.call('ZREMRANGEBYSCORE', p .. 'win', '-inf', now - win - margin)
 expire_leases()
+touch_balance(ttl)
+-- This process's jobs waiting to be sent: those it did not ask for now, and those it asked
+-- for that are not admitted (they go back to its queue); the engine's own reads are none.
+local function is_job(i)
+  local pr = tonumber(ARGV[J + (i - 1) * 6 + 4])
+  return pr < 1073741824 and pr > -1073741824
+end
+local function set_queued(codes_now)
+  if ARGV[10] == '' then return end
+  local q = tonumber(ARGV[10])
+  for i = 1, n do
+    if is_job(i) and (not codes_now or codes_now[i] ~= 1) then q = q + 1 end
+  end
+  redis.call('HSET', p .. 'queued', proc, q .. '|' .. fmt(now))
+end
+set_queued(nil)
 local hold = redis.call('PTTL', p .. 'hold')
 local foreign = tonumber(redis.call('GET', p .. 'foreign') or '0')
 local slack = 0
@@ -140,6 +175,27 @@ for i = 1, #entries, 2 do
     table.insert(waiting, pr)
   end
 end
+-- Whether one more request now (a balance read) takes room that no queued send of the
+-- fleet needs: the fleet's queued jobs (each live process's count as of its last call) all
+-- fit in the room now, with one to spare. (Not "the read does not delay the fleet's last
+-- send", reckoned from the queued work and the window's log: at the start of a batch the
+-- processes starting with it have not all said what they queue, and that reckoning let a
+-- read go first into a batch that filled its windows exactly.)
+local function read_is_free(room_now)
+  local q = 0
+  local e = redis.call('HGETALL', p .. 'queued')
+  for i = 1, #e, 2 do
+    local v = e[i + 1]
+    local sep = string.find(v, '|', 1, true)
+    local k, seen = tonumber(string.sub(v, 1, sep - 1)), tonumber(string.sub(v, sep + 1))
+    if seen < now - ttl then
+      redis.call('HDEL', p .. 'queued', e[i])
+    else
+      q = q + k
+    end
+  end
+  return q < room_now
+end
 local parked = redis.call('EXISTS', p .. 'park') == 1
 local balance = redis.call('GET', p .. 'balance')
 if balance then balance = tonumber(balance) end
@@ -147,7 +203,7 @@ local resv = tonumber(redis.call('GET', p .. 'resv') or '0')
 local codes = {}
 local window_full, slot_retry = false, nil
 for i = 1, n do
-  local b = 9 + (i - 1) * 6
+  local b = J + (i - 1) * 6
   local lease, ep, cap = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local prio, needed, reserve = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
   local code = 1
@@ -156,6 +212,12 @@ for i = 1, n do
   for _, pr in ipairs(waiting) do if pr > prio then pressing = true end end
   if hold > 0 then
     code = 4
+  elseif needed > 0 and parked then
+    -- Credits before the window: a job waiting for credits keeps waiting for them
+    -- whatever the window says, rather than looking queued each time it is full.
+    code = 5
+  elseif needed > 0 and balance and balance - resv < needed then
+    code = 3
   elseif room <= 0 then
     code = 0
     window_full = true
@@ -163,16 +225,14 @@ for i = 1, n do
     code = 6  -- the room is left to a process with higher-priority work waiting
   elseif cap == 0 and room <= others_need and prio < 1073741824 then
     code = 6  -- kept for others' capped jobs (the engine's own reads do not wait)
+  elseif prio == -1073741824 and not read_is_free(room) then
+    code = 6  -- a free read takes only room that no queued send of the fleet needs
   elseif cap > 0 and redis.call('ZCARD', p .. 'slots:' .. ep) >= cap then
     code = 2
     local first = redis.call('ZRANGE', p .. 'slots:' .. ep, 0, 0, 'WITHSCORES')
     if first[2] and (not slot_retry or tonumber(first[2]) < slot_retry) then
       slot_retry = tonumber(first[2])
     end
-  elseif needed > 0 and parked then
-    code = 5
-  elseif needed > 0 and balance and balance - resv < needed then
-    code = 3
   end
   if code == 1 then
     redis.call('ZADD', p .. 'win', now, lease)
@@ -185,6 +245,7 @@ for i = 1, n do
   codes[i] = code
 end
 redis.call('SET', p .. 'resv', resv)
+set_queued(codes)
 local retry = ''
 if hold > 0 then
   retry = fmt(now + hold)
@@ -205,8 +266,9 @@ end
 -- (the engine's own reads are not: they are never yielded).
 local wbest = nil
 for i = 1, n do
-  local pr = tonumber(ARGV[9 + (i - 1) * 6 + 4])
-  if (codes[i] == 0 or codes[i] == 6) and pr < 1073741824 and (not wbest or pr > wbest) then
+  local pr = tonumber(ARGV[J + (i - 1) * 6 + 4])
+  if (codes[i] == 0 or codes[i] == 6) and pr < 1073741824 and pr > -1073741824
+      and (not wbest or pr > wbest) then
     wbest = pr
   end
 end
@@ -306,7 +368,13 @@ for i = 1, n do
   if hold_ms > 0 and redis.call('PTTL', p .. 'hold') < hold_ms then
     redis.call('SET', p .. 'hold', '429', 'PX', math.floor(hold_ms))
   end
-  if park_ms > 0 then redis.call('SET', p .. 'park', '402', 'PX', math.floor(park_ms)) end
+  if park_ms > 0 then
+    -- A 402: paid work parks, and the balance read before it is contradicted (not
+    -- adoptable; a read admitted before now does not end the park either).
+    redis.call('SET', p .. 'park', '402', 'PX', math.floor(park_ms))
+    redis.call('SET', p .. 'park_at', fmt(now), 'PX', 86400000)
+    redis.call('DEL', p .. 'balread')
+  end
   if entry ~= '' then
     redis.call('XADD', p .. 'ledger', 'MAXLEN', '~', 100000, '*', 'rt', fmt(now), 'a', entry)
   end
@@ -319,23 +387,32 @@ return freed
 )
 
 #: A process's heartbeat: ARGV = proc, host, pid, role, in flight, queued, best waiting
-#: priority ('' none), ttl_ms, capped need, n, leases... Renews the process's live leases,
-#: records it in the registry and drops processes not seen for three lease times. Returns
-#: now and the number of live processes (seen within a lease time).
+#: priority ('' none), ttl_ms, capped need, parked (1: its jobs wait for credits after a
+#: 402), n, leases... Renews the process's live leases (and the 402 park while it is
+#: parked: a park lasts while a parked process polls for credits, and ends a lease time
+#: after the last one went), keeps the fleet's balance, records the process in the
+#: registry and drops processes not seen for three lease times. Returns now and the number
+#: of live processes (seen within a lease time).
 HEARTBEAT = (
     _PRELUDE
     + r"""
 local proc, ttl = ARGV[1], tonumber(ARGV[8])
 local need = tonumber(ARGV[9])
-local n = tonumber(ARGV[10])
+local n = tonumber(ARGV[11])
 expire_leases()
+touch_balance(ttl)
+redis.call('HSET', p .. 'queued', proc, ARGV[6] .. '|' .. fmt(now))
+if ARGV[10] == '1' then
+  local left = redis.call('PTTL', p .. 'park')
+  if left > 0 and left < ttl then redis.call('PEXPIRE', p .. 'park', math.floor(ttl)) end
+end
 if need > 0 then
   redis.call('HSET', p .. 'need', proc, need .. '|' .. fmt(now))
 else
   redis.call('HDEL', p .. 'need', proc)
 end
 for i = 1, n do
-  local lease = ARGV[10 + i]
+  local lease = ARGV[11 + i]
   if redis.call('ZSCORE', p .. 'leases', lease) then
     redis.call('ZADD', p .. 'leases', 'XX', now + ttl, lease)
     local info = redis.call('HGET', p .. 'linfo', lease)
@@ -370,19 +447,73 @@ redis.call('DEL', p .. 'proc:' .. ARGV[1])
 redis.call('HDEL', p .. 'prio', ARGV[1])
 redis.call('HDEL', p .. 'need', ARGV[1])
 redis.call('HDEL', p .. 'wwait', ARGV[1])
+redis.call('HDEL', p .. 'queued', ARGV[1])
+if redis.call('GET', p .. 'balclaim') == ARGV[1] then redis.call('DEL', p .. 'balclaim') end
 return 1
 """
 )
 
-#: A balance read: ARGV = credits. The shared balance becomes it; a positive balance ends
-#: a 402 park (the poller that read it resumes its own jobs; the others are woken).
+#: A balance read: ARGV = credits, proc, Redis time (ms) of the read's admission ('' now),
+#: the answer's other fields (JSON), age limit ms (after it, not adopted), idle ms (the fleet
+#: idle this long: gone). A read admitted before the fleet's last 402 is contradicted by it
+#: and changes nothing (returns 0). Else the shared balance becomes it, adoptable by the
+#: fleet (``BALANCE_TAKE``), the reader's claim ends, and a positive balance ends a 402 park
+#: (the poller that read it resumes its own jobs; the others are woken). Returns 1.
 BALANCE = (
     _PRELUDE
     + r"""
-redis.call('SET', p .. 'balance', ARGV[1])
-if tonumber(ARGV[1]) > 0 and redis.call('DEL', p .. 'park') == 1 then
+local credits, proc = tonumber(ARGV[1]), ARGV[2]
+local at = tonumber(ARGV[3]) or now
+local fresh, idle = tonumber(ARGV[5]), math.max(1, math.floor(tonumber(ARGV[6])))
+if redis.call('GET', p .. 'balclaim') == proc then redis.call('DEL', p .. 'balclaim') end
+if at <= tonumber(redis.call('GET', p .. 'park_at') or '-1') then return 0 end
+redis.call('SET', p .. 'balance', ARGV[1], 'PX', idle)
+redis.call('DEL', p .. 'balread')
+redis.call('HSET', p .. 'balread', 'at', fmt(at), 'by', proc, 'credits', ARGV[1],
+  'fields', ARGV[4], 'until', fmt(at + fresh))
+redis.call('PEXPIRE', p .. 'balread', idle)
+if credits > 0 and redis.call('DEL', p .. 'park') == 1 then
   redis.call('PUBLISH', p .. 'wake', 'credits')
 end
-return fmt(now)
+return 1
+"""
+)
+
+#: A process about to read the balance: ARGV = proc, claim ms, claim ('1': claim the read
+#: if nobody holds it). Returns ``{'fresh', balance now, credits read, fields, age ms, by}``
+#: when the fleet has a balance to adopt (read by one of its processes within its age
+#: limit, kept current since by its settlements, no 402 since, the fleet never idle for a
+#: lease time since); else ``{'claimed'}`` when this process holds (or just took, or
+#: renewed) the claim to read it for the fleet; ``{'wait', holder, ms left}`` when another
+#: process holds it; ``{'none'}``.
+BALANCE_TAKE = (
+    _PRELUDE
+    + r"""
+local proc, claim_ms = ARGV[1], math.max(1, math.floor(tonumber(ARGV[2])))
+local bal = redis.call('GET', p .. 'balance')
+local m = redis.call('HMGET', p .. 'balread', 'at', 'by', 'credits', 'fields', 'until')
+if bal and m[1] and tonumber(m[5]) > now then
+  return {'fresh', bal, m[3], m[4], fmt(now - tonumber(m[1])), m[2]}
+end
+local holder = redis.call('GET', p .. 'balclaim')
+if holder == proc then
+  redis.call('PEXPIRE', p .. 'balclaim', claim_ms)
+  return {'claimed'}
+end
+if holder then return {'wait', holder, tostring(redis.call('PTTL', p .. 'balclaim'))} end
+if ARGV[3] == '1' then
+  redis.call('SET', p .. 'balclaim', proc, 'PX', claim_ms)
+  return {'claimed'}
+end
+return {'none'}
+"""
+)
+
+#: A claim given up (the read failed, or the process stops waiting for it): ARGV = proc.
+BALANCE_DROP = (
+    _PRELUDE
+    + r"""
+if redis.call('GET', p .. 'balclaim') == ARGV[1] then redis.call('DEL', p .. 'balclaim') end
+return 1
 """
 )

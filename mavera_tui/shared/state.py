@@ -30,6 +30,12 @@ REFUSED_CREDITS = 3
 REFUSED_HOLD = 4
 REFUSED_PARK = 5
 YIELDED = 6  # the last room is left to a process with higher-priority work waiting
+
+#: The engine's own requests (balance reads) go before any job in the fleet's order...
+OWN_PRIORITY = 1 << 30
+#: ... except a read that must cost the fleet nothing: it takes only room that no queued
+#: send of the fleet needs (``scripts.ADMIT``, ``read_is_free``).
+FREE_PRIORITY = -(1 << 30)
 CODES = {
     REFUSED_WINDOW: "window full",
     ADMITTED: "admitted",
@@ -113,6 +119,18 @@ class Release:
 
 
 @dataclass
+class SharedBalance:
+    """A balance the fleet keeps: ``credits`` now (as read, less what the fleet was charged
+    since), ``read`` as read, the answer's other fields, its age and who read it."""
+
+    credits: int
+    read: int
+    fields: dict[str, Any]
+    age: float
+    by: str
+
+
+@dataclass
 class LedgerRead:
     """One read of the ledger stream: the state's epoch (None: no state yet), the entries
     ever appended to the stream (``entries-added``; None before Redis 7), its length now,
@@ -145,6 +163,8 @@ class SharedState:
         self._heartbeat = self.r.register_script(scripts.HEARTBEAT)
         self._leave = self.r.register_script(scripts.LEAVE)
         self._balance = self.r.register_script(scripts.BALANCE)
+        self._balance_take = self.r.register_script(scripts.BALANCE_TAKE)
+        self._balance_drop = self.r.register_script(scripts.BALANCE_DROP)
 
     @property
     def channel(self) -> str:
@@ -188,10 +208,13 @@ class SharedState:
         best: int | None,
         known_epoch: str | None,
         need: int = 0,
+        queued: int | None = None,
     ) -> AdmitResult:
         """Admit what fits of ``jobs`` (in order), atomically: the fleet's window, capped
         slots, credits, the 429 hold, the 402 park and the fleet-wide order (priorities,
-        and ``need``: admissions this process wants kept for its capped jobs)."""
+        and ``need``: admissions this process wants kept for its capped jobs). ``queued``:
+        the jobs this process has waiting to be sent besides ``jobs`` (for a free read's
+        reckoning: those of ``jobs`` not admitted are added)."""
         args: list[Any] = [
             proc,
             limit,
@@ -202,6 +225,7 @@ class SharedState:
             known_epoch or "",
             max(0, need),
             len(jobs),
+            "" if queued is None else max(0, queued),
         ]
         for j in jobs:
             args += [j.lease, j.endpoint, j.cap, j.priority, j.needed, j.reserve]
@@ -255,8 +279,10 @@ class SharedState:
         ttl: float,
         leases: Sequence[str],
         need: int = 0,
+        parked: bool = False,
     ) -> tuple[float, int]:
-        """Renew this process's leases and registry entry; returns (Redis ms, live procs)."""
+        """Renew this process's leases and registry entry (and the fleet's 402 park while
+        ``parked``: its jobs wait for credits); returns (Redis ms, live procs)."""
         args: list[Any] = [
             proc,
             host,
@@ -267,6 +293,7 @@ class SharedState:
             "" if best is None else best,
             ttl * 1000,
             max(0, need),
+            "1" if parked else "0",
             len(leases),
             *leases,
         ]
@@ -277,9 +304,54 @@ class SharedState:
         """This process is going: drop it from the registry and the order."""
         await self._call(self._leave, [proc])
 
-    async def set_balance(self, credits: int) -> None:
-        """A balance read: the fleet's balance becomes it (a positive one ends a 402 park)."""
-        await self._call(self._balance, [credits])
+    async def set_balance(
+        self,
+        credits: int,
+        *,
+        proc: str = "",
+        read_at_ms: float | None = None,
+        fields: dict[str, Any] | None = None,
+        fresh: float = 300.0,
+        idle: float = 30.0,
+    ) -> bool:
+        """A balance read (admitted at Redis time ``read_at_ms``; None: now): the fleet's
+        balance becomes it, adoptable for ``fresh`` seconds while the fleet is never idle
+        for ``idle`` seconds, and a positive one ends a 402 park. False when a 402 reached
+        the fleet after the read was admitted (it changed nothing)."""
+        args = [
+            credits,
+            proc,
+            "" if read_at_ms is None else f"{read_at_ms:.3f}",
+            json.dumps(fields or {}, separators=(",", ":")),
+            max(0.0, fresh) * 1000,
+            max(0.001, idle) * 1000,
+        ]
+        return bool(int(await self._call(self._balance, args)))
+
+    async def take_balance(
+        self, proc: str, *, claim_ttl: float, claim: bool = True
+    ) -> SharedBalance | str:
+        """The fleet's balance to adopt, if it has one fresh; else ``"claimed"`` (this process
+        reads it for the fleet: it holds the claim, for ``claim_ttl`` seconds unless renewed
+        by calling again), ``"wait"`` (another process holds the claim) or ``"none"``."""
+        out = await self._call(self._balance_take, [proc, claim_ttl * 1000, "1" if claim else "0"])
+        if out[0] != "fresh":
+            return str(out[0])
+        try:
+            fields = json.loads(out[3]) if out[3] else {}
+        except ValueError:
+            fields = {}
+        return SharedBalance(
+            int(out[1]),
+            int(out[2]),
+            fields if isinstance(fields, dict) else {},
+            float(out[4]) / 1000,
+            str(out[5]),
+        )
+
+    async def drop_claim(self, proc: str) -> None:
+        """Give up this process's claim to read the balance (if it holds it)."""
+        await self._call(self._balance_drop, [proc])
 
     async def add_alert(self, entry: dict[str, Any], keep: int = 100) -> None:
         """Keep an alert among the fleet's recent ones (newest first)."""

@@ -40,6 +40,7 @@ class Upkeep:
     live: int
     down: str | None
     leases: dict[str, tuple[str, float]]
+    own_at: dict[str, float]
     job_lease: dict[str, str]
     pending: list[Release]
     moves: dict[str, float]
@@ -88,6 +89,7 @@ class Upkeep:
     def done_own(self, lease: str | None, out: Outcome | None) -> None:
         """One of the engine's own requests is over."""
         if lease is not None:
+            self.own_at.pop(lease, None)
             self._release(lease, out, unsent=out is None)
 
     def _release(
@@ -116,7 +118,12 @@ class Upkeep:
             if err is not None and err.kind == api.RATE_LIMITED:
                 rel.hold_ms = s.window.hold_remaining(s.clock.now()) * 1000
             if err is not None and err.kind in (api.CREDITS, api.BUDGET):
-                rel.park_ms = max(1.0, 3 * s.config.credit_poll) * 1000
+                # The park lasts until a balance read ends it: the heartbeats of the
+                # processes polling for credits renew it; a lease time after the last of
+                # them went, it ends (a poll waits for the window, which may be longer
+                # than a few polls: a park that ran out on its own let paid work go on the
+                # balance the 402 had just contradicted).
+                rel.park_ms = max(3 * s.config.credit_poll, self.settings.lease_ttl) * 1000
             # Who wrote it (host, pid, role) and its number in this run: entries from
             # every process share one stream, and an archive keeps each once.
             rel.entry = {
@@ -137,11 +144,6 @@ class Upkeep:
         self.pending.append(rel)
         self._flush.set()
 
-    def balance(self, total: int | None) -> None:
-        """A balance read: the fleet's balance becomes it (sent in the background)."""
-        if self.down is None and total is not None:
-            self._spawn(self.state.set_balance(total))
-
     def alert(self, level: str, kind: str, message: str, wall: float) -> None:
         """Keep this process's alert among the fleet's recent ones."""
         self._alerts.append(
@@ -149,7 +151,7 @@ class Upkeep:
         )
         self._flush.set()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         async def run() -> None:
             try:
                 await coro
@@ -159,6 +161,7 @@ class Upkeep:
         task = asyncio.create_task(run())
         self._tasks.append(task)
         task.add_done_callback(self._forget)
+        return task
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         if task in self._tasks:
@@ -214,6 +217,7 @@ class Upkeep:
                     ttl=ttl,
                     leases=list(self.leases),
                     need=need,
+                    parked=s is not None and s.credits.hold is not None,
                 )
                 if self.down is not None:
                     self._came_back()
