@@ -255,8 +255,17 @@ class Upkeep:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pubsub.aclose(), 0.5)
                 raise
-            except Exception as e:  # down: the heartbeat says so; listen again later
+            except Exception as e:  # listen again later
                 log.debug("fleet listener: %s", e)
+                # OSError, or redis-py's own ConnectionError / TimeoutError (not OSErrors).
+                if isinstance(e, OSError) or type(e).__name__ in (
+                    "ConnectionError",
+                    "TimeoutError",
+                ):
+                    # Redis went away: say so now. The heartbeat may be seconds off, and a
+                    # process with nothing to admit meanwhile would never have said it (it
+                    # comes back through the heartbeat, which looks again every 0.25 s).
+                    self._went_down(f"{type(e).__name__} on the pub/sub connection")
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pubsub.aclose(), 0.5)
                 await asyncio.sleep(0.5)
