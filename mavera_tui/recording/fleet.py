@@ -13,7 +13,7 @@ from typing import Any
 
 from ..states import ErrorKind
 from ..store import Store
-from .reader import Recording
+from .reader import Recording, has_table
 
 #: What retention keeps of the archived fleet ledger (created with the archive's tables, and
 #: by a retention pass on a store archived before they existed).
@@ -56,9 +56,7 @@ async def prune_fleet(store: Store, before: float) -> int:
     process) and dropped, in one transaction; each run's highest entry number is kept in
     ``fleet_runs``. The gaps the archive found stay. Returns the entries dropped (0 for a
     store with no fleet archive)."""
-    if not await store.query(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'fleet_ledger'"
-    ):
+    if not await has_table(store, "fleet_ledger"):
         return 0
     cut = int(before * 1000)
     [(n,)] = await store.query("SELECT COUNT(*) FROM fleet_ledger WHERE ms < ?", (cut,))
@@ -102,18 +100,9 @@ async def fleet_totals(
 ) -> dict[str, Any] | None:
     """The fleet's totals over [since, until] (Redis time of each entry), or None when the
     recording has no archived fleet ledger (not recorded with ``--shared``)."""
-    tables = await rec.store.query(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'fleet_ledger'"
-    )
-    if not tables:
+    if not await has_table(rec.store, "fleet_ledger"):
         return None
-    where, params = "WHERE 1=1", []
-    if since is not None:
-        where += " AND ms >= ?"
-        params.append(since * 1000)
-    if until is not None:
-        where += " AND ms <= ?"
-        params.append(until * 1000)
+    where, params = _span("ms", "ms", since, until)
     unknown_kinds = _unknown_kinds()
     rows = await rec.store.query(
         "SELECT proc, host, pid, role, COUNT(*), COALESCE(SUM(credits), 0), "
@@ -183,20 +172,26 @@ async def fleet_totals(
     }
 
 
+def _span(
+    first: str, last: str, since: float | None, until: float | None
+) -> tuple[str, list[float]]:
+    """WHERE for rows whose [first, last] (Redis ms) overlaps [since, until] (seconds)."""
+    where, params = "WHERE 1=1", []
+    if since is not None:
+        where += f" AND {last} >= ?"
+        params.append(since * 1000)
+    if until is not None:
+        where += f" AND {first} <= ?"
+        params.append(until * 1000)
+    return where, params
+
+
 async def _daily(rec: Recording, since: float | None, until: float | None) -> list[Any]:
     """The folded days overlapping [since, until], as (day, proc, host, pid, role, requests,
     credits, 429s, 402s, unknown, first ms, last ms)."""
-    if not await rec.store.query(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'fleet_daily'"
-    ):
+    if not await has_table(rec.store, "fleet_daily"):
         return []
-    where, params = "WHERE 1=1", []
-    if since is not None:
-        where += " AND last_ms >= ?"
-        params.append(since * 1000)
-    if until is not None:
-        where += " AND first_ms <= ?"
-        params.append(until * 1000)
+    where, params = _span("first_ms", "last_ms", since, until)
     return await rec.store.query(
         "SELECT day, proc, host, pid, role, requests, credits, r429, r402, unknown, first_ms, "
         f"last_ms FROM fleet_daily {where} ORDER BY day, proc",

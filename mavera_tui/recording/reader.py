@@ -72,6 +72,13 @@ def _range(
     return where, params
 
 
+async def has_table(store: Store, table: str) -> bool:
+    """Whether the store has ``table`` (tables a later schema, or an option, adds)."""
+    return bool(
+        await store.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,))
+    )
+
+
 class Recording:
     """One recording (or run database), open read-only. Use ``async with await
     Recording.open(path) as rec`` or call ``close()``."""
@@ -113,10 +120,7 @@ class Recording:
         return self.meta.get("recorded_target", "")
 
     async def _has(self, table: str) -> bool:
-        rows = await self.store.query(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
-        )
-        return bool(rows)
+        return await has_table(self.store, table)
 
     # --- time ---------------------------------------------------------------------------
 
