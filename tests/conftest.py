@@ -438,3 +438,17 @@ def snapshot_frames(db: Path | str) -> list[tuple[float, Any]]:
             return await rec.snapshot_rows()
 
     return run_virtual(go())
+
+
+async def fleet_report(db: Path | str) -> dict[str, Any]:
+    """The report's fleet totals (``recording.fleet.fleet_totals``) of the store ``db``."""
+    from mavera_tui.recording.fleet import fleet_totals
+    from mavera_tui.recording.reader import Recording
+
+    rec = await Recording.open(str(db))
+    try:
+        out = await fleet_totals(rec)
+    finally:
+        await rec.close()
+    assert out is not None, f"{db}: no archived fleet ledger"
+    return out

@@ -7,8 +7,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from mavera_tui.recording.fleet import fleet_totals
-from mavera_tui.recording.reader import Recording
+from conftest import fleet_report
+
 from mavera_tui.shared.archive import TABLES
 from mavera_tui.store import Store
 
@@ -46,16 +46,7 @@ def test_only_an_answer_never_read_counts_as_a_charge_unknown(tmp_path: Path) ->
     con.commit()
     con.close()
 
-    async def totals() -> dict:
-        rec = await Recording.open(str(db))
-        try:
-            out = await fleet_totals(rec)
-        finally:
-            await rec.close()
-        assert out is not None
-        return out
-
-    fleet = asyncio.run(totals())
+    fleet = asyncio.run(fleet_report(db))
     assert fleet["requests_total"] == 8
     assert fleet["credits_used_total"] == 12
     assert (fleet["429_count"], fleet["402_count"]) == (2, 1)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import unpacked
+from conftest import fleet_report, unpacked
 from test_shared_fleet import KEY, ROOT, WINDOW, finish, jobs_for, start_run
 
 from mavera_tui.shared import key_prefix
@@ -399,23 +399,12 @@ async def test_retention_folds_the_fleet_ledger_and_numbers_go_on(
     """``record --keep``: archived entries older than the cut are folded per day and process
     (the report's totals do not change) and dropped; a process's numbers are still checked
     after its old entries are gone (no false gap, a real one still said)."""
-    from mavera_tui.recording.fleet import fleet_totals
-    from mavera_tui.recording.reader import Recording
     from mavera_tui.recording.writer import RecordingWriter
 
     url = redis_server.url
     db = tmp_path / "fleet.db"
     state = SharedState(url, PREFIX)
     r = aioredis.Redis.from_url(url, decode_responses=True)
-
-    async def totals() -> dict[str, Any]:
-        rec = await Recording.open(str(db))
-        try:
-            out = await fleet_totals(rec)
-        finally:
-            await rec.close()
-        assert out is not None
-        return out
 
     class Later:  # a clock a day and a minute on: everything archived is past a day's keep
         def wall(self) -> float:
@@ -429,7 +418,7 @@ async def test_retention_folds_the_fleet_ledger_and_numbers_go_on(
         await append(state, "a", range(1, 11))
         await state.release([Release("b#1", entry=entry("b", 1, status=429))], window=2.0)
         await archive_once(url, db)
-        before = await totals()
+        before = await fleet_report(db)
         assert before["requests_total"] == 11 and before["429_count"] == 1
 
         store = await Store.open(db)
@@ -440,7 +429,7 @@ async def test_retention_folds_the_fleet_ledger_and_numbers_go_on(
         assert dropped["fleet ledger"] == 11
         assert rows(db) == []
         assert any("11 fleet ledger rows" in line for line in logged), logged
-        after = await totals()
+        after = await fleet_report(db)
         for k in ("requests_total", "credits_used_total", "429_count", "402_count"):
             assert after[k] == before[k], k
         assert [(p["process"], p["requests"]) for p in after["processes"]] == [
@@ -454,7 +443,7 @@ async def test_retention_folds_the_fleet_ledger_and_numbers_go_on(
         arch = await archive_once(url, db)
         assert gaps(db) == [("sequence", "host-b:101", 1)]
         assert arch.missing == 1
-        assert (await totals())["requests_total"] == 13
+        assert (await fleet_report(db))["requests_total"] == 13
     finally:
         await r.aclose()
         await state.close()

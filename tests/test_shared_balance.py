@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from test_shared_state import admit
 
 from mavera_tui.shared import SharedState, key_prefix
 from mavera_tui.shared import state as st
@@ -31,29 +32,6 @@ def prefix() -> str:
 
 def paid(lease: str, cost: int = 10) -> AdmitRequest:
     return AdmitRequest(lease, "responses", 0, 0, cost * 2, cost)
-
-
-async def admit(
-    s: SharedState,
-    proc: str,
-    jobs: list[AdmitRequest],
-    *,
-    limit: int = 100,
-    window: float = 3.0,
-    queued: int | None = None,
-    best: int | None = None,
-) -> st.AdmitResult:
-    return await s.admit(
-        proc,
-        jobs,
-        limit=limit,
-        window=window,
-        margin=0.1,
-        ttl=30.0,
-        best=best,
-        known_epoch=None,
-        queued=queued,
-    )
 
 
 async def beat(s: SharedState, proc: str, *, ttl: float = 30.0, parked: bool = False) -> None:

@@ -37,6 +37,7 @@ async def admit(
     best: int | None = None,
     window: float = 3.0,
     known_epoch: str | None = None,
+    queued: int | None = None,
 ) -> st.AdmitResult:
     return await s.admit(
         proc,
@@ -47,6 +48,7 @@ async def admit(
         ttl=ttl,
         best=best,
         known_epoch=known_epoch,
+        queued=queued,
     )
 
 
