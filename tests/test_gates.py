@@ -516,3 +516,65 @@ def test_burn_rates_and_the_spike_check_sum_the_same_charges_as_a_plain_list() -
         b.charge(10, t)
     assert b.burn(400.0, 1) == 10 * 60.0 / 60.0  # only the charge at 400 is in the minute
     assert b.burn(400.0, 15) == 40 * 60.0 / 400.0  # all four, over the 400 s elapsed
+
+
+# ============================================================ the batch's end plan ======
+
+
+def _capped_rig(queued_focus: int, queued_responses: int) -> tuple[SlotGate, ReadyQueue, Any]:
+    """Five focus groups running (10 s each, just sent) on an empty window of 10 a minute,
+    and jobs queued behind them."""
+    s = SlotGate(10)
+    q = ReadyQueue(list(ENDPOINTS), s.latency)
+    w = SlidingWindow(10, 60.0)
+    s.note_latency("focus_groups", 10.0)
+    s.note_latency("responses", 1.0)
+    for _ in range(5):
+        j = job("focus_groups", state=S.IN_FLIGHT)
+        j.sent_at = 0.0
+        s.take(j)
+    for _ in range(queued_focus):
+        q.push(job("focus_groups"))
+    for _ in range(queued_responses):
+        q.push(job("responses"))
+    return s, q, w
+
+
+def test_holds_for_capped_starts_use_spare_chains_and_not_a_batch_that_fills_its_windows():
+    # 35 sends left at 10 a window: the last round needs 5 chains, so 5 can start late for
+    # free: the 5 slots' next starts (at 10 s) hold an admission each.
+    s, q, w = _capped_rig(10, 25)
+    assert s.reserve_for_capped(0.0, 0, w, q) == 5
+    # 40 sends left: every chain carries 4, and a chain started at 10 s ends the batch 10 s
+    # later. The 10 focus groups fit in the rounds' first sends (two each on 5 slots), so
+    # nothing is held: the window's end decides.
+    s, q, w = _capped_rig(10, 30)
+    assert s.reserve_for_capped(0.0, 0, w, q) == 0
+    assert s.plan.target == pytest.approx(s.plan.window_end)
+
+
+def test_capped_work_that_would_end_last_is_given_some_of_the_windows_end():
+    # 40 focus groups and nothing else: four rounds of 10 admissions, but 5 slots starting
+    # only at round starts would take 8 rounds. Holding for starts every 10 s costs the
+    # window's end some seconds and saves rounds: the plan gives up just enough.
+    s, q, w = _capped_rig(40, 0)
+    held = s.reserve_for_capped(0.0, 0, w, q)
+    assert held > 0
+    assert s.plan.window_end < s.plan.target < s.plan.window_end + 60.0
+    # Without the plan (the fleet's gate), every start before the window gives room back.
+    s2, q2, w2 = _capped_rig(40, 0)
+    s2.planned = False
+    assert s2.reserve_for_capped(0.0, 0, w2, q2) > held
+
+
+def test_end_plan_counts_the_last_send_on_sorted_chain_phases():
+    from mavera_tui.gates.plan import EndPlan
+
+    # 3 chains at 0, 5 and 7, period 60: send 1-3 take them, send 4 the first again.
+    assert EndPlan.end_of([0.0, 5.0, 7.0], 3, 60.0) == 7.0
+    assert EndPlan.end_of([0.0, 5.0, 7.0], 4, 60.0) == 60.0
+    # Holding chain 0 until 6 with 3 sends left: the last goes at 7 either way (free).
+    # Until 8, the last goes at 8: allowed only if the batch may end 1 s later.
+    assert EndPlan.holds_within([0.0, 5.0, 7.0], [6.0], 3, 60.0, 7.0) == 1
+    assert EndPlan.holds_within([0.0, 5.0, 7.0], [8.0], 3, 60.0, 7.0) == 0
+    assert EndPlan.holds_within([0.0, 5.0, 7.0], [8.0], 3, 60.0, 8.0) == 1

@@ -11,10 +11,14 @@ from __future__ import annotations
 import math
 
 from .. import catalog
+from .. import snapshot as S
 from ..catalog import Endpoint
 from ..limiter import SlidingWindow
 from .model import Job
+from .plan import EndPlan
 from .ready import ReadyQueue
+
+_OPEN = frozenset(k for k, e in catalog.ENDPOINTS.items() if e.cap is None)
 
 
 class SlotGate:
@@ -32,6 +36,11 @@ class SlotGate:
             k: (e.latency[0] + e.latency[1]) / 2 for k, e in keys.items()
         }
         self.latency_seen: dict[str, bool] = dict.fromkeys(keys, False)
+        self.plan = EndPlan()
+
+    #: Whether holds for capped jobs are weighed against the batch's end (:mod:`.plan`);
+    #: a fleet's window is the key's, not this mirror's, so it keeps every hold.
+    planned = True
 
     def free(self, ep: Endpoint, now: float) -> int:
         """Slots free on ``ep`` now (0 while a concurrency 429 holds it)."""
@@ -117,10 +126,14 @@ class SlotGate:
         one back: each slot frees when its job ends and can then run one job after another
         (at the endpoint's measured latency) until then. A batch ends no earlier than its
         capped work allows, so those slots must not idle for want of an admission while
-        short uncapped jobs, which fit in any window, take them all."""
+        short uncapped jobs, which fit in any window, take them all. But each admission
+        kept moves a chain of the window's sends later (:mod:`.plan`): only as many are
+        kept as the batch's planned end allows."""
         room_at: float | None = None  # found once, and only if a capped job is waiting:
         # it walks our sends in the window (17,000 of them in a flood)
         need = 0
+        starts: list[float] = []
+        work: list[tuple[list[float], int, float]] = []
         for key, jobs in self.in_flight.items():
             ep = catalog.ENDPOINTS[key]
             if ep.cap is None or not jobs or ready.count[key] <= 0:
@@ -133,8 +146,51 @@ class SlotGate:
                 if room_at is None:  # none of ours in the window: room comes back as
                     room_at = now + window.window  # others' sends leave it
             lat = max(self.expected_latency(key), 1e-3)
-            frees = [max(now, j.sent_at + lat) for j in jobs]
+            # A job taken in this selection is not sent yet: its sent_at is an old one.
+            frees = [
+                max(now, j.sent_at + lat) if j.state == S.IN_FLIGHT else now + lat for j in jobs
+            ]
             frees += [now] * max(0, self.cap_share(ep) - len(jobs))
-            starts = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
-            need += min(starts, ready.count[key])
-        return need
+            n = sum(math.ceil((room_at - f) / lat) for f in frees if f < room_at)
+            need += min(n, ready.count[key])
+            if self.planned:
+                work.append((frees, ready.count[key], lat))
+                mine = [f + i * lat for f in frees for i in range(n) if f + i * lat < room_at]
+                starts += sorted(mine)[: ready.count[key]]
+        if not self.planned or not need:
+            return need
+        return min(need, self._planned_holds(now, window, ready, sorted(starts), work))
+
+    def _planned_holds(
+        self,
+        now: float,
+        window: SlidingWindow,
+        ready: ReadyQueue,
+        starts: list[float],
+        work: list[tuple[list[float], int, float]],
+    ) -> int:
+        """Of the capped ``starts``, how many may hold an admission without ending the
+        batch later than planned (:class:`.plan.EndPlan`)."""
+        f = window.foreign(now)
+        chains = window.limit - f - window._slack(f)  # noqa: SLF001 - the mirror's own rule
+        if chains <= 0:
+            return len(starts)
+        period = window.window + window.margin
+        phases = EndPlan.phases(window, now, chains)
+        sends = sum(ready.count.values()) + len(ready.delayed)
+        tail = min(
+            (self.expected_latency(k) for k, n in ready.count.items() if n > 0 and k in _OPEN),
+            default=0.0,
+        )
+        stamped = [p for p in phases if p > now]
+        base = stamped[0] if stamped else now
+        key = (
+            tuple(n for _, n, _ in work),
+            tuple(len(lanes) for lanes, _, _ in work),
+            chains,
+            int(now / (period / 32)),
+        )
+        target = self.plan.plan(
+            key, phases=phases, sends=sends, period=period, tail=tail, capped=work, base=base
+        )
+        return EndPlan.holds_within(phases, starts, sends, period, target - tail)

@@ -133,6 +133,8 @@ class SharedSlotGate(SlotGate):
             n = min(n, max(1, ep.cap // self.share) - len(self.in_flight[ep.key]))
         return n
 
+    planned = False  # the key's window is the fleet's: this mirror cannot plan its end
+
     def cap_share(self, ep: Endpoint) -> int:
         """The fleet shares the cap: plan with this process's part of it."""
         return -(-(ep.cap or 0) // max(1, self.fleet.live))
