@@ -140,7 +140,7 @@ class EngineSettings:
         metavar="S",
     )
     max_in_flight: int = setting(
-        256,
+        600,
         "most requests in flight at once on endpoints without a documented concurrency cap",
         check="atleast1",
         flag="--max-in-flight",
@@ -160,14 +160,14 @@ class EngineSettings:
         metavar="S",
     )
     balance_read: str = setting(
-        "start",
-        "when run reads the balance for pre-flight: before the first job (start); once every "
-        "job is sent (end: blind until then); or auto: start, unless the batch fills its "
-        "windows exactly and the read would cost it a whole window more (with --shared: "
-        "when it costs the fleet's queued work nothing). Blind, the API's 402 stops an "
-        "overdraft, but a batch short of credits meets 402s instead of pre-flight "
-        "refusals. With --shared, one process reads it for the fleet and the others adopt "
-        "it",
+        "auto",
+        "when run reads the balance for pre-flight: auto: before the first job, unless the "
+        "batch fills its windows exactly and the read would cost it a whole window more "
+        "(then once every job is sent; with --shared: when it costs the fleet's queued work "
+        "nothing); start: always before the first job; end: once every job is sent. Blind, "
+        "the API's 402 stops an overdraft, but a batch short of credits meets 402s instead "
+        "of pre-flight refusals. With --shared, one process reads it for the fleet and the "
+        "others adopt it",
         choices=("start", "auto", "end"),
         flag="--balance-read",
     )
