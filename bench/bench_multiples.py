@@ -1,7 +1,7 @@
 """Makespan over the bound for batch sizes around multiples of the limit, in virtual time.
 
 Run: ``python bench/bench_multiples.py [--sizes 420,480,500,600@120,2100,3000@600]
-[--seeds 1,2,3] [--balance-read start|auto|end]``
+[--seeds 1,2,3] [--balance-read start|auto|end] [--kind mix|burst]``
 
 The in-process simulator (no transport) with fast-forwarded time, the documented window of
 60 s and the documented latencies, and ``bench_http.py``'s realistic mix (capped work about
@@ -49,12 +49,13 @@ KEY = "mvra_test_bench_multiples"  # a test key for the in-process simulator: no
 WINDOW = 60.0
 
 
-async def one(n: int, limit: int, seed: int, balance_read: str) -> dict[str, Any]:
+async def one(
+    n: int, limit: int, seed: int, balance_read: str, kind: str = "mix"
+) -> dict[str, Any]:
     """One batch of ``n`` jobs at ``limit`` a window: makespan / bound, 429s, requests."""
     H.WINDOW, H.TIME_SCALE = WINDOW, 1.0  # the mix sized for the documented window
-    specs = [
-        JobSpec(j["id"], j["method"], j["path"], j["body"]) for j in H.mix_jobs(n, limit, seed)
-    ]
+    jobs = H.mix_jobs(n, limit, seed) if kind == "mix" else H.burst_jobs(n)
+    specs = [JobSpec(j["id"], j["method"], j["path"], j["body"]) for j in jobs]
     tier = {v: k for k, v in catalog.TIERS.items()}[limit]
     clock = Clock(wall0=1_800_000_000.0)
     sim = create_sim(
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--balance-read", default="start", choices=("start", "auto", "end"))
+    ap.add_argument(
+        "--kind", default="mix", choices=("mix", "burst"), help="the realistic mix or responses"
+    )
     a = ap.parse_args(argv)
     cells: list[tuple[int, int]] = []
     pending: list[int] = []
@@ -114,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if pending:
         ap.error("--sizes: end each group of sizes with @LIMIT, e.g. 420,600@120")
     seeds = [int(s) for s in a.seeds.split(",")]
-    print(f"balance read: {a.balance_read}; makespan / bound (429s, requests) per seed")
+    print(f"{a.kind}, balance read: {a.balance_read}; makespan / bound (429s, requests) per seed")
     for n, limit in cells:
-        runs = [run_virtual(one(n, limit, s, a.balance_read)) for s in seeds]
+        runs = [run_virtual(one(n, limit, s, a.balance_read, a.kind)) for s in seeds]
         kind = "exact multiple" if n % limit == 0 else f"{n / limit:.2f} windows"
         print(
             f"{n:>6} jobs at {limit:>3}/window ({kind}): "

@@ -457,10 +457,17 @@ def test_the_fleet_sends_the_highest_priority_first(
         tap=True,
     )
     sim, refs = srv.sim, srv.tap.refs
-    # Both start together (the first window goes to whichever asks first).
-    low = start_run(tmp_path, "low", responses_for("low", 36), srv.url, redis_server.url)
+    # Both start together (the first window goes to whichever asks first). The server's
+    # limit (12) is below the --tier given: the balance read first teaches it.
+    first = ("--balance-read", "start")
+    low = start_run(tmp_path, "low", responses_for("low", 36), srv.url, redis_server.url, *first)
     high = start_run(
-        tmp_path, "high", responses_for("high", 12, priority=5), srv.url, redis_server.url
+        tmp_path,
+        "high",
+        responses_for("high", 12, priority=5),
+        srv.url,
+        redis_server.url,
+        *first,
     )
     for p in (low, high):
         finish(p, timeout=90)
@@ -493,14 +500,15 @@ def test_three_processes_starting_together_read_the_balance_once(
     """One balance read per fleet: of three processes started together one claims the read
     and the others adopt its result; a fourth starting after them adopts the fleet's
     balance too (kept current by their settlements). The server saw one read, not four."""
+    first = ("--balance-read", "start")  # auto, the default, defers a fleet's read
     procs = [
-        start_run(tmp_path, n, responses_for(n, 10), sim.url, redis_server.url)
+        start_run(tmp_path, n, responses_for(n, 10), sim.url, redis_server.url, *first)
         for n in ("a", "b", "c")
     ]
     for p in procs:
         finish(p)
         assert p.returncode == 0
-    late = start_run(tmp_path, "d", responses_for("d", 10), sim.url, redis_server.url)
+    late = start_run(tmp_path, "d", responses_for("d", 10), sim.url, redis_server.url, *first)
     finish(late)
     assert late.returncode == 0
     assert len(billing_reads(sim.sim)) == 1
@@ -530,7 +538,9 @@ def test_a_claimer_that_died_does_not_hold_the_fleet_up(
     r = redis.Redis.from_url(redis_server.url)
     r.set(key_prefix(KEY) + "balclaim", "ghost:1", px=2500)
     claimed_at = time.monotonic()
-    p = start_run(tmp_path, "a", responses_for("a", 5), sim.url, redis_server.url)
+    p = start_run(
+        tmp_path, "a", responses_for("a", 5), sim.url, redis_server.url, "--balance-read", "start"
+    )
     finish(p)
     assert p.returncode == 0
     reads = billing_reads(sim.sim)

@@ -53,10 +53,10 @@ class SchedulerConfig:
     balance_refresh: float = 0.0  # periodic balance re-sync (0: off)
     # When a batch's first balance read goes: "start" (before the first job), "end" (once
     # all are sent: pre-flight blind until then), "auto" (start, unless the batch fills
-    # its windows exactly and the read would cost it a whole window more). "start" is the
-    # default: blind, a batch short of credits met 17-26 402s and did about half the work
-    # in the independent server's low-credit cases (bench/indie_check.py, 240 jobs).
-    balance_read: str = "start"
+    # its windows exactly and the read would cost it a whole window more: 1.25 of the
+    # bound on a 5-window batch). Blind, a batch short of credits met 17-26 402s in the
+    # independent server's low-credit case at 240 jobs (bench/indie_check.py).
+    balance_read: str = "auto"
     cache_ttl: float = 30.0  # identical GETs inside this are served from cache
     # Re-read the balance before refusing on an older one: a purchase (the dashboard,
     # auto-recharge) shows only there, and a server that charges at arrival makes our
