@@ -239,6 +239,23 @@ class SlidingWindow:
             prev = t
         return own[i] + self._expiry() if own[i] + self._expiry() > now + gap else now + self.window
 
+    def chains(self, now: float) -> int:
+        """How many of the window's admissions are ours to use (the rest are foreign)."""
+        f = self.foreign(now)
+        return self.limit - f - self._slack(f)
+
+    def room_times(self, now: float, chains: int) -> list[float]:
+        """When each of our ``chains`` admissions next gives room back, sorted: our sends
+        in the window at their time plus the window and margin, sends about to be written
+        a whole window from now, the rest now (see :mod:`mavera_tui.gates.plan`)."""
+        exp = self._expiry()
+        own = self._own
+        busy = [t + exp for t in own.since(own.bisect_right(now - exp))]
+        busy += [now + exp] * self.pending
+        if len(busy) > chains:  # foreign traffic took some: the latest are ours to keep
+            busy = busy[len(busy) - chains :]
+        return [now] * (chains - len(busy)) + busy
+
     def hold_remaining(self, now: float) -> float:
         return max(0.0, self._hold_until - now)
 

@@ -5,7 +5,9 @@ key's sends form ``L`` chains: a chain's next send is no earlier than a window a
 last. With ``S`` sends left, the ``S``-th future room, which is where the batch's last send
 goes, is at ``p[rem] + q * P``: ``p`` the chains' phases (when each next gives room back)
 sorted, ``S - 1 = q * L + rem`` and ``P`` the window plus the mirror's margin. The chains
-ranked after ``rem`` are spare: they are not needed in the last round.
+ranked after ``rem`` carry one send fewer; those whose phase is well before
+``p[rem] + P`` are spare (a chain ranked there only because it went first this round is
+not).
 
 Holding room for a capped job whose slot frees at ``t`` (``SlotGate.reserve_for_capped``)
 moves the earliest chain to ``t``. That is free while ``t`` stays within the phases that
@@ -17,17 +19,15 @@ such batches ended a whole window after the bound (1.25-1.34 of it).
 So holds are allowed up to a target end: the earliest end that both the window and the
 capped endpoints can make, if capped jobs may start only within an allowance after each
 round's first sends (a small simulation of their slots at measured latencies, a binary
-search over the allowance). Alone on a capped endpoint with slack, the target is the
-window's own end and no hold costs anything; with capped work that would otherwise end
-last, the window gives up as much as makes both end together.
+search over the allowance). When capped work has slack, the target is the window's own
+end and no hold costs anything; when it would otherwise end last, the window gives up as
+much as makes both end together.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
-
-from ..limiter import SlidingWindow
 
 #: The allowance is searched to this fraction of a window (one 64th: about 1 s at 60 s).
 _STEPS = 64
@@ -43,21 +43,6 @@ class EndPlan:
         self.allowance = 0.0  # of a round, for capped starts past the free spread
 
     # --- the window's side ---------------------------------------------------------------
-
-    @staticmethod
-    def phases(window: SlidingWindow, now: float, chains: int) -> list[float]:
-        """When each of our ``chains`` next gives room back, sorted: our sends in the
-        window leave it at their time plus the window and margin, sends about to be
-        written a whole window from now, and the rest of the chains are free now."""
-        exp = window.window + window.margin
-        own = window._own  # noqa: SLF001 - the mirror's send times, read in place
-        first = own.bisect_right(now - exp)
-        stamped = [t + exp for t in own.since(first)]
-        pending = [now + exp] * window.pending
-        busy = stamped + pending
-        if len(busy) > chains:  # foreign traffic took some: the latest are ours to keep
-            busy = busy[len(busy) - chains :]
-        return [now] * (chains - len(busy)) + busy
 
     @staticmethod
     def end_of(phases: list[float], sends: int, period: float) -> float:

@@ -171,12 +171,11 @@ class SlotGate:
     ) -> int:
         """Of the capped ``starts``, how many may hold an admission without ending the
         batch later than planned (:class:`.plan.EndPlan`)."""
-        f = window.foreign(now)
-        chains = window.limit - f - window._slack(f)  # noqa: SLF001 - the mirror's own rule
+        chains = window.chains(now)
         if chains <= 0:
             return len(starts)
         period = window.window + window.margin
-        phases = EndPlan.phases(window, now, chains)
+        phases = window.room_times(now, chains)
         sends = sum(ready.count.values()) + len(ready.delayed)
         tail = min(
             (self.expected_latency(k) for k, n in ready.count.items() if n > 0 and k in _OPEN),
