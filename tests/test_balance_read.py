@@ -116,9 +116,9 @@ def test_a_batch_with_room_to_spare_reads_first(make_rig: Any) -> None:
 
 
 def test_with_the_tier_unknown_the_read_goes_once_the_limit_leaves_room(make_rig: Any) -> None:
-    # 180 is a multiple of the lowest tier's 60 but not of this key's 120: once the first
-    # answers say 120, the read fits in the last window's spare room.
-    sim, summary = run(make_rig, 180, 120)
+    # 360 is a multiple of the basic tier's 120 but not of this key's 240: once the first
+    # answers say 240, the read fits in the last window's spare room.
+    sim, summary = run(make_rig, 360, 240)
     assert summary["balance_read"] == "during"
     reads, sent = billing(sim), jobs(sim)
     # Read while jobs ran, so read once more once none does (see the test above).
@@ -127,6 +127,19 @@ def test_with_the_tier_unknown_the_read_goes_once_the_limit_leaves_room(make_rig
     t0 = min(r.t for r in sent)
     # two windows, as 180 jobs need (after the first job's answer taught the limit)
     assert max(r.t for r in sent) < t0 + W + learned_after(sim) + 1.0
+
+
+def test_with_the_tier_unknown_a_multiple_of_the_starter_tier_alone_is_read_first(
+    make_rig: Any,
+) -> None:
+    # 180 fills starter windows (60) exactly but no other tier's: taken as not a starter
+    # key, the read goes first (no job alone to learn the limit), and on this basic key
+    # it costs nothing: two windows.
+    sim, summary = run(make_rig, 180, 120)
+    assert summary["balance_read"] == "start"
+    reads, sent = billing(sim), jobs(sim)
+    assert reads[0].t <= min(r.t for r in sent)
+    assert max(r.t for r in sent) < min(r.t for r in sent) + W + 1.0
 
 
 def test_start_always_reads_first_even_when_it_costs_a_window(make_rig: Any) -> None:

@@ -60,9 +60,17 @@ class FirstRead:
 
     def would_spill(self, batch: int | None) -> bool:
         """Whether a read before a batch of ``batch`` jobs would cost it a whole window: the
-        batch fills its windows exactly (the limit as configured, or the lowest tier's,
-        which divides every tier's), so one more request is the first of another window."""
-        lim = self.s.window.limit
+        batch fills its windows exactly, so one more request is the first of another
+        window. The limit as configured or learned; unknown, a multiple of the basic
+        tier's 120 (which divides every tier's above the lowest) is taken to spill. A
+        batch that is a multiple of the starter tier's 60 alone is read first: if the key
+        is a starter key that costs it a window (420 jobs: 1.17 of the bound), else
+        nothing, where a job sent alone to learn the limit first costs every batch its
+        latency (1.05 instead of 1.03 at 420 jobs on a basic key)."""
+        s = self.s
+        lim = s.window.limit
+        if s.config.limit is None and not s.window.limit_learned:
+            lim = catalog.TIERS["basic"]
         return batch is not None and batch >= lim and batch % lim == 0
 
     def read_later(self, batch: int) -> None:
