@@ -244,18 +244,6 @@ class SlidingWindow:
         f = self.foreign(now)
         return self.limit - f - self._slack(f)
 
-    def room_times(self, now: float, chains: int) -> list[float]:
-        """When each of our ``chains`` admissions next gives room back, sorted: our sends
-        in the window at their time plus the window and margin, sends about to be written
-        a whole window from now, the rest now (see :mod:`mavera_tui.gates.plan`)."""
-        exp = self._expiry()
-        own = self._own
-        busy = [t + exp for t in own.since(own.bisect_right(now - exp))]
-        busy += [now + exp] * self.pending
-        if len(busy) > chains:  # foreign traffic took some: the latest are ours to keep
-            busy = busy[len(busy) - chains :]
-        return [now] * (chains - len(busy)) + busy
-
     def hold_remaining(self, now: float) -> float:
         return max(0.0, self._hold_until - now)
 
@@ -389,3 +377,16 @@ class SlidingWindow:
         if delay > self.delay_seen:
             self.delay_seen = delay
         self._widen(1.5 * delay + 0.01)
+
+
+def room_times(window: SlidingWindow, now: float, chains: int) -> list[float]:
+    """When each of our ``chains`` admissions of ``window`` next gives room back, sorted:
+    our sends in the window at their time plus the window and margin, sends about to be
+    written a whole window from now, the rest now (see :mod:`mavera_tui.gates.plan`)."""
+    exp = window.window + window.margin
+    own = window._own  # noqa: SLF001 - this module's own class
+    busy = [t + exp for t in own.since(own.bisect_right(now - exp))]
+    busy += [now + exp] * window.pending
+    if len(busy) > chains:  # foreign traffic took some: the latest are ours to keep
+        busy = busy[len(busy) - chains :]
+    return [now] * (chains - len(busy)) + busy

@@ -13,7 +13,7 @@ import math
 from .. import catalog
 from .. import snapshot as S
 from ..catalog import Endpoint
-from ..limiter import SlidingWindow
+from ..limiter import SlidingWindow, room_times
 from .model import Job
 from .plan import EndPlan
 from .ready import ReadyQueue
@@ -175,7 +175,7 @@ class SlotGate:
         if chains <= 0:
             return len(starts)
         period = window.window + window.margin
-        phases = window.room_times(now, chains)
+        phases = room_times(window, now, chains)
         sends = sum(ready.count.values()) + len(ready.delayed)
         tail = min(
             (self.expected_latency(k) for k, n in ready.count.items() if n > 0 and k in _OPEN),
