@@ -229,17 +229,10 @@ def _cells(scale: float = 1.0) -> dict[str, Cell]:
                 peers=peers,
                 about=f"realistic mix, {nf} jobs, {lim}/window, 30% foreign{hog_txt}",
             )
-            if not hog:  # by name only (not in the default matrix)
-                n5 = max(2, int(5 * lim * scale))
-                out[f"{tier}-5x"] = Cell(
-                    f"{tier}-5x",
-                    lim,
-                    "mix",
-                    n5,
-                    peers=("ours",),
-                    about=f"realistic mix, {n5} jobs: 5 windows exactly, {lim}/window, alone",
-                )
             nb = max(2, int(5 * lim * scale))
+            if not hog:  # the mix in 5 windows exactly: by name only (not in the default)
+                about = f"realistic mix, {nb} jobs: 5 windows exactly, {lim}/window, alone"
+                out[f"{tier}-5x"] = Cell(f"{tier}-5x", lim, "mix", nb, peers=("ours",), about=about)
             out[f"{tier}-burst{sfx}"] = Cell(
                 f"{tier}-burst{sfx}",
                 lim,
