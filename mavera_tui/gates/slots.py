@@ -157,8 +157,8 @@ class SlotGate:
                 work.append((frees, ready.count[key], lat))
                 mine = [f + i * lat for f in frees for i in range(n) if f + i * lat < room_at]
                 starts += sorted(mine)[: ready.count[key]]
-        if not self.planned or not need:
-            return need
+        if not self.planned or not need or window.calendar.active:
+            return need  # (a calendar window gives its room back all at once: no chains)
         return min(need, self._planned_holds(now, window, ready, sorted(starts), work))
 
     def _planned_holds(
