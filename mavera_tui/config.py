@@ -140,7 +140,7 @@ class EngineSettings:
         metavar="S",
     )
     max_in_flight: int = setting(
-        600,
+        256,
         "most requests in flight at once on endpoints without a documented concurrency cap",
         check="atleast1",
         flag="--max-in-flight",
