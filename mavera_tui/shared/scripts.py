@@ -7,7 +7,8 @@ tag, so one cluster slot. Times go back as strings (Redis truncates Lua numbers 
 
 The keys under the prefix:
 
-``win``        sorted set: the fleet's admissions (member = lease id, score = Redis time)
+``win``        sorted set: the fleet's admissions (member = lease id, score = Redis time,
+               moved to the write); counted for a window (and the margin), kept for two
 ``leases``     sorted set: live leases (score = expiry); ``linfo`` hash: lease -> "ep|reserved"
 ``slots:<ep>`` sorted set: leases holding a capped endpoint's slots (score = expiry)
 ``resv``       the credits reserved by live leases; ``balance``: the last balance read,
@@ -98,7 +99,12 @@ if not epoch then
     redis.call('SET', p .. 'hold', 'restart', 'PX', math.floor(win + margin) + 1)
   end
 end
-redis.call('ZREMRANGEBYSCORE', p .. 'win', '-inf', now - win - margin)
+-- The log counts the last window (and the margin), and keeps one window more: a release
+-- reconciles the server's Remaining with what the fleet sent in the window before its send,
+-- which the answer's latency and the release's own lag put well past the margin (pruned,
+-- those sends were taken for another client's: an estimate of 78 of 120 with none).
+redis.call('ZREMRANGEBYSCORE', p .. 'win', '-inf', now - 2 * win - margin)
+local old = redis.call('ZCOUNT', p .. 'win', '-inf', now - win - margin)
 expire_leases()
 touch_balance(ttl)
 -- This process's jobs waiting to be sent: those it did not ask for now, and those it asked
@@ -120,7 +126,7 @@ local hold = redis.call('PTTL', p .. 'hold')
 local foreign = tonumber(redis.call('GET', p .. 'foreign') or '0')
 local slack = 0
 if foreign > 0 then slack = math.max(3, math.ceil(0.05 * foreign)) end
-local count = redis.call('ZCARD', p .. 'win')
+local count = redis.call('ZCARD', p .. 'win') - old
 local room = limit - count - foreign - slack
 -- The fleet-wide order: who else has higher-priority work waiting (live ones only).
 if best == '' then
@@ -251,10 +257,10 @@ if hold > 0 then
   retry = fmt(now + hold)
 elseif window_full then
   -- Room comes back when the need-th oldest admission leaves the window.
-  local cur = redis.call('ZCARD', p .. 'win')
+  local cur = redis.call('ZCARD', p .. 'win') - old
   local need = cur - (limit - foreign - slack) + 1
   if need >= 1 and need <= cur then
-    local e = redis.call('ZRANGE', p .. 'win', need - 1, need - 1, 'WITHSCORES')
+    local e = redis.call('ZRANGE', p .. 'win', old + need - 1, old + need - 1, 'WITHSCORES')
     retry = fmt(tonumber(e[2]) + win + margin)
   else
     retry = fmt(now + win / 20)  -- foreign traffic fills it: look again soon
@@ -348,7 +354,9 @@ for i = 1, n do
   if remaining >= 0 and fresh == '1' then
     local sent = redis.call('ZSCORE', p .. 'win', lease)
     local lim = tonumber(redis.call('GET', p .. 'limit') or '0')
-    if sent and lim > 0 then
+    -- (An answer released more than a window after its send says nothing of the window
+    -- now, and the log before it may be pruned.)
+    if sent and lim > 0 and now - (tonumber(sent) + delay) <= win then
       sent = tonumber(sent)
       -- What the fleet had sent in the server's window at this send (and just after:
       -- the server takes a burst in its own order), against what the server counted.
