@@ -253,7 +253,9 @@ class Fleet(Admission, Upkeep, FleetBalance):
                     await asyncio.sleep(delay)
             if self.leases:
                 await self.state.release(
-                    [Release(lease) for lease in list(self.leases)], window=self._window()
+                    [Release(lease) for lease in list(self.leases)],
+                    window=self._window(),
+                    margin=self.settings.margin,
                 )
             await self.state.leave(self.proc)
         except SharedUnavailable:

@@ -313,7 +313,9 @@ return n
 """
 )
 
-#: Release leases after their answers: ARGV = window_ms, n, then per lease: lease, credits
+#: Release leases after their answers: ARGV = window_ms, n, margin_ms (how much later than
+#: its log entry the server may count a send: the reconciliation below credits the fleet's
+#: sends that far either side of the window), then per lease: lease, credits
 #: charged (-1 unknown), Remaining (-1 none), Limit (-1 none), fresh (1: the answer came
 #: within a tenth of the window, so Remaining says what the server counted at the send),
 #: hold ms (0 none), park ms (0 none), unsent (1: never written: forget its admission),
@@ -326,11 +328,12 @@ RELEASE = (
     + r"""
 local win = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
+local margin = tonumber(ARGV[3])
 local resv = tonumber(redis.call('GET', p .. 'resv') or '0')
 local freed = 0
 local wake = {}  -- what the release frees that others may wait for: capped slots, credits
 for i = 1, n do
-  local b = 2 + (i - 1) * 10
+  local b = 3 + (i - 1) * 10
   local lease, used = ARGV[b + 1], tonumber(ARGV[b + 2])
   local remaining, limit, fresh = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), ARGV[b + 5]
   local hold_ms, park_ms, unsent = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), ARGV[b + 8]
@@ -358,9 +361,14 @@ for i = 1, n do
     -- now, and the log before it may be pruned.)
     if sent and lim > 0 and now - (tonumber(sent) + delay) <= win then
       sent = tonumber(sent)
-      -- What the fleet had sent in the server's window at this send (and just after:
-      -- the server takes a burst in its own order), against what the server counted.
-      local fleet = redis.call('ZCOUNT', p .. 'win', sent + delay - win, sent + delay + 50)
+      -- What the server counted beyond what the fleet's sends could explain: those in the
+      -- server's window at this send, and those that may have been, the margin either
+      -- side (the server counts a send a little after its write, a burst's last tens of
+      -- ms after: a send at a window's edge saw the server still count a burst the log
+      -- had just let go, and took it for 117 of 120 foreign). Counted too many, the
+      -- fleet's sends only leave the estimate where it is (it only rises, for a window).
+      local lo, hi = sent + delay - win - margin, sent + delay + math.max(50, margin)
+      local fleet = redis.call('ZCOUNT', p .. 'win', lo, hi)
       local f = (lim - remaining) - fleet
       local cur = tonumber(redis.call('GET', p .. 'foreign') or '0')
       if f > 0 and f >= cur then

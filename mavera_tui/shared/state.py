@@ -240,10 +240,14 @@ class SharedState:
             [int(c) for c in out[6:]],
         )
 
-    async def release(self, items: Sequence[Release], *, window: float) -> int:
-        """Release leases (idempotent), settle their credits, learn from their answers,
-        and append them to the ledger. Returns how many were still live."""
-        args: list[Any] = [window * 1000, len(items)]
+    async def release(
+        self, items: Sequence[Release], *, window: float, margin: float = 0.15
+    ) -> int:
+        """Release leases (idempotent), settle their credits, learn from their answers
+        (``margin``: how much later than its admission's log entry the server may count a
+        send, as ``admit``'s), and append them to the ledger. Returns how many were still
+        live."""
+        args: list[Any] = [window * 1000, len(items), margin * 1000]
         for it in items:
             args += [
                 it.lease,

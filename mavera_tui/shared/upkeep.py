@@ -176,7 +176,7 @@ class Upkeep:
             await self.state.written(moves)
         while self.pending:
             items = self.pending[:500]
-            await self.state.release(items, window=self._window())
+            await self.state.release(items, window=self._window(), margin=self.settings.margin)
             del self.pending[: len(items)]
         alerts, self._alerts = self._alerts, []
         for a in alerts[-20:]:
