@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
+from mavera_tui.catalog import ENDPOINTS
+from mavera_tui.config import SharedSettings
+from mavera_tui.estimate import Estimate
+from mavera_tui.gates import Scheduler
+from mavera_tui.gates.model import Job
+from mavera_tui.jobs import JobSpec
 from mavera_tui.shared import FleetView, SharedState, key_prefix
 from mavera_tui.shared import state as st
+from mavera_tui.shared.fleet import Fleet
 from mavera_tui.shared.state import AdmitRequest, Release
 
 API_KEY = "mvra_secret_key_never_stored"
@@ -358,5 +365,41 @@ def test_a_send_at_the_windows_edge_does_not_take_the_last_burst_for_foreign(
         r = await admit(s, "d", [req("d#2")], limit=20, window=1.0)
         assert r.foreign == 5
         await s.close()
+
+    run(main)
+
+
+class _SlowAnswer(SharedState):
+    """Admission whose answer reaches the process 0.3 s after Redis admitted (a busy loop)."""
+
+    async def admit(self, *a: Any, **kw: Any) -> st.AdmitResult:
+        res = await super().admit(*a, **kw)
+        await asyncio.sleep(0.3)
+        return res
+
+
+def test_a_write_after_a_late_answer_is_logged_no_earlier_than_the_write(
+    redis_server: Any, prefix: str
+) -> None:
+    """The write's delay is measured from when the admission was asked, not from when its
+    answer was read: an answer read 0.3 s late moved the log entry 0.3 s short of the write,
+    and the entry left the fleet's window while the server still counted the send."""
+
+    async def main() -> None:
+        state = _SlowAnswer(redis_server.url, prefix)
+        fleet = Fleet(state, SharedSettings(), role="run")
+        sched = Scheduler(transport=None)  # type: ignore[arg-type]  # nothing is sent
+        fleet.attach(sched)
+        ep = ENDPOINTS["responses"]
+        job = Job(JobSpec("j1", ep.method, ep.path, {}, 0), ep, Estimate(ep, 0, 5, "t"), 1)
+        assert await fleet.admit([job]) == [job]
+        sec, usec = await state.r.time()
+        write_ms = sec * 1000 + usec / 1000  # the write is after this, in Redis's time
+        fleet.written(job)
+        await fleet._send_pending()
+        score = await state.r.zscore(prefix + "win", fleet.job_lease["j1"])
+        assert score >= write_ms - 5
+        assert score <= write_ms + 150  # moved by the write's delay, not twice the answer's
+        await state.close()
 
     run(main)

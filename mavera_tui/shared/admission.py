@@ -154,7 +154,11 @@ class Admission:
         self.admit_jobs += res.codes.count(st.ADMITTED)
         self.window_gate.heard(res.room, s.clock.now())
         admitted, refused, codes = [], [], []
-        t = time.monotonic()
+        # From when the call went, not when its answer came: a write's delay from this puts
+        # the admission in the fleet's log no earlier than the write (an answer read late
+        # by a busy loop would otherwise move it short, and it left the log before the
+        # server stopped counting it).
+        t = res.asked
         for job, req, code in zip(batch, reqs, res.codes, strict=True):
             if code == st.ADMITTED:
                 self.leases[req.lease] = (job.ep.key, t)
@@ -239,7 +243,7 @@ class Admission:
         return lease
 
     def _own_admitted(self, lease: str, ep: Endpoint, res: st.AdmitResult) -> None:
-        self.leases[lease] = (ep.key, time.monotonic())
+        self.leases[lease] = (ep.key, res.asked)
         # Redis's time of the admission: a balance read admitted before a 402 reached the
         # fleet may predate it, and does not end the fleet's park.
         self.own_at[lease] = res.now_ms

@@ -166,7 +166,7 @@ class Fleet(Admission, Upkeep, FleetBalance):
         # archive sees a missing or repeated entry of any process by its number.
         self.run = secrets.token_hex(4)
         self._ledger_n = itertools.count(1)
-        self.leases: dict[str, tuple[str, float]] = {}  # live lease -> (endpoint, admitted)
+        self.leases: dict[str, tuple[str, float]] = {}  # lease -> (endpoint, monotonic asked)
         self.own_at: dict[str, float] = {}  # the engine's own requests: lease -> Redis ms
         self.job_lease: dict[str, str] = {}
         self.pending: list[Release] = []
