@@ -403,3 +403,24 @@ def test_a_write_after_a_late_answer_is_logged_no_earlier_than_the_write(
         await state.close()
 
     run(main)
+
+
+def test_work_left_to_others_capped_jobs_is_told_when_room_past_them_returns(
+    redis_server: Any, prefix: str
+) -> None:
+    """Uncapped jobs yielded to another process's capped need learn when the window has
+    room past it again (the oldest admission's exit), not a polling pause: at a window's
+    turn the room comes back within tens of ms, and a 0.6 s pause left it idle."""
+
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        await s.admit(
+            "b", [], limit=10, window=1.0, margin=0.1, ttl=30, best=None, known_epoch=None, need=5
+        )
+        r = await admit(s, "a", [req(f"a#{i}") for i in range(7)], limit=10, window=1.0)
+        assert r.codes == [st.ADMITTED] * 5 + [st.YIELDED] * 2
+        oldest = await s.r.zscore(prefix + "win", "a#0")
+        assert r.retry_ms == pytest.approx(oldest + 1000 + 100, abs=0.01)
+        await s.close()
+
+    run(main)

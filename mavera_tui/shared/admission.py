@@ -205,6 +205,9 @@ class Admission:
                 # lost, a look again within two seconds; a killed holder's lease runs out).
                 self.slot_gate.blocked[job.ep.key] = min(until, now + 2.0)
                 s._enqueue(job)
+            elif code == st.YIELDED and retry_in is not None:
+                # Left to others' capped jobs: back when the window has room past theirs.
+                s._enqueue(job, until)
             else:  # credits, park, or yielding to higher priority: look again soon
                 if code == st.REFUSED_PARK:
                     self._parked_by_fleet()

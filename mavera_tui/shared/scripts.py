@@ -207,7 +207,7 @@ local balance = redis.call('GET', p .. 'balance')
 if balance then balance = tonumber(balance) end
 local resv = tonumber(redis.call('GET', p .. 'resv') or '0')
 local codes = {}
-local window_full, slot_retry = false, nil
+local window_full, slot_retry, kept = false, nil, false
 for i = 1, n do
   local b = J + (i - 1) * 6
   local lease, ep, cap = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
@@ -231,6 +231,7 @@ for i = 1, n do
     code = 6  -- the room is left to a process with higher-priority work waiting
   elseif cap == 0 and room <= others_need and prio < 1073741824 then
     code = 6  -- kept for others' capped jobs (the engine's own reads do not wait)
+    kept = true
   elseif prio == -1073741824 and not read_is_free(room) then
     code = 6  -- a free read takes only room that no queued send of the fleet needs
   elseif cap > 0 and redis.call('ZCARD', p .. 'slots:' .. ep) >= cap then
@@ -264,6 +265,16 @@ elseif window_full then
     retry = fmt(tonumber(e[2]) + win + margin)
   else
     retry = fmt(now + win / 20)  -- foreign traffic fills it: look again soon
+  end
+elseif kept then
+  -- Uncapped work left the room to others' capped jobs: it comes back when more than
+  -- that has left the window (at a window's turn, within tens of ms, as the last
+  -- window's burst leaves it), not a polling pause later.
+  local cur = redis.call('ZCARD', p .. 'win') - old
+  local need = cur - (limit - foreign - slack - others_need) + 1
+  if need >= 1 and need <= cur then
+    local e = redis.call('ZRANGE', p .. 'win', old + need - 1, old + need - 1, 'WITHSCORES')
+    retry = fmt(tonumber(e[2]) + win + margin)
   end
 elseif slot_retry then
   retry = fmt(slot_retry)
