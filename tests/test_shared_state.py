@@ -18,9 +18,10 @@ from mavera_tui.estimate import Estimate
 from mavera_tui.gates import Scheduler
 from mavera_tui.gates.model import Job
 from mavera_tui.jobs import JobSpec
+from mavera_tui.limiter import SlidingWindow
 from mavera_tui.shared import FleetView, SharedState, key_prefix
 from mavera_tui.shared import state as st
-from mavera_tui.shared.fleet import Fleet
+from mavera_tui.shared.fleet import Fleet, SharedSlotGate, SharedWindowGate
 from mavera_tui.shared.state import AdmitRequest, Release
 
 API_KEY = "mvra_secret_key_never_stored"
@@ -424,3 +425,58 @@ def test_work_left_to_others_capped_jobs_is_told_when_room_past_them_returns(
         await s.close()
 
     run(main)
+
+
+def test_a_process_keeps_room_for_its_own_capped_jobs_too(redis_server: Any, prefix: str) -> None:
+    """Its own capped need (``need``) holds its own uncapped work back as the others' does:
+    its loop keeps it only from its own sends' room, which at a window's turn is all of it,
+    so three processes filled each turn with uncapped work and capped slots idled."""
+
+    async def main() -> None:
+        s = SharedState(redis_server.url, prefix)
+        r = await s.admit(
+            "a",
+            [req(f"a#{i}") for i in range(7)],
+            limit=10,
+            window=1.0,
+            margin=0.1,
+            ttl=30,
+            best=None,
+            known_epoch=None,
+            need=5,
+        )
+        assert r.codes == [st.ADMITTED] * 5 + [st.YIELDED] * 2
+        # Its capped jobs take the room kept for them.
+        r = await s.admit(
+            "a",
+            [req(f"a#c{i}", ep="mave", cap=10) for i in range(5)],
+            limit=10,
+            window=1.0,
+            margin=0.1,
+            ttl=30,
+            best=None,
+            known_epoch=None,
+            need=5,
+        )
+        assert r.codes == [st.ADMITTED] * 5
+        await s.close()
+
+    run(main)
+
+
+def test_fleet_gates_close_uncapped_work_and_wake_when_the_fleets_room_expires() -> None:
+    """Uncapped endpoints stay closed while the fleet keeps the room for capped jobs (one
+    refused call per job otherwise), and the loop looks again when the fleet's room as last
+    heard is no longer believed (a batch it held back waited for the next answer)."""
+
+    fleet: Any = type("F", (), {"closed_for_redis": lambda self: False, "live": 3})()
+    slots = SharedSlotGate(100, fleet)
+    slots.uncapped_until = 5.0
+    assert slots.free(ENDPOINTS["responses"], 4.0) == 0
+    assert slots.free(ENDPOINTS["mave"], 4.0) > 0
+    assert 5.0 in slots.next_open(4.0)
+    assert slots.free(ENDPOINTS["responses"], 5.0) > 0
+    gate = SharedWindowGate(SlidingWindow(120, 6.0), fleet)
+    gate.heard(3, 10.0)
+    assert gate.room(10.0) <= 3
+    assert gate.hint_until in gate.next_open(10.0, True)

@@ -206,7 +206,11 @@ class Admission:
                 self.slot_gate.blocked[job.ep.key] = min(until, now + 2.0)
                 s._enqueue(job)
             elif code == st.YIELDED and retry_in is not None:
-                # Left to others' capped jobs: back when the window has room past theirs.
+                # Left to the fleet's capped jobs: uncapped work waits until the window has
+                # room past what they keep.
+                if job.ep.cap is None:
+                    gate_s = self.slot_gate
+                    gate_s.uncapped_until = max(gate_s.uncapped_until, until)
                 s._enqueue(job, until)
             else:  # credits, park, or yielding to higher priority: look again soon
                 if code == st.REFUSED_PARK:

@@ -229,8 +229,11 @@ for i = 1, n do
     window_full = true
   elseif pressing or (higher > 0 and room <= higher) then
     code = 6  -- the room is left to a process with higher-priority work waiting
-  elseif cap == 0 and room <= others_need and prio < 1073741824 then
-    code = 6  -- kept for others' capped jobs (the engine's own reads do not wait)
+  elseif cap == 0 and room <= others_need + need and prio < 1073741824 then
+    -- Kept for the fleet's capped jobs, this process's too: its own loop keeps them only
+    -- from its own sends' room, which at a window's turn is the whole window (the engine's
+    -- own reads do not wait).
+    code = 6
     kept = true
   elseif prio == -1073741824 and not read_is_free(room) then
     code = 6  -- a free read takes only room that no queued send of the fleet needs
@@ -271,9 +274,9 @@ elseif kept then
   -- that has left the window (at a window's turn, within tens of ms, as the last
   -- window's burst leaves it), not a polling pause later.
   local cur = redis.call('ZCARD', p .. 'win') - old
-  local need = cur - (limit - foreign - slack - others_need) + 1
-  if need >= 1 and need <= cur then
-    local e = redis.call('ZRANGE', p .. 'win', old + need - 1, old + need - 1, 'WITHSCORES')
+  local k = cur - (limit - foreign - slack - others_need - need) + 1
+  if k >= 1 and k <= cur then
+    local e = redis.call('ZRANGE', p .. 'win', old + k - 1, old + k - 1, 'WITHSCORES')
     retry = fmt(tonumber(e[2]) + win + margin)
   end
 elseif slot_retry then
