@@ -327,9 +327,10 @@ return n
 """
 )
 
-#: Release leases after their answers: ARGV = window_ms, n, margin_ms (how much later than
-#: its log entry the server may count a send: the reconciliation below credits the fleet's
-#: sends that far either side of the window), then per lease: lease, credits
+#: Release leases after their answers: ARGV = window_ms, n, margin_ms (the admission's:
+#: the reconciliation below credits the fleet's sends half of it either side of the
+#: window, as the server may count a send that much after its log entry), then per lease:
+#: lease, credits
 #: charged (-1 unknown), Remaining (-1 none), Limit (-1 none), fresh (1: the answer came
 #: within a tenth of the window, so Remaining says what the server counted at the send),
 #: hold ms (0 none), park ms (0 none), unsent (1: never written: forget its admission),
@@ -376,12 +377,15 @@ for i = 1, n do
     if sent and lim > 0 and now - (tonumber(sent) + delay) <= win then
       sent = tonumber(sent)
       -- What the server counted beyond what the fleet's sends could explain: those in the
-      -- server's window at this send, and those that may have been, the margin either
-      -- side (the server counts a send a little after its write, a burst's last tens of
-      -- ms after: a send at a window's edge saw the server still count a burst the log
-      -- had just let go, and took it for 117 of 120 foreign). Counted too many, the
-      -- fleet's sends only leave the estimate where it is (it only rises, for a window).
-      local lo, hi = sent + delay - win - margin, sent + delay + math.max(50, margin)
+      -- server's window at this send, and those that may have been, half the margin
+      -- either side (the server counts a send a little after its write, a burst's last
+      -- tens of ms after: a send at a window's edge saw the server still count a burst
+      -- the log had just let go, and took it for 117 of 120 foreign). Not the whole
+      -- margin: the fleet admits a window's turn a margin after the last one, and every
+      -- answer at a turn then explained real foreign traffic away (30% foreign: an
+      -- estimate of 13-26 of 36, and 429s at each turn).
+      local slack = margin / 2
+      local lo, hi = sent + delay - win - slack, sent + delay + math.max(50, slack)
       local fleet = redis.call('ZCOUNT', p .. 'win', lo, hi)
       local f = (lim - remaining) - fleet
       local cur = tonumber(redis.call('GET', p .. 'foreign') or '0')
