@@ -83,6 +83,65 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("bench_shared: redis-server did not start")
 
 
+class RedisTrace:
+    """A bench-only look at the fleet's state while it runs (``--trace DIR``): every ~50 ms,
+    Redis's ``TIME``, the window log (lease -> score), the foreign estimate and its TTL.
+    Kept per lease: its first score (the admission) and last (after moves to its write)."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        import redis
+
+        self.r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=1.0)
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.seen_at: dict[str, float] = {}  # Redis ms when first seen
+        self.foreign: list[tuple[float, int, int]] = []  # (Redis ms, estimate, pttl)
+        self.counts: list[tuple[float, int]] = []  # (Redis ms, entries in the log)
+        self.needs: list[tuple[float, dict[str, str]]] = []  # (Redis ms, process -> need)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sec, us = self.r.time()
+                now = sec * 1000 + us / 1000
+                keys = self.r.keys("mavera:*:win")
+                for k in keys:
+                    entries = self.r.zrange(k, 0, -1, withscores=True)
+                    self.counts.append((now, len(entries)))
+                    for lease, score in entries:
+                        self.first.setdefault(lease, score)
+                        self.seen_at.setdefault(lease, now)
+                        self.last[lease] = score
+                    pre = k[: -len("win")]
+                    need = self.r.hgetall(pre + "need")
+                    if need:
+                        self.needs.append((now, {w: v.split("|")[0] for w, v in need.items()}))
+                    fk = pre + "foreign"
+                    f = self.r.get(fk)
+                    if f is not None:
+                        self.foreign.append((now, int(float(f)), int(self.r.pttl(fk))))
+            except Exception:  # noqa: BLE001 - a bench probe: Redis gone at the end
+                pass
+            self._stop.wait(0.05)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._t.join(2.0)
+        return {
+            "first": self.first,
+            "last": self.last,
+            "seen_at": self.seen_at,
+            "foreign": self.foreign,
+            "counts": self.counts,
+            "needs": self.needs,
+        }
+
+
 def run_mode(
     mode: str,
     cell: H.Cell,
@@ -92,6 +151,7 @@ def run_mode(
     extra: tuple[str, ...] = (),
     python: str = H.PY,
     root: Path = H.ROOT,
+    trace: Path | None = None,
 ) -> dict[str, Any]:
     """One mode against a fresh simulator (and a fresh Redis)."""
     log = work / f"{mode}-{rep}.log"
@@ -99,6 +159,7 @@ def run_mode(
     redis_proc, redis_url = start_redis(work) if mode == "shared" else (None, "")
     url = f"http://127.0.0.1:{port}/api/v1"
     n = 1 if mode == "alone" else PROCS
+    tracer = RedisTrace(redis_url) if trace is not None and redis_url else None
     clients = []
     summaries = [work / f"{mode}-{rep}-{i}.summary.json" for i in range(n)]
     try:
@@ -130,6 +191,12 @@ def run_mode(
         deadline = time.monotonic() + 10 * cell.expected_bound() + 60
         exits = [H.wait_rusage(c, deadline)[0] for c in clients]
         stats = H.fetch_stats(port)
+        if trace is not None:
+            trace.mkdir(parents=True, exist_ok=True)
+            tag = f"{mode}-{rep}"
+            (trace / f"{tag}.records.json").write_text(json.dumps(stats))
+            if tracer is not None:
+                (trace / f"{tag}.redis.json").write_text(json.dumps(tracer.stop()))
     finally:
         for p in [*clients, server] + ([redis_proc] if redis_proc else []):
             H.stop(p, grace=2.0)
@@ -232,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra", action="append", default=[], help="an argument for every run")
     ap.add_argument("--python", default=H.PY, help="the processes' interpreter")
     ap.add_argument("--root", default=str(H.ROOT), help="the checkout they run from")
+    ap.add_argument(
+        "--trace",
+        default=None,
+        help="a directory: keep each run's server records and a trace of the fleet's Redis",
+    )
     ap.add_argument("--out", default=str(H.ROOT / "bench" / "results" / "shared.json"))
     args = ap.parse_args(argv)
     limit = catalog.TIERS["basic"]
@@ -257,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                     tuple(x for e in args.extra for x in e.split("=", 1)),
                     args.python,
                     Path(args.root),
+                    Path(args.trace) if args.trace else None,
                 )
                 r["root"] = args.root
                 r["kind"] = args.kind

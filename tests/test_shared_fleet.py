@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from mavera_tui.shared.state import key_prefix
 from mavera_tui.sim.records import fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -436,6 +438,70 @@ def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_se
         sum(json.loads((tmp_path / f"{t}.json").read_text())["credits_used"] for t in ("a", "b"))
         == sim.records.total_charged()
     )
+
+
+def test_a_process_parked_by_the_fleet_keeps_the_park_after_the_402s_process_left(
+    tmp_path: Path, loopback_sim: Any, redis_server: Any
+) -> None:
+    """``a`` meets the 402, parks the fleet and is killed before it polls the balance;
+    ``b``, started after the 402 and refused only by the fleet's park, never met a 402 of
+    its own (``--balance-read end``: no read of its own first). It renews the park and
+    polls the balance (still out) for the fleet: no paid request of its goes, where the
+    park used to lapse a lease time after ``a`` went and ``b`` sent its paid work on the
+    balance the 402 had contradicted (a 402 from the server)."""
+    srv = loopback_sim(
+        tier="starter",
+        plan="enterprise",
+        allocation=10_000_000,
+        window_seconds=WINDOW,
+        time_scale=0.01,
+        seed=11,
+        tap=True,
+    )
+    sim = srv.sim
+    short = ("--credit-poll", "0.5", "--lease-ttl", "1.5")
+    a = start_run(
+        tmp_path,
+        "a",
+        responses_for("a", 200),
+        srv.url,
+        redis_server.url,
+        *short,
+    )
+    deadline = time.monotonic() + 30
+    while not any(r.status == 200 for r in list(sim.records)):
+        assert time.monotonic() < deadline, "no work done"
+        time.sleep(0.005)
+    sim.config.faults.balance_runs_out_after = sim.state.net_charged
+    r = redis.Redis.from_url(redis_server.url)
+    park = key_prefix(KEY) + "park"
+    while not r.exists(park):  # the 402 reached the fleet: then a dies before it polls
+        assert time.monotonic() < deadline, "no park"
+        time.sleep(0.002)
+    a.kill()
+    b = start_run(
+        tmp_path,
+        "b",
+        responses_for("b", 20),
+        srv.url,
+        redis_server.url,
+        *short,
+        "--credit-wait",
+        "3.5",
+        "--balance-read",
+        "end",
+    )
+    a.communicate(timeout=10)
+    out = finish(b)
+    assert b.returncode == 1, out
+    refs = srv.tap.refs
+    b_paid = [r for r in list(sim.records) if refs.get(r.index, "").startswith("b-")]
+    assert not b_paid, [(r.status, r.code) for r in b_paid]
+    # None lost: each job waits for credits, or was refused pre-flight once the balance
+    # read for the fleet (0) was adopted.
+    s = json.loads((tmp_path / "b.json").read_text())
+    assert s["succeeded"] == 0 and s["count_402"] == 0, s
+    assert s["waiting_for_credits"] + s["blocked_preflight"] == 20, s
 
 
 def test_the_fleet_sends_the_highest_priority_first(

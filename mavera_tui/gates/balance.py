@@ -67,9 +67,10 @@ class BalanceKeeper(FirstRead):
         """The balance tasks running (to cancel on close or abort)."""
         return [t for t in (self.poller, self.verifier, self.deferred) if t is not None]
 
-    async def refresh(self, lease: str | None = None) -> bool:
+    async def refresh(self, lease: str | None = None, *, adopt: bool = True) -> bool:
         """GET /billing/credits through the window; adopt the balance. False on failure.
-        ``lease``: the fleet already admitted it (a deferred read)."""
+        ``lease``: the fleet already admitted it (a deferred read). ``adopt`` False: a read
+        for the fleet only (published to it, not taken as this process's own balance)."""
         s, ep = self.s, catalog.ENDPOINTS["billing_credits"]
         out = await self.send(ep, self.path, lease)
         if out is not None and out.status == 404 and self.path == ep.path:
@@ -91,6 +92,10 @@ class BalanceKeeper(FirstRead):
                     "GET /billing/credits answered without a balance we could read",
                 )
             return False
+        if not adopt:
+            if s.fleet is not None:
+                s.fleet.balance(bal, self._read_at_ms)
+            return True
         s.credits.read_balance(s.clock.now())
         self.overlapped = self._busy_at_write > 0 or s.slots.in_flight_total() > 0
         s.slots.note_latency("billing_credits", out.latency)

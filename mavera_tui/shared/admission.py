@@ -5,9 +5,10 @@ wake-up), and the engine's own requests (balance reads) admitted ahead of every 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import snapshot as S
 from ..catalog import Endpoint
@@ -20,6 +21,10 @@ from .state import AdmitRequest, SharedState, SharedUnavailable
 if TYPE_CHECKING:
     from ..gates.loop import Scheduler
     from .fleet import SharedSlotGate, SharedWindowGate
+
+#: Seconds after its jobs were last refused for the fleet's 402 park that a process still
+#: counts as parked (they are asked again within a second while the park lasts).
+PARK_RECENT = 5.0
 
 
 class Admission:
@@ -38,6 +43,9 @@ class Admission:
     admit_jobs: int
     admit_seconds: float
     own_at: dict[str, float]
+    #: Local monotonic time this process's jobs were last refused for the fleet's 402 park.
+    park_seen: float = -1e18
+    _park_poll: asyncio.Task[None] | None = None
 
     if TYPE_CHECKING:  # the Fleet's, used here
 
@@ -52,6 +60,8 @@ class Admission:
         def _went_down(self, why: str) -> None: ...
 
         def _say(self, level: str, kind: str, message: str) -> None: ...
+
+        def _spawn(self, coro: Any) -> asyncio.Task[None]: ...
 
     def _lease(self) -> str:
         return f"{self.proc}#{next(self._seq)}"
@@ -154,7 +164,11 @@ class Admission:
         self.admit_jobs += res.codes.count(st.ADMITTED)
         self.window_gate.heard(res.room, s.clock.now())
         admitted, refused, codes = [], [], []
-        t = time.monotonic()
+        # From when the call went, not when its answer came: a write's delay from this puts
+        # the admission in the fleet's log no earlier than the write (an answer read late
+        # by a busy loop would otherwise move it short, and it left the log before the
+        # server stopped counting it).
+        t = res.asked
         for job, req, code in zip(batch, reqs, res.codes, strict=True):
             if code == st.ADMITTED:
                 self.leases[req.lease] = (job.ep.key, t)
@@ -191,9 +205,43 @@ class Admission:
                 # lost, a look again within two seconds; a killed holder's lease runs out).
                 self.slot_gate.blocked[job.ep.key] = min(until, now + 2.0)
                 s._enqueue(job)
+            elif code == st.YIELDED and retry_in is not None:
+                # Left to the fleet's capped jobs: uncapped work waits until the window has
+                # room past what they keep.
+                if job.ep.cap is None:
+                    gate_s = self.slot_gate
+                    gate_s.uncapped_until = max(gate_s.uncapped_until, until)
+                s._enqueue(job, until)
             else:  # credits, park, or yielding to higher priority: look again soon
+                if code == st.REFUSED_PARK:
+                    self._parked_by_fleet()
                 s._enqueue(job, soon, S.WAITING_CREDITS if code != st.YIELDED else S.QUEUED)
             job.reason = "fleet: " + st.CODES.get(code, "refused")
+
+    def fleet_parked(self) -> bool:
+        """This process's jobs were refused for the fleet's 402 park within the last few
+        seconds (they are asked again every second or less while it lasts)."""
+        return time.monotonic() - self.park_seen < PARK_RECENT
+
+    def _parked_by_fleet(self) -> None:
+        """Refused for another process's 402: this process is parked too. It renews the
+        park by its heartbeat and polls the balance (a read with credits ends the park, for
+        every process): else the park lapsed a lease time after the last process that got
+        the 402 left, and paid work went on the balance the 402 had contradicted."""
+        self.park_seen = time.monotonic()
+        if self._park_poll is None or self._park_poll.done():
+            self._park_poll = self._spawn(self._park_poll_loop())
+
+    async def _park_poll_loop(self) -> None:
+        s = self.sched
+        while s is not None and not s._closing and self.fleet_parked():
+            await s.clock.sleep(s.config.credit_poll)
+            # (A 402 of its own polls already, by the local credit gate.)
+            if s._closing or not self.fleet_parked() or s.credits.hold is not None:
+                continue
+            # For the fleet: its jobs wait for the fleet's answer (a read with credits ends
+            # the park and wakes them), as a 402 of their own would have them wait.
+            await s.balance.refresh(adopt=False)
 
     async def admit_own(self, ep: Endpoint) -> str | None:
         """Admission for one of the engine's own requests (a balance read): waits until
@@ -239,7 +287,7 @@ class Admission:
         return lease
 
     def _own_admitted(self, lease: str, ep: Endpoint, res: st.AdmitResult) -> None:
-        self.leases[lease] = (ep.key, time.monotonic())
+        self.leases[lease] = (ep.key, res.asked)
         # Redis's time of the admission: a balance read admitted before a 402 reached the
         # fleet may predate it, and does not end the fleet's park.
         self.own_at[lease] = res.now_ms

@@ -107,6 +107,10 @@ class SharedWindowGate(WindowGate):
         if waiting:
             if self.blocked_until > now:
                 times.append(self.blocked_until)
+            if self.hint is not None and self.hint_until > now:
+                # The fleet's room as last heard may have held a batch back (kept for
+                # capped jobs): look again once it is no longer believed.
+                times.append(self.hint_until)
             if self.fleet.closed_for_redis():
                 times.append(now + 0.5)
         return times
@@ -120,11 +124,16 @@ class SharedSlotGate(SlotGate):
         super().__init__(max_in_flight)
         self.fleet = fleet
         self.blocked: dict[str, float] = {}
+        # Uncapped endpoints closed until then: the fleet keeps the room left for capped
+        # jobs (asking job after job meanwhile was one refused call per job).
+        self.uncapped_until = 0.0
         self.share = 1
 
     def free(self, ep: Endpoint, now: float) -> int:
         """Local slots free, 0 while the fleet's are full; a share of the cap in fallback."""
         n = super().free(ep, now)
+        if ep.cap is None and now < self.uncapped_until:
+            return 0
         if ep.cap is None or n <= 0:
             return n
         if self.blocked.get(ep.key, 0.0) > now:
@@ -141,7 +150,10 @@ class SharedSlotGate(SlotGate):
 
     def next_open(self, now: float) -> list[float]:
         """Held endpoints, and those the fleet closed."""
-        return super().next_open(now) + [t for t in self.blocked.values() if t > now]
+        times = super().next_open(now) + [t for t in self.blocked.values() if t > now]
+        if self.uncapped_until > now:
+            times.append(self.uncapped_until)
+        return times
 
 
 def _clean_host(name: str) -> str:
@@ -168,7 +180,7 @@ class Fleet(Admission, Upkeep, FleetBalance):
         # archive sees a missing or repeated entry of any process by its number.
         self.run = secrets.token_hex(4)
         self._ledger_n = itertools.count(1)
-        self.leases: dict[str, tuple[str, float]] = {}  # live lease -> (endpoint, admitted)
+        self.leases: dict[str, tuple[str, float]] = {}  # lease -> (endpoint, monotonic asked)
         self.own_at: dict[str, float] = {}  # the engine's own requests: lease -> Redis ms
         self.job_lease: dict[str, str] = {}
         self.pending: list[Release] = []
@@ -255,7 +267,9 @@ class Fleet(Admission, Upkeep, FleetBalance):
                     await asyncio.sleep(delay)
             if self.leases:
                 await self.state.release(
-                    [Release(lease) for lease in list(self.leases)], window=self._window()
+                    [Release(lease) for lease in list(self.leases)],
+                    window=self._window(),
+                    margin=self.settings.margin,
                 )
             await self.state.leave(self.proc)
         except SharedUnavailable:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,7 +88,10 @@ class AdmitRequest:
 class AdmitResult:
     """The admission script's answer: Redis time (ms), the state's epoch, when a refused
     job may try again (Redis ms, or None), the room left, the foreign estimate, the limit,
-    and one code per job."""
+    and one code per job. ``asked``: this process's monotonic clock when the call was
+    sent (Redis's ``now_ms`` came after it: a duration measured from it to a write, added
+    to ``now_ms``, puts the admission no earlier than the write, whatever the answer's
+    trip back and the wait for the loop took)."""
 
     now_ms: float
     epoch: str
@@ -96,6 +100,7 @@ class AdmitResult:
     foreign: int
     limit: int
     codes: list[int]
+    asked: float = 0.0
 
     def retry_in(self) -> float | None:
         """Seconds from the answer until a refused job may try again (None: unknown)."""
@@ -229,6 +234,7 @@ class SharedState:
         ]
         for j in jobs:
             args += [j.lease, j.endpoint, j.cap, j.priority, j.needed, j.reserve]
+        asked = time.monotonic()
         out = await self._call(self._admit, args)
         return AdmitResult(
             float(out[0]),
@@ -238,12 +244,17 @@ class SharedState:
             int(out[4]),
             int(out[5]),
             [int(c) for c in out[6:]],
+            asked,
         )
 
-    async def release(self, items: Sequence[Release], *, window: float) -> int:
-        """Release leases (idempotent), settle their credits, learn from their answers,
-        and append them to the ledger. Returns how many were still live."""
-        args: list[Any] = [window * 1000, len(items)]
+    async def release(
+        self, items: Sequence[Release], *, window: float, margin: float = 0.15
+    ) -> int:
+        """Release leases (idempotent), settle their credits, learn from their answers
+        (``margin``: how much later than its admission's log entry the server may count a
+        send, as ``admit``'s), and append them to the ledger. Returns how many were still
+        live."""
+        args: list[Any] = [window * 1000, len(items), margin * 1000]
         for it in items:
             args += [
                 it.lease,

@@ -66,6 +66,8 @@ class Upkeep:
 
         def _capped_need(self) -> int: ...
 
+        def fleet_parked(self) -> bool: ...
+
     def written(self, job: Job) -> None:
         """A job's request was just written: its admission in the fleet's window moves to
         now (sent with the next flush, before its answer: see ``scripts.WRITTEN``)."""
@@ -176,7 +178,7 @@ class Upkeep:
             await self.state.written(moves)
         while self.pending:
             items = self.pending[:500]
-            await self.state.release(items, window=self._window())
+            await self.state.release(items, window=self._window(), margin=self.settings.margin)
             del self.pending[: len(items)]
         alerts, self._alerts = self._alerts, []
         for a in alerts[-20:]:
@@ -217,7 +219,7 @@ class Upkeep:
                     ttl=ttl,
                     leases=list(self.leases),
                     need=need,
-                    parked=s is not None and s.credits.hold is not None,
+                    parked=s is not None and (s.credits.hold is not None or self.fleet_parked()),
                 )
                 if self.down is not None:
                     self._came_back()
