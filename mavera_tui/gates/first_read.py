@@ -32,6 +32,8 @@ class FirstRead:
 
         async def refresh(self, lease: str | None = None) -> bool: ...
 
+        def start_credit_poll(self) -> None: ...
+
     # --- when to read it first ---------------------------------------------------------
 
     async def plan(self, batch: int) -> bool:
@@ -186,6 +188,19 @@ class FirstRead:
             f"balance {bal.total} adopted from the fleet (read by {sb.by} {sb.age:.1f} s "
             "ago, less what the fleet was charged since): no read of our own",
         )
+        if bal.total is not None and bal.total <= 0 and s.credits.hold is None:
+            # The fleet ran out (another process's 402, or its read after one): paid jobs
+            # wait for credits as a 402 of our own would have them, not refused outright.
+            from .. import client as api
+
+            s.credits.refused(api.CREDITS, "insufficient_credits", True)
+            s._alert(
+                "error",
+                api.CREDITS,
+                "the fleet's balance is 0: jobs that cost credits are parked; polling the "
+                f"balance every {s.config.credit_poll:g} s",
+            )
+            self.start_credit_poll()
 
     # --- a fleet's deferred read (balance_read auto with --shared) ----------------------
 
