@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from conftest import fleet_report, unpacked
-from test_shared_fleet import KEY, ROOT, WINDOW, finish, jobs_for, start_run
+from test_shared_fleet import KEY, ROOT, WINDOW, finish, fleet_sim, jobs_for, start_run
 
 from mavera_tui.shared import key_prefix
 from mavera_tui.shared.archive import LedgerArchive, entry_row
@@ -158,14 +158,7 @@ def test_an_entry_from_redis_is_checked_field_by_field() -> None:
 
 @pytest.fixture
 def sim(loopback_sim: Any) -> Any:
-    return loopback_sim(
-        tier="starter",
-        plan="enterprise",
-        allocation=10_000_000,
-        window_seconds=WINDOW,
-        time_scale=0.01,
-        seed=7,
-    )
+    return fleet_sim(loopback_sim, seed=7)
 
 
 def start_record(tmp: Path, sim_url: str, redis_url: str) -> subprocess.Popen[str]:

@@ -97,6 +97,19 @@ def start_run(
     )
 
 
+def fleet_sim(loopback_sim: Any, **kw: Any) -> Any:
+    """The simulator on loopback for a fleet's tests: starter tier (60 a window unless
+    ``limit``), an enterprise plan with credits to spare, the tests' window, fast answers."""
+    return loopback_sim(
+        tier="starter",
+        plan="enterprise",
+        allocation=10_000_000,
+        window_seconds=WINDOW,
+        time_scale=0.01,
+        **kw,
+    )
+
+
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
     out, err = proc.communicate(timeout=timeout)
     assert "Traceback" not in out + err, err
@@ -117,14 +130,7 @@ def check_server(sim: Any, limit: int) -> None:
 
 @pytest.fixture
 def sim(loopback_sim: Any) -> Any:
-    return loopback_sim(
-        tier="starter",
-        plan="enterprise",
-        allocation=10_000_000,
-        window_seconds=WINDOW,
-        time_scale=0.01,
-        seed=5,
-    )
+    return fleet_sim(loopback_sim, seed=5)
 
 
 def test_three_processes_share_one_key(tmp_path: Path, sim: Any, redis_server: Any) -> None:
@@ -381,15 +387,7 @@ def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_se
     402 the fleet parks, so the other process does not keep sending paid work into 402s
     (the server counts a couple fleet-wide, not one per job), and both processes end with
     their unaffordable jobs waiting for credits, none lost."""
-    srv = loopback_sim(
-        tier="starter",
-        plan="enterprise",
-        allocation=10_000_000,
-        window_seconds=WINDOW,
-        time_scale=0.01,
-        seed=7,
-        tap=True,
-    )
+    srv = fleet_sim(loopback_sim, seed=7, tap=True)
     sim = srv.sim
     # Each 300: one alone needs five windows of 60, so neither is done by the time the other
     # has started (with 90, a fast first process finished before the second's first answer
@@ -449,15 +447,7 @@ def test_a_process_parked_by_the_fleet_keeps_the_park_after_the_402s_process_lef
     polls the balance (still out) for the fleet: no paid request of its goes, where the
     park used to lapse a lease time after ``a`` went and ``b`` sent its paid work on the
     balance the 402 had contradicted (a 402 from the server)."""
-    srv = loopback_sim(
-        tier="starter",
-        plan="enterprise",
-        allocation=10_000_000,
-        window_seconds=WINDOW,
-        time_scale=0.01,
-        seed=11,
-        tap=True,
-    )
+    srv = fleet_sim(loopback_sim, seed=11, tap=True)
     sim = srv.sim
     short = ("--credit-poll", "0.5", "--lease-ttl", "1.5")
     a = start_run(
@@ -512,16 +502,7 @@ def test_the_fleet_sends_the_highest_priority_first(
     go out before most of the low ones, whichever process holds them (the server's arrival
     times by job ref). Before the ``wwait`` claim in ADMIT, only a window's last room was
     left to them: 9-13 of 36 low jobs went out between the first and the last high one."""
-    srv = loopback_sim(
-        tier="starter",
-        plan="enterprise",
-        allocation=10_000_000,
-        limit=12,
-        window_seconds=WINDOW,
-        time_scale=0.01,
-        seed=9,
-        tap=True,
-    )
+    srv = fleet_sim(loopback_sim, limit=12, seed=9, tap=True)
     sim, refs = srv.sim, srv.tap.refs
     # Both start together (the first window goes to whichever asks first). The server's
     # limit (12) is below the --tier given: the balance read first teaches it.
