@@ -348,3 +348,17 @@ async def test_a_rebound_key_drives_its_action_and_the_old_one_does_not() -> Non
         await pilot.press("x")  # the demo has jobs in flight: quitting asks first
         await pilot.pause()
         assert isinstance(app.screen, ConfirmQuit)
+
+
+def test_with_shared_the_balance_read_defaults_to_start_unless_set(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "none")}
+    jobs = str(tmp_path / "jobs.jsonl")
+    alone = effective(["run", jobs], env)
+    assert alone.config.engine.balance_read == "auto"
+    shared = effective(["run", jobs, "--shared", "redis://127.0.0.1:1/0"], env)
+    assert shared.config.engine.balance_read == "start"
+    assert shared.sources["engine.balance_read"] == "default (start with --shared)"
+    told = effective(
+        ["run", jobs, "--shared", "redis://127.0.0.1:1/0", "--balance-read", "auto"], env
+    )
+    assert told.config.engine.balance_read == "auto"
