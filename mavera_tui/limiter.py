@@ -181,8 +181,7 @@ class SlidingWindow:
         return self.calendar.probe_room(now, self._sliding_available(now))
 
     def _sliding_available(self, now: float) -> int:
-        f = self.foreign(now)
-        return max(0, self.limit - self._own_in_window(now) - self.pending - f - self._slack(f))
+        return max(0, self.chains(now) - self._own_in_window(now) - self.pending)
 
     def next_free(self, now: float) -> float:
         """The earliest time at which ``available`` becomes positive (as far as we know)."""

@@ -60,15 +60,15 @@ class EndPlan:
         *,
         base: float,
         period: float,
-        allowance: float | None,
+        allowance: float,
         spare: int,
-        lead: float = 0.0,
+        lead: float,
     ) -> float:
         """When the capped work ends: per endpoint, its slots' free times, its queued jobs
-        and their latency, each job started as a slot frees if ``allowance`` is None. Else
-        a start more than ``allowance`` after its round's start (``base`` plus whole
-        periods) takes one of the round's ``spare`` chains, or waits for the next round, where
-        it starts ``lead`` after the round's start (when most of its chains give room back)."""
+        and their latency, each job started as a slot frees, unless that is more than
+        ``allowance`` after its round's start (``base`` plus whole periods): then it takes
+        one of the round's ``spare`` chains, or waits for the next round, where it starts
+        ``lead`` after the round's start (when most of its chains give room back)."""
         heap: list[tuple[float, int]] = []
         left = []
         end = base
@@ -84,13 +84,12 @@ class EndPlan:
             if left[i] <= 0:
                 continue
             left[i] -= 1
-            if allowance is not None:
-                rnd, off = divmod(f - base, period)
-                if off > allowance:
-                    if used.get(int(rnd), 0) < spare:
-                        used[int(rnd)] = used.get(int(rnd), 0) + 1
-                    else:  # the next round, as the bulk of its chains give room back
-                        f += period - off + min(lead, allowance)
+            rnd, off = divmod(f - base, period)
+            if off > allowance:
+                if used.get(int(rnd), 0) < spare:
+                    used[int(rnd)] = used.get(int(rnd), 0) + 1
+                else:  # the next round, as the bulk of its chains give room back
+                    f += period - off + min(lead, allowance)
             e = f + work[i][2]
             end = max(end, e)
             heapq.heappush(heap, (e, i))

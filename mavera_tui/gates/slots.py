@@ -181,8 +181,7 @@ class SlotGate:
             (self.expected_latency(k) for k, n in ready.count.items() if n > 0 and k in _OPEN),
             default=0.0,
         )
-        stamped = [p for p in phases if p > now]
-        base = stamped[0] if stamped else now
+        base = next((p for p in phases if p > now), now)  # (sorted: the first stamped)
         key = (
             tuple(n for _, n, _ in work),
             tuple(len(lanes) for lanes, _, _ in work),

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from ..config import SharedSettings
 from . import scripts
 
 #: The admission script's answer for each job.
@@ -248,7 +249,7 @@ class SharedState:
         )
 
     async def release(
-        self, items: Sequence[Release], *, window: float, margin: float = 0.15
+        self, items: Sequence[Release], *, window: float, margin: float = SharedSettings.margin
     ) -> int:
         """Release leases (idempotent), settle their credits, learn from their answers
         (``margin``: how much later than its admission's log entry the server may count a

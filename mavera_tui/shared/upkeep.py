@@ -13,6 +13,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from .. import client as api
 from .. import snapshot as S
 from ..client import Outcome
@@ -260,10 +263,7 @@ class Upkeep:
             except Exception as e:  # listen again later
                 log.debug("fleet listener: %s", e)
                 # OSError, or redis-py's own ConnectionError / TimeoutError (not OSErrors).
-                if isinstance(e, OSError) or type(e).__name__ in (
-                    "ConnectionError",
-                    "TimeoutError",
-                ):
+                if isinstance(e, (OSError, RedisConnectionError, RedisTimeoutError)):
                     # Redis went away: say so now. The heartbeat may be seconds off, and a
                     # process with nothing to admit meanwhile would never have said it (it
                     # comes back through the heartbeat, which looks again every 0.25 s).
