@@ -68,7 +68,7 @@ def gaps(db: Path) -> list[tuple[Any, ...]]:
 async def archive_once(url: str, db: Path, **kw: Any) -> LedgerArchive:
     """An archive as a restarted recorder makes one: open, read what there is, close."""
     store = await Store.open(db)
-    arch = LedgerArchive(SharedState(url, PREFIX), store, **kw)
+    arch = LedgerArchive(SharedState(url, PREFIX, socket_timeout=5), store, **kw)
     await arch.start()
     await arch.close(drain=5.0)
     await store.close()
@@ -80,7 +80,7 @@ async def test_archive_resumes_without_duplicates_and_says_every_gap(
 ) -> None:
     url = redis_server.url
     db = tmp_path / "fleet.db"
-    state = SharedState(url, PREFIX)
+    state = SharedState(url, PREFIX, socket_timeout=5)
     r = aioredis.Redis.from_url(url, decode_responses=True)
     try:
         await r.set(PREFIX + "epoch", "1000.000")
@@ -396,7 +396,7 @@ async def test_retention_folds_the_fleet_ledger_and_numbers_go_on(
 
     url = redis_server.url
     db = tmp_path / "fleet.db"
-    state = SharedState(url, PREFIX)
+    state = SharedState(url, PREFIX, socket_timeout=5)
     r = aioredis.Redis.from_url(url, decode_responses=True)
 
     class Later:  # a clock a day and a minute on: everything archived is past a day's keep

@@ -53,7 +53,7 @@ def test_a_published_read_is_adopted_less_what_the_fleet_was_charged(
     redis_server: Any, prefix: str
 ) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         assert await s.take_balance("b", claim_ttl=2, claim=False) == "none"
         fields = {"plan_remaining": 800, "purchased": 200, "allocation": 1000, "period_used": 200}
         assert await s.set_balance(1000, proc="a", fields=fields)
@@ -80,7 +80,7 @@ def test_one_process_claims_the_read_the_others_wait_then_adopt(
     redis_server: Any, prefix: str
 ) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         got = await asyncio.gather(*(s.take_balance(p, claim_ttl=2) for p in ("a", "b", "c")))
         assert sorted(got) == ["claimed", "wait", "wait"]  # type: ignore[type-var]
         reader = "abc"[got.index("claimed")]
@@ -97,7 +97,7 @@ def test_one_process_claims_the_read_the_others_wait_then_adopt(
 
 def test_a_claimer_that_dies_or_gives_up_lets_another_claim(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         assert await s.take_balance("dead", claim_ttl=0.2) == "claimed"
         assert await s.take_balance("b", claim_ttl=0.2) == "wait"
         await asyncio.sleep(0.3)  # not renewed: it expired
@@ -115,7 +115,7 @@ def test_a_402_contradicts_the_balance_and_reads_admitted_before_it(
     redis_server: Any, prefix: str
 ) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await s.set_balance(1000, proc="a")
         before = await admit(s, "a", [AdmitRequest("a#read", "billing_credits", 0, 0, 0, 0)])
         await admit(s, "a", [paid("a#1")])
@@ -140,7 +140,7 @@ def test_a_balance_too_old_or_of_an_idle_fleet_is_not_adopted(
     redis_server: Any, prefix: str
 ) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await s.set_balance(100, proc="a", fresh=0.25, idle=30)
         assert not isinstance(await s.take_balance("b", claim_ttl=2, claim=False), str)
         await asyncio.sleep(0.35)
@@ -165,7 +165,7 @@ def test_the_park_lasts_while_a_parked_process_beats(redis_server: Any, prefix: 
     whole window for room): its heartbeat renews it; once nobody renews, it ends."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await s.set_balance(1000, proc="a")
         await admit(s, "a", [paid("a#1")])
         await s.release([Release("a#1", park_ms=300)], window=3)
@@ -188,7 +188,7 @@ def test_a_parked_job_stays_parked_when_the_window_is_full(redis_server: Any, pr
     looking queued whenever the window is full (a run's end counts those apart)."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await admit(s, "a", [paid("a#1")], limit=2)
         await s.release([Release("a#1", park_ms=5000)], window=3)
         await admit(s, "a", [AdmitRequest("a#2", "responses", 0, 0, 0, 0)], limit=2)  # free
@@ -211,7 +211,7 @@ def test_a_free_read_takes_only_room_no_queued_send_needs(redis_server: Any, pre
     with one to spare, or nothing is queued, it is admitted."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await admit(s, "a", [paid(f"a#{i}", 0) for i in range(5)], limit=10, queued=2)
         await admit(s, "b", [paid(f"b#{i}", 0) for i in range(2)], limit=10, queued=1)
         r = await admit(s, "c", [free_read("c#r1")], limit=10, queued=0)
@@ -236,7 +236,7 @@ def test_jobs_refused_for_the_window_count_as_queued(redis_server: Any, prefix: 
     room they need."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         r = await admit(s, "b", [paid(f"b#{i}", 0) for i in range(8)], limit=4, queued=0)
         assert r.codes.count(st.ADMITTED) == 4
         await asyncio.sleep(0.45)  # window 0.3 s + margin 0.1: the 4 left it

@@ -282,7 +282,7 @@ def test_a_proxy_and_a_run_share_one_key(tmp_path: Path, sim: Any, redis_server:
                     return r.status_code
 
                 calls = asyncio.gather(*(one(i) for i in range(60)))
-                state = SharedState(redis_server.url, key_prefix(KEY))
+                state = SharedState(redis_server.url, key_prefix(KEY), socket_timeout=5)
                 try:
                     for _ in range(50):
                         roles |= {p.role for p in await FleetView(state, WINDOW).read()}

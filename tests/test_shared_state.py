@@ -76,7 +76,7 @@ def test_concurrent_admission_never_exceeds_the_limit(redis_server: Any, prefix:
     """Eight connections, 200 jobs in random batches at once, limit 37: exactly 37 admitted."""
 
     async def main() -> None:
-        clients = [SharedState(redis_server.url, prefix) for _ in range(8)]
+        clients = [SharedState(redis_server.url, prefix, socket_timeout=5) for _ in range(8)]
         rng = random.Random(3)
         tasks = []
         n = 0
@@ -99,7 +99,7 @@ def test_concurrent_admission_never_exceeds_the_limit(redis_server: Any, prefix:
 
 def test_capped_slots_leases_expire_and_come_back(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         r = await admit(s, "a", [req(f"a#{i}", "video_analyses", 3) for i in range(5)], ttl=0.4)
         assert r.codes == [1, 1, 1, 2, 2]
         assert r.retry_in() is not None and 0.2 < r.retry_in() <= 0.4  # the first expiry
@@ -116,7 +116,7 @@ def test_capped_slots_leases_expire_and_come_back(redis_server: Any, prefix: str
 
 def test_release_is_idempotent_and_settles_credits(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await s.set_balance(100)
         r = await admit(s, "a", [req("a#1", "mave", 10, cost=10), req("a#2", "mave", 10, cost=20)])
         assert r.codes == [1, 1]
@@ -136,7 +136,7 @@ def test_release_is_idempotent_and_settles_credits(redis_server: Any, prefix: st
 
 def test_heartbeat_renews_leases(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await admit(s, "a", [req("a#1", "focus_groups", 5)], ttl=0.3)
         for _ in range(6):  # 0.6 s, twice the lease time, renewed every 0.1 s
             await asyncio.sleep(0.1)
@@ -165,7 +165,7 @@ def test_times_are_redis_time(redis_server: Any, prefix: str) -> None:
     """Admission times are the Redis server's: the caller passes no time at all."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         sec, usec = await s.r.time()
         r = await admit(s, "a", [req("a#1")])
         score = await s.r.zscore(prefix + "win", "a#1")
@@ -178,7 +178,7 @@ def test_times_are_redis_time(redis_server: Any, prefix: str) -> None:
 
 def test_429_hold_and_a_lost_state_hold_everyone(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         first = await admit(s, "a", [req("a#1")])
         await s.release([Release("a#1", hold_ms=400)], window=3)
         r = await admit(s, "b", [req("b#1")])
@@ -194,7 +194,7 @@ def test_429_hold_and_a_lost_state_hold_everyone(redis_server: Any, prefix: str)
 
 def test_lower_priority_leaves_the_last_room(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await admit(s, "hi", [], best=5)  # "hi" has priority-5 work waiting
         r = await admit(s, "lo", [req(f"lo#{i}") for i in range(5)], limit=4)
         assert r.codes == [1, 1, 1, st.YIELDED, st.YIELDED]
@@ -207,7 +207,7 @@ def test_lower_priority_leaves_the_last_room(redis_server: Any, prefix: str) -> 
 
 def test_foreign_traffic_estimate_narrows_the_window(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await admit(s, "a", [req("a#1")], limit=20)
         # The server counted 10 where the fleet had sent 1: 9 are someone else's.
         await s.release([Release("a#1", remaining=10, limit=20, fresh=True)], window=3)
@@ -222,7 +222,7 @@ def test_foreign_traffic_estimate_narrows_the_window(redis_server: Any, prefix: 
 
 def test_ledger_stream_and_no_key_anywhere(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await admit(s, "a", [req("a#1")])
         await s.release([Release("a#1", credits=3, entry={"job": "j1", "status": 200})], window=3)
         rows = await s.r.xrange(prefix + "ledger")
@@ -238,7 +238,7 @@ def test_ledger_stream_and_no_key_anywhere(redis_server: Any, prefix: str) -> No
 
 def test_fleet_view_lists_processes_and_window_shares(redis_server: Any, prefix: str) -> None:
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await admit(s, "h1:10", [req(f"h1:10#{i}") for i in range(3)])
         await admit(s, "h2:20", [req("h2:20#1", "mave", 10)])
         for proc, host, role in (("h1:10", "h1", "run"), ("h2:20", "h2", "record")):
@@ -288,7 +288,7 @@ def test_a_write_moves_its_admission_before_the_answer_comes(
     left the window by its admission, and another process's send got a 429)."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         r = await admit(s, "a", [req("a#1"), req("a#2")], limit=2, window=1.0)
         assert r.codes == [1, 1]
         admitted = await s.r.zscore(prefix + "win", "a#1")
@@ -313,7 +313,7 @@ def test_an_answer_released_late_does_not_count_the_fleets_own_sends_as_foreign(
     bench run with no foreign traffic showed an estimate of 78 of 120, held a window)."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         r = await admit(s, "a", [req(f"a#{i}") for i in range(10)], limit=20, window=2.0)
         assert r.codes.count(st.ADMITTED) == 10
         await asyncio.sleep(1.0)
@@ -341,7 +341,7 @@ def test_a_send_at_the_windows_edge_does_not_take_the_last_burst_for_foreign(
     120 from one such answer, held a window)."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         r = await admit(s, "a", [req(f"a#{i}") for i in range(10)], limit=20, window=1.0)
         assert r.codes.count(st.ADMITTED) == 10
         r = await admit(s, "b", [req("b#1")], limit=20, window=1.0)
@@ -414,7 +414,7 @@ def test_work_left_to_others_capped_jobs_is_told_when_room_past_them_returns(
     turn the room comes back within tens of ms, and a 0.6 s pause left it idle."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
         await s.admit(
             "b", [], limit=10, window=1.0, margin=0.1, ttl=30, best=None, known_epoch=None, need=5
         )
@@ -433,7 +433,7 @@ def test_a_process_keeps_room_for_its_own_capped_jobs_too(redis_server: Any, pre
     so three processes filled each turn with uncapped work and capped slots idled."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, prefix)
+        s = SharedState(redis_server.url, prefix, socket_timeout=5)
 
         async def admit(reqs: list[Any]) -> list[int]:
             r = await s.admit(
@@ -487,7 +487,7 @@ def test_at_a_windows_turn_the_last_turns_burst_does_not_hide_foreign_traffic(
     30% foreign traffic the estimate stayed at 13-26 of 36, and 429s came at each turn)."""
 
     async def main() -> None:
-        s = SharedState(redis_server.url, key_prefix("mvra_another_key"))
+        s = SharedState(redis_server.url, key_prefix("mvra_another_key"), socket_timeout=5)
         p = s.prefix
         r = await admit(s, "a", [req(f"a#{i}") for i in range(10)], limit=20, window=1.0)
         r = await admit(s, "e", [req("e#1")], limit=20, window=1.0)

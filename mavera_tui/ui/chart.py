@@ -96,10 +96,18 @@ class ChartView(Static):
         self.min_interval = min_interval
         self._drawn: tuple[int, int, int] | None = None  # (version, width, height)
         self._last_draw = 0.0
+        self._last: tuple[int, Callable[[int, int], str | Content]] | None = None
         self.draws = 0
+
+    def on_resize(self) -> None:
+        """Redraw the last chart at the new size now, not at the next tick: a layout that
+        settles after the tick would otherwise show a chart sized for the old layout."""
+        if self._last is not None:
+            self.offer(*self._last)
 
     def offer(self, version: int, make: Callable[[int, int], str | Content]) -> bool:
         """Redraw with ``make(width, height)`` if the version or size changed; True if drawn."""
+        self._last = (version, make)
         if not self.display or not self.is_mounted:
             return False
         w, h = self.content_size.width, self.content_size.height
@@ -109,8 +117,9 @@ class ChartView(Static):
         if key == self._drawn:
             return False
         now = time.monotonic()
-        if self._drawn is not None and now - self._last_draw < self.min_interval:
-            return False  # the next tick will draw it
+        resized = self._drawn is None or self._drawn[1:] != (w, h)
+        if not resized and now - self._last_draw < self.min_interval:
+            return False  # new data only: the next tick will draw it
         self._drawn = key
         self._last_draw = now
         self.draws += 1
