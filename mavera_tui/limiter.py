@@ -147,6 +147,11 @@ class SlidingWindow:
         i = bisect.bisect_right(self._burst_starts, t) - 1
         return self._burst_ends[i] if i >= 0 else t
 
+    def _burst_start(self, t: float) -> float:
+        """The first write of the burst holding t."""
+        i = bisect.bisect_right(self._burst_starts, t) - 1
+        return self._burst_starts[i] if i >= 0 else t
+
     def foreign(self, now: float) -> int:
         """Requests of other clients we believe the server counts now: the most observed
         over the last window.
@@ -317,9 +322,15 @@ class SlidingWindow:
         # (counting at arrival unless the server has shown otherwise).
         # Sends written within the measured delay before an instant may not be counted
         # yet at it: a count short by those alone contradicts neither reading.
+        # At arrival, only the sends of earlier bursts are surely counted before this one:
+        # the server takes a burst's requests in its own order, so this one may be the
+        # first of its burst it counts (a burst of 256 read as 255 contradictions made a
+        # server counting at arrival look like one counting at the answer, and the sends
+        # of the window before then looked like foreign traffic).
         d = self.delay_seen
+        before = min(sent_at - d, self._burst_start(sent_at) - 1e-6)
         self._contra_arrival = 0.98 * self._contra_arrival + (
-            server_count < self._own_between(sent_at - w, sent_at - d) - 1
+            server_count < self._own_between(sent_at - w, before) - 1
         )
         self._contra_answer = 0.98 * self._contra_answer + (
             server_count < self._own_between(now - w, now - d) - 1
