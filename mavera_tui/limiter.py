@@ -322,11 +322,8 @@ class SlidingWindow:
         # (counting at arrival unless the server has shown otherwise).
         # Sends written within the measured delay before an instant may not be counted
         # yet at it: a count short by those alone contradicts neither reading.
-        # At arrival, only the sends of earlier bursts are surely counted before this one:
-        # the server takes a burst's requests in its own order, so this one may be the
-        # first of its burst it counts (a burst of 256 read as 255 contradictions made a
-        # server counting at arrival look like one counting at the answer, and the sends
-        # of the window before then looked like foreign traffic).
+        # At arrival only earlier bursts are surely counted first: the server takes a
+        # burst in its own order (else a burst reads as counting at the answer).
         d = self.delay_seen
         before = min(sent_at - d, self._burst_start(sent_at) - 1e-6)
         self._contra_arrival = 0.98 * self._contra_arrival + (
@@ -357,15 +354,8 @@ class SlidingWindow:
         not (the newest before this one, as it takes them in order) were counted at least
         as late after their write as this one's write came after theirs. One short is
         tolerated (a server whose Remaining is read before counting this request).
-
-        The delay is kept for reading Remaining (``observe``), not added to the margin: a
-        burst the server works through late is counted late again a window later, when
-        the sends that reuse its admissions come as a burst, so what the window needs is
-        the difference between the two, which ``_measure_delay`` sees (the server still
-        holding sends our stamps say have left). Widening to 1.5 x the backlog cost every
-        window about half a second at enterprise in compressed time (3,000 responses over
-        loopback 1.12-1.13 of the bound, 1.06 without), and no 429 was avoided by it in
-        14 runs, with a CPU hog on one core and one switched on and off every few seconds."""
+        Kept for reading Remaining, not added to the margin: a burst counted late is counted
+        late again a window later; ``_measure_delay`` sees what differs between the two."""
         w = self.window
         i = self._own.bisect_right(sent_at) - 1  # this send (or the newest before)
         behind = self._own_between(sent_at - w, sent_at) - server_count - 1
