@@ -206,9 +206,26 @@ def test_expected_latency_scales_the_prior_by_the_balance_read_then_measures():
     b = sum(ENDPOINTS["billing_credits"].latency) / 2
     s.note_latency("billing_credits", b / 10)  # the server answers 10x faster
     assert s.expected_latency("focus_groups") == pytest.approx(prior / 10)
+    s2 = SlotGate(10)
+    s2.note_latency("billing_credits", b / 2)  # within one draw's spread: no evidence
+    assert s2.expected_latency("focus_groups") == prior
     s.note_latency("focus_groups", 4.0)
     s.note_latency("focus_groups", 9.0)
     assert s.expected_latency("focus_groups") == pytest.approx(0.8 * 4.0 + 0.2 * 9.0)
+
+
+def test_expected_latency_scales_the_prior_by_a_job_when_no_balance_read_came_first():
+    # With the limit unknown and the read deferred, the first answer is the job sent alone
+    # to learn the limit: it says how fast this server is as well as a read would.
+    s = SlotGate(10)
+    prior = sum(ENDPOINTS["mave"].latency) / 2
+    r = sum(ENDPOINTS["responses"].latency) / 2
+    s.note_latency("responses", r / 10)
+    assert s.expected_latency("mave") == pytest.approx(prior / 10)
+    # More endpoints answered: the median ratio, so one slow outlier does not set it.
+    s.note_latency("generations", sum(ENDPOINTS["generations"].latency) / 2 / 10)
+    s.note_latency("news_analyze", sum(ENDPOINTS["news_analyze"].latency) / 2)  # slow one
+    assert s.expected_latency("mave") == pytest.approx(prior / 10)
 
 
 def test_admissions_are_kept_for_capped_slots_that_free_before_the_window_does():

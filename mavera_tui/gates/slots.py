@@ -21,6 +21,17 @@ from .ready import ReadyQueue
 _OPEN = frozenset(k for k, e in catalog.ENDPOINTS.items() if e.cap is None)
 
 
+#: A median ratio of measured to typical latency below this says the server is faster
+#: than the catalog (the least one draw can give is 0.29 of typical, for responses).
+_FASTER = 0.25
+
+
+def _typical(key: str) -> float:
+    """The catalog's typical latency of ``key`` (the middle of its range)."""
+    lo, hi = catalog.ENDPOINTS[key].latency
+    return (lo + hi) / 2
+
+
 class SlotGate:
     """May a job go now on its endpoint's slots, and when might a held endpoint open?"""
 
@@ -36,6 +47,7 @@ class SlotGate:
             k: (e.latency[0] + e.latency[1]) / 2 for k, e in keys.items()
         }
         self.latency_seen: dict[str, bool] = dict.fromkeys(keys, False)
+        self._scale = 1.0  # the server's speed against the catalog's (expected_latency)
         self.plan = EndPlan()
 
     #: Whether holds for capped jobs are weighed against the batch's end (:mod:`.plan`);
@@ -100,20 +112,26 @@ class SlotGate:
             lat if not self.latency_seen[key] else (0.8 * self.latency[key] + 0.2 * lat)
         )
         self.latency_seen[key] = True
+        ratios = sorted(
+            self.latency[k] / _typical(k) for k, seen in self.latency_seen.items() if seen
+        )
+        # One answer's latency is a draw from its endpoint's range: alone it says no more
+        # than "about the catalog's" (0.29-1.7 of the typical one) unless it is well below
+        # any such draw, as on a server 10x faster (the simulator's compressed time).
+        median = ratios[len(ratios) // 2]
+        self._scale = max(median, 0.01) if median < _FASTER else 1.0
 
     def expected_latency(self, key: str) -> float:
         """The endpoint's measured latency, or before any answer the catalog's typical one
-        scaled by how the balance read (answered before the first job) compared with its
-        own: a server that answers ten times faster than the catalog's guess answers
-        everything so (the simulator's time scale, a nearby API)."""
+        scaled by how the endpoints answered so far compared with theirs (the median
+        ratio, if clearly below one draw's spread): a server that answers ten times faster
+        than the catalog's guess answers everything so (the simulator's time scale). The first answer may be
+        the balance read or, with the limit unknown, the job sent alone to learn it: with
+        only the read counted, a batch that starts with that job planned its first window
+        at the catalog's latencies, 10x too long in compressed time."""
         if self.latency_seen[key]:
             return self.latency[key]
-        prior = catalog.ENDPOINTS[key].latency
-        scale = 1.0
-        if self.latency_seen["billing_credits"]:
-            b = catalog.ENDPOINTS["billing_credits"].latency
-            scale = self.latency["billing_credits"] / ((b[0] + b[1]) / 2)
-        return (prior[0] + prior[1]) / 2 * min(1.0, max(scale, 0.01))
+        return _typical(key) * self._scale
 
     def cap_share(self, ep: Endpoint) -> int:
         """The slots of a capped endpoint this process plans with (all of them, alone)."""
