@@ -125,10 +125,10 @@ class SlotGate:
         """The endpoint's measured latency, or before any answer the catalog's typical one
         scaled by how the endpoints answered so far compared with theirs (the median
         ratio, if clearly below one draw's spread): a server that answers ten times faster
-        than the catalog's guess answers everything so (the simulator's time scale). The first answer may be
-        the balance read or, with the limit unknown, the job sent alone to learn it: with
-        only the read counted, a batch that starts with that job planned its first window
-        at the catalog's latencies, 10x too long in compressed time."""
+        than the catalog's guess answers everything so (the simulator's time scale). The
+        first answer may be the balance read or, with the limit unknown, the job sent alone
+        to learn it: with only the read counted, a batch that starts with that job planned
+        its first window at the catalog's latencies, 10x too long in compressed time."""
         if self.latency_seen[key]:
             return self.latency[key]
         return _typical(key) * self._scale
