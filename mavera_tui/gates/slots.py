@@ -43,9 +43,7 @@ class SlotGate:
         self.hold: dict[str, float] = dict.fromkeys(keys, 0.0)
         self.busy: dict[str, int] = dict.fromkeys(keys, 0)  # concurrency 429s in a row
         self.max_seen: dict[str, int] = dict.fromkeys(keys, 0)
-        self.latency: dict[str, float] = {
-            k: (e.latency[0] + e.latency[1]) / 2 for k, e in keys.items()
-        }
+        self.latency: dict[str, float] = {k: _typical(k) for k in keys}
         self.latency_seen: dict[str, bool] = dict.fromkeys(keys, False)
         self._scale = 1.0  # the server's speed against the catalog's (expected_latency)
         self.plan = EndPlan()
