@@ -477,3 +477,50 @@ def test_the_fast_json_falls_back_where_orjson_would_differ() -> None:
     assert fastjson.dumps_bytes({"x": float("nan")}) == b'{"x": NaN}'
     assert fastjson.dumps_bytes({1: 2}) == b'{"1": 2}'
     assert fastjson.dumps_bytes({"input": "hi"}) == b'{"input":"hi"}'  # the fast path itself
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+def test_a_connection_idle_past_the_keepalive_is_not_reused(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server drops idle connections (uvicorn after 5 s, gunicorn after 2 s); a request
+    written as it does is lost on the way while the window mirror counts it. The client
+    keeps an idle connection only ``KEEPALIVE_SECONDS``: reused within it, not past it.
+    Real loopback sockets; the keepalive is shortened so that the test takes two seconds."""
+    monkeypatch.setattr(api, "KEEPALIVE_SECONDS", 1.0)
+    connections = 0
+    body = b'{"credits": 1}'
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        + b"content-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        c = ApiClient(f"http://127.0.0.1:{port}/api/v1", "mvra_test_keepalive", backend=backend)
+        try:
+            for pause in (0.0, 0.05, 1.6):  # reused, reused, then idle past the keepalive
+                await asyncio.sleep(pause)
+                out = await c.request("GET", "/billing/credits")
+                assert out.status == 200
+        finally:
+            await c.aclose()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+    assert connections == 2
