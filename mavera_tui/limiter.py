@@ -142,15 +142,11 @@ class SlidingWindow:
         """Our sends in (lo, hi]."""
         return self._own.bisect_right(hi + 1e-9) - self._own.bisect_right(lo)
 
-    def _burst_end(self, t: float) -> float:
-        """The last write of the burst (writes less than ``_burst_gap`` apart) holding t."""
+    def _burst(self, t: float) -> tuple[float, float]:
+        """The first and last writes of the burst (writes less than ``_burst_gap`` apart)
+        holding t."""
         i = bisect.bisect_right(self._burst_starts, t) - 1
-        return self._burst_ends[i] if i >= 0 else t
-
-    def _burst_start(self, t: float) -> float:
-        """The first write of the burst holding t."""
-        i = bisect.bisect_right(self._burst_starts, t) - 1
-        return self._burst_starts[i] if i >= 0 else t
+        return (self._burst_starts[i], self._burst_ends[i]) if i >= 0 else (t, t)
 
     def foreign(self, now: float) -> int:
         """Requests of other clients we believe the server counts now: the most observed
@@ -313,7 +309,8 @@ class SlidingWindow:
         # (just after sent_at) or when the answer left (just before now), with the margin.
         # In a burst the server parses our requests in its own order: the rest of the
         # burst this send was written in (up to the answer) may have been counted first.
-        burst_end = min(now, self._burst_end(sent_at))
+        burst_start, burst_end = self._burst(sent_at)
+        burst_end = min(now, burst_end)
         own_at_send = self._own_between(sent_at - w - m, burst_end)
         own_at_answer = self._own_between(now - w - m, now)
         # Which reading is this server's? Alone on a key, a count below what our own sends
@@ -325,7 +322,7 @@ class SlidingWindow:
         # At arrival only earlier bursts are surely counted first: the server takes a
         # burst in its own order (else a burst reads as counting at the answer).
         d = self.delay_seen
-        before = min(sent_at - d, self._burst_start(sent_at) - 1e-6)
+        before = min(sent_at - d, burst_start - 1e-6)
         self._contra_arrival = 0.98 * self._contra_arrival + (
             server_count < self._own_between(sent_at - w, before) - 1
         )
