@@ -296,11 +296,4 @@ class Answers(Journal):
         self.credits.wait(job, C.PARK, reason)
         self._persist_state(job)
         if first:
-            self._alert(
-                "error",
-                err.kind,
-                f"402 {err.code or err.kind}: jobs that cost credits are parked; "
-                f"polling the balance every {self.config.credit_poll:g} s. "
-                f"Server said: {err.message}",
-            )
-            self.balance.start_credit_poll()
+            self.balance.announce_park(err.kind, f"402 {err.code or err.kind}", err.message)

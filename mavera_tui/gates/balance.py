@@ -173,6 +173,18 @@ class BalanceKeeper(FirstRead):
         if self.poller is None or self.poller.done():
             self.poller = asyncio.create_task(self._credit_poll_loop(), name="credit-poll")
 
+    def announce_park(self, kind: str, why: str, said: str | None = None) -> None:
+        """Paid jobs were just parked (a 402 of ours, or the fleet's balance at 0): say so,
+        with what the server ``said`` (rendered literally), and poll the balance until they
+        can go."""
+        self.s._alert(
+            "error",
+            kind,
+            f"{why}: jobs that cost credits are parked; polling the balance every "
+            f"{self.s.config.credit_poll:g} s" + ("" if said is None else f". Server said: {said}"),
+        )
+        self.start_credit_poll()
+
     def start_refresh(self) -> None:
         """Re-read the balance every ``balance_refresh`` seconds (when set)."""
         if self.s.config.balance_refresh > 0:

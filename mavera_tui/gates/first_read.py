@@ -32,7 +32,7 @@ class FirstRead:
 
         async def refresh(self, lease: str | None = None) -> bool: ...
 
-        def start_credit_poll(self) -> None: ...
+        def announce_park(self, kind: str, why: str, said: str | None = None) -> None: ...
 
     # --- when to read it first ---------------------------------------------------------
 
@@ -194,13 +194,7 @@ class FirstRead:
             from .. import client as api
 
             s.credits.refused(api.CREDITS, "insufficient_credits", True)
-            s._alert(
-                "error",
-                api.CREDITS,
-                "the fleet's balance is 0: jobs that cost credits are parked; polling the "
-                f"balance every {s.config.credit_poll:g} s",
-            )
-            self.start_credit_poll()
+            self.announce_park(api.CREDITS, "the fleet's balance is 0")
 
     # --- a fleet's deferred read (balance_read auto with --shared) ----------------------
 
