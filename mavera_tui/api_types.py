@@ -78,7 +78,9 @@ class RawAnswer:
 @dataclass(frozen=True)
 class Outcome:
     """One attempt's result. ``written``: the request's headers went on the wire (None when
-    the transport does not report writes); ``raw``: the answer as it came, when asked for."""
+    the transport does not report writes); ``raw``: the answer as it came, when asked for.
+    ``latency``: from the request on the wire to its answer read (from the call, when the
+    transport does not report writes, or no answer came)."""
 
     status: int | None
     latency: float

@@ -495,13 +495,13 @@ class ApiClient:
         CONNECTION error whose ``written`` is True and whose message says the caller went.
         ``Outcome.written`` says whether the request went on the wire (None: unknown)."""
         t0 = self.clock.now()
-        wrote: list[bool] = []
+        wrote: list[float] = []  # when the request went on the wire (real sockets)
         if self._httpx is None or on_written is not None:
             outer = on_written
 
             def written() -> None:
                 if not wrote:
-                    wrote.append(True)
+                    wrote.append(self.clock.now())
                 if outer is not None:
                     outer()
 
@@ -544,7 +544,10 @@ class ApiClient:
                 error=ApiError(CONNECTION, None, None, f"connection failed: {type(e).__name__}"),
                 written=self._wrote(wrote),
             )
-        latency = self.clock.now() - t0
+        # The server's time from the request on the wire: a first request's connection
+        # set-up or a wait for a pooled connection is not the endpoint's latency (the
+        # plan's prior scales every endpoint's by it).
+        latency = self.clock.now() - (wrote[0] if wrote else t0)
         headers = parse_rate_headers(raw_headers, self.clock.wall())
         try:
             if streamed:  # the event stream's final response object carries the usage
@@ -591,7 +594,7 @@ class ApiClient:
             }
         return {}
 
-    def _wrote(self, wrote: list[bool]) -> bool | None:
+    def _wrote(self, wrote: list[float]) -> bool | None:
         """Whether the request went on the wire: known on aiohttp (its trace says), else
         None (an in-process transport: assume it may have)."""
         if wrote:

@@ -524,3 +524,59 @@ def test_a_connection_idle_past_the_keepalive_is_not_reused(
 
     asyncio.run(main())
     assert connections == 2
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+def test_latency_runs_from_the_request_on_the_wire_not_from_a_wait_for_a_connection(
+    backend: str,
+) -> None:
+    """The plan's latency prior scales every endpoint's by the answers seen so far, so a
+    request's latency must be the server's: two requests share one pooled connection to a
+    server that answers in 0.3 s; the second waits 0.3 s for the connection and its latency
+    is still about 0.3 s. Real loopback sockets."""
+    body = b'{"credits": 1}'
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        + b"content-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                await asyncio.sleep(0.3)
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> list[tuple[float, float]]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        c = ApiClient(
+            f"http://127.0.0.1:{port}/api/v1",
+            "mvra_test_latency",
+            backend=backend,
+            max_connections=1,
+        )
+        loop = asyncio.get_running_loop()
+
+        async def one() -> tuple[float, float]:
+            t0 = loop.time()
+            out = await c.request("GET", "/billing/credits", on_written=lambda: None)
+            assert out.status == 200
+            return out.latency, loop.time() - t0
+
+        try:
+            return list(await asyncio.gather(one(), one()))
+        finally:
+            await c.aclose()
+            server.close()
+            await server.wait_closed()
+
+    got = sorted(asyncio.run(main()), key=lambda r: r[1])
+    (lat1, _), (lat2, total2) = got
+    assert total2 >= 0.55  # the second did wait for the first's connection
+    assert 0.28 <= lat1 < 0.45 and 0.28 <= lat2 < 0.45
