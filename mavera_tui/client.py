@@ -544,9 +544,7 @@ class ApiClient:
                 error=ApiError(CONNECTION, None, None, f"connection failed: {type(e).__name__}"),
                 written=self._wrote(wrote),
             )
-        # The server's time from the request on the wire: a first request's connection
-        # set-up or a wait for a pooled connection is not the endpoint's latency (the
-        # plan's prior scales every endpoint's by it).
+        # From the write: connection set-up and pool waits are not the endpoint's latency.
         latency = self.clock.now() - (wrote[0] if wrote else t0)
         headers = parse_rate_headers(raw_headers, self.clock.wall())
         try:
