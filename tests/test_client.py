@@ -479,6 +479,36 @@ def test_the_fast_json_falls_back_where_orjson_would_differ() -> None:
     assert fastjson.dumps_bytes({"input": "hi"}) == b'{"input":"hi"}'  # the fast path itself
 
 
+_CREDITS_BODY = b'{"credits": 1}'
+#: One fixed HTTP/1.1 answer, for the raw loopback servers below.
+_RAW_ANSWER = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    + b"content-length: %d\r\n\r\n" % len(_CREDITS_BODY)
+    + _CREDITS_BODY
+)
+
+
+def _raw_server(delay: float = 0.0, on_connect: Any = None) -> Any:
+    """A keep-alive server's connection handler: ``_RAW_ANSWER`` ``delay`` seconds after
+    each request's headers; ``on_connect()`` is called for each new connection."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if on_connect is not None:
+            on_connect()
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(_RAW_ANSWER)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return serve
+
+
 @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
 def test_a_connection_idle_past_the_keepalive_is_not_reused(
     backend: str, monkeypatch: pytest.MonkeyPatch
@@ -488,27 +518,10 @@ def test_a_connection_idle_past_the_keepalive_is_not_reused(
     keeps an idle connection only ``KEEPALIVE_SECONDS``: reused within it, not past it.
     Real loopback sockets; the keepalive is shortened so that the test takes two seconds."""
     monkeypatch.setattr(api, "KEEPALIVE_SECONDS", 1.0)
-    connections = 0
-    body = b'{"credits": 1}'
-    answer = (
-        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-        + b"content-length: %d\r\n\r\n" % len(body)
-        + body
-    )
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(answer)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    connections: list[int] = []
 
     async def main() -> None:
+        serve = _raw_server(on_connect=lambda: connections.append(1))
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         c = ApiClient(f"http://127.0.0.1:{port}/api/v1", "mvra_test_keepalive", backend=backend)
@@ -523,7 +536,7 @@ def test_a_connection_idle_past_the_keepalive_is_not_reused(
             await server.wait_closed()
 
     asyncio.run(main())
-    assert connections == 2
+    assert len(connections) == 2
 
 
 @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
@@ -534,26 +547,9 @@ def test_latency_runs_from_the_request_on_the_wire_not_from_a_wait_for_a_connect
     request's latency must be the server's: two requests share one pooled connection to a
     server that answers in 0.3 s; the second waits 0.3 s for the connection and its latency
     is still about 0.3 s. Real loopback sockets."""
-    body = b'{"credits": 1}'
-    answer = (
-        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-        + b"content-length: %d\r\n\r\n" % len(body)
-        + body
-    )
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.readuntil(b"\r\n\r\n"):
-                await asyncio.sleep(0.3)
-                writer.write(answer)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
 
     async def main() -> list[tuple[float, float]]:
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        server = await asyncio.start_server(_raw_server(delay=0.3), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         c = ApiClient(
             f"http://127.0.0.1:{port}/api/v1",
