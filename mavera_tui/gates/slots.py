@@ -45,7 +45,8 @@ class SlotGate:
         self.max_seen: dict[str, int] = dict.fromkeys(keys, 0)
         self.latency: dict[str, float] = {k: _typical(k) for k in keys}
         self.latency_seen: dict[str, bool] = dict.fromkeys(keys, False)
-        self._scale = 1.0  # the server's speed against the catalog's (expected_latency)
+        self._scale: float | None = 1.0  # the server's speed against the catalog's (None:
+        # to be worked out again from the answers, by ``expected_latency``)
         self.plan = EndPlan()
 
     #: Whether holds for capped jobs are weighed against the batch's end (:mod:`.plan`);
@@ -110,14 +111,7 @@ class SlotGate:
             lat if not self.latency_seen[key] else (0.8 * self.latency[key] + 0.2 * lat)
         )
         self.latency_seen[key] = True
-        ratios = sorted(
-            self.latency[k] / _typical(k) for k, seen in self.latency_seen.items() if seen
-        )
-        # One answer's latency is a draw from its endpoint's range: alone it says no more
-        # than "about the catalog's" (0.29-1.7 of the typical one) unless it is well below
-        # any such draw, as on a server 10x faster (the simulator's compressed time).
-        median = ratios[len(ratios) // 2]
-        self._scale = max(median, 0.01) if median < _FASTER else 1.0
+        self._scale = None  # only an endpoint not yet answered needs it: not every answer
 
     def expected_latency(self, key: str) -> float:
         """The endpoint's measured latency, or before any answer the catalog's typical one
@@ -129,6 +123,15 @@ class SlotGate:
         its first window at the catalog's latencies, 10x too long in compressed time."""
         if self.latency_seen[key]:
             return self.latency[key]
+        if self._scale is None:
+            ratios = sorted(
+                self.latency[k] / _typical(k) for k, seen in self.latency_seen.items() if seen
+            )
+            # One answer's latency is a draw from its endpoint's range: alone it says no
+            # more than "about the catalog's" (0.29-1.7 of the typical one) unless it is
+            # well below any such draw, as on a server 10x faster (compressed time).
+            median = ratios[len(ratios) // 2]
+            self._scale = max(median, 0.01) if median < _FASTER else 1.0
         return _typical(key) * self._scale
 
     def cap_share(self, ep: Endpoint) -> int:
