@@ -3,12 +3,24 @@ probe of an early X-RateLimit-Reset tells a fixed window from a sliding one."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+from conftest import WALL0
+
 from mavera_tui.api_types import RateHeaders
+from mavera_tui.clock import Clock, run_virtual
 from mavera_tui.gates.window import WindowGate
+from mavera_tui.jobs import JobSpec
 from mavera_tui.limiter import SlidingWindow
+from mavera_tui.sim import Readings
 
 L, W = 10, 60.0
 WALL = 1_000_000.0  # wall clock = WALL + loop time
+
+
+def cheap(n: int, tag: str = "r") -> list[JobSpec]:
+    return [JobSpec(f"{tag}{i}", "POST", "/responses", {"input": f"q{i}"}) for i in range(n)]
 
 
 def fill(w: SlidingWindow, t0: float, reset_loop: float, *, answer_at: float = 0.5) -> None:
@@ -119,3 +131,46 @@ def test_a_429_while_counting_calendar_windows_goes_back_to_sliding() -> None:
     gate.note_429(25.1, 25.0, 1.0)
     assert not w.calendar.active and w.calendar.refuted
     assert w.available(30.0) == 0  # sliding again: the first burst is still in its window
+
+
+def test_the_engines_own_balance_read_as_the_probe_is_held_only_to_the_mirrors_room(
+    make_rig: Any,
+) -> None:
+    # A sliding server whose Reset is the next minute boundary (40 s into the run: the
+    # clock starts 20 s into a minute). The start's balance read goes at 0.3 s, the jobs
+    # fill the window at ~0.5 s; the early Reset is probed at 40 s + margin, and here the
+    # probe is the engine's balance read. Its 429 says Retry-After 21 (ceil 60.3 - 40.12)
+    # but the mirror has room again once the jobs leave the window, at ~60.5 + margin: the
+    # next job must not wait the half second Retry-After's rounding adds here (measured:
+    # a loopback run at 1.106 of its bound, against a 10% target).
+    async def main() -> tuple[Any, list[float]]:
+        rig = await make_rig(
+            {"limit": L, "window_seconds": W, "readings": Readings(reset="minute")},
+            clock=Clock(wall0=WALL0 + 20),
+            window_seconds=W,
+            limit=L,
+            start=False,
+            balance_read="none",
+        )
+        rig.clock.wall()  # its wall clock starts now: the boundary is at 40 s from here
+        await rig.clock.sleep(0.3)
+        await rig.sched.start(batch=L + 1)
+        await rig.sched.submit_many(cheap(L - 1))  # with the start's balance read: L
+        await rig.sched.wait_idle()
+        w = rig.sched.window
+        assert w.calendar.candidate is not None  # the early Reset is to be tried
+        await rig.sched.balance.refresh()  # the read: refused, a 429
+        probe = [r for r in rig.sim.records if "billing" in r.path][1:]  # the start's first
+        assert [r.status for r in probe] == [429] and 1040.0 <= probe[0].t < 1041.0
+        assert w.calendar.refuted and w.margin == w.margin_floor
+        await rig.sched.submit_many(cheap(1, "late"))
+        await rig.sched.wait_idle()
+        await rig.close()
+        return rig.sim, [r.t for r in rig.sim.records if r.path.endswith("/responses")]
+
+    sim, sent = run_virtual(main())
+    assert sim.records.count(status=429) == 1
+    (refused,) = [r for r in sim.records if r.status == 429]
+    retry_after = math.ceil(sim.records[0].t + W - refused.t)  # what the server said
+    assert retry_after == 21
+    assert sent[-1] < sent[0] + W + 0.2 < refused.t + retry_after
