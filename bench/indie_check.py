@@ -392,9 +392,12 @@ def read_ledger(db: str) -> dict[str, Any]:
         c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         rows = c.execute("select status, credits_used, endpoint from ledger").fetchall()
         jobs = dict(c.execute("select state, count(*) from jobs group by state").fetchall())
-        # The tool answers an identical GET from its cache: a success with no request sent.
+        # The tool answers an identical GET from its cache: a success with no 2xx of its
+        # own in the ledger (after a failed attempt too: a GET that met a 500 and was then
+        # answered from the cache has attempts = 1).
         cached = c.execute(
-            "select count(*) from jobs where state = 'succeeded' and attempts = 0"
+            "select count(*) from jobs j where j.state = 'succeeded' and not exists "
+            "(select 1 from ledger l where l.job_id = j.id and l.status between 200 and 299)"
         ).fetchone()[0]
         c.close()
     except sqlite3.Error as e:
