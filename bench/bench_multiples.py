@@ -104,7 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--kind", default="mix", choices=("mix", "burst"), help="the realistic mix or responses"
     )
+    ap.add_argument(
+        "--cap-load",
+        type=float,
+        default=H.CAP_LOAD,
+        help="each capped endpoint's work (sum of latencies / cap) as a share of the window's "
+        f"bound (default {H.CAP_LOAD}; above 1 the capped work, not the window, sets the bound)",
+    )
     a = ap.parse_args(argv)
+    if not 0 < a.cap_load <= 10:
+        ap.error(f"--cap-load: {a.cap_load} is not in (0, 10]")
+    H.CAP_LOAD = a.cap_load
     cells: list[tuple[int, int]] = []
     pending: list[int] = []
     for part in a.sizes.split(","):
@@ -118,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     if pending:
         ap.error("--sizes: end each group of sizes with @LIMIT, e.g. 420,600@120")
     seeds = [int(s) for s in a.seeds.split(",")]
-    print(f"{a.kind}, balance read: {a.balance_read}; makespan / bound (429s, requests) per seed")
+    print(
+        f"{a.kind} (capped work {a.cap_load:g}x), balance read: {a.balance_read}; "
+        "makespan / bound (429s, requests) per seed"
+    )
     for n, limit in cells:
         runs = [run_virtual(one(n, limit, s, a.balance_read, a.kind)) for s in seeds]
         kind = "exact multiple" if n % limit == 0 else f"{n / limit:.2f} windows"
