@@ -538,13 +538,15 @@ def test_burn_rates_and_the_spike_check_sum_the_same_charges_as_a_plain_list() -
 # ============================================================ the batch's end plan ======
 
 
-def _capped_rig(queued_focus: int, queued_responses: int) -> tuple[SlotGate, ReadyQueue, Any]:
-    """Five focus groups running (10 s each, just sent) on an empty window of 10 a minute,
-    and jobs queued behind them."""
+def _capped_rig(
+    queued_focus: int, queued_responses: int, focus_latency: float = 10.0
+) -> tuple[SlotGate, ReadyQueue, Any]:
+    """Five focus groups running (``focus_latency`` s each, just sent) on an empty window
+    of 10 a minute, and jobs queued behind them."""
     s = SlotGate(10)
     q = ReadyQueue(list(ENDPOINTS), s.latency)
     w = SlidingWindow(10, 60.0)
-    s.note_latency("focus_groups", 10.0)
+    s.note_latency("focus_groups", focus_latency)
     s.note_latency("responses", 1.0)
     for _ in range(5):
         j = job("focus_groups", state=S.IN_FLIGHT)
@@ -592,25 +594,10 @@ def test_capped_work_that_ends_last_anyway_is_held_room_for_every_start():
     # (Aiming at the window's end plus an allowance instead, holds were refused and the
     # slots idled for want of an admission: 1.30 of the bound, median of 6 seeds, for
     # 360 jobs at 120 with capped work at 1.3x the window's bound; 1.18 now.)
-    def rig() -> tuple[SlotGate, ReadyQueue, SlidingWindow]:
-        s = SlotGate(10)
-        q = ReadyQueue(list(ENDPOINTS), s.latency)
-        s.note_latency("focus_groups", 50.0)
-        s.note_latency("responses", 1.0)
-        for _ in range(5):
-            j = job("focus_groups", state=S.IN_FLIGHT)
-            j.sent_at = 0.0
-            s.take(j)
-        for _ in range(30):
-            q.push(job("focus_groups"))
-        for _ in range(10):
-            q.push(job("responses"))
-        return s, q, SlidingWindow(10, 60.0)
-
-    s, q, w = rig()
+    s, q, w = _capped_rig(30, 10, focus_latency=50.0)
     held = s.reserve_for_capped(0.0, 0, w, q)
     assert s.plan.target >= 350.0 > s.plan.window_end + 60.0
-    s2, q2, w2 = rig()
+    s2, q2, w2 = _capped_rig(30, 10, focus_latency=50.0)
     s2.planned = False
     assert held == s2.reserve_for_capped(0.0, 0, w2, q2) == 5
 
