@@ -48,10 +48,14 @@ def _jsonable_key(path: str, body: dict[str, Any]) -> str:
 class Answers(Journal):
     """Sends a job and applies what its answer means."""
 
-    def _hold_key(self, out: Outcome, now: float) -> float:
-        """Hold the whole key after a window 429 (a job's or the engine's own request)."""
+    def _hold_key(self, out: Outcome, now: float, sent_at: float) -> tuple[float, bool]:
+        """A window 429 for a request sent at ``sent_at`` (a job's or the engine's own):
+        note it (a refused probe of an early Reset is then held only to the mirror's room,
+        not the extra second Retry-After's rounding adds) and hold the whole key. Returns
+        for how long, and whether the key was already held (the same event)."""
         cfg = self.config
-        return self.window_gate.hold_key(
+        already_held = self.window_gate.note_429(now, sent_at, out.headers.retry_after)
+        wait = self.window_gate.hold_key(
             out.headers,
             now,
             self.clock.wall(),
@@ -59,6 +63,7 @@ class Answers(Journal):
             cap=cfg.backoff_cap,
             max_retry_after=cfg.max_retry_after,
         )
+        return wait, already_held
 
     transport: Transport
     window: SlidingWindow
@@ -255,10 +260,9 @@ class Answers(Journal):
 
     def _on_429(self, job: Job, out: Outcome, now: float, step: R.Step) -> None:
         self.stats.responses_429 += 1
-        g, cfg = self.window_gate, self.config
+        cfg = self.config
         asked = out.headers.retry_after
-        already_held = g.note_429(now, job.sent_at, asked)
-        wait = self._hold_key(out, now)
+        wait, already_held = self._hold_key(out, now, job.sent_at)
         if not already_held:  # one event per hold, not one per job that runs into it
             self._alert(
                 "warning",
@@ -285,7 +289,7 @@ class Answers(Journal):
         self._enqueue(job, now + wait, S.WAITING_WINDOW)
         job.reason = f"rate limited (429); retry in {wait:.1f} s"
         self._persist_state(job)
-        recent = len(g.recent_429)
+        recent = len(self.window_gate.recent_429)
         if recent >= cfg.storm_threshold and now - self._storm_alerted_at > 60:
             self._storm_alerted_at = now
             self._alert("warning", "429_storm", f"{recent} rate-limit 429s in the last minute")

@@ -153,10 +153,7 @@ class BalanceKeeper(FirstRead):
         # paths, as for every other row.
         s._ledger(None, ep, urlsplit(path).path if "://" in path else path, 1, now, out, 0)
         if out.error is not None and out.error.kind == api.RATE_LIMITED:
-            # Noted as a job's 429 is: a refused probe of an early Reset is then held only
-            # to the mirror's room, not the extra second Retry-After's rounding adds.
-            s.window_gate.note_429(done, now, out.headers.retry_after)
-            s._hold_key(out, done)
+            s._hold_key(out, done, now)
         return out
 
     def verify(self) -> None:
