@@ -138,14 +138,15 @@ class EndPlan:
             return self.target
         step = period / _STEPS
         lo, hi = 0, _STEPS  # the least allowance (in 64ths of a round) at which both meet
-        if cap_end(hi * step) > w_end + hi * step:
+        top = cap_end(hi * step)
+        if top > w_end + hi * step:
             # Capped work ends last whatever the window gives up: the best of a few. The
             # batch then ends when the capped work does, and the window's sends may move
             # up to then at no cost: holding room for capped starts is free until there.
             # (Aiming at the window's end plus the allowance instead, holds were refused
             # and capped slots idled half of each window for want of an admission: a
             # batch bound by its focus groups ended at 1.1-1.3 of that bound.)
-            ends = {i: cap_end(i * step) for i in range(0, _STEPS + 1, 4)}
+            ends = {i: cap_end(i * step) for i in range(0, _STEPS, 4)} | {_STEPS: top}
             best = min(ends, key=lambda i: max(ends[i], w_end + i * step))
             self.allowance = best * step
             self.target = max(ends[best], w_end + self.allowance)
