@@ -16,7 +16,8 @@ Other clients on the same key are seen only through ``Remaining``: whatever the 
 counts beyond what our own sends could explain (with the margin, at arrival, or when the
 answer left for a server shown to count then) is foreign traffic. The estimate is the most
 seen over the last window (see ``foreign``), with a few slots of slack while there is any,
-because another client keeps arriving between two of our observations.
+because another client keeps arriving between two of our observations; or, for a client
+our bursts hold back, its arrival rate over a window (``_Others.claim``).
 
 This is deliberately not the docs' token bucket: a bucket whose capacity is a full minute
 lets two minutes of requests into one sliding window.
@@ -85,6 +86,101 @@ class _Sends:
         self._lo = lo
 
 
+class _Others:
+    """Other clients on the key, as the server's count shows them beyond our own sends: the
+    most seen over the last window, or for one our bursts hold back, its rate over a window.
+    Times are loop seconds; ``window`` is the key's."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        # (time observed, foreign requests the server counted then) over the last window,
+        # kept as a monotonic queue (each entry larger than every later one), so the most
+        # seen is the first: with every answer observed, a scan was O(window) per question.
+        self._obs: deque[tuple[float, int]] = deque()
+        # Its arrival rate (see ``claim``): the start of the current run of growth, the last
+        # rate measured, and the rates sustained over two measures in a row, as a monotonic
+        # queue over two windows.
+        self._grow_ref: tuple[float, int] | None = None
+        self._grow_last: float | None = None
+        self._rates: deque[tuple[float, float]] = deque()
+        self._pressed_at = -math.inf  # when it last took room we had (a 429)
+
+    def seen(self, now: float) -> int:
+        """The most seen over the last window."""
+        obs = self._obs
+        while obs and obs[0][0] <= now - self.window:
+            obs.popleft()
+        return obs[0][1] if obs else 0
+
+    def estimate(self, now: float, limit: int) -> int:
+        """What we leave them: the most seen, or what they would take (``claim``); none
+        once none is seen for a window."""
+        seen = self.seen(now)
+        return max(seen, self.claim(now, limit, seen)) if seen else 0
+
+    def claim(self, now: float, limit: int, seen: int) -> int:
+        """What another client would take of the window if we left it room: its arrival
+        rate over a window, measured from how fast the most of it seen grows.
+
+        A client that sends steadily and is refused while the window is full (a refusal is
+        not counted) takes only the room a greedy burst of ours leaves it, so the most of it
+        seen in a window is far below its rate. Room held for a capped job mid-window is
+        then taken by its next arrivals within a second, and the capped job meets a 429 or
+        waits a window: at enterprise tier with 30% foreign traffic, capped work got one
+        start per slot a window and the batch ended at 1.10-1.12 of the bound for the
+        capacity left. Leaving it its rate, that room stays ours.
+
+        Its growth shows only in room we leave, and a burst of ours hides it (our own sends
+        explain the count until the burst ends). So when it takes room the mirror had for
+        us (a window 429 it explains), it is held back: for a window we leave it twice the
+        most seen, and its rate shows in that room. No more than half the key is ever
+        left to a rate or that doubling (what is seen is left whatever it is).
+
+        A rate counts only when sustained over two measures in a row (a burst is not a
+        rate); while the window is full the growth seen is less than the rate, never more.
+        It is kept two windows: a client that keeps its rate has grown into the room by
+        then and is seen whole; one that stopped is no longer seen, and then none is
+        claimed (``foreign``)."""
+        rates = self._rates
+        while rates and rates[0][0] <= now - 2 * self.window:
+            rates.popleft()
+        claim = math.ceil(rates[0][1] * self.window) if rates else 0
+        if now - self._pressed_at < self.window:
+            claim = max(claim, 2 * seen)
+        return min(limit // 2, claim)
+
+    def pressed(self, t: float) -> None:
+        """Another client took room the mirror had for us at ``t`` (a window 429)."""
+        self._pressed_at = max(self._pressed_at, t)
+
+    def observe(self, now: float, foreign_now: int) -> None:
+        """A reading: ``foreign_now`` beyond what our own sends explain. The rate is
+        measured from the growth of the most seen (at least 8 arrivals over a sixteenth of
+        the window a measure)."""
+        if foreign_now:
+            obs = self._obs
+            while obs and obs[-1][1] <= foreign_now:
+                obs.pop()  # outlived by a larger reading: never the most seen again
+            obs.append((now, foreign_now))
+        seen = self.seen(now)
+        ref = self._grow_ref
+        if ref is None or seen < ref[1]:
+            self._grow_ref, self._grow_last = (now, seen), None
+            return
+        dt, df = now - ref[0], seen - ref[1]
+        if df < 8 or dt < self.window / 16:
+            return
+        rate = df / dt
+        last = self._grow_last
+        if last is not None:
+            sustained = min(rate, last)
+            rates = self._rates
+            while rates and rates[-1][1] <= sustained:
+                rates.pop()
+            rates.append((now, sustained))
+        self._grow_ref, self._grow_last = (now, seen), rate
+
+
 class SlidingWindow:
     """Our view of the key's window. Times are loop seconds (``Clock.now()``)."""
 
@@ -102,10 +198,7 @@ class SlidingWindow:
         self.delay_seen = 0.0  # largest write-to-count delay measured
         self.limit_learned = False
         self._own = _Sends()  # our send times, kept 2 windows for reconciling
-        # (time observed, foreign requests the server counted then) over the last window,
-        # kept as a monotonic queue (each entry larger than every later one), so the most
-        # seen is the first: with every answer observed, a scan was O(window) per question.
-        self._foreign_obs: deque[tuple[float, int]] = deque()
+        self._others = _Others(self.window)  # other clients on the key (see foreign)
         self.foreign_max_seen = 0  # for the run summary
         # Runs of sends written back to back (see observe): their starts and last writes.
         self._burst_starts: list[float] = []
@@ -129,9 +222,6 @@ class SlidingWindow:
     def _prune(self, now: float) -> None:
         keep_own = now - 2 * (self.window + self.margin_cap)
         self._own.drop_through(keep_own)
-        keep_obs = now - self.window
-        while self._foreign_obs and self._foreign_obs[0][0] <= keep_obs:
-            self._foreign_obs.popleft()
 
     def _own_in_window(self, now: float) -> int:
         cut = now - self._expiry()
@@ -161,8 +251,7 @@ class SlidingWindow:
         """
         if self.calendar.active:
             return self.calendar.foreign(now)
-        self._prune(now)
-        return self._foreign_obs[0][1] if self._foreign_obs else 0
+        return self._others.estimate(now, self.limit)
 
     def _slack(self, foreign: int) -> int:
         return max(3, math.ceil(0.05 * foreign)) if foreign > 0 else 0
@@ -284,6 +373,8 @@ class SlidingWindow:
         it, the server counts our sends later than we thought; widen the margin."""
         if self.foreign(sent_at) == 0:
             self._widen(max(self.margin * 1.5, self.margin + 0.05))
+        else:  # another client took room we had: it is held back (see _Others.claim)
+            self._others.pressed(sent_at)
 
     def _widen(self, margin: float) -> None:
         self.margin = min(self.margin_cap, max(self.margin, margin))
@@ -335,11 +426,7 @@ class SlidingWindow:
         foreign_now = max(0, server_count - own)
         if foreign_now > self.foreign_max_seen:
             self.foreign_max_seen = foreign_now
-        if foreign_now:
-            obs = self._foreign_obs
-            while obs and obs[-1][1] <= foreign_now:
-                obs.pop()  # outlived by a larger reading: never the most seen again
-            obs.append((now, foreign_now))
+        self._others.observe(now, foreign_now)
         if foreign_now == 0 and self.foreign(now) == 0:
             self._measure_delay(sent_at, server_count)
         if not at_answer:

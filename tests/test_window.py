@@ -137,6 +137,55 @@ def test_a_stale_answer_says_nothing_about_the_window_now() -> None:
     assert w.foreign(30.0) == 0
 
 
+def _growing_foreign(w: SlidingWindow, counts: list[tuple[float, int]]) -> None:
+    """One send of ours at each ``t``, answered 50 ms later with the server counting our
+    sends so far plus ``foreign`` of another client's."""
+    for n, (t, foreign) in enumerate(counts, start=1):
+        w.record_send(t)
+        w.observe(t, t + 0.05, RateHeaders(w.limit, w.limit - n - foreign, None, None))
+
+
+def test_another_client_growing_steadily_is_left_its_rate_over_a_window() -> None:
+    # 30 arrivals a second of another client, seen only 3 s into a 6 s window (90 of it):
+    # by the window's end it takes 180, and room we hold for later is taken before then.
+    w = SlidingWindow(600, 6.0)
+    _growing_foreign(w, [(1.0 + 0.5 * i, 30 + 15 * i) for i in range(5)])
+    assert w.foreign_max_seen == 90
+    assert 170 <= w.foreign(3.1) <= 190
+    assert w.available(3.1) <= 600 - 170 - 5
+    # Kept while it is seen; once no longer seen for a window, none is claimed.
+    assert w.foreign(3.1 + 6.5) == 0
+
+
+def test_a_burst_of_another_client_is_not_read_as_a_rate() -> None:
+    # 100 at once, then nothing more: the most seen, not a rate times a window.
+    w = SlidingWindow(600, 6.0)
+    _growing_foreign(w, [(1.0, 0), (1.5, 100), (2.0, 100), (2.5, 100), (3.0, 100)])
+    assert w.foreign(3.1) == 100
+    # Nor is growth measured only once: a rate needs two measures in a row.
+    w2 = SlidingWindow(600, 6.0)
+    _growing_foreign(w2, [(1.0, 0), (1.5, 20), (2.0, 20), (2.5, 20)])
+    assert w2.foreign(2.6) == 20
+
+
+def test_a_429_another_client_explains_leaves_it_twice_the_most_seen_for_a_window() -> None:
+    # It took room the mirror had for us: it is held back, and shows its rate only in room
+    # we leave it. Never more than half the key on that guess.
+    w = SlidingWindow(100, 6.0)
+    _growing_foreign(w, [(1.0, 20)])
+    assert w.foreign(1.1) == 20
+    w.unexpected_429(1.2)
+    assert w.foreign(1.3) == 40
+    assert w.foreign(1.3 + 4.0) == 40
+    w.record_send(7.0)  # seen again after the doubling has lapsed: as seen
+    w.observe(7.0, 7.05, RateHeaders(100, 100 - 2 - 20, None, None))  # (ours at 1.0: margin)
+    assert w.foreign(7.3) == 20
+    big = SlidingWindow(100, 6.0)
+    _growing_foreign(big, [(1.0, 40)])
+    big.unexpected_429(1.2)
+    assert big.foreign(1.3) == 50
+
+
 def test_the_limit_is_learned_from_the_headers() -> None:
     w = SlidingWindow(60, 60.0)
     w.record_send(1.0)
