@@ -141,6 +141,35 @@ def test_a_429_with_retry_after_holds_the_key_that_long_and_sends_no_probe():
     assert g.note_429(11.0, sent_at=10.5, retry_after=6.0) is True  # same hold
 
 
+def test_a_429_another_client_explains_holds_the_key_to_the_mirrors_room_not_a_whole_second_past():
+    # W 6 s, limit 10: 7 of ours at 0.0, 3 of another client's; one of ours at 1.9 is refused
+    # with Retry-After 5 (whole seconds: the key frees in (4, 5]). Our oldest sends leave
+    # at 6.0 + margin: the key is held until then, not until 6.9.
+    def gate() -> tuple[WindowGate, SlidingWindow]:
+        w = SlidingWindow(10, 6.0)
+        for i in range(7):
+            w.record_send(0.001 * i)
+        w.observe(0.006, 0.1, RateHeaders(10, 0, None, None))  # 3 not ours
+        w.record_send(1.9)
+        return WindowGate(w), w
+
+    g, w = gate()
+    assert w.foreign(1.95) >= 3
+    g.note_429(1.95, sent_at=1.9, retry_after=5.0)
+    hr = RateHeaders(10, 0, None, retry_after=5.0)
+    wait = g.hold_key(hr, 1.95, 1e9, base=1.0, cap=60.0, max_retry_after=300.0)
+    assert 1.95 + 4.0 <= 1.95 + wait <= 6.0 + w.margin + 0.01
+    # Alone on the key the 429 says the server counts differently: held the whole length.
+    alone = WindowGate(SlidingWindow(10, 6.0))
+    wait = alone.hold_key(hr, 1.95, 1e9, base=1.0, cap=60.0, max_retry_after=300.0)
+    assert wait == 5.0
+    # A fractional Retry-After is taken as it is.
+    g, w = gate()
+    frac = RateHeaders(10, 0, None, retry_after=4.6)
+    wait = g.hold_key(frac, 1.95, 1e9, base=1.0, cap=60.0, max_retry_after=300.0)
+    assert wait == 4.6
+
+
 def test_a_429_without_retry_after_backs_off_then_lets_one_probe_go_alone():
     g = WindowGate(SlidingWindow(100, 60.0))
     g.note_429(10.0, sent_at=9.9, retry_after=None)

@@ -135,6 +135,21 @@ class WindowGate:
             self._probe_refused = False
             free = self.window.sliding_next_free(now) - now
             ra = min(ra, max(ra - 1.0, free))
+        elif (
+            ra is not None
+            and 1 <= ra <= max_retry_after
+            and ra == int(ra)
+            and self.window.foreign(now) > 0
+        ):
+            # Another client took room the mirror had for us, and this answer's Remaining
+            # has just said how much (observe). The key frees when the oldest send the
+            # server holds leaves, as whole seconds rounded: up to 1 s before Retry-After.
+            # Holding the key its full length cost each turn of the window up to 1 s at
+            # 30% foreign traffic (basic tier, W 6 s: the next turn went at 6.9 s, the
+            # batch ended at 1.11 of its bound). Wait for the mirror's room, no earlier than
+            # ra - 1.
+            free = max(0.0, self.window.next_free(now) - now)
+            ra = min(ra, max(ra - 1.0, free))
         if ra is None or ra <= 0 or ra > max_retry_after:
             # No usable Retry-After (absent, garbage, zero/negative, or over the maximum,
             # which the caller reports): wait until our mirror and the 429's own Reset say
