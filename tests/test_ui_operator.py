@@ -429,7 +429,9 @@ async def test_a_random_key_storm_leaves_the_app_idle():
         cpu = (time.process_time() - c0) / (time.perf_counter() - w0)
         assert app.view_switches == switches
         # Idle is a few percent of a core; the view loop of issue 12 burnt all of one.
-        assert cpu < 0.35, f"{cpu:.0%} of a core after the storm"
+        # (process_time counts every thread of the test process: late in a full suite on
+        # a 2-core box, other tests' leftovers measured 37% once; a runaway loop is ~100%.)
+        assert cpu < 0.6, f"{cpu:.0%} of a core after the storm"
         assert app.is_running
 
 
