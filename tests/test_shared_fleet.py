@@ -428,10 +428,15 @@ def test_a_402_parks_the_whole_fleet(tmp_path: Path, loopback_sim: Any, redis_se
         s = json.loads((tmp_path / f"{tag}.json").read_text())
         ok = {srv.tap.refs.get(r.index) for r in paid if r.status == 200}
         mine_ok = {x for x in ok if x and x.startswith(tag + "-")}
-        # Nothing lost: every job either succeeded (as the server saw it) or waits.
+        # Nothing lost: every job either succeeded (as the server saw it) or waits, or was
+        # refused by pre-flight (a process slow to start on a loaded box, twice in CI with 1
+        # success, met the fleet's balance already known to be spent: 78-81 of its jobs
+        # were not affordable by that balance and said so).
+        states = {k: s[k] for k in ("succeeded", "waiting_for_credits", "blocked_preflight")}
+        states |= {k: s[k] for k in ("failed", "outcome_unknown", "cancelled", "not_finished")}
         assert s["succeeded"] == len(mine_ok)
-        assert s["waiting_for_credits"] > 0, s
-        assert s["succeeded"] + s["waiting_for_credits"] == n, s
+        assert s["waiting_for_credits"] > 0, states
+        assert s["succeeded"] + s["waiting_for_credits"] + s["blocked_preflight"] == n, states
     assert (
         sum(json.loads((tmp_path / f"{t}.json").read_text())["credits_used"] for t in ("a", "b"))
         == sim.records.total_charged()
