@@ -128,13 +128,12 @@ class WindowGate:
     ) -> float:
         """Hold the whole key after a 429; returns for how long."""
         ra = headers.retry_after
+        room_at: float | None = None  # when the mirror has room, if it is trusted over ra
         if self._probe_refused and ra is not None and 0 < ra <= max_retry_after:
             # Refused the one probe of an early Reset: the window is as our mirror has it
-            # (exact until then) and Retry-After is whole seconds, so the wait is in
-            # (ra - 1, ra]: wait for the mirror's room, no earlier than ra - 1.
+            # (exact until then).
             self._probe_refused = False
-            free = self.window.sliding_next_free(now) - now
-            ra = min(ra, max(ra - 1.0, free))
+            room_at = self.window.sliding_next_free(now)
         elif (
             ra is not None
             and 1 <= ra <= max_retry_after
@@ -142,14 +141,14 @@ class WindowGate:
             and self.window.foreign(now) > 0
         ):
             # Another client took room the mirror had for us, and this answer's Remaining
-            # has just said how much (observe). The key frees when the oldest send the
-            # server holds leaves, as whole seconds rounded: up to 1 s before Retry-After.
-            # Holding the key its full length cost each turn of the window up to 1 s at
-            # 30% foreign traffic (basic tier, W 6 s: the next turn went at 6.9 s, the
-            # batch ended at 1.11 of its bound). Wait for the mirror's room, no earlier than
-            # ra - 1.
-            free = max(0.0, self.window.next_free(now) - now)
-            ra = min(ra, max(ra - 1.0, free))
+            # has just said how much (observe). Holding the key Retry-After's full length
+            # cost each turn of the window up to 1 s at 30% foreign traffic (basic tier,
+            # W 6 s: the next turn went at 6.9 s, the batch ended at 1.11 of its bound).
+            room_at = self.window.next_free(now)
+        if room_at is not None and ra is not None:
+            # Retry-After is whole seconds, so the key frees in (ra - 1, ra]: wait for the
+            # mirror's room, no earlier than ra - 1.
+            ra = min(ra, max(ra - 1.0, room_at - now))
         if ra is None or ra <= 0 or ra > max_retry_after:
             # No usable Retry-After (absent, garbage, zero/negative, or over the maximum,
             # which the caller reports): wait until our mirror and the 429's own Reset say
